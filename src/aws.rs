@@ -1,0 +1,99 @@
+//! The one place that builds AWS clients from the common options: the standard credential and
+//! region chain, custom endpoints (path-style unless told otherwise), retries.
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::error::Result;
+use crate::s3::{Sse, WriteSettings, S3};
+use crate::sqs::Queue;
+
+/// Options every command shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AwsOptions {
+    /// Send requests to this S3/SQS-compatible endpoint instead of AWS (also AWS_ENDPOINT_URL,
+    /// AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SQS).
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// AWS region (default: the standard chain: AWS_REGION, profile, instance metadata).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Named profile from the shared config and credentials files.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Use virtual-hosted-style addressing even with a custom endpoint.
+    #[arg(long, global = true)]
+    pub virtual_hosted_style: bool,
+    /// Server-side encryption for everything written: AES256 or aws:kms (default: the bucket's).
+    #[arg(long, global = true, value_name = "AES256|aws:kms")]
+    pub sse: Option<Sse>,
+    /// KMS key for --sse aws:kms (default: the AWS managed key).
+    #[arg(long, global = true, value_name = "KEY")]
+    pub sse_kms_key_id: Option<String>,
+    /// Send this account ID with every S3 request, so a bucket owned by another account is
+    /// never read or written.
+    #[arg(long, global = true, value_name = "ACCOUNT")]
+    pub expected_bucket_owner: Option<String>,
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+impl AwsOptions {
+    /// True when requests go to a custom endpoint, where path-style addressing is the default.
+    fn custom_endpoint(&self) -> bool {
+        self.endpoint_url.is_some() || env_set("AWS_ENDPOINT_URL") || env_set("AWS_ENDPOINT_URL_S3")
+    }
+
+    /// Loads the shared SDK configuration through the standard chain.
+    pub async fn load(&self) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build(),
+        );
+        if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
+            // Batch jobs against throttled prefixes want more patience than the SDK's 3 attempts.
+            loader = loader.retry_config(RetryConfig::standard().with_max_attempts(6));
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let config = loader.load().await;
+        if config.region().is_none() {
+            tracing::debug!("no region configured; using us-east-1");
+            return config
+                .into_builder()
+                .region(Region::from_static("us-east-1"))
+                .build();
+        }
+        config
+    }
+
+    pub fn s3(&self, config: &SdkConfig) -> S3 {
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(self.custom_endpoint() && !self.virtual_hosted_style)
+            .build();
+        S3::new(
+            aws_sdk_s3::Client::from_conf(s3_config),
+            WriteSettings {
+                sse: self.sse,
+                sse_kms_key_id: self.sse_kms_key_id.clone(),
+                expected_bucket_owner: self.expected_bucket_owner.clone(),
+            },
+        )
+    }
+
+    /// Resolves a queue name or URL.
+    pub async fn queue(&self, config: &SdkConfig, name_or_url: &str) -> Result<Queue> {
+        Queue::resolve(aws_sdk_sqs::Client::new(config), name_or_url).await
+    }
+}

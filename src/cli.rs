@@ -1,0 +1,25 @@
+//! The command line: common options and one subcommand per job.
+
+use clap::{Parser, Subcommand};
+
+use crate::aws::AwsOptions;
+use crate::commands::group::GroupArgs;
+use crate::logging::LogOptions;
+
+/// Bundle small S3 objects into tar archives with an index, from an S3 Inventory report.
+#[derive(Debug, Parser)]
+#[command(name = "s3bundler", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub aws: AwsOptions,
+    #[command(flatten)]
+    pub log: LogOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read an S3 Inventory report and write bundle manifests to S3.
+    Group(GroupArgs),
+}

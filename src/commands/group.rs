@@ -1,0 +1,500 @@
+//! `group`: read an S3 Inventory report and write bundle manifests.
+//!
+//! Data files stream from S3 through a blocking parser thread; closed manifests are uploaded to
+//! a staging area while parsing goes on. Only when every data file has been read and verified
+//! are the manifests committed under their final names (so a damaged report leaves no manifest
+//! that a bundler could pick up), unchanged ones left alone, and their queue messages sent.
+
+use std::time::Instant;
+
+use aws_config::SdkConfig;
+use md5::{Digest, Md5};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::aws::AwsOptions;
+use crate::error::{Error, Result};
+use crate::group::{entry_for, ClosedManifest, GroupStats, Selection, Splitter};
+use crate::inventory::columns::ColumnMap;
+use crate::inventory::fetch::{read_data_file, spawn_download, ChannelReader};
+use crate::inventory::manifest::verify_checksum;
+use crate::inventory::{FileFormat, InventoryManifest};
+use crate::manifest::{bundle_manifest_key, bundle_manifest_stem, join_prefix};
+use crate::s3::S3;
+use crate::s3uri::S3Uri;
+use crate::size::{human_bytes, ByteSize};
+use crate::sqs::Queue;
+
+/// manifest.json files are small; refuse anything absurd rather than hold it in memory.
+const MANIFEST_JSON_LIMIT: u64 = 256 << 20;
+
+/// Selection and splitting options, shared with `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GroupingOptions {
+    /// Close a bundle manifest when its objects' total size reaches this.
+    #[arg(
+        short = 's',
+        long = "size-threshold",
+        value_name = "SIZE",
+        default_value = "4GiB"
+    )]
+    pub size_threshold: ByteSize,
+    /// Close a bundle manifest when it holds this many objects.
+    #[arg(
+        short = 'c',
+        long = "count-threshold",
+        value_name = "COUNT",
+        default_value_t = 65000
+    )]
+    pub count_threshold: u64,
+    /// Keep only keys that start with this prefix.
+    #[arg(short = 'i', long = "include-prefix", value_name = "PREFIX")]
+    pub include_prefix: Option<String>,
+    /// Select only objects in GLACIER or DEEP_ARCHIVE (skipped otherwise), into `.glacier.index`
+    /// manifests.
+    #[arg(short = 'g', long = "glacier")]
+    pub glacier: bool,
+    /// Bundle noncurrent versions too (versioned inventories); by default only the latest.
+    #[arg(long)]
+    pub all_versions: bool,
+}
+
+impl GroupingOptions {
+    pub fn selection(&self) -> Selection {
+        Selection {
+            include_prefix: self.include_prefix.clone(),
+            all_versions: self.all_versions,
+            glacier: self.glacier,
+        }
+    }
+}
+
+/// `s3bundler group`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GroupArgs {
+    /// The inventory report's manifest.json (or manifest.checksum, which is then verified).
+    #[arg(
+        short = 'm',
+        long = "manifest",
+        value_name = "s3://BUCKET/…/manifest.json"
+    )]
+    pub manifest: S3Uri,
+    /// Bucket to write the bundle manifests to.
+    #[arg(short = 'b', long = "bucket", value_name = "BUCKET")]
+    pub bucket: String,
+    /// Key prefix for the bundle manifests.
+    #[arg(short = 'p', long = "prefix", default_value = "s3grouper-output")]
+    pub prefix: String,
+    /// Name part of each bundle manifest: `<folders>-<KEY>.<N>.index`.
+    #[arg(short = 'k', long = "key", default_value = "manifest")]
+    pub key: String,
+    #[command(flatten)]
+    pub grouping: GroupingOptions,
+    /// Send one SQS message `{"Bucket":…,"Key":…}` per manifest to this queue (name or URL).
+    #[arg(short = 'q', long = "queue", value_name = "QUEUE")]
+    pub queue: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A bundle manifest in its final place.
+#[derive(Debug, Clone, Serialize)]
+pub struct WrittenManifest {
+    pub uri: String,
+    pub objects: u64,
+    pub bytes: u64,
+    /// False when an identical manifest was already there and was left alone.
+    pub written: bool,
+}
+
+/// What `group` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupOutcome {
+    pub inventory: String,
+    #[serde(flatten)]
+    pub stats: GroupStats,
+    pub manifests: Vec<WrittenManifest>,
+    pub elapsed_seconds: f64,
+}
+
+pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &GroupArgs) -> Result<GroupOutcome> {
+    let started = Instant::now();
+    let s3 = aws.s3(config);
+    let queue = match &args.queue {
+        Some(name) => Some(aws.queue(config, name).await?),
+        None => None,
+    };
+    info!("begin processing {}", args.manifest);
+    let (inventory_uri, inventory) = load_inventory_manifest(&s3, &args.manifest).await?;
+    let columns = match inventory.file_format {
+        FileFormat::Csv => ColumnMap::from_csv_schema(&inventory.file_schema, &inventory_uri.to_string())?,
+        other => {
+            return Err(Error::bad_input(
+                inventory_uri.to_string(),
+                format!("{other:?} inventories are not supported by this version of s3bundler; configure the inventory as CSV"),
+            ))
+        }
+    };
+    let staging = Staging::new(&args.bucket, &args.prefix, &inventory_uri.key, &args.key);
+    let (stats, staged) =
+        match stage_manifests(&s3, &inventory_uri, &inventory, columns, args, &staging).await {
+            Ok(result) => result,
+            Err((error, staged)) => {
+                staging.discard(&s3, &staged).await;
+                return Err(error);
+            }
+        };
+    let manifests = commit(&s3, queue.as_ref(), args, &inventory_uri, &staged).await;
+    staging.discard(&s3, &staged).await;
+    let manifests = manifests?;
+    let mut stats = stats;
+    stats.manifests_written = manifests.iter().filter(|m| m.written).count() as u64;
+    stats.manifests_unchanged = manifests.len() as u64 - stats.manifests_written;
+    let outcome = GroupOutcome {
+        inventory: inventory_uri.to_string(),
+        stats,
+        manifests,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    };
+    print_summary(&outcome, args.json);
+    Ok(outcome)
+}
+
+/// Reads manifest.json, or manifest.checksum and the manifest.json beside it.
+async fn load_inventory_manifest(s3: &S3, uri: &S3Uri) -> Result<(S3Uri, InventoryManifest)> {
+    let read = |uri: S3Uri| async move {
+        s3.get_bytes(&uri, MANIFEST_JSON_LIMIT)
+            .await
+            .map_err(|failure| Error::reading("GetObject", uri.to_string(), failure))
+    };
+    let json_uri = match uri.key.strip_suffix(".checksum") {
+        Some(stem) if uri.key.ends_with("manifest.checksum") => {
+            S3Uri::new(uri.bucket.clone(), format!("{stem}.json"))
+        }
+        _ => uri.clone(),
+    };
+    let json = read(json_uri.clone()).await?;
+    if json_uri != *uri {
+        let checksum = read(uri.clone()).await?;
+        verify_checksum(&json, &checksum, &json_uri.to_string())?;
+    }
+    let manifest = InventoryManifest::parse(&json, &json_uri.to_string())?;
+    Ok((json_uri, manifest))
+}
+
+/// Where manifests wait until the whole report has been read.
+struct Staging {
+    bucket: String,
+    folder: String,
+}
+
+/// A manifest uploaded to the staging area.
+/// Only the manifest's digest is kept, so memory does not grow with the number of manifests.
+struct Staged {
+    number: u64,
+    objects: u64,
+    bytes: u64,
+    length: u64,
+    md5: String,
+    uri: S3Uri,
+}
+
+impl Staging {
+    fn new(bucket: &str, prefix: &str, inventory_key: &str, key_name: &str) -> Self {
+        let run_id = format!(
+            "{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
+            std::process::id()
+        );
+        let stem = bundle_manifest_stem(inventory_key, key_name);
+        Staging {
+            bucket: bucket.to_string(),
+            folder: join_prefix(prefix, &format!("_staging/{stem}.{run_id}")),
+        }
+    }
+
+    async fn put(&self, s3: &S3, manifest: ClosedManifest) -> Result<Staged> {
+        // The suffix is not `.index`, so no bundler is notified of a staged manifest.
+        let uri = S3Uri::new(
+            self.bucket.clone(),
+            format!("{}/{}.partial", self.folder, manifest.number),
+        );
+        let md5 = hex::encode(Md5::digest(&manifest.body));
+        let length = manifest.body.len() as u64;
+        s3.put_bytes(&uri, bytes::Bytes::from(manifest.body), "text/csv")
+            .await
+            .map_err(|failure| Error::writing("PutObject", uri.to_string(), failure))?;
+        Ok(Staged {
+            number: manifest.number,
+            objects: manifest.objects,
+            bytes: manifest.bytes,
+            length,
+            md5,
+            uri,
+        })
+    }
+
+    /// Removes staged manifests; failures are only logged (a lifecycle rule can expire them).
+    async fn discard(&self, s3: &S3, staged: &[Staged]) {
+        for item in staged {
+            if let Err(failure) = s3.delete(&item.uri).await {
+                warn!("could not delete staged manifest {}: {failure}", item.uri);
+            }
+        }
+    }
+}
+
+/// How the parser thread ended.
+enum ParseEnd {
+    Done(GroupStats),
+    /// The uploader or downloader went away; their error is the one to report.
+    Stopped,
+    Failed(Error),
+}
+
+/// Streams every data file through selection and splitting and stages the closed manifests.
+/// On failure, returns what was staged so far so that it can be removed.
+async fn stage_manifests(
+    s3: &S3,
+    inventory_uri: &S3Uri,
+    inventory: &InventoryManifest,
+    columns: ColumnMap,
+    args: &GroupArgs,
+    staging: &Staging,
+) -> std::result::Result<(GroupStats, Vec<Staged>), (Error, Vec<Staged>)> {
+    let files: Vec<S3Uri> = inventory
+        .files
+        .iter()
+        .map(|f| S3Uri::new(inventory_uri.bucket.clone(), f.key.clone()))
+        .collect();
+
+    // Downloads run one file ahead of the parser at most.
+    let (readers_tx, mut readers_rx) = mpsc::channel::<ChannelReader>(1);
+    let download_s3 = s3.clone();
+    let download_files = files.clone();
+    let downloader = tokio::spawn(async move {
+        for uri in download_files {
+            let (reader, task) = spawn_download(download_s3.clone(), uri.clone());
+            if readers_tx.send(reader).await.is_err() {
+                task.abort();
+                return Ok(());
+            }
+            match task.await {
+                Ok(result) => result?,
+                Err(join) => {
+                    return Err(Error::Remote {
+                        operation: "GetObject",
+                        location: uri.to_string(),
+                        detail: join.to_string(),
+                    })
+                }
+            }
+        }
+        Ok::<(), Error>(())
+    });
+
+    let (closed_tx, mut closed_rx) = mpsc::channel::<ClosedManifest>(2);
+    let selection = args.grouping.selection();
+    let mut splitter = Splitter::new(
+        args.grouping.count_threshold,
+        args.grouping.size_threshold.0,
+    );
+    let format = inventory.file_format;
+    let data_files = inventory.files.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut stats = GroupStats::default();
+        let mut stopped = false;
+        for (file, uri) in data_files.iter().zip(&files) {
+            let Some(reader) = readers_rx.blocking_recv() else {
+                return ParseEnd::Stopped;
+            };
+            let location = uri.to_string();
+            let result = read_data_file(reader, format, &columns, file, &location, |row, _| {
+                stats.rows_seen += 1;
+                match selection.check(row) {
+                    Err(reason) => stats.record_skip(reason),
+                    Ok(()) => {
+                        stats.objects_selected += 1;
+                        stats.bytes_selected += row.size.unwrap_or(0);
+                        if let Some(closed) = splitter.push(&entry_for(row)) {
+                            if closed_tx.blocking_send(closed).is_err() {
+                                stopped = true;
+                                return Err(Error::Interrupted);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) => {}
+                Err(_) if stopped => return ParseEnd::Stopped,
+                Err(error) => return ParseEnd::Failed(error),
+            }
+        }
+        if let Some(last) = splitter.finish() {
+            if closed_tx.blocking_send(last).is_err() {
+                return ParseEnd::Stopped;
+            }
+        }
+        ParseEnd::Done(stats)
+    });
+
+    let mut staged = Vec::new();
+    let mut upload_error = None;
+    while let Some(closed) = closed_rx.recv().await {
+        match staging.put(s3, closed).await {
+            Ok(item) => staged.push(item),
+            Err(error) => {
+                upload_error = Some(error);
+                break;
+            }
+        }
+    }
+    drop(closed_rx);
+    let parse_end = parser.await.unwrap_or_else(|join| {
+        ParseEnd::Failed(Error::bad_input(
+            inventory_uri.to_string(),
+            format!("the inventory reader crashed: {join}"),
+        ))
+    });
+    let download = downloader.await.unwrap_or_else(|join| {
+        Err(Error::Remote {
+            operation: "GetObject",
+            location: inventory_uri.to_string(),
+            detail: join.to_string(),
+        })
+    });
+    // A failed download explains a truncated stream; a parse error explains a stopped download.
+    if let Err(error) = download {
+        return Err((error, staged));
+    }
+    match (parse_end, upload_error) {
+        (ParseEnd::Failed(error), _) => Err((error, staged)),
+        (_, Some(error)) => Err((error, staged)),
+        (ParseEnd::Done(stats), None) => Ok((stats, staged)),
+        (ParseEnd::Stopped, None) => Err((Error::Interrupted, staged)),
+    }
+}
+
+/// Puts staged manifests in their final places, in order, leaving identical ones alone, and
+/// sends their queue messages.
+async fn commit(
+    s3: &S3,
+    queue: Option<&Queue>,
+    args: &GroupArgs,
+    inventory_uri: &S3Uri,
+    staged: &[Staged],
+) -> Result<Vec<WrittenManifest>> {
+    let mut written = Vec::with_capacity(staged.len());
+    for item in staged {
+        let key = bundle_manifest_key(
+            &args.prefix,
+            &inventory_uri.key,
+            &args.key,
+            item.number,
+            args.grouping.glacier,
+        );
+        let target = S3Uri::new(args.bucket.clone(), key);
+        let unchanged = is_identical(s3, &target, item).await?;
+        if !unchanged {
+            s3.copy_small(&item.uri, &target)
+                .await
+                .map_err(|failure| Error::writing("CopyObject", target.to_string(), failure))?;
+        }
+        info!(
+            objects = item.objects,
+            bytes = item.bytes,
+            "{} bundle manifest {target}",
+            if unchanged { "unchanged" } else { "wrote" }
+        );
+        if let Some(queue) = queue {
+            let body =
+                serde_json::json!({ "Bucket": target.bucket, "Key": target.key }).to_string();
+            queue.send(body).await?;
+        }
+        written.push(WrittenManifest {
+            uri: target.to_string(),
+            objects: item.objects,
+            bytes: item.bytes,
+            written: !unchanged,
+        });
+    }
+    Ok(written)
+}
+
+/// True when `target` already holds exactly the staged manifest.
+async fn is_identical(s3: &S3, target: &S3Uri, item: &Staged) -> Result<bool> {
+    let head = s3
+        .head(target)
+        .await
+        .map_err(|f| Error::reading("HeadObject", target.to_string(), f))?;
+    let Some(head) = head else { return Ok(false) };
+    if head.size != item.length {
+        return Ok(false);
+    }
+    let etag = head.etag.unwrap_or_default();
+    let etag = etag.trim_matches('"');
+    if etag.len() == 32
+        && etag.bytes().all(|b| b.is_ascii_hexdigit())
+        && etag.eq_ignore_ascii_case(&item.md5)
+    {
+        return Ok(true);
+    }
+    // A KMS-encrypted or multipart object's ETag is not its MD5: compare the bytes.
+    let existing = s3
+        .get_bytes(target, head.size)
+        .await
+        .map_err(|f| Error::reading("GetObject", target.to_string(), f))?;
+    Ok(hex::encode(Md5::digest(&existing)) == item.md5)
+}
+
+fn print_summary(outcome: &GroupOutcome, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(outcome).unwrap_or_default()
+        );
+        return;
+    }
+    let stats = &outcome.stats;
+    let skipped: Vec<String> = stats
+        .skipped
+        .iter()
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    println!("grouped {}", outcome.inventory);
+    println!("  rows seen          {}", stats.rows_seen);
+    println!(
+        "  objects selected   {} ({})",
+        stats.objects_selected,
+        human_bytes(stats.bytes_selected)
+    );
+    println!(
+        "  skipped            {}",
+        if skipped.is_empty() {
+            "none".to_string()
+        } else {
+            skipped.join(" ")
+        }
+    );
+    println!(
+        "  manifests          {} ({} written, {} unchanged)",
+        outcome.manifests.len(),
+        stats.manifests_written,
+        stats.manifests_unchanged
+    );
+    let rate = stats.rows_seen as f64 / outcome.elapsed_seconds.max(1e-9);
+    println!(
+        "  elapsed            {:.2}s ({rate:.0} rows/s)",
+        outcome.elapsed_seconds
+    );
+    if outcome.manifests.is_empty() {
+        println!("  no objects were selected, so no manifest was written");
+    }
+}

@@ -1,0 +1,16 @@
+//! Commands: glue that composes the core and I/O modules. Nothing below reaches up here.
+
+pub mod group;
+
+use crate::cli::{Cli, Command};
+use crate::error::{ExitCode, Result};
+
+/// Runs the command the user asked for; the exit code tells how it went.
+pub async fn execute(cli: Cli) -> Result<ExitCode> {
+    let config = cli.aws.load().await;
+    match cli.command {
+        Command::Group(args) => group::run(&cli.aws, &config, &args)
+            .await
+            .map(|_| ExitCode::Success),
+    }
+}

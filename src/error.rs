@@ -1,0 +1,209 @@
+//! Typed errors. Each variant maps to one of the exit codes of the product contract, and every
+//! message names the object or file concerned and, where one exists, what the user can do.
+
+use std::fmt;
+
+/// Exit codes of the product contract (SPEC section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Success = 0,
+    /// The job completed but some objects went to the DLQ, or verification found problems.
+    Partial = 1,
+    BadInput = 2,
+    ReadFailed = 3,
+    WriteFailed = 4,
+    RemoteFailed = 5,
+    Interrupted = 130,
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// Why a remote call failed, after the SDK's own retries. Transient failures (throttling, 5xx,
+/// timeouts, dropped connections) are kept apart from permanent ones because the caller treats
+/// them differently: a transient failure may succeed later, a permanent one never will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteFailure {
+    NotFound,
+    AccessDenied,
+    /// The object is archived (GLACIER, DEEP_ARCHIVE) and needs a restore before it can be read.
+    InvalidObjectState,
+    PreconditionFailed,
+    /// Throttling, a 5xx answer, a timeout or a broken connection that outlasted the retries.
+    Transient(String),
+    /// Any other answer the service gave; retrying will not change it.
+    Permanent(String),
+}
+
+impl RemoteFailure {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RemoteFailure::Transient(_))
+    }
+}
+
+impl fmt::Display for RemoteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteFailure::NotFound => f.write_str("not found"),
+            RemoteFailure::AccessDenied => f.write_str("access denied"),
+            RemoteFailure::InvalidObjectState => {
+                f.write_str("object is archived (InvalidObjectState) and must be restored first")
+            }
+            RemoteFailure::PreconditionFailed => f.write_str("precondition failed"),
+            RemoteFailure::Transient(m) => write!(f, "{m} (still failing after retries)"),
+            RemoteFailure::Permanent(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The library's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line was wrong.
+    #[error("{0}")]
+    Usage(String),
+
+    /// An input file, row or message is malformed; fixing the input is the only remedy.
+    #[error("bad input in {location}: {detail}")]
+    BadInput { location: String, detail: String },
+
+    /// An input could not be read (missing, access denied).
+    #[error("cannot read {location}: {failure}{}", hint_suffix(.failure, "read"))]
+    Read {
+        location: String,
+        failure: RemoteFailure,
+    },
+
+    /// An output could not be written.
+    #[error("cannot write {location}: {failure}{}", hint_suffix(.failure, "write"))]
+    Write {
+        location: String,
+        failure: RemoteFailure,
+    },
+
+    /// A remote service kept failing after the retries.
+    #[error("{operation} on {location} failed: {detail}; the service kept failing after retries, try again later or lower --concurrency")]
+    Remote {
+        operation: &'static str,
+        location: String,
+        detail: String,
+    },
+
+    /// A local file could not be read or written.
+    #[error("{location}: {source}")]
+    Io {
+        location: String,
+        source: std::io::Error,
+    },
+
+    /// Ctrl-C or SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn hint_suffix(failure: &RemoteFailure, verb: &str) -> String {
+    match failure {
+        RemoteFailure::AccessDenied => format!(
+            "; check that your credentials (profile, role) may {verb} it, and --expected-bucket-owner if set"
+        ),
+        RemoteFailure::NotFound => "; check the bucket and key".to_string(),
+        _ => String::new(),
+    }
+}
+
+impl Error {
+    pub fn bad_input(location: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::BadInput {
+            location: location.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A failure while reading `location`: transient ones become [`Error::Remote`].
+    pub fn reading(
+        operation: &'static str,
+        location: impl Into<String>,
+        failure: RemoteFailure,
+    ) -> Self {
+        match failure {
+            RemoteFailure::Transient(detail) => Error::Remote {
+                operation,
+                location: location.into(),
+                detail,
+            },
+            failure => Error::Read {
+                location: location.into(),
+                failure,
+            },
+        }
+    }
+
+    /// A failure while writing `location`: transient ones become [`Error::Remote`].
+    pub fn writing(
+        operation: &'static str,
+        location: impl Into<String>,
+        failure: RemoteFailure,
+    ) -> Self {
+        match failure {
+            RemoteFailure::Transient(detail) => Error::Remote {
+                operation,
+                location: location.into(),
+                detail,
+            },
+            failure => Error::Write {
+                location: location.into(),
+                failure,
+            },
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Usage(_) | Error::BadInput { .. } => ExitCode::BadInput,
+            Error::Read { .. } => ExitCode::ReadFailed,
+            Error::Write { .. } | Error::Io { .. } => ExitCode::WriteFailed,
+            Error::Remote { .. } => ExitCode::RemoteFailed,
+            Error::Interrupted => ExitCode::Interrupted,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_read_failures_are_remote_errors_with_exit_code_5() {
+        let e = Error::reading(
+            "GetObject",
+            "s3://b/k",
+            RemoteFailure::Transient("SlowDown".into()),
+        );
+        assert_eq!(e.exit_code(), ExitCode::RemoteFailed);
+        assert!(e.to_string().contains("s3://b/k"));
+    }
+
+    #[test]
+    fn permanent_failures_keep_read_and_write_exit_codes() {
+        let r = Error::reading("GetObject", "s3://b/k", RemoteFailure::AccessDenied);
+        assert_eq!(r.exit_code(), ExitCode::ReadFailed);
+        assert!(r.to_string().contains("credentials"), "{r}");
+        let w = Error::writing("PutObject", "s3://b/k", RemoteFailure::NotFound);
+        assert_eq!(w.exit_code(), ExitCode::WriteFailed);
+    }
+
+    #[test]
+    fn bad_input_names_the_location() {
+        let e = Error::bad_input("s3://inv/manifest.json", "missing field `files`");
+        assert_eq!(e.exit_code(), ExitCode::BadInput);
+        assert_eq!(
+            e.to_string(),
+            "bad input in s3://inv/manifest.json: missing field `files`"
+        );
+    }
+}

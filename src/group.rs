@@ -1,0 +1,314 @@
+//! Grouping: which inventory rows are bundled (selection) and how they are cut into bundle
+//! manifests (splitting). Pure functions over rows.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::inventory::InventoryRow;
+use crate::manifest::{ManifestEntry, ManifestWriter};
+
+/// Why a row was not selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    DeleteMarker,
+    /// A noncurrent version, without `--all-versions`.
+    NotLatest,
+    /// The key does not start with `-i PREFIX`.
+    OutsidePrefix,
+    /// GLACIER, DEEP_ARCHIVE or an Intelligent-Tiering archive tier: unreadable without a restore.
+    NeedsRestore,
+    /// With `-g`: an object that is not in an archive class.
+    NotArchived,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::DeleteMarker,
+        SkipReason::NotLatest,
+        SkipReason::OutsidePrefix,
+        SkipReason::NeedsRestore,
+        SkipReason::NotArchived,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::DeleteMarker => "delete_marker",
+            SkipReason::NotLatest => "noncurrent_version",
+            SkipReason::OutsidePrefix => "outside_prefix",
+            SkipReason::NeedsRestore => "archived_needs_restore",
+            SkipReason::NotArchived => "not_archived",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// True for objects that cannot be read without a restore.
+pub fn needs_restore(storage_class: Option<&str>, access_tier: Option<&str>) -> bool {
+    matches!(storage_class, Some("GLACIER" | "DEEP_ARCHIVE"))
+        || matches!(
+            access_tier,
+            Some("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS" | "ARCHIVE_CONFIGURATION")
+        )
+}
+
+/// The selection rules of `group`.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `-i PREFIX`: keep only keys (decoded) that start with it.
+    pub include_prefix: Option<String>,
+    /// `--all-versions`: keep noncurrent versions too.
+    pub all_versions: bool,
+    /// `-g`: select only objects that need a restore.
+    pub glacier: bool,
+}
+
+impl Selection {
+    pub fn check(&self, row: &InventoryRow<'_>) -> Result<(), SkipReason> {
+        if row.is_delete_marker {
+            return Err(SkipReason::DeleteMarker);
+        }
+        if !self.all_versions && row.is_latest == Some(false) {
+            return Err(SkipReason::NotLatest);
+        }
+        if let Some(prefix) = &self.include_prefix {
+            if !row.key.starts_with(prefix.as_str()) {
+                return Err(SkipReason::OutsidePrefix);
+            }
+        }
+        match (
+            needs_restore(row.storage_class, row.intelligent_tiering_access_tier),
+            self.glacier,
+        ) {
+            (true, false) => Err(SkipReason::NeedsRestore),
+            (false, true) => Err(SkipReason::NotArchived),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The manifest entry for a selected row.
+pub fn entry_for<'a>(row: &'a InventoryRow<'a>) -> ManifestEntry<'a> {
+    ManifestEntry {
+        bucket: Cow::Borrowed(row.bucket),
+        key: Cow::Borrowed(row.key.as_ref()),
+        size: row.size.unwrap_or(0),
+        version_id: row.version_id.map(Cow::Borrowed),
+        etag: row.etag.map(Cow::Borrowed),
+        last_modified: row.last_modified.map(Cow::Borrowed),
+        storage_class: row.storage_class.map(Cow::Borrowed),
+    }
+}
+
+/// A finished bundle manifest, numbered from 0 in inventory order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedManifest {
+    pub number: u64,
+    pub body: Vec<u8>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Cuts selected rows into manifests: the current manifest is closed as soon as its object count
+/// reaches the count threshold or its total size reaches the size threshold.
+pub struct Splitter {
+    count_threshold: u64,
+    size_threshold: u64,
+    current: ManifestWriter,
+    next_number: u64,
+}
+
+impl Splitter {
+    pub fn new(count_threshold: u64, size_threshold: u64) -> Self {
+        Splitter {
+            count_threshold: count_threshold.max(1),
+            size_threshold: size_threshold.max(1),
+            current: ManifestWriter::default(),
+            next_number: 0,
+        }
+    }
+
+    /// Adds an entry; returns the manifest it closed, if any.
+    pub fn push(&mut self, entry: &ManifestEntry<'_>) -> Option<ClosedManifest> {
+        self.current.push(entry);
+        if self.current.objects() >= self.count_threshold
+            || self.current.bytes() >= self.size_threshold
+        {
+            Some(self.close())
+        } else {
+            None
+        }
+    }
+
+    /// The last, partial manifest; `None` when it would be empty.
+    pub fn finish(mut self) -> Option<ClosedManifest> {
+        (self.current.objects() > 0).then(|| self.close())
+    }
+
+    fn close(&mut self) -> ClosedManifest {
+        let writer = std::mem::take(&mut self.current);
+        let (objects, bytes) = (writer.objects(), writer.bytes());
+        let number = self.next_number;
+        self.next_number += 1;
+        ClosedManifest {
+            number,
+            body: writer.finish(),
+            objects,
+            bytes,
+        }
+    }
+}
+
+/// What grouping saw and did, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStats {
+    pub rows_seen: u64,
+    pub objects_selected: u64,
+    pub bytes_selected: u64,
+    pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    pub manifests_written: u64,
+    pub manifests_unchanged: u64,
+}
+
+impl GroupStats {
+    pub fn record_skip(&mut self, reason: SkipReason) {
+        *self.skipped.entry(reason.as_str()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_manifest;
+
+    fn row(key: &str) -> InventoryRow<'_> {
+        InventoryRow {
+            bucket: "src",
+            key: Cow::Borrowed(key),
+            version_id: None,
+            is_latest: Some(true),
+            is_delete_marker: false,
+            size: Some(10),
+            last_modified: None,
+            etag: None,
+            storage_class: Some("STANDARD"),
+            intelligent_tiering_access_tier: None,
+        }
+    }
+
+    #[test]
+    fn selection_rules() {
+        let default = Selection::default();
+        assert_eq!(default.check(&row("a")), Ok(()));
+        assert_eq!(
+            default.check(&InventoryRow {
+                is_delete_marker: true,
+                ..row("a")
+            }),
+            Err(SkipReason::DeleteMarker)
+        );
+        let old = InventoryRow {
+            is_latest: Some(false),
+            ..row("a")
+        };
+        assert_eq!(default.check(&old), Err(SkipReason::NotLatest));
+        assert_eq!(
+            Selection {
+                all_versions: true,
+                ..Selection::default()
+            }
+            .check(&old),
+            Ok(())
+        );
+        let unversioned = InventoryRow {
+            is_latest: None,
+            ..row("a")
+        };
+        assert_eq!(default.check(&unversioned), Ok(()));
+
+        let prefixed = Selection {
+            include_prefix: Some("logs/".into()),
+            ..Selection::default()
+        };
+        assert_eq!(prefixed.check(&row("logs/x")), Ok(()));
+        assert_eq!(
+            prefixed.check(&row("data/x")),
+            Err(SkipReason::OutsidePrefix)
+        );
+    }
+
+    #[test]
+    fn archived_objects_are_skipped_or_selected_alone_with_glacier() {
+        let deep = InventoryRow {
+            storage_class: Some("DEEP_ARCHIVE"),
+            ..row("a")
+        };
+        let tiered = InventoryRow {
+            storage_class: Some("INTELLIGENT_TIERING"),
+            intelligent_tiering_access_tier: Some("ARCHIVE_ACCESS"),
+            ..row("a")
+        };
+        let instant = InventoryRow {
+            storage_class: Some("GLACIER_IR"),
+            ..row("a")
+        };
+        let default = Selection::default();
+        let glacier = Selection {
+            glacier: true,
+            ..Selection::default()
+        };
+        assert_eq!(default.check(&deep), Err(SkipReason::NeedsRestore));
+        assert_eq!(default.check(&tiered), Err(SkipReason::NeedsRestore));
+        assert_eq!(default.check(&instant), Ok(()));
+        assert_eq!(glacier.check(&deep), Ok(()));
+        assert_eq!(glacier.check(&tiered), Ok(()));
+        assert_eq!(glacier.check(&row("a")), Err(SkipReason::NotArchived));
+    }
+
+    fn split(sizes: &[u64], count: u64, size: u64) -> Vec<(u64, u64, u64)> {
+        let mut splitter = Splitter::new(count, size);
+        let mut out = Vec::new();
+        for (i, s) in sizes.iter().enumerate() {
+            let key = format!("k{i}");
+            let r = InventoryRow {
+                size: Some(*s),
+                ..row(&key)
+            };
+            out.extend(splitter.push(&entry_for(&r)));
+        }
+        out.extend(splitter.finish());
+        out.iter()
+            .map(|m| {
+                let parsed = parse_manifest(&m.body, "m").unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(parsed.len() as u64, m.objects);
+                (m.number, m.objects, m.bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_at_exactly_the_count() {
+        assert_eq!(split(&[1; 6], 3, u64::MAX), vec![(0, 3, 3), (1, 3, 3)]);
+        assert_eq!(
+            split(&[1; 7], 3, u64::MAX),
+            vec![(0, 3, 3), (1, 3, 3), (2, 1, 1)]
+        );
+    }
+
+    #[test]
+    fn splits_as_soon_as_the_size_threshold_is_reached() {
+        // 4+6 reaches 10: closed with both; 3+3 stays below; the last one is partial.
+        assert_eq!(split(&[4, 6, 3, 3], 100, 10), vec![(0, 2, 10), (1, 2, 6)]);
+        // One object bigger than the threshold makes a manifest of its own.
+        assert_eq!(split(&[1, 50, 1], 100, 10), vec![(0, 2, 51), (1, 1, 1)]);
+    }
+
+    #[test]
+    fn nothing_selected_means_no_manifest() {
+        assert_eq!(split(&[], 3, 10), vec![]);
+    }
+}

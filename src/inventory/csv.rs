@@ -1,0 +1,265 @@
+//! Gzipped CSV inventory data files: no header, every field quoted, keys URL-encoded.
+
+use std::io::Read;
+
+use flate2::read::MultiGzDecoder;
+
+use super::columns::ColumnMap;
+use super::{InventoryRow, RowPosition};
+use crate::error::{Error, Result};
+use crate::key_encoding::decode_key;
+
+fn optional(field: &[u8]) -> Option<&str> {
+    if field.is_empty() {
+        None
+    } else {
+        std::str::from_utf8(field).ok()
+    }
+}
+
+fn parse_bool(field: &[u8], column: &str, position: RowPosition<'_>) -> Result<Option<bool>> {
+    match field {
+        b"" => Ok(None),
+        b"true" | b"TRUE" | b"True" => Ok(Some(true)),
+        b"false" | b"FALSE" | b"False" => Ok(Some(false)),
+        other => Err(Error::bad_input(
+            position.to_string(),
+            format!(
+                "{column} is `{}`, expected true or false",
+                String::from_utf8_lossy(other)
+            ),
+        )),
+    }
+}
+
+/// Reads the rows of one gzipped CSV data file, calling `on_row` for each. `file` names the data
+/// file in errors. Stops at the first malformed row or a damaged gzip stream.
+pub fn read_gzip_csv<R: Read>(
+    compressed: R,
+    columns: &ColumnMap,
+    file: &str,
+    on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
+) -> Result<R> {
+    let mut decoder = MultiGzDecoder::new(compressed);
+    read_csv(&mut decoder, columns, file, on_row)?;
+    Ok(decoder.into_inner())
+}
+
+/// Reads the rows of one uncompressed CSV data file.
+pub fn read_csv<R: Read>(
+    reader: R,
+    columns: &ColumnMap,
+    file: &str,
+    mut on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut csv = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(256 * 1024)
+        .from_reader(reader);
+    let mut record = ::csv::ByteRecord::new();
+    let mut row_number = 0u64;
+    loop {
+        let position = RowPosition {
+            file,
+            row: row_number + 1,
+        };
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => return Err(read_error(e, position)),
+        }
+        row_number += 1;
+        if record.len() != columns.width {
+            return Err(Error::bad_input(
+                position.to_string(),
+                format!(
+                    "row has {} fields but fileSchema names {} columns",
+                    record.len(),
+                    columns.width
+                ),
+            ));
+        }
+        let row = parse_record(&record, columns, position)?;
+        on_row(&row, position)?;
+    }
+}
+
+fn read_error(error: ::csv::Error, position: RowPosition<'_>) -> Error {
+    match error.kind() {
+        ::csv::ErrorKind::Io(io) => Error::bad_input(
+            position.file,
+            format!(
+                "cannot decompress near row {}: {io} (the gzip stream is truncated or corrupt)",
+                position.row
+            ),
+        ),
+        _ => Error::bad_input(position.to_string(), format!("malformed CSV: {error}")),
+    }
+}
+
+fn parse_record<'r>(
+    record: &'r ::csv::ByteRecord,
+    columns: &ColumnMap,
+    position: RowPosition<'_>,
+) -> Result<InventoryRow<'r>> {
+    let field = |index: usize| &record[index];
+    let optional_field = |index: Option<usize>| index.map(field).and_then(optional);
+    let bucket = std::str::from_utf8(field(columns.bucket))
+        .map_err(|_| Error::bad_input(position.to_string(), "Bucket is not UTF-8"))?;
+    let key = decode_key(field(columns.key))
+        .map_err(|e| Error::bad_input(position.to_string(), format!("Key: {e}")))?;
+    let is_delete_marker = match columns.is_delete_marker {
+        Some(i) => parse_bool(field(i), "IsDeleteMarker", position)?.unwrap_or(false),
+        None => false,
+    };
+    let size_field = field(columns.size);
+    let size = if size_field.is_empty() {
+        if !is_delete_marker {
+            return Err(Error::bad_input(
+                position.to_string(),
+                "Size is empty for an object that is not a delete marker",
+            ));
+        }
+        None
+    } else {
+        Some(parse_u64(size_field).ok_or_else(|| {
+            Error::bad_input(
+                position.to_string(),
+                format!(
+                    "Size `{}` is not a whole number",
+                    String::from_utf8_lossy(size_field)
+                ),
+            )
+        })?)
+    };
+    Ok(InventoryRow {
+        bucket,
+        key,
+        version_id: optional_field(columns.version_id),
+        is_latest: match columns.is_latest {
+            Some(i) => parse_bool(field(i), "IsLatest", position)?,
+            None => None,
+        },
+        is_delete_marker,
+        size,
+        last_modified: optional_field(columns.last_modified),
+        etag: optional_field(columns.etag),
+        storage_class: optional_field(columns.storage_class),
+        intelligent_tiering_access_tier: optional_field(columns.intelligent_tiering_access_tier),
+    })
+}
+
+fn parse_u64(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 20 {
+        return None;
+    }
+    field.iter().try_fold(0u64, |acc, &b| {
+        let digit = (b as char).to_digit(10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::write::GzEncoder;
+
+    use super::*;
+
+    const SCHEMA: &str = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass";
+
+    fn gzip(text: &str) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        encoder.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn rows(data: &[u8]) -> Result<Vec<(String, Option<u64>, bool, Option<bool>)>> {
+        let columns = ColumnMap::from_csv_schema(SCHEMA, "m")?;
+        let mut out = Vec::new();
+        read_gzip_csv(data, &columns, "data.csv.gz", |row, _| {
+            out.push((
+                row.key.to_string(),
+                row.size,
+                row.is_delete_marker,
+                row.is_latest,
+            ));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_quoted_rows_and_decodes_keys() {
+        let data = gzip(concat!(
+            "\"b\",\"dir/a+b%2C%22c%22\",\"v1\",\"true\",\"false\",\"12\",\"2024-05-06T22:37:48.000Z\",\"e\",\"STANDARD\"\n",
+            "\"b\",\"gone\",\"v2\",\"true\",\"true\",\"\",\"2024-05-06T22:37:48.000Z\",\"\",\"\"\n",
+        ));
+        let got = rows(&data).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got[0],
+            ("dir/a b,\"c\"".to_string(), Some(12), false, Some(true))
+        );
+        assert_eq!(got[1], ("gone".to_string(), None, true, Some(true)));
+    }
+
+    fn error_of(data: &[u8]) -> String {
+        match rows(data) {
+            Ok(r) => panic!("accepted {r:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_row_with_the_wrong_number_of_fields_is_named() {
+        let data = gzip("\"b\",\"k\",\"v\",\"true\",\"false\",\"1\",\"t\",\"e\",\"STANDARD\"\n\"b\",\"k2\",\"1\"\n");
+        let err = error_of(&data);
+        assert!(
+            err.contains("data.csv.gz row 2")
+                && err.contains("3 fields")
+                && err.contains("9 columns"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_gzip_is_reported_not_silently_shortened() {
+        let text =
+            "\"b\",\"k\",\"v\",\"true\",\"false\",\"1\",\"t\",\"e\",\"STANDARD\"\n".repeat(2000);
+        let data = gzip(&text);
+        let err = error_of(&data[..data.len() / 2]);
+        assert!(
+            err.contains("data.csv.gz") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_sizes_and_booleans_are_named() {
+        assert!(error_of(&gzip(
+            "\"b\",\"k\",\"v\",\"true\",\"false\",\"12x\",\"t\",\"e\",\"S\"\n"
+        ))
+        .contains("Size `12x`"));
+        assert!(error_of(&gzip(
+            "\"b\",\"k\",\"v\",\"yes\",\"false\",\"1\",\"t\",\"e\",\"S\"\n"
+        ))
+        .contains("IsLatest is `yes`"));
+        assert!(error_of(&gzip(
+            "\"b\",\"k\",\"v\",\"true\",\"false\",\"\",\"t\",\"e\",\"S\"\n"
+        ))
+        .contains("Size is empty"));
+        assert!(error_of(&gzip(
+            "\"b\",\"%FF\",\"v\",\"true\",\"false\",\"1\",\"t\",\"e\",\"S\"\n"
+        ))
+        .contains("UTF-8"));
+    }
+
+    #[test]
+    fn not_gzip_at_all_is_an_error() {
+        assert!(error_of(b"plain text, not gzip").contains("data.csv.gz"));
+    }
+}

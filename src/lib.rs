@@ -1,0 +1,21 @@
+//! s3bundler: turns an S3 Inventory report into tar archives of small objects, each with an
+//! index of where every object went.
+//!
+//! Pure core modules (no I/O): [`inventory`] readers, [`group`], [`manifest`], [`key_encoding`],
+//! [`size`], [`s3uri`]. I/O: [`s3`], [`sqs`], [`aws`]. Commands on top: [`commands`].
+
+pub mod aws;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod group;
+pub mod inventory;
+pub mod key_encoding;
+pub mod logging;
+pub mod manifest;
+pub mod s3;
+pub mod s3uri;
+pub mod size;
+pub mod sqs;
+
+pub use error::{Error, ExitCode, Result};

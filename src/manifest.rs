@@ -1,0 +1,266 @@
+//! Bundle manifests: the CSV files `group` writes and `bundle` reads, and their names.
+//!
+//! One object per line, no header, columns `Bucket,Key,Size,VersionId,ETag,LastModifiedDate,
+//! StorageClass`, the key URL-encoded as in a CSV inventory so that every line is one physical
+//! line. Manifests of the original tools (`Bucket,Key,Size`) are read too.
+
+use std::borrow::Cow;
+
+use crate::error::{Error, Result};
+use crate::key_encoding::{decode_key, encode_key};
+
+/// One object of a bundle manifest. The key is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestEntry<'a> {
+    pub bucket: Cow<'a, str>,
+    pub key: Cow<'a, str>,
+    pub size: u64,
+    pub version_id: Option<Cow<'a, str>>,
+    pub etag: Option<Cow<'a, str>>,
+    pub last_modified: Option<Cow<'a, str>>,
+    pub storage_class: Option<Cow<'a, str>>,
+}
+
+impl ManifestEntry<'_> {
+    pub fn into_owned(self) -> ManifestEntry<'static> {
+        let own = |c: Option<Cow<'_, str>>| c.map(|v| Cow::Owned(v.into_owned()));
+        ManifestEntry {
+            bucket: Cow::Owned(self.bucket.into_owned()),
+            key: Cow::Owned(self.key.into_owned()),
+            size: self.size,
+            version_id: own(self.version_id),
+            etag: own(self.etag),
+            last_modified: own(self.last_modified),
+            storage_class: own(self.storage_class),
+        }
+    }
+}
+
+/// Accumulates manifest lines in memory (a manifest holds at most `-c` objects).
+pub struct ManifestWriter {
+    csv: csv::Writer<Vec<u8>>,
+    objects: u64,
+    bytes: u64,
+}
+
+impl Default for ManifestWriter {
+    fn default() -> Self {
+        ManifestWriter {
+            csv: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(Vec::with_capacity(1 << 20)),
+            objects: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl ManifestWriter {
+    pub fn push(&mut self, entry: &ManifestEntry<'_>) {
+        let mut size = itoa::Buffer::new();
+        let key = encode_key(&entry.key);
+        let fields = [
+            entry.bucket.as_ref(),
+            key.as_ref(),
+            size.format(entry.size),
+            text_or_empty(&entry.version_id),
+            text_or_empty(&entry.etag),
+            text_or_empty(&entry.last_modified),
+            text_or_empty(&entry.storage_class),
+        ];
+        // Writing to a Vec cannot fail; fields that need it are quoted as RFC 4180 says.
+        let _ = self.csv.write_record(fields);
+        self.objects += 1;
+        self.bytes += entry.size;
+    }
+
+    pub fn objects(&self) -> u64 {
+        self.objects
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The manifest's bytes.
+    pub fn finish(self) -> Vec<u8> {
+        self.csv.into_inner().unwrap_or_default()
+    }
+}
+
+fn text_or_empty<'a>(value: &'a Option<Cow<'_, str>>) -> &'a str {
+    value.as_deref().unwrap_or("")
+}
+
+/// Parses a whole bundle manifest; `location` names it in errors. Lines are numbered from 1.
+pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<ManifestEntry<'a>>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut entries = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    let mut line = 0u64;
+    loop {
+        line += 1;
+        let bad = |detail: String| Error::bad_input(format!("{location} line {line}"), detail);
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => return Ok(entries),
+            Ok(true) => {}
+            Err(e) => return Err(bad(format!("malformed CSV: {e}"))),
+        }
+        if record.len() != 3 && record.len() != 7 {
+            return Err(bad(format!(
+                "{} fields; a bundle manifest line has 7 (Bucket,Key,Size,VersionId,ETag,LastModifiedDate,StorageClass) or 3 (Bucket,Key,Size)",
+                record.len()
+            )));
+        }
+        let text = |i: usize| -> Result<Option<Cow<'a, str>>> {
+            match record.get(i) {
+                None | Some(b"") => Ok(None),
+                Some(field) => std::str::from_utf8(field)
+                    .map(|s| Some(Cow::Owned(s.to_string())))
+                    .map_err(|_| bad(format!("field {} is not UTF-8", i + 1))),
+            }
+        };
+        let bucket = text(0)?.ok_or_else(|| bad("Bucket is empty".into()))?;
+        let key = decode_key(&record[1])
+            .map_err(|e| bad(format!("Key: {e}")))?
+            .into_owned();
+        if key.is_empty() {
+            return Err(bad("Key is empty".into()));
+        }
+        let size_text = text(2)?.unwrap_or_default();
+        let size = size_text
+            .parse::<u64>()
+            .map_err(|_| bad(format!("Size `{size_text}` is not a whole number")))?;
+        entries.push(ManifestEntry {
+            bucket,
+            key: Cow::Owned(key),
+            size,
+            version_id: text(3)?,
+            etag: text(4)?,
+            last_modified: text(5)?,
+            storage_class: text(6)?,
+        });
+    }
+}
+
+/// The key of bundle manifest `n` for the inventory manifest at `inventory_key`:
+/// `PREFIX/<inventory key's folders joined by '-'>-<KEY>.<N>.index` (`.glacier.index` with -g).
+pub fn bundle_manifest_key(
+    prefix: &str,
+    inventory_key: &str,
+    key_name: &str,
+    n: u64,
+    glacier: bool,
+) -> String {
+    let stem = bundle_manifest_stem(inventory_key, key_name);
+    let suffix = if glacier { ".glacier.index" } else { ".index" };
+    join_prefix(prefix, &format!("{stem}.{n}{suffix}"))
+}
+
+/// `<inventory key's folders joined by '-'>-<KEY>`, shared by every manifest of one inventory.
+pub fn bundle_manifest_stem(inventory_key: &str, key_name: &str) -> String {
+    let folders: Vec<&str> = inventory_key.split('/').filter(|s| !s.is_empty()).collect();
+    let folders = &folders[..folders.len().saturating_sub(1)];
+    if folders.is_empty() {
+        key_name.to_string()
+    } else {
+        format!("{}-{key_name}", folders.join("-"))
+    }
+}
+
+/// `prefix/name`, tolerating an empty prefix and slashes at its ends.
+pub fn join_prefix(prefix: &str, name: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, size: u64) -> ManifestEntry<'static> {
+        ManifestEntry {
+            bucket: Cow::Borrowed("src"),
+            key: Cow::Owned(key.to_string()),
+            size,
+            version_id: Some(Cow::Borrowed("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY")),
+            etag: Some(Cow::Borrowed("d8e8fca2dc0f896fd7cb4cb0031ba249")),
+            last_modified: Some(Cow::Borrowed("2024-05-06T22:44:22.000Z")),
+            storage_class: Some(Cow::Borrowed("STANDARD")),
+        }
+    }
+
+    #[test]
+    fn names_follow_the_original_layout() {
+        let key = "src/cfg/2026-11-22T01-00Z/manifest.json";
+        assert_eq!(
+            bundle_manifest_key("s3grouper-output", key, "manifest", 0, false),
+            "s3grouper-output/src-cfg-2026-11-22T01-00Z-manifest.0.index"
+        );
+        assert_eq!(
+            bundle_manifest_key("/p/", key, "m", 7, true),
+            "p/src-cfg-2026-11-22T01-00Z-m.7.glacier.index"
+        );
+        assert_eq!(
+            bundle_manifest_key("", "manifest.json", "manifest", 1, false),
+            "manifest.1.index"
+        );
+    }
+
+    #[test]
+    fn odd_keys_round_trip_one_line_each() {
+        let keys = [
+            "plain.txt",
+            "with space/and+plus/100%/a&b=c",
+            "quote\"comma,semicolon;",
+            "new\nline\ttab\r",
+            "unicode/caf\u{e9}/\u{65e5}\u{672c}/\u{1F600}",
+            &"k".repeat(1024),
+        ];
+        let mut writer = ManifestWriter::default();
+        for (i, key) in keys.iter().enumerate() {
+            writer.push(&entry(key, i as u64));
+        }
+        assert_eq!(writer.objects(), keys.len() as u64);
+        let bytes = writer.finish();
+        assert_eq!(
+            bytes.iter().filter(|&&b| b == b'\n').count(),
+            keys.len(),
+            "one physical line per object"
+        );
+        let parsed = parse_manifest(&bytes, "m").unwrap_or_else(|e| panic!("{e}"));
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(parsed[i], entry(key, i as u64));
+        }
+    }
+
+    #[test]
+    fn reads_the_original_three_column_format() {
+        let parsed = parse_manifest(b"src,dir/a+file.txt,42\nsrc,b,0\n", "m")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].key, "dir/a file.txt");
+        assert_eq!(parsed[0].size, 42);
+        assert_eq!(parsed[0].version_id, None);
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        let err = |text: &str| {
+            parse_manifest(text.as_bytes(), "s3://b/m.index")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("src,a,1\nsrc,b\n").contains("s3://b/m.index line 2"));
+        assert!(err("src,a,big\n").contains("Size `big`"));
+        assert!(err("src,,1\n").contains("Key is empty"));
+    }
+}

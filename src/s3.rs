@@ -1,0 +1,309 @@
+//! S3 access: a thin wrapper over the SDK client that applies the write settings (SSE,
+//! expected bucket owner) to every request and turns SDK errors into [`RemoteFailure`]s.
+
+use std::str::FromStr;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use bytes::Bytes;
+
+use crate::error::RemoteFailure;
+use crate::s3uri::S3Uri;
+
+/// `--sse`: the server-side encryption requested for everything written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sse {
+    Aes256,
+    Kms,
+}
+
+impl FromStr for Sse {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "AES256" => Ok(Sse::Aes256),
+            "aws:kms" => Ok(Sse::Kms),
+            other => Err(format!(
+                "`{other}` is not a server-side encryption: use AES256 or aws:kms"
+            )),
+        }
+    }
+}
+
+/// Settings applied to requests.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSettings {
+    pub sse: Option<Sse>,
+    pub sse_kms_key_id: Option<String>,
+    pub expected_bucket_owner: Option<String>,
+}
+
+impl WriteSettings {
+    fn encryption(&self) -> Option<ServerSideEncryption> {
+        self.sse.map(|sse| match sse {
+            Sse::Aes256 => ServerSideEncryption::Aes256,
+            Sse::Kms => ServerSideEncryption::AwsKms,
+        })
+    }
+}
+
+/// What HeadObject tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// A streaming GET.
+pub struct GetStream {
+    pub body: ByteStream,
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// Classifies an SDK error after its own retries.
+pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    error: &SdkError<E, R>,
+    status: Option<u16>,
+) -> RemoteFailure {
+    match error {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            let code = err.code().unwrap_or("");
+            let message = err.message().unwrap_or("");
+            let detail = || {
+                let status = status.map(|s| format!("HTTP {s} ")).unwrap_or_default();
+                format!("{status}{code} {message}").trim().to_string()
+            };
+            match (code, status) {
+                (
+                    "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" | "NoSuchUpload",
+                    _,
+                )
+                | (_, Some(404)) => RemoteFailure::NotFound,
+                (
+                    "AccessDenied"
+                    | "AllAccessDisabled"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch",
+                    _,
+                )
+                | (_, Some(403)) => RemoteFailure::AccessDenied,
+                ("InvalidObjectState", _) => RemoteFailure::InvalidObjectState,
+                ("PreconditionFailed", _) | (_, Some(412)) => RemoteFailure::PreconditionFailed,
+                (
+                    "SlowDown"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestTimeout"
+                    | "InternalError"
+                    | "ServiceUnavailable",
+                    _,
+                ) => RemoteFailure::Transient(detail()),
+                (_, Some(s)) if s >= 500 || s == 429 => RemoteFailure::Transient(detail()),
+                _ => RemoteFailure::Permanent(detail()),
+            }
+        }
+        SdkError::TimeoutError(_) => RemoteFailure::Transient("timed out".into()),
+        SdkError::DispatchFailure(_) => {
+            RemoteFailure::Transient(format!("connection failed: {}", error_chain(error)))
+        }
+        SdkError::ResponseError(_) => {
+            RemoteFailure::Transient(format!("bad response: {}", error_chain(error)))
+        }
+        other => RemoteFailure::Permanent(error_chain(other)),
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> RemoteFailure {
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    classify(&error, status)
+}
+
+/// The S3 client with this run's settings.
+#[derive(Clone, Debug)]
+pub struct S3 {
+    client: aws_sdk_s3::Client,
+    settings: WriteSettings,
+}
+
+impl S3 {
+    pub fn new(client: aws_sdk_s3::Client, settings: WriteSettings) -> Self {
+        S3 { client, settings }
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    pub fn settings(&self) -> &WriteSettings {
+        &self.settings
+    }
+
+    /// Starts a streaming GET.
+    pub async fn get_stream(&self, uri: &S3Uri) -> Result<GetStream, RemoteFailure> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        Ok(GetStream {
+            size: output
+                .content_length()
+                .and_then(|l| u64::try_from(l).ok())
+                .unwrap_or(0),
+            etag: output.e_tag().map(str::to_string),
+            body: output.body,
+        })
+    }
+
+    /// Reads a small object whole; refuses one larger than `limit` bytes.
+    pub async fn get_bytes(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, RemoteFailure> {
+        let stream = self.get_stream(uri).await?;
+        if stream.size > limit {
+            return Err(RemoteFailure::Permanent(format!(
+                "object is {} bytes, more than the {limit} expected for this kind of file",
+                stream.size
+            )));
+        }
+        let collected =
+            stream.body.collect().await.map_err(|e| {
+                RemoteFailure::Transient(format!("body cut off: {}", error_chain(&e)))
+            })?;
+        Ok(collected.into_bytes())
+    }
+
+    /// HeadObject; `None` when the object does not exist.
+    pub async fn head(&self, uri: &S3Uri) -> Result<Option<ObjectHead>, RemoteFailure> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Some(ObjectHead {
+                size: output
+                    .content_length()
+                    .and_then(|l| u64::try_from(l).ok())
+                    .unwrap_or(0),
+                etag: output.e_tag().map(str::to_string),
+            })),
+            Err(error) => match failure(error) {
+                RemoteFailure::NotFound => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// PutObject of an in-memory body, with the configured encryption.
+    pub async fn put_bytes(
+        &self,
+        uri: &S3Uri,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), RemoteFailure> {
+        self.client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .set_server_side_encryption(self.settings.encryption())
+            .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
+    /// Server-side copy of an object of at most 5 GiB, with the configured encryption.
+    pub async fn copy_small(&self, from: &S3Uri, to: &S3Uri) -> Result<(), RemoteFailure> {
+        self.client
+            .copy_object()
+            .copy_source(copy_source(from))
+            .bucket(&to.bucket)
+            .key(&to.key)
+            .set_server_side_encryption(self.settings.encryption())
+            .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .set_expected_source_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, uri: &S3Uri) -> Result<(), RemoteFailure> {
+        self.client
+            .delete_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+}
+
+/// `bucket/key` for x-amz-copy-source, with the key percent-encoded.
+fn copy_source(uri: &S3Uri) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    format!(
+        "{}/{}",
+        uri.bucket,
+        percent_encoding::utf8_percent_encode(&uri.key, KEEP)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_encodes_the_key() {
+        assert_eq!(
+            copy_source(&S3Uri::new("b", "a dir/k+1%?.txt")),
+            "b/a%20dir/k%2B1%25%3F.txt"
+        );
+    }
+
+    #[test]
+    fn sse_names() {
+        assert_eq!("AES256".parse::<Sse>(), Ok(Sse::Aes256));
+        assert_eq!("aws:kms".parse::<Sse>(), Ok(Sse::Kms));
+        assert!("kms".parse::<Sse>().is_err());
+    }
+}
