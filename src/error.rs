@@ -34,6 +34,8 @@ pub enum RemoteFailure {
     PreconditionFailed,
     /// Throttling, a 5xx answer, a timeout or a broken connection that outlasted the retries.
     Transient(String),
+    /// No usable credentials were found or they were refused before any request was sent.
+    Credentials(String),
     /// Any other answer the service gave; retrying will not change it.
     Permanent(String),
 }
@@ -54,6 +56,10 @@ impl fmt::Display for RemoteFailure {
             }
             RemoteFailure::PreconditionFailed => f.write_str("precondition failed"),
             RemoteFailure::Transient(m) => write!(f, "{m} (still failing after retries)"),
+            RemoteFailure::Credentials(m) => write!(
+                f,
+                "no usable AWS credentials ({m}); set AWS_PROFILE or --profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws sso login`"
+            ),
             RemoteFailure::Permanent(m) => f.write_str(m),
         }
     }

@@ -107,6 +107,14 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
             }
         }
         SdkError::TimeoutError(_) => RemoteFailure::Transient("timed out".into()),
+        SdkError::DispatchFailure(dispatch) if dispatch.is_user() || dispatch.is_other() => {
+            let chain = error_chain(error);
+            if chain.contains("credential") {
+                RemoteFailure::Credentials(chain)
+            } else {
+                RemoteFailure::Permanent(chain)
+            }
+        }
         SdkError::DispatchFailure(_) => {
             RemoteFailure::Transient(format!("connection failed: {}", error_chain(error)))
         }

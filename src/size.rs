@@ -26,9 +26,11 @@ impl FromStr for ByteSize {
             "m" | "mb" | "mib" => 20,
             "g" | "gb" | "gib" => 30,
             "t" | "tb" | "tib" => 40,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "`{text}` has an unknown size unit `{unit}`: use k, M, G or T (binary), e.g. 4GiB"
-            )),
+            ))
+            }
         };
         number
             .checked_mul(1u64 << shift)
