@@ -178,7 +178,10 @@ mod tests {
         encoder.finish().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn rows(data: &[u8]) -> Result<Vec<(String, Option<u64>, bool, Option<bool>)>> {
+    /// (key, size, is_delete_marker, is_latest) of each row.
+    type Summary = (String, Option<u64>, bool, Option<bool>);
+
+    fn rows(data: &[u8]) -> Result<Vec<Summary>> {
         let columns = ColumnMap::from_csv_schema(SCHEMA, "m")?;
         let mut out = Vec::new();
         read_gzip_csv(data, &columns, "data.csv.gz", |row, _| {

@@ -214,7 +214,7 @@ pub fn rows(spec: &InventorySpec, real_etags: bool) -> impl Iterator<Item = Row>
             storage_class: class,
             access_tier: tier,
         };
-        if spec.versioned && h % 33 == 0 {
+        if spec.versioned && h.is_multiple_of(33) {
             out.push(Row {
                 version_id: Some(version_id(spec.seed, i, 2)),
                 is_delete_marker: true,

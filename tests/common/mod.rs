@@ -1,0 +1,74 @@
+//! Shared helpers for the integration tests: run the real `s3bundler` binary against a local
+//! server and read what it wrote.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub use s3bundler_testkit::{
+    get_object, list_keys, moto, new_bucket, put_object, s3_client, server::LocalS3,
+};
+
+/// What a run of the binary produced.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Runs `s3bundler ARGS` with credentials and endpoint for `endpoint`, logs as JSON.
+pub async fn s3bundler(endpoint: &str, args: &[&str]) -> Output {
+    s3bundler_with_env(endpoint, args, &[]).await
+}
+
+pub async fn s3bundler_with_env(
+    endpoint: &str,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in s3bundler_testkit::cli_env(endpoint) {
+        command.env(name, value);
+    }
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    let output = command
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run s3bundler: {e}"));
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The real AWS inventory samples, or `None` (with a note) in a clone without `../shared`.
+/// CI must have them: there a missing folder fails the test.
+pub fn aws_samples() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/aws-samples");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI needs ../shared/fixtures/aws-samples beside the clone"
+    );
+    eprintln!(
+        "skipped: {} is missing (it sits beside the repository in CI)",
+        dir.display()
+    );
+    None
+}

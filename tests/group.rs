@@ -1,0 +1,645 @@
+//! `s3bundler group` end to end: real AWS samples through moto, generated inventories through
+//! the fast local server, and every kind of bad input.
+
+mod common;
+
+use common::*;
+use s3bundler::manifest::parse_manifest;
+use s3bundler_testkit::generate::{csv_report, rows, upload_report, InventorySpec};
+
+const FIXTURE_MANIFEST_KEY: &str = "inventory/filemanager-inventory-test/cfg/2024-05-06T01-00Z";
+
+/// Uploads one of the orcabus sample reports: data file at its bare key (as its manifest
+/// says), manifest and checksum under an inventory-style folder. Returns the manifest URI.
+async fn upload_sample(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    stem: &str,
+    data: &str,
+) -> Option<String> {
+    let dir = aws_samples()?.join("orcabus-filemanager");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    put_object(client, bucket, data, read(data)).await;
+    for suffix in ["manifest.json", "manifest.checksum"] {
+        let name = format!("{stem}_{suffix}");
+        put_object(
+            client,
+            bucket,
+            &format!("{FIXTURE_MANIFEST_KEY}/{name}"),
+            read(&name),
+        )
+        .await;
+    }
+    Some(format!(
+        "s3://{bucket}/{FIXTURE_MANIFEST_KEY}/{stem}_manifest.json"
+    ))
+}
+
+fn manifest_key(n: u64) -> String {
+    format!("s3grouper-output/inventory-filemanager-inventory-test-cfg-2024-05-06T01-00Z-manifest.{n}.index")
+}
+
+#[tokio::test]
+async fn real_versioned_csv_sample_groups_latest_versions_through_moto() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "inv").await;
+    let Some(uri) = upload_sample(&client, &bucket, "csv_inventory", "csv_inventory.csv.gz").await
+    else {
+        return;
+    };
+
+    let out = s3bundler(endpoint, &["group", "-m", &uri, "-b", &bucket, "--json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let summary = out.json();
+    assert_eq!(summary["rows_seen"], 5);
+    assert_eq!(summary["objects_selected"], 2);
+    assert_eq!(summary["skipped"]["delete_marker"], 1);
+    assert_eq!(summary["skipped"]["noncurrent_version"], 2);
+    let body = get_object(&client, &bucket, &manifest_key(0)).await;
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "filemanager-inventory-test,inventory-test/,0,,d41d8cd98f00b204e9800998ecf8427e,2024-05-06T22:37:48.000Z,STANDARD\n\
+         filemanager-inventory-test,inventory-test/key1,5,tpinzcbxOfWpZsmjvVgdHEvSohsY4TA0,d8e8fca2dc0f896fd7cb4cb0031ba249,2024-05-06T22:44:22.000Z,STANDARD\n"
+    );
+    assert!(
+        out.stderr.contains(&format!("begin processing {uri}")),
+        "{}",
+        out.stderr
+    );
+
+    // --all-versions keeps the noncurrent versions, never the delete marker.
+    let out = s3bundler(
+        endpoint,
+        &[
+            "group",
+            "-m",
+            &uri,
+            "-b",
+            &bucket,
+            "-p",
+            "all",
+            "--all-versions",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["objects_selected"], 4);
+}
+
+#[tokio::test]
+async fn real_current_version_sample_read_through_its_checksum_file() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "inv").await;
+    let Some(uri) = upload_sample(
+        &client,
+        &bucket,
+        "csv_inventory_no_version",
+        "csv_inventory_no_version.csv.gz",
+    )
+    .await
+    else {
+        return;
+    };
+    let checksum_uri = uri.replace("manifest.json", "manifest.checksum");
+    let out = s3bundler(
+        endpoint,
+        &["group", "-m", &checksum_uri, "-b", &bucket, "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["objects_selected"], 2);
+    let body = get_object(&client, &bucket, &manifest_key(0)).await;
+    let entries = parse_manifest(&body, "m").unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&str> = entries.iter().map(|e| e.key.as_ref()).collect();
+    assert_eq!(keys, ["inventory-test/", "inventory-test/key1"]);
+    assert_eq!(entries[1].version_id, None);
+}
+
+/// Generates a report on the fast local server; returns (client, bucket, spec, manifest URI).
+async fn generated(
+    spec_of: impl FnOnce(&str) -> InventorySpec,
+) -> (
+    aws_sdk_s3::Client,
+    String,
+    InventorySpec,
+    String,
+    s3bundler_testkit::generate::Expected,
+) {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "gen").await;
+    let spec = spec_of(&bucket);
+    let report = upload_report(
+        &client,
+        &bucket,
+        "inventory/",
+        &spec,
+        csv_report(&spec, false),
+    )
+    .await;
+    (client, bucket, spec, report.manifest_uri, report.expected)
+}
+
+async fn read_manifests(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<Vec<u8>> {
+    let mut keys = list_keys(client, bucket, prefix).await;
+    keys.sort_by_key(|k| {
+        k.rsplit('.')
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    });
+    let mut bodies = Vec::new();
+    for key in keys {
+        bodies.push(get_object(client, bucket, &key).await);
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn generated_versioned_inventory_splits_by_count_with_odd_keys_intact() {
+    let (client, bucket, spec, uri, expected) = generated(|b| InventorySpec {
+        versioned: true,
+        data_files: 3,
+        ..InventorySpec::new(b, 3000)
+    })
+    .await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let out = s3bundler(
+        endpoint,
+        &["group", "-m", &uri, "-b", &bucket, "-c", "500", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let summary = out.json();
+    assert_eq!(summary["rows_seen"], expected.rows);
+    assert_eq!(summary["objects_selected"], expected.selected);
+    assert_eq!(summary["bytes_selected"], expected.bytes_selected);
+    assert_eq!(summary["skipped"]["delete_marker"], expected.delete_markers);
+    assert_eq!(
+        summary["skipped"]["noncurrent_version"],
+        expected.noncurrent
+    );
+    assert_eq!(
+        summary["skipped"]["archived_needs_restore"],
+        expected.needs_restore
+    );
+
+    let manifests = read_manifests(&client, &bucket, "s3grouper-output/").await;
+    assert_eq!(
+        manifests.len() as u64,
+        expected.selected.div_ceil(500),
+        "no staging leftovers, one per 500"
+    );
+    let want: Vec<_> = rows(&spec, false)
+        .filter(|r| r.selected_by_default())
+        .collect();
+    let mut got = Vec::new();
+    for (n, body) in manifests.iter().enumerate() {
+        let entries = parse_manifest(body, "m").unwrap_or_else(|e| panic!("{e}"));
+        if n + 1 < manifests.len() {
+            assert_eq!(
+                entries.len(),
+                500,
+                "manifest {n} closes at exactly the count"
+            );
+        }
+        got.extend(entries.into_iter().map(|e| e.into_owned()));
+    }
+    assert_eq!(got.len(), want.len());
+    for (entry, row) in got.iter().zip(&want) {
+        assert_eq!(entry.key, row.key);
+        assert_eq!(entry.size, row.size);
+        assert_eq!(entry.version_id.as_deref(), row.version_id.as_deref());
+        assert_eq!(entry.etag.as_deref(), Some(row.etag.as_str()));
+        assert_eq!(
+            entry.last_modified.as_deref(),
+            Some(row.last_modified.as_str())
+        );
+        assert_eq!(entry.storage_class.as_deref(), Some(row.storage_class));
+    }
+    assert!(got.iter().any(|e| e.key.contains('\n')) && got.iter().any(|e| e.key.len() == 1024));
+}
+
+#[tokio::test]
+async fn size_threshold_closes_manifests_and_a_rerun_rewrites_nothing() {
+    let (client, bucket, _spec, uri, expected) = generated(|b| InventorySpec::new(b, 400)).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let args = ["group", "-m", &uri, "-b", &bucket, "-s", "64KiB", "--json"];
+    let out = s3bundler(endpoint, &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let manifests = out.json()["manifests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(manifests.len() > 3);
+    for (n, m) in manifests.iter().enumerate() {
+        let bytes = m["bytes"].as_u64().unwrap_or(0);
+        if n + 1 < manifests.len() {
+            assert!(bytes >= 64 << 10, "manifest {n} closed early at {bytes}");
+        }
+        // It closes as soon as the threshold is reached: without its last object it was below.
+    }
+    assert_eq!(
+        manifests
+            .iter()
+            .map(|m| m["objects"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        expected.selected
+    );
+
+    let again = s3bundler(endpoint, &args).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["manifests_written"], 0);
+    assert_eq!(again.json()["manifests_unchanged"], manifests.len());
+    let keys = list_keys(&client, &bucket, "s3grouper-output/").await;
+    assert_eq!(
+        keys.len(),
+        manifests.len(),
+        "staging area is cleaned: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn glacier_and_include_prefix_selection() {
+    let (client, bucket, spec, uri, expected) = generated(|b| InventorySpec::new(b, 1000)).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let out = s3bundler(
+        endpoint,
+        &["group", "-m", &uri, "-b", &bucket, "-g", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["objects_selected"], expected.needs_restore);
+    let keys = list_keys(&client, &bucket, "s3grouper-output/").await;
+    assert_eq!(
+        keys,
+        ["s3grouper-output/inventory-gen-".to_string()
+            + &bucket["gen-".len()..]
+            + "-daily-2026-11-22T01-00Z-manifest.0.glacier.index"]
+    );
+
+    let prefix = "odd/with space";
+    let out = s3bundler(
+        endpoint,
+        &[
+            "group", "-m", &uri, "-b", &bucket, "-i", prefix, "-p", "pfx", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let want = rows(&spec, false)
+        .filter(|r| r.selected_by_default() && r.key.starts_with(prefix))
+        .count();
+    assert!(want > 0);
+    assert_eq!(out.json()["objects_selected"], want);
+}
+
+#[tokio::test]
+async fn zero_selected_objects_write_no_manifest_and_exit_0() {
+    let (client, bucket, _spec, uri, _) = generated(|b| InventorySpec::new(b, 100)).await;
+    let out = s3bundler(
+        &LocalS3::shared().endpoint,
+        &["group", "-m", &uri, "-b", &bucket, "-i", "no/such/prefix"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("no objects were selected"),
+        "{}",
+        out.stdout
+    );
+    assert!(list_keys(&client, &bucket, "s3grouper-output/")
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn queue_gets_one_message_per_manifest() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let sqs = s3bundler_testkit::sqs_client(endpoint);
+    let bucket = new_bucket(&client, "q").await;
+    let queue_name = s3bundler_testkit::unique_name("manifests");
+    sqs.create_queue()
+        .queue_name(&queue_name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let spec = InventorySpec {
+        newline_keys: false,
+        ..InventorySpec::new(&bucket, 300)
+    };
+    let report = upload_report(
+        &client,
+        &bucket,
+        "inventory/",
+        &spec,
+        csv_report(&spec, false),
+    )
+    .await;
+    let out = s3bundler(
+        endpoint,
+        &[
+            "group",
+            "-m",
+            &report.manifest_uri,
+            "-b",
+            &bucket,
+            "-c",
+            "100",
+            "--queue",
+            &queue_name,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let written: Vec<String> = out.json()["manifests"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["uri"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(written.len() as u64, report.expected.selected.div_ceil(100));
+
+    let url = sqs
+        .get_queue_url()
+        .queue_name(&queue_name)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.queue_url)
+        .unwrap_or_default();
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        let batch = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let messages = batch.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            let body: serde_json::Value =
+                serde_json::from_str(m.body().unwrap_or("")).unwrap_or_default();
+            received.push(format!(
+                "s3://{}/{}",
+                body["Bucket"].as_str().unwrap_or(""),
+                body["Key"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    received.sort();
+    let mut want = written.clone();
+    want.sort();
+    assert_eq!(received, want);
+}
+
+/// Runs group on a damaged report and checks the exit code, the message and that nothing was
+/// written (neither manifests nor staged ones).
+async fn assert_rejected(bucket: &str, uri: &str, code: i32, needles: &[&str]) {
+    let endpoint = &LocalS3::shared().endpoint;
+    let out = s3bundler(endpoint, &["group", "-m", uri, "-b", bucket, "-c", "10"]).await;
+    assert_eq!(out.code, code, "{out:?}");
+    for needle in needles {
+        assert!(
+            out.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            out.stderr
+        );
+    }
+    assert!(out.stderr.contains("ERROR"), "{}", out.stderr);
+    let client = s3_client(endpoint);
+    let left = list_keys(&client, bucket, "s3grouper-output/").await;
+    assert!(left.is_empty(), "manifests written for bad input: {left:?}");
+}
+
+async fn replace_manifest(
+    client: &aws_sdk_s3::Client,
+    uri: &str,
+    edit: impl FnOnce(String) -> String,
+) {
+    let (bucket, key) = uri
+        .trim_start_matches("s3://")
+        .split_once('/')
+        .unwrap_or_default();
+    let json = String::from_utf8(get_object(client, bucket, key).await).unwrap_or_default();
+    put_object(client, bucket, key, edit(json).into_bytes()).await;
+}
+
+/// Points the report at one data file with these (correctly checksummed) bytes.
+async fn use_single_data_file(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    spec: &InventorySpec,
+    uri: &str,
+    key: &str,
+    data: Vec<u8>,
+) {
+    let json = s3bundler_testkit::generate::manifest_json(
+        spec,
+        bucket,
+        &[key.to_string()],
+        std::slice::from_ref(&data),
+    );
+    put_object(client, bucket, key, data).await;
+    replace_manifest(client, uri, |_| json).await;
+}
+
+#[tokio::test]
+async fn malformed_manifest_json_missing_fields_and_unknown_format_exit_2() {
+    let (client, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 50)).await;
+    replace_manifest(&client, &uri, |_| "{\"sourceBucket\": ".into()).await;
+    assert_rejected(
+        &bucket,
+        &uri,
+        2,
+        &["manifest.json", "not a valid S3 Inventory manifest.json"],
+    )
+    .await;
+
+    let (client, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 50)).await;
+    replace_manifest(&client, &uri, |j| j.replace("\"files\"", "\"nofiles\"")).await;
+    assert_rejected(&bucket, &uri, 2, &["missing field `files`"]).await;
+
+    let (client, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 50)).await;
+    replace_manifest(&client, &uri, |j| j.replace("\"CSV\"", "\"Avro\"")).await;
+    assert_rejected(&bucket, &uri, 2, &["unknown fileFormat `Avro`"]).await;
+
+    let (client, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 50)).await;
+    replace_manifest(&client, &uri, |j| {
+        j.replace("Bucket, Key, Size", "Bucket, Key, Bytes")
+    })
+    .await;
+    assert_rejected(&bucket, &uri, 2, &["no `Size` column"]).await;
+}
+
+#[tokio::test]
+async fn checksum_file_that_does_not_match_exit_2() {
+    let (client, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 50)).await;
+    let checksum = uri.replace("manifest.json", "manifest.checksum");
+    replace_manifest(&client, &uri, |j| j.replace("2016-11-30", "2016-11-31")).await;
+    assert_rejected(&bucket, &checksum, 2, &["manifest.checksum"]).await;
+}
+
+#[tokio::test]
+async fn wrong_md5_of_a_later_data_file_commits_nothing() {
+    // Three data files of 40 rows and -c 10: the first file's manifests are staged before the
+    // damage in the last file is found, and must not appear.
+    let (client, bucket, _, uri, _) = generated(|b| InventorySpec {
+        data_files: 3,
+        ..InventorySpec::new(b, 120)
+    })
+    .await;
+    let json = String::from_utf8(
+        get_object(
+            &client,
+            &bucket,
+            uri.trim_start_matches(&format!("s3://{bucket}/")),
+        )
+        .await,
+    )
+    .unwrap_or_default();
+    let md5s: Vec<&str> = json
+        .match_indices("\"MD5checksum\" : \"")
+        .map(|(i, m)| &json[i + m.len()..i + m.len() + 32])
+        .collect();
+    let last = md5s.last().copied().unwrap_or_default().to_string();
+    replace_manifest(&client, &uri, |j| {
+        j.replace(&last, "0123456789abcdef0123456789abcdef")
+    })
+    .await;
+    assert_rejected(
+        &bucket,
+        &uri,
+        2,
+        &["MD5", "0123456789abcdef0123456789abcdef", "-2.csv.gz"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn truncated_gzip_exit_2() {
+    let (client, bucket, spec, uri, _) = generated(|b| InventorySpec::new(b, 2000)).await;
+    let report = csv_report(&spec, false);
+    let data = &report.data_files[0];
+    let cut = data[..data.len() / 2].to_vec();
+    use_single_data_file(&client, &bucket, &spec, &uri, "inventory/cut.csv.gz", cut).await;
+    assert_rejected(&bucket, &uri, 2, &["inventory/cut.csv.gz", "truncated"]).await;
+}
+
+#[tokio::test]
+async fn row_with_wrong_number_of_fields_exit_2() {
+    let (client, bucket, spec, uri, _) = generated(|b| InventorySpec::new(b, 30)).await;
+    let mut text = Vec::new();
+    for row in rows(&spec, false).take(20) {
+        s3bundler_testkit::generate::csv_line(&spec, &row, &mut text);
+    }
+    text.extend_from_slice(b"\"only\",\"three\",\"fields\"\n");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, &text).unwrap_or_else(|e| panic!("{e}"));
+    let data = encoder.finish().unwrap_or_default();
+    use_single_data_file(&client, &bucket, &spec, &uri, "inventory/bad.csv.gz", data).await;
+    assert_rejected(
+        &bucket,
+        &uri,
+        2,
+        &["inventory/bad.csv.gz row 21", "3 fields"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn manifest_or_data_file_not_found_exit_3() {
+    let (client, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 30)).await;
+    assert_rejected(
+        &bucket,
+        &uri.replace("manifest.json", "nothing.json"),
+        3,
+        &["nothing.json", "not found"],
+    )
+    .await;
+    replace_manifest(&client, &uri, |j| j.replace("/data/", "/gone/")).await;
+    assert_rejected(&bucket, &uri, 3, &["/gone/", "not found"]).await;
+}
+
+#[tokio::test]
+async fn access_denied_exit_3_and_names_the_manifest() {
+    let (_, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 30)).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let out = s3bundler_with_env(
+        endpoint,
+        &["group", "-m", &uri, "-b", &bucket],
+        &[("AWS_SECRET_ACCESS_KEY", "wrong")],
+    )
+    .await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("access denied") && out.stderr.contains(&uri),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn output_bucket_missing_exit_4_through_moto() {
+    // The local s3s server creates buckets on demand; moto answers NoSuchBucket as S3 does.
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "inv").await;
+    let spec = InventorySpec {
+        newline_keys: false,
+        ..InventorySpec::new(&bucket, 30)
+    };
+    let report = upload_report(
+        &client,
+        &bucket,
+        "inventory/",
+        &spec,
+        csv_report(&spec, false),
+    )
+    .await;
+    let out = s3bundler(
+        endpoint,
+        &[
+            "group",
+            "-m",
+            &report.manifest_uri,
+            "-b",
+            "no-such-output-bucket",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(
+        out.stderr.contains("s3://no-such-output-bucket/"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn bad_usage_exit_2() {
+    let out = s3bundler(
+        &LocalS3::shared().endpoint,
+        &["group", "-m", "not-an-s3-uri", "-b", "x"],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("not an S3 location"), "{}", out.stderr);
+    let out = s3bundler(
+        &LocalS3::shared().endpoint,
+        &["group", "-m", "s3://a/b", "-b", "x", "-s", "4XB"],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+}
