@@ -4,6 +4,7 @@
 //! Pure core modules (no I/O): [`inventory`] readers, [`group`], [`manifest`], [`key_encoding`],
 //! [`size`], [`s3uri`]. I/O: [`s3`], [`sqs`], [`aws`]. Commands on top: [`commands`].
 
+pub mod archive;
 pub mod aws;
 pub mod cli;
 pub mod commands;
@@ -13,6 +14,7 @@ pub mod inventory;
 pub mod key_encoding;
 pub mod logging;
 pub mod manifest;
+pub mod progress;
 pub mod s3;
 pub mod s3uri;
 pub mod size;

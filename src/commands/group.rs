@@ -277,9 +277,11 @@ async fn stage_manifests(
     let (readers_tx, mut readers_rx) = mpsc::channel::<ChannelReader>(1);
     let download_s3 = s3.clone();
     let download_files = files.clone();
+    let progress = crate::progress::bytes_bar(inventory.total_data_bytes(), "reading inventory");
+    let download_progress = progress.clone();
     let downloader = tokio::spawn(async move {
         for uri in download_files {
-            let (reader, task) = spawn_download(download_s3.clone(), uri.clone());
+            let (reader, task) = spawn_download(download_s3.clone(), uri.clone(), download_progress.clone());
             if readers_tx.send(reader).await.is_err() {
                 task.abort();
                 return Ok(());
@@ -306,6 +308,7 @@ async fn stage_manifests(
     );
     let format = inventory.file_format;
     let data_files = inventory.files.clone();
+    let parser_progress = progress.clone();
     let parser = tokio::task::spawn_blocking(move || {
         let mut stats = GroupStats::default();
         let mut stopped = false;
@@ -316,6 +319,9 @@ async fn stage_manifests(
             let location = uri.to_string();
             let result = read_data_file(reader, format, &columns, file, &location, |row, _| {
                 stats.rows_seen += 1;
+                if stats.rows_seen.is_multiple_of(65536) {
+                    parser_progress.set_message(format!("{} rows", stats.rows_seen));
+                }
                 match selection.check(row) {
                     Err(reason) => stats.record_skip(reason),
                     Ok(()) => {
@@ -357,6 +363,7 @@ async fn stage_manifests(
         }
     }
     drop(closed_rx);
+    progress.finish_and_clear();
     let parse_end = parser.await.unwrap_or_else(|join| {
         ParseEnd::Failed(Error::bad_input(
             inventory_uri.to_string(),

@@ -81,7 +81,12 @@ impl<R: Read> Read for Md5Reader<R> {
 
 /// Starts downloading `uri`; its bytes arrive on the returned reader. The task's result tells
 /// whether the download completed; a failed download ends the reader early.
-pub fn spawn_download(s3: S3, uri: S3Uri) -> (ChannelReader, tokio::task::JoinHandle<Result<()>>) {
+/// `progress` counts the bytes downloaded.
+pub fn spawn_download(
+    s3: S3,
+    uri: S3Uri,
+    progress: indicatif::ProgressBar,
+) -> (ChannelReader, tokio::task::JoinHandle<Result<()>>) {
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let task = tokio::spawn(async move {
         let mut stream = s3
@@ -91,6 +96,7 @@ pub fn spawn_download(s3: S3, uri: S3Uri) -> (ChannelReader, tokio::task::JoinHa
         loop {
             match stream.body.try_next().await {
                 Ok(Some(chunk)) => {
+                    progress.inc(chunk.len() as u64);
                     if sender.send(chunk).await.is_err() {
                         // The parser stopped (bad input); its error is the one to report.
                         return Ok(());

@@ -1,0 +1,342 @@
+//! The index (one row per archived member) and the DLQ (one row per object that could not be
+//! archived), both CSV (RFC 4180) with a header row.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+pub const INDEX_HEADER: [&str; 14] = [
+    "bucket",
+    "key",
+    "version_id",
+    "size",
+    "last_modified",
+    "etag",
+    "md5",
+    "storage_class",
+    "content_type",
+    "metadata",
+    "tags",
+    "member",
+    "header_offset",
+    "data_offset",
+];
+
+pub const DLQ_HEADER: [&str; 7] = ["bucket", "key", "version_id", "size", "last_modified", "reason", "detail"];
+
+/// One archived object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexRow {
+    pub bucket: String,
+    /// Decoded.
+    pub key: String,
+    pub version_id: Option<String>,
+    pub size: u64,
+    /// RFC 3339 UTC.
+    pub last_modified: String,
+    pub etag: String,
+    /// Lowercase hex MD5 of the bytes archived.
+    pub md5: String,
+    pub storage_class: String,
+    pub content_type: String,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    /// The tar member name, or the copy's key for big objects.
+    pub member: String,
+    /// Offsets into the uncompressed tar stream; `None` for big-object copies.
+    pub header_offset: Option<u64>,
+    pub data_offset: Option<u64>,
+}
+
+/// Why an object went to the DLQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum DlqReason {
+    /// Deleted since the inventory.
+    NoSuchKey,
+    /// InvalidObjectState: needs a restore.
+    Glacier,
+    AccessDenied,
+    /// Throttling or 5xx that outlasted the retries.
+    Retry,
+    ChecksumMismatch,
+    /// Size differs from the manifest.
+    Changed,
+}
+
+impl DlqReason {
+    pub const ALL: [DlqReason; 6] = [
+        DlqReason::NoSuchKey,
+        DlqReason::Glacier,
+        DlqReason::AccessDenied,
+        DlqReason::Retry,
+        DlqReason::ChecksumMismatch,
+        DlqReason::Changed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqReason::NoSuchKey => "NoSuchKey",
+            DlqReason::Glacier => "Glacier",
+            DlqReason::AccessDenied => "AccessDenied",
+            DlqReason::Retry => "Retry",
+            DlqReason::ChecksumMismatch => "ChecksumMismatch",
+            DlqReason::Changed => "Changed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl fmt::Display for DlqReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One object that could not be archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqRow {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub size: u64,
+    pub last_modified: Option<String>,
+    pub reason: DlqReason,
+    pub detail: String,
+}
+
+fn json_map(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".to_string())
+}
+
+fn writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new())
+}
+
+/// Accumulates index rows.
+pub struct IndexWriter {
+    csv: csv::Writer<Vec<u8>>,
+    rows: u64,
+}
+
+impl Default for IndexWriter {
+    fn default() -> Self {
+        let mut csv = writer();
+        let _ = csv.write_record(INDEX_HEADER);
+        IndexWriter { csv, rows: 0 }
+    }
+}
+
+impl IndexWriter {
+    pub fn push(&mut self, row: &IndexRow) {
+        let size = row.size.to_string();
+        let offset = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
+        let record = [
+            row.bucket.as_str(),
+            &row.key,
+            row.version_id.as_deref().unwrap_or(""),
+            &size,
+            &row.last_modified,
+            &row.etag,
+            &row.md5,
+            &row.storage_class,
+            &row.content_type,
+            &json_map(&row.metadata),
+            &json_map(&row.tags),
+            &row.member,
+            &offset(row.header_offset),
+            &offset(row.data_offset),
+        ];
+        // Writing to a Vec cannot fail.
+        let _ = self.csv.write_record(record);
+        self.rows += 1;
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.csv.into_inner().unwrap_or_default()
+    }
+}
+
+/// Accumulates DLQ rows.
+pub struct DlqWriter {
+    csv: csv::Writer<Vec<u8>>,
+    rows: u64,
+}
+
+impl Default for DlqWriter {
+    fn default() -> Self {
+        let mut csv = writer();
+        let _ = csv.write_record(DLQ_HEADER);
+        DlqWriter { csv, rows: 0 }
+    }
+}
+
+impl DlqWriter {
+    pub fn push(&mut self, row: &DlqRow) {
+        let size = row.size.to_string();
+        let record = [
+            row.bucket.as_str(),
+            &row.key,
+            row.version_id.as_deref().unwrap_or(""),
+            &size,
+            row.last_modified.as_deref().unwrap_or(""),
+            row.reason.as_str(),
+            &row.detail,
+        ];
+        let _ = self.csv.write_record(record);
+        self.rows += 1;
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.csv.into_inner().unwrap_or_default()
+    }
+}
+
+fn check_header(reader: &mut csv::Reader<&[u8]>, expected: &[&str], location: &str) -> Result<()> {
+    let header = reader.headers().map_err(|e| Error::bad_input(location, format!("no header row: {e}")))?;
+    let got: Vec<&str> = header.iter().collect();
+    if got != expected {
+        return Err(Error::bad_input(location, format!("header is {got:?}, expected {expected:?}")));
+    }
+    Ok(())
+}
+
+fn parse_offset(text: &str, what: &str, line: u64, location: &str) -> Result<Option<u64>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| Error::bad_input(format!("{location} line {line}"), format!("{what} `{text}` is not a number")))
+}
+
+/// Parses an index (or a big object's `.metadata`).
+pub fn parse_index(bytes: &[u8], location: &str) -> Result<Vec<IndexRow>> {
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
+    check_header(&mut reader, &INDEX_HEADER, location)?;
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let line = n as u64 + 2;
+        let bad = |detail: String| Error::bad_input(format!("{location} line {line}"), detail);
+        let record = record.map_err(|e| bad(format!("malformed CSV: {e}")))?;
+        let field = |i: usize| record.get(i).unwrap_or("").to_string();
+        let map = |i: usize| -> Result<BTreeMap<String, String>> {
+            serde_json::from_str(record.get(i).unwrap_or("{}"))
+                .map_err(|e| bad(format!("{} is not a JSON object of strings: {e}", INDEX_HEADER[i])))
+        };
+        rows.push(IndexRow {
+            bucket: field(0),
+            key: field(1),
+            version_id: Some(field(2)).filter(|v| !v.is_empty()),
+            size: field(3).parse().map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
+            last_modified: field(4),
+            etag: field(5),
+            md5: field(6),
+            storage_class: field(7),
+            content_type: field(8),
+            metadata: map(9)?,
+            tags: map(10)?,
+            member: field(11),
+            header_offset: parse_offset(&field(12), "header_offset", line, location)?,
+            data_offset: parse_offset(&field(13), "data_offset", line, location)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Parses a DLQ.
+pub fn parse_dlq(bytes: &[u8], location: &str) -> Result<Vec<DlqRow>> {
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
+    check_header(&mut reader, &DLQ_HEADER, location)?;
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let bad = |detail: String| Error::bad_input(format!("{location} line {}", n + 2), detail);
+        let record = record.map_err(|e| bad(format!("malformed CSV: {e}")))?;
+        let field = |i: usize| record.get(i).unwrap_or("").to_string();
+        rows.push(DlqRow {
+            bucket: field(0),
+            key: field(1),
+            version_id: Some(field(2)).filter(|v| !v.is_empty()),
+            size: field(3).parse().map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
+            last_modified: Some(field(4)).filter(|v| !v.is_empty()),
+            reason: DlqReason::parse(&field(5)).ok_or_else(|| bad(format!("unknown reason `{}`", field(5))))?,
+            detail: field(6),
+        });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> IndexRow {
+        IndexRow {
+            bucket: "src".into(),
+            key: "odd,key \"quoted\"\nline".into(),
+            version_id: Some("v1".into()),
+            size: 5,
+            last_modified: "2024-05-06T22:44:22Z".into(),
+            etag: "\"d8e8fca2dc0f896fd7cb4cb0031ba249\"".into(),
+            md5: "d8e8fca2dc0f896fd7cb4cb0031ba249".into(),
+            storage_class: "STANDARD".into(),
+            content_type: "text/plain".into(),
+            metadata: BTreeMap::from([("a".into(), "1,2".into())]),
+            tags: BTreeMap::from([("t=1".into(), "\u{e9}".into())]),
+            member: "src/odd,key".into(),
+            header_offset: Some(0),
+            data_offset: Some(1536),
+        }
+    }
+
+    #[test]
+    fn index_round_trips_with_its_header() {
+        let mut writer = IndexWriter::default();
+        writer.push(&sample());
+        writer.push(&IndexRow { header_offset: None, data_offset: None, version_id: None, ..sample() });
+        let bytes = writer.finish();
+        assert!(bytes.starts_with(b"bucket,key,version_id,size,last_modified,etag,md5,storage_class,content_type,metadata,tags,member,header_offset,data_offset\n"));
+        let rows = parse_index(&bytes, "i").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows[0], sample());
+        assert_eq!(rows[1].header_offset, None);
+        assert_eq!(rows[1].version_id, None);
+    }
+
+    #[test]
+    fn dlq_round_trips() {
+        let row = DlqRow {
+            bucket: "src".into(),
+            key: "gone".into(),
+            version_id: None,
+            size: 3,
+            last_modified: Some("2024-01-01T00:00:00.000Z".into()),
+            reason: DlqReason::NoSuchKey,
+            detail: "deleted since the inventory".into(),
+        };
+        let mut writer = DlqWriter::default();
+        writer.push(&row);
+        assert_eq!(writer.rows(), 1);
+        let parsed = parse_dlq(&writer.finish(), "d").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed, vec![row]);
+    }
+
+    #[test]
+    fn damaged_indexes_are_named() {
+        assert!(parse_index(b"wrong,header\n", "s3://a/i.index").is_err());
+        let mut bytes = IndexWriter::default().finish();
+        bytes.extend_from_slice(b"src,k,,x,,,,,,{},{},m,0,512\n");
+        let err = parse_index(&bytes, "s3://a/i.index").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("s3://a/i.index line 2") && err.contains("size `x`"), "{err}");
+    }
+}
