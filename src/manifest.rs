@@ -37,22 +37,11 @@ impl ManifestEntry<'_> {
 }
 
 /// Accumulates manifest lines in memory (a manifest holds at most `-c` objects).
+#[derive(Default)]
 pub struct ManifestWriter {
-    csv: csv::Writer<Vec<u8>>,
+    body: Vec<u8>,
     objects: u64,
     bytes: u64,
-}
-
-impl Default for ManifestWriter {
-    fn default() -> Self {
-        ManifestWriter {
-            csv: csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(Vec::with_capacity(1 << 20)),
-            objects: 0,
-            bytes: 0,
-        }
-    }
 }
 
 impl ManifestWriter {
@@ -68,8 +57,26 @@ impl ManifestWriter {
             text_or_empty(&entry.last_modified),
             text_or_empty(&entry.storage_class),
         ];
-        // Writing to a Vec cannot fail; fields that need it are quoted as RFC 4180 says.
-        let _ = self.csv.write_record(fields);
+        if fields
+            .iter()
+            .any(|f| f.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')))
+        {
+            // Rare: a field that needs RFC 4180 quoting goes through the csv writer.
+            let mut quoted = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(&mut self.body);
+            let _ = quoted.write_record(fields);
+            let _ = quoted.flush();
+        } else {
+            // The common case, measured as the parser's hot spot: plain fields, written as they are.
+            for (n, field) in fields.iter().enumerate() {
+                if n > 0 {
+                    self.body.push(b',');
+                }
+                self.body.extend_from_slice(field.as_bytes());
+            }
+            self.body.push(b'\n');
+        }
         self.objects += 1;
         self.bytes += entry.size;
     }
@@ -84,7 +91,7 @@ impl ManifestWriter {
 
     /// The manifest's bytes.
     pub fn finish(self) -> Vec<u8> {
-        self.csv.into_inner().unwrap_or_default()
+        self.body
     }
 }
 
@@ -239,6 +246,25 @@ mod tests {
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(parsed[i], entry(key, i as u64));
         }
+    }
+
+    #[test]
+    fn fields_needing_quotes_are_quoted() {
+        let odd = ManifestEntry {
+            version_id: Some(Cow::Borrowed("v,\"1\"")),
+            ..entry("k", 1)
+        };
+        let mut writer = ManifestWriter::default();
+        writer.push(&odd);
+        writer.push(&entry("plain", 2));
+        let bytes = writer.finish();
+        assert!(
+            bytes.starts_with(b"src,k,1,\"v,\"\"1\"\"\","),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let parsed = parse_manifest(&bytes, "m").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed, vec![odd, entry("plain", 2)]);
     }
 
     #[test]

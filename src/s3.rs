@@ -56,6 +56,12 @@ pub struct ObjectHead {
     pub etag: Option<String>,
 }
 
+/// True for an ETag that is the plain MD5 of the object (not multipart, not SSE-KMS/SSE-C).
+pub fn is_plain_md5(etag: &str) -> bool {
+    let etag = etag.trim_matches('"');
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A streaming GET.
 pub struct GetStream {
     pub body: ByteStream,
@@ -229,14 +235,15 @@ impl S3 {
         }
     }
 
-    /// PutObject of an in-memory body, with the configured encryption.
+    /// PutObject of an in-memory body, with the configured encryption. Returns the ETag.
     pub async fn put_bytes(
         &self,
         uri: &S3Uri,
         body: Bytes,
         content_type: &str,
-    ) -> Result<(), RemoteFailure> {
-        self.client
+    ) -> Result<Option<String>, RemoteFailure> {
+        let output = self
+            .client
             .put_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
@@ -248,7 +255,7 @@ impl S3 {
             .send()
             .await
             .map_err(failure)?;
-        Ok(())
+        Ok(output.e_tag().map(str::to_string))
     }
 
     /// Server-side copy of an object of at most 5 GiB, with the configured encryption.

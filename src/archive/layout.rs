@@ -54,9 +54,20 @@ pub struct BundleLayout {
 }
 
 impl BundleLayout {
-    pub fn new(prefix: &str, source_bucket: &str, manifest_key: &str, compression: Compression) -> Self {
+    pub fn new(
+        prefix: &str,
+        source_bucket: &str,
+        manifest_key: &str,
+        compression: Compression,
+    ) -> Self {
         let name = manifest_name(manifest_key);
-        let folder = join_prefix(prefix, &format!("{}/{source_bucket}", hash_prefix(&format!("{source_bucket}/{name}"))));
+        let folder = join_prefix(
+            prefix,
+            &format!(
+                "{}/{source_bucket}",
+                hash_prefix(&format!("{source_bucket}/{name}"))
+            ),
+        );
         BundleLayout {
             archive_key: format!("{folder}/{name}.{}", compression.extension()),
             index_key: format!("{folder}/{name}.index"),
@@ -77,8 +88,14 @@ mod tests {
 
     #[test]
     fn manifest_names() {
-        assert_eq!(manifest_name("s3grouper-output/src-cfg-manifest.0.index"), "src-cfg-manifest.0");
-        assert_eq!(manifest_name("p/src-cfg-manifest.3.glacier.index"), "src-cfg-manifest.3.glacier");
+        assert_eq!(
+            manifest_name("s3grouper-output/src-cfg-manifest.0.index"),
+            "src-cfg-manifest.0"
+        );
+        assert_eq!(
+            manifest_name("p/src-cfg-manifest.3.glacier.index"),
+            "src-cfg-manifest.3.glacier"
+        );
         assert_eq!(manifest_name("p/manifest.12"), "manifest.12");
         assert_eq!(manifest_name("plain"), "plain");
         assert_eq!(manifest_name(".hidden"), ".hidden");
@@ -86,20 +103,37 @@ mod tests {
 
     #[test]
     fn layout_matches_the_original_tools() {
-        let layout = BundleLayout::new("bundles", "src", "s3grouper-output/x-manifest.0.index", Compression::None);
+        let layout = BundleLayout::new(
+            "bundles",
+            "src",
+            "s3grouper-output/x-manifest.0.index",
+            Compression::None,
+        );
         let h = hash_prefix("src/x-manifest.0");
         assert_eq!(h.len(), 6);
-        assert_eq!(layout.archive_key, format!("bundles/{h}/src/x-manifest.0.tar"));
-        assert_eq!(layout.index_key, format!("bundles/{h}/src/x-manifest.0.index"));
+        assert_eq!(
+            layout.archive_key,
+            format!("bundles/{h}/src/x-manifest.0.tar")
+        );
+        assert_eq!(
+            layout.index_key,
+            format!("bundles/{h}/src/x-manifest.0.index")
+        );
         assert_eq!(layout.dlq_key, "s3grouper-output/x-manifest.0.index.dlq");
         let gz = BundleLayout::new("", "src", "m.0.index", Compression::Gzip);
         assert!(gz.archive_key.ends_with("/src/m.0.tar.gz") && !gz.archive_key.starts_with('/'));
-        assert_eq!(hash_prefix("src/m.0"), &hex::encode(Md5::digest(b"src/m.0"))[..6]);
+        assert_eq!(
+            hash_prefix("src/m.0"),
+            &hex::encode(Md5::digest(b"src/m.0"))[..6]
+        );
     }
 
     #[test]
     fn big_objects_keep_their_key() {
         let key = big_object_key("bundles", "src", "a/b c.bin");
-        assert!(key.starts_with("bundles/") && key.ends_with("/src/bigobjects/a/b c.bin"), "{key}");
+        assert!(
+            key.starts_with("bundles/") && key.ends_with("/src/bigobjects/a/b c.bin"),
+            "{key}"
+        );
     }
 }

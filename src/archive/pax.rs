@@ -61,13 +61,28 @@ fn ustar_name(name: &str) -> (Vec<u8>, bool) {
     if name.is_ascii() && name.len() <= 100 && !name.is_empty() {
         return (name.as_bytes().to_vec(), true);
     }
-    let stand_in: Vec<u8> = name.bytes().map(|b| if b.is_ascii_graphic() || b == b' ' { b } else { b'_' }).take(100).collect();
+    let stand_in: Vec<u8> = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b
+            } else {
+                b'_'
+            }
+        })
+        .take(100)
+        .collect();
     (stand_in, false)
 }
 
 /// The header blocks of one member: pax extended header, its records, and the ustar header.
 /// `attributes` are (field, value) pairs written as `SCHILY.xattr.user.s3.<field>`.
-pub fn member_header(name: &str, size: u64, mtime: u64, attributes: &[(String, String)]) -> Vec<u8> {
+pub fn member_header(
+    name: &str,
+    size: u64,
+    mtime: u64,
+    attributes: &[(String, String)],
+) -> Vec<u8> {
     let (short_name, fits) = ustar_name(name);
     let mut records = Vec::new();
     if !fits {
@@ -77,7 +92,10 @@ pub fn member_header(name: &str, size: u64, mtime: u64, attributes: &[(String, S
         records.extend(pax_record("size", size.to_string().as_bytes()));
     }
     for (field, value) in attributes {
-        records.extend(pax_record(&format!("SCHILY.xattr.user.s3.{}", escape_attribute_name(field)), value.as_bytes()));
+        records.extend(pax_record(
+            &format!("SCHILY.xattr.user.s3.{}", escape_attribute_name(field)),
+            value.as_bytes(),
+        ));
     }
     let mut out = Vec::with_capacity(3 * BLOCK as usize + records.len());
     if !records.is_empty() {
@@ -116,7 +134,12 @@ mod tests {
     fn archive(members: &[(&str, &[u8], Vec<(String, String)>)]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, data, attributes) in members {
-            out.extend(member_header(name, data.len() as u64, 1_700_000_000, attributes));
+            out.extend(member_header(
+                name,
+                data.len() as u64,
+                1_700_000_000,
+                attributes,
+            ));
             out.extend_from_slice(data);
             out.resize(out.len() + padding(data.len() as u64) as usize, 0);
         }
@@ -142,22 +165,38 @@ mod tests {
         let mut seen = Vec::new();
         for entry in reader.entries().unwrap_or_else(|e| panic!("{e}")) {
             let mut entry = entry.unwrap_or_else(|e| panic!("{e}"));
-            let path = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let path = entry
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut pax = Vec::new();
             if let Ok(Some(extensions)) = entry.pax_extensions() {
                 for ext in extensions.flatten() {
-                    pax.push((ext.key().unwrap_or("").to_string(), ext.value().unwrap_or("").to_string()));
+                    pax.push((
+                        ext.key().unwrap_or("").to_string(),
+                        ext.value().unwrap_or("").to_string(),
+                    ));
                 }
             }
             let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap_or_else(|e| panic!("{e}"));
+            entry
+                .read_to_end(&mut data)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(entry.header().mtime().ok(), Some(1_700_000_000));
             seen.push((path, data.len(), pax));
         }
         assert_eq!(seen[0].0, "src/plain.txt", "{seen:?}");
         assert_eq!(seen[0].1, 5);
-        assert!(seen[0].2.contains(&("SCHILY.xattr.user.s3.etag".into(), "abc".into())));
-        assert!(seen[0].2.contains(&("SCHILY.xattr.user.s3.meta.x%3Dy".into(), "caf\u{e9} value".into())), "{seen:?}");
+        assert!(seen[0]
+            .2
+            .contains(&("SCHILY.xattr.user.s3.etag".into(), "abc".into())));
+        assert!(
+            seen[0].2.contains(&(
+                "SCHILY.xattr.user.s3.meta.x%3Dy".into(),
+                "caf\u{e9} value".into()
+            )),
+            "{seen:?}"
+        );
         assert_eq!(seen[1].0, long_name);
         assert_eq!(seen[2].0, "src/caf\u{e9}/\u{65e5}.txt");
         assert_eq!(seen[2].1, 513);

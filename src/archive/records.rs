@@ -23,7 +23,15 @@ pub const INDEX_HEADER: [&str; 14] = [
     "data_offset",
 ];
 
-pub const DLQ_HEADER: [&str; 7] = ["bucket", "key", "version_id", "size", "last_modified", "reason", "detail"];
+pub const DLQ_HEADER: [&str; 7] = [
+    "bucket",
+    "key",
+    "version_id",
+    "size",
+    "last_modified",
+    "reason",
+    "detail",
+];
 
 /// One archived object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -113,7 +121,9 @@ fn json_map(map: &BTreeMap<String, String>) -> String {
 }
 
 fn writer() -> csv::Writer<Vec<u8>> {
-    csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new())
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new())
 }
 
 /// Accumulates index rows.
@@ -204,10 +214,15 @@ impl DlqWriter {
 }
 
 fn check_header(reader: &mut csv::Reader<&[u8]>, expected: &[&str], location: &str) -> Result<()> {
-    let header = reader.headers().map_err(|e| Error::bad_input(location, format!("no header row: {e}")))?;
+    let header = reader
+        .headers()
+        .map_err(|e| Error::bad_input(location, format!("no header row: {e}")))?;
     let got: Vec<&str> = header.iter().collect();
     if got != expected {
-        return Err(Error::bad_input(location, format!("header is {got:?}, expected {expected:?}")));
+        return Err(Error::bad_input(
+            location,
+            format!("header is {got:?}, expected {expected:?}"),
+        ));
     }
     Ok(())
 }
@@ -216,9 +231,12 @@ fn parse_offset(text: &str, what: &str, line: u64, location: &str) -> Result<Opt
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse()
-        .map(Some)
-        .map_err(|_| Error::bad_input(format!("{location} line {line}"), format!("{what} `{text}` is not a number")))
+    text.parse().map(Some).map_err(|_| {
+        Error::bad_input(
+            format!("{location} line {line}"),
+            format!("{what} `{text}` is not a number"),
+        )
+    })
 }
 
 /// Parses an index (or a big object's `.metadata`).
@@ -232,14 +250,20 @@ pub fn parse_index(bytes: &[u8], location: &str) -> Result<Vec<IndexRow>> {
         let record = record.map_err(|e| bad(format!("malformed CSV: {e}")))?;
         let field = |i: usize| record.get(i).unwrap_or("").to_string();
         let map = |i: usize| -> Result<BTreeMap<String, String>> {
-            serde_json::from_str(record.get(i).unwrap_or("{}"))
-                .map_err(|e| bad(format!("{} is not a JSON object of strings: {e}", INDEX_HEADER[i])))
+            serde_json::from_str(record.get(i).unwrap_or("{}")).map_err(|e| {
+                bad(format!(
+                    "{} is not a JSON object of strings: {e}",
+                    INDEX_HEADER[i]
+                ))
+            })
         };
         rows.push(IndexRow {
             bucket: field(0),
             key: field(1),
             version_id: Some(field(2)).filter(|v| !v.is_empty()),
-            size: field(3).parse().map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
+            size: field(3)
+                .parse()
+                .map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
             last_modified: field(4),
             etag: field(5),
             md5: field(6),
@@ -268,9 +292,12 @@ pub fn parse_dlq(bytes: &[u8], location: &str) -> Result<Vec<DlqRow>> {
             bucket: field(0),
             key: field(1),
             version_id: Some(field(2)).filter(|v| !v.is_empty()),
-            size: field(3).parse().map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
+            size: field(3)
+                .parse()
+                .map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
             last_modified: Some(field(4)).filter(|v| !v.is_empty()),
-            reason: DlqReason::parse(&field(5)).ok_or_else(|| bad(format!("unknown reason `{}`", field(5))))?,
+            reason: DlqReason::parse(&field(5))
+                .ok_or_else(|| bad(format!("unknown reason `{}`", field(5))))?,
             detail: field(6),
         });
     }
@@ -304,7 +331,12 @@ mod tests {
     fn index_round_trips_with_its_header() {
         let mut writer = IndexWriter::default();
         writer.push(&sample());
-        writer.push(&IndexRow { header_offset: None, data_offset: None, version_id: None, ..sample() });
+        writer.push(&IndexRow {
+            header_offset: None,
+            data_offset: None,
+            version_id: None,
+            ..sample()
+        });
         let bytes = writer.finish();
         assert!(bytes.starts_with(b"bucket,key,version_id,size,last_modified,etag,md5,storage_class,content_type,metadata,tags,member,header_offset,data_offset\n"));
         let rows = parse_index(&bytes, "i").unwrap_or_else(|e| panic!("{e}"));
@@ -336,7 +368,13 @@ mod tests {
         assert!(parse_index(b"wrong,header\n", "s3://a/i.index").is_err());
         let mut bytes = IndexWriter::default().finish();
         bytes.extend_from_slice(b"src,k,,x,,,,,,{},{},m,0,512\n");
-        let err = parse_index(&bytes, "s3://a/i.index").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("s3://a/i.index line 2") && err.contains("size `x`"), "{err}");
+        let err = parse_index(&bytes, "s3://a/i.index")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("s3://a/i.index line 2") && err.contains("size `x`"),
+            "{err}"
+        );
     }
 }

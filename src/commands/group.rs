@@ -8,7 +8,6 @@
 use std::time::Instant;
 
 use aws_config::SdkConfig;
-use md5::{Digest, Md5};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -21,7 +20,7 @@ use crate::inventory::fetch::{read_data_file, spawn_download, ChannelReader};
 use crate::inventory::manifest::verify_checksum;
 use crate::inventory::{FileFormat, InventoryManifest};
 use crate::manifest::{bundle_manifest_key, bundle_manifest_stem, join_prefix};
-use crate::s3::S3;
+use crate::s3::{is_plain_md5, S3};
 use crate::s3uri::S3Uri;
 use crate::size::{human_bytes, ByteSize};
 use crate::sqs::Queue;
@@ -191,13 +190,14 @@ struct Staging {
 }
 
 /// A manifest uploaded to the staging area.
-/// Only the manifest's digest is kept, so memory does not grow with the number of manifests.
+/// Only the manifest's size and ETag are kept, so memory does not grow with the number of
+/// manifests.
 struct Staged {
     number: u64,
     objects: u64,
     bytes: u64,
     length: u64,
-    md5: String,
+    etag: Option<String>,
     uri: S3Uri,
 }
 
@@ -224,9 +224,9 @@ impl Staging {
             self.bucket.clone(),
             format!("{}/{}.partial", self.folder, manifest.number),
         );
-        let md5 = hex::encode(Md5::digest(&manifest.body));
         let length = manifest.body.len() as u64;
-        s3.put_bytes(&uri, bytes::Bytes::from(manifest.body), "text/csv")
+        let etag = s3
+            .put_bytes(&uri, bytes::Bytes::from(manifest.body), "text/csv")
             .await
             .map_err(|failure| Error::writing("PutObject", uri.to_string(), failure))?;
         Ok(Staged {
@@ -234,7 +234,7 @@ impl Staging {
             objects: manifest.objects,
             bytes: manifest.bytes,
             length,
-            md5,
+            etag,
             uri,
         })
     }
@@ -281,7 +281,8 @@ async fn stage_manifests(
     let download_progress = progress.clone();
     let downloader = tokio::spawn(async move {
         for uri in download_files {
-            let (reader, task) = spawn_download(download_s3.clone(), uri.clone(), download_progress.clone());
+            let (reader, task) =
+                spawn_download(download_s3.clone(), uri.clone(), download_progress.clone());
             if readers_tx.send(reader).await.is_err() {
                 task.abort();
                 return Ok(());
@@ -435,7 +436,8 @@ async fn commit(
     Ok(written)
 }
 
-/// True when `target` already holds exactly the staged manifest.
+/// True when `target` already holds exactly the staged manifest. S3 computed the staged
+/// copy's MD5 as its ETag; where ETags are not MD5s (SSE-KMS), the bytes are compared.
 async fn is_identical(s3: &S3, target: &S3Uri, item: &Staged) -> Result<bool> {
     let head = s3
         .head(target)
@@ -445,20 +447,22 @@ async fn is_identical(s3: &S3, target: &S3Uri, item: &Staged) -> Result<bool> {
     if head.size != item.length {
         return Ok(false);
     }
-    let etag = head.etag.unwrap_or_default();
-    let etag = etag.trim_matches('"');
-    if etag.len() == 32
-        && etag.bytes().all(|b| b.is_ascii_hexdigit())
-        && etag.eq_ignore_ascii_case(&item.md5)
-    {
-        return Ok(true);
+    let existing_etag = head.etag.unwrap_or_default();
+    let staged_etag = item.etag.clone().unwrap_or_default();
+    if is_plain_md5(&existing_etag) && is_plain_md5(&staged_etag) {
+        return Ok(existing_etag
+            .trim_matches('"')
+            .eq_ignore_ascii_case(staged_etag.trim_matches('"')));
     }
-    // A KMS-encrypted or multipart object's ETag is not its MD5: compare the bytes.
-    let existing = s3
-        .get_bytes(target, head.size)
-        .await
-        .map_err(|f| Error::reading("GetObject", target.to_string(), f))?;
-    Ok(hex::encode(Md5::digest(&existing)) == item.md5)
+    let read = |uri: &S3Uri| {
+        let uri = uri.clone();
+        async move {
+            s3.get_bytes(&uri, item.length)
+                .await
+                .map_err(|f| Error::reading("GetObject", uri.to_string(), f))
+        }
+    };
+    Ok(read(target).await? == read(&item.uri).await?)
 }
 
 fn print_summary(outcome: &GroupOutcome, json: bool) {

@@ -9,12 +9,8 @@ use super::{InventoryRow, RowPosition};
 use crate::error::{Error, Result};
 use crate::key_encoding::decode_key;
 
-fn optional(field: &[u8]) -> Option<&str> {
-    if field.is_empty() {
-        None
-    } else {
-        std::str::from_utf8(field).ok()
-    }
+fn optional(field: &str) -> Option<&str> {
+    (!field.is_empty()).then_some(field)
 }
 
 fn parse_bool(field: &[u8], column: &str, position: RowPosition<'_>) -> Result<Option<bool>> {
@@ -33,16 +29,93 @@ fn parse_bool(field: &[u8], column: &str, position: RowPosition<'_>) -> Result<O
 }
 
 /// Reads the rows of one gzipped CSV data file, calling `on_row` for each. `file` names the data
-/// file in errors. Stops at the first malformed row or a damaged gzip stream.
-pub fn read_gzip_csv<R: Read>(
+/// file in errors. Stops at the first malformed row or a damaged gzip stream. Decompression runs
+/// on a second thread, so that inflating and parsing each get a core.
+pub fn read_gzip_csv<R: Read + Send>(
     compressed: R,
     columns: &ColumnMap,
     file: &str,
     on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
 ) -> Result<R> {
-    let mut decoder = MultiGzDecoder::new(compressed);
-    read_csv(&mut decoder, columns, file, on_row)?;
-    Ok(decoder.into_inner())
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
+    std::thread::scope(|scope| {
+        let inflater = scope.spawn(move || {
+            let mut decoder = MultiGzDecoder::new(compressed);
+            loop {
+                let mut block = vec![0u8; DECOMPRESSED_BLOCK];
+                match read_full(&mut decoder, &mut block) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        block.truncate(n);
+                        if sender.send(Ok(block)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = sender.send(Err(e));
+                        break;
+                    }
+                }
+            }
+            decoder.into_inner()
+        });
+        let parsed = read_csv(
+            BlockReader {
+                blocks: receiver,
+                current: Vec::new(),
+                position: 0,
+            },
+            columns,
+            file,
+            on_row,
+        );
+        let compressed = inflater
+            .join()
+            .map_err(|_| Error::bad_input(file, "the decompressor thread panicked"))?;
+        parsed.map(|()| compressed)
+    })
+}
+
+/// Decompressed bytes handed from the inflater thread to the parser at a time.
+const DECOMPRESSED_BLOCK: usize = 256 * 1024;
+
+/// Fills `buf` as far as the reader allows; 0 only at the end.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A `Read` over blocks from the inflater thread.
+struct BlockReader {
+    blocks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.blocks.recv() {
+                Ok(block) => {
+                    self.current = block?;
+                    self.position = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
 }
 
 /// Reads the rows of one uncompressed CSV data file.
@@ -57,14 +130,15 @@ pub fn read_csv<R: Read>(
         .flexible(true)
         .buffer_capacity(256 * 1024)
         .from_reader(reader);
-    let mut record = ::csv::ByteRecord::new();
+    // One UTF-8 check per record, instead of one per field.
+    let mut record = ::csv::StringRecord::new();
     let mut row_number = 0u64;
     loop {
         let position = RowPosition {
             file,
             row: row_number + 1,
         };
-        match csv.read_byte_record(&mut record) {
+        match csv.read_record(&mut record) {
             Ok(false) => return Ok(()),
             Ok(true) => {}
             Err(e) => return Err(read_error(e, position)),
@@ -99,21 +173,20 @@ fn read_error(error: ::csv::Error, position: RowPosition<'_>) -> Error {
 }
 
 fn parse_record<'r>(
-    record: &'r ::csv::ByteRecord,
+    record: &'r ::csv::StringRecord,
     columns: &ColumnMap,
     position: RowPosition<'_>,
 ) -> Result<InventoryRow<'r>> {
-    let field = |index: usize| &record[index];
+    let field = |index: usize| record.get(index).unwrap_or("");
     let optional_field = |index: Option<usize>| index.map(field).and_then(optional);
-    let bucket = std::str::from_utf8(field(columns.bucket))
-        .map_err(|_| Error::bad_input(position.to_string(), "Bucket is not UTF-8"))?;
-    let key = decode_key(field(columns.key))
+    let bucket = field(columns.bucket);
+    let key = decode_key(field(columns.key).as_bytes())
         .map_err(|e| Error::bad_input(position.to_string(), format!("Key: {e}")))?;
     let is_delete_marker = match columns.is_delete_marker {
-        Some(i) => parse_bool(field(i), "IsDeleteMarker", position)?.unwrap_or(false),
+        Some(i) => parse_bool(field(i).as_bytes(), "IsDeleteMarker", position)?.unwrap_or(false),
         None => false,
     };
-    let size_field = field(columns.size);
+    let size_field = field(columns.size).as_bytes();
     let size = if size_field.is_empty() {
         if !is_delete_marker {
             return Err(Error::bad_input(
@@ -138,7 +211,7 @@ fn parse_record<'r>(
         key,
         version_id: optional_field(columns.version_id),
         is_latest: match columns.is_latest {
-            Some(i) => parse_bool(field(i), "IsLatest", position)?,
+            Some(i) => parse_bool(field(i).as_bytes(), "IsLatest", position)?,
             None => None,
         },
         is_delete_marker,

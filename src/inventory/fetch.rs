@@ -118,7 +118,7 @@ pub fn spawn_download(
 
 /// Reads one data file from `reader`, calling `on_row` for every row, then checks the file's
 /// size and MD5 against the manifest. Blocking: call it from a blocking thread.
-pub fn read_data_file<R: Read>(
+pub fn read_data_file<R: Read + Send>(
     reader: R,
     format: FileFormat,
     columns: &ColumnMap,

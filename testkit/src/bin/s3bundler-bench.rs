@@ -56,6 +56,24 @@ fn measure(command: &mut Command) -> ChildUsage {
         }
         text
     });
+    // ru_maxrss would count the bench's own pages, which the child shares between fork and exec;
+    // VmHWM is the peak of the child's own address space.
+    let peak = std::thread::spawn(move || {
+        let mut peak_kib = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) else {
+                break;
+            };
+            let kib = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            peak_kib = peak_kib.max(kib);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        peak_kib
+    });
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data that wait4 fills in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -66,7 +84,7 @@ fn measure(command: &mut Command) -> ChildUsage {
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     ChildUsage {
         cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        max_rss_mib: peak.join().unwrap_or(0) as f64 / 1024.0,
         wall_seconds,
         status: std::os::unix::process::ExitStatusExt::from_raw(status),
         stdout: reader.join().unwrap_or_default(),
