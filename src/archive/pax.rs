@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(escape_attribute_name("tag.a=b%c"), "tag.a%3Db%25c");
     }
 
-    fn archive(members: &[(&str, &[u8], Vec<(String, String)>)]) -> Vec<u8> {
+    /// (name, data, attributes) of a member.
+    type Member<'a> = (&'a str, &'a [u8], Vec<(String, String)>);
+
+    fn archive(members: &[Member<'_>]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, data, attributes) in members {
             out.extend(member_header(
