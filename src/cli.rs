@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::aws::AwsOptions;
+use crate::commands::bundle::BundleArgs;
 use crate::commands::group::GroupArgs;
 use crate::logging::LogOptions;
 
@@ -22,4 +23,6 @@ pub struct Cli {
 pub enum Command {
     /// Read an S3 Inventory report and write bundle manifests to S3.
     Group(GroupArgs),
+    /// Archive the objects of a bundle manifest into a tar with an index.
+    Bundle(BundleArgs),
 }

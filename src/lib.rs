@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod aws;
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod error;

@@ -41,7 +41,7 @@ pub struct WriteSettings {
 }
 
 impl WriteSettings {
-    fn encryption(&self) -> Option<ServerSideEncryption> {
+    pub fn encryption(&self) -> Option<ServerSideEncryption> {
         self.sse.map(|sse| match sse {
             Sse::Aes256 => ServerSideEncryption::Aes256,
             Sse::Kms => ServerSideEncryption::AwsKms,
@@ -146,7 +146,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
+pub(crate) fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
     error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> RemoteFailure {
     let status = error.raw_response().map(|r| r.status().as_u16());
@@ -262,7 +262,7 @@ impl S3 {
     pub async fn copy_small(&self, from: &S3Uri, to: &S3Uri) -> Result<(), RemoteFailure> {
         self.client
             .copy_object()
-            .copy_source(copy_source(from))
+            .copy_source(copy_source(from, None))
             .bucket(&to.bucket)
             .key(&to.key)
             .set_server_side_encryption(self.settings.encryption())
@@ -288,19 +288,19 @@ impl S3 {
     }
 }
 
-/// `bucket/key` for x-amz-copy-source, with the key percent-encoded.
-fn copy_source(uri: &S3Uri) -> String {
+/// `bucket/key[?versionId=…]` for x-amz-copy-source, with the key percent-encoded.
+pub(crate) fn copy_source(uri: &S3Uri, version_id: Option<&str>) -> String {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'/')
         .remove(b'-')
         .remove(b'_')
         .remove(b'.')
         .remove(b'~');
-    format!(
-        "{}/{}",
-        uri.bucket,
-        percent_encoding::utf8_percent_encode(&uri.key, KEEP)
-    )
+    let key = percent_encoding::utf8_percent_encode(&uri.key, KEEP);
+    match version_id {
+        Some(version) => format!("{}/{key}?versionId={version}", uri.bucket),
+        None => format!("{}/{key}", uri.bucket),
+    }
 }
 
 #[cfg(test)]
@@ -310,8 +310,12 @@ mod tests {
     #[test]
     fn copy_source_encodes_the_key() {
         assert_eq!(
-            copy_source(&S3Uri::new("b", "a dir/k+1%?.txt")),
+            copy_source(&S3Uri::new("b", "a dir/k+1%?.txt"), None),
             "b/a%20dir/k%2B1%25%3F.txt"
+        );
+        assert_eq!(
+            copy_source(&S3Uri::new("b", "k"), Some("v1")),
+            "b/k?versionId=v1"
         );
     }
 

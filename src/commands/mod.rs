@@ -1,5 +1,6 @@
 //! Commands: glue that composes the core and I/O modules. Nothing below reaches up here.
 
+pub mod bundle;
 pub mod group;
 
 use crate::cli::{Cli, Command};
@@ -12,5 +13,6 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Group(args) => group::run(&cli.aws, &config, &args)
             .await
             .map(|_| ExitCode::Success),
+        Command::Bundle(args) => bundle::run(&cli.aws, &config, &args).await,
     }
 }

@@ -21,6 +21,9 @@ pub struct InventorySpec {
     pub seed: u64,
     /// Include keys containing a newline (moto refuses to store those).
     pub newline_keys: bool,
+    /// Include 1,024-byte keys (the local s3s server cannot store keys over ~150 bytes: it
+    /// names a file after the base64 of the key).
+    pub long_keys: bool,
     /// Largest object size.
     pub max_object_size: u64,
 }
@@ -34,6 +37,7 @@ impl InventorySpec {
             data_files: 1,
             seed: 1,
             newline_keys: true,
+            long_keys: true,
             max_object_size: 64 << 10,
         }
     }
@@ -118,8 +122,16 @@ pub fn key_for(spec: &InventorySpec, i: u64) -> String {
         format!("odd/tab\tkey {i}"),
         format!("odd/deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/{i}"),
         {
-            let head = format!("odd/long/{i}/");
-            format!("{head}{}", "x".repeat(1024 - head.len()))
+            // 1,024 bytes in segments a filesystem-backed server can store (at most 255 each).
+            let mut key = format!("odd/long/{i}/");
+            while key.len() < 1024 {
+                let segment = (1024 - key.len()).min(200);
+                key.push_str(&"x".repeat(segment));
+                if key.len() < 1023 {
+                    key.push('/');
+                }
+            }
+            key
         },
         format!("odd/newline\nin key {i}"),
     ];
@@ -128,7 +140,11 @@ pub fn key_for(spec: &InventorySpec, i: u64) -> String {
     } else {
         odd.len() - 1
     };
-    odd[((i / 50) as usize) % choices].clone()
+    let pick = ((i / 50) as usize) % choices;
+    if pick == 8 && !spec.long_keys {
+        return format!("odd/short-instead-of-long/{i}");
+    }
+    odd[pick].clone()
 }
 
 fn storage_class(h: u64) -> (&'static str, Option<&'static str>) {
@@ -446,10 +462,13 @@ pub async fn upload_report(
 
 /// Puts every current object of an unversioned report into the source bucket, with the
 /// contents whose MD5 the report's ETags hold (generate the report with `real_etags`).
+/// `storage_classes`: set each object's class as the report says (moto keeps them; the local
+/// s3s server refuses any).
 pub async fn create_objects(
     client: &aws_sdk_s3::Client,
     spec: &InventorySpec,
     concurrency: usize,
+    storage_classes: bool,
 ) -> u64 {
     use futures::StreamExt;
     assert!(
@@ -462,7 +481,7 @@ pub async fn create_objects(
                 .put_object()
                 .bucket(&spec.source_bucket)
                 .key(&row.key)
-                .storage_class(row.storage_class.into())
+                .set_storage_class(storage_classes.then(|| row.storage_class.into()))
                 .body(body_for(&row.key, row.size).into())
                 .send()
                 .await

@@ -67,10 +67,12 @@ async fn main() {
             for bucket in [&inventory_bucket, &source_bucket] {
                 let _ = client.create_bucket().bucket(bucket.as_str()).send().await;
             }
+            // The local server stores objects as files: no 1,024-byte keys when it must hold them.
             let spec = InventorySpec {
                 versioned,
                 data_files,
                 seed,
+                long_keys: !with_objects,
                 ..InventorySpec::new(&source_bucket, objects)
             };
             let report = upload_report(
@@ -82,7 +84,7 @@ async fn main() {
             )
             .await;
             if with_objects {
-                let created = create_objects(&client, &spec, 32).await;
+                let created = create_objects(&client, &spec, 32, false).await;
                 eprintln!("created {created} objects in s3://{source_bucket}");
             }
             eprintln!(

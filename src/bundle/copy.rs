@@ -1,0 +1,328 @@
+//! Objects too big for an archive are copied server-side to `bigobjects/`, keeping content
+//! headers, user metadata and tags, with their index row in a `.metadata` object beside them.
+//! Up to the multipart threshold (5 GiB, S3's CopyObject limit) one CopyObject does it; above,
+//! UploadPartCopy ranges of a multipart upload whose headers, metadata and tags are set
+//! explicitly (a multipart copy does not carry them over by itself).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_s3::primitives::DateTimeFormat;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass, TaggingDirective,
+};
+
+use super::object::{entry_uri, ObjectInfo, ReadFailure};
+use super::upload::part_size_for;
+use crate::archive::layout::big_object_key;
+use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
+use crate::error::{Error, Result};
+use crate::manifest::ManifestEntry;
+use crate::s3::{copy_source, failure, S3};
+use crate::s3uri::S3Uri;
+
+/// Where and how big objects are copied.
+#[derive(Debug, Clone)]
+pub struct CopySettings {
+    pub bucket: String,
+    pub prefix: String,
+    pub storage_class: Option<StorageClass>,
+    /// Objects larger than this are copied with UploadPartCopy.
+    pub multipart_threshold: u64,
+}
+
+/// HeadObject and GetObjectTagging: what the copy must keep.
+async fn describe(s3: &S3, entry: &ManifestEntry<'_>) -> Result<ObjectInfo, ReadFailure> {
+    let uri = entry_uri(entry);
+    let version_id = entry.version_id.as_deref().map(str::to_string);
+    let head = s3
+        .client()
+        .head_object()
+        .bucket(&uri.bucket)
+        .key(&uri.key)
+        .set_version_id(version_id.clone())
+        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+        .send()
+        .await
+        .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
+    let size = head
+        .content_length()
+        .and_then(|l| u64::try_from(l).ok())
+        .unwrap_or(0);
+    if size != entry.size {
+        return Err(ReadFailure::Dlq(
+            DlqReason::Changed,
+            format!(
+                "the object has {size} bytes but the manifest says {}",
+                entry.size
+            ),
+        ));
+    }
+    let tags = s3
+        .client()
+        .get_object_tagging()
+        .bucket(&uri.bucket)
+        .key(&uri.key)
+        .set_version_id(head.version_id().map(str::to_string).or(version_id.clone()))
+        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+        .send()
+        .await
+        .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
+    Ok(ObjectInfo {
+        version_id: head.version_id().map(str::to_string).or(version_id),
+        etag: head.e_tag().unwrap_or("").trim_matches('"').to_string(),
+        last_modified: head
+            .last_modified()
+            .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
+            .unwrap_or_default(),
+        mtime: head
+            .last_modified()
+            .map(|t| u64::try_from(t.secs()).unwrap_or(0))
+            .unwrap_or(0),
+        size,
+        storage_class: head
+            .storage_class()
+            .map(|c| c.as_str().to_string())
+            .or_else(|| entry.storage_class.as_deref().map(str::to_string))
+            .unwrap_or_else(|| "STANDARD".into()),
+        content_type: head.content_type().map(str::to_string),
+        content_encoding: head.content_encoding().map(str::to_string),
+        content_language: head.content_language().map(str::to_string),
+        content_disposition: head.content_disposition().map(str::to_string),
+        cache_control: head.cache_control().map(str::to_string),
+        expires: head.expires_string().map(str::to_string),
+        metadata: head
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        tags: tags
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect(),
+        opaque_etag: head
+            .server_side_encryption()
+            .is_some_and(|s| s.as_str().starts_with("aws:kms"))
+            || head.sse_customer_algorithm().is_some(),
+    })
+}
+
+/// Copies one big object and writes its `.metadata`; returns its index row.
+pub async fn copy_big_object(
+    s3: &S3,
+    entry: &ManifestEntry<'_>,
+    settings: &CopySettings,
+) -> Result<IndexRow, ReadFailure> {
+    let source = entry_uri(entry);
+    let info = describe(s3, entry).await?;
+    let target = S3Uri::new(
+        settings.bucket.clone(),
+        big_object_key(&settings.prefix, &source.bucket, &source.key),
+    );
+    if info.size > settings.multipart_threshold {
+        multipart_copy(s3, &source, &info, &target, settings).await?;
+    } else {
+        s3.client()
+            .copy_object()
+            .copy_source(copy_source(&source, info.version_id.as_deref()))
+            .copy_source_if_match(format!("\"{}\"", info.etag))
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .metadata_directive(MetadataDirective::Copy)
+            .tagging_directive(TaggingDirective::Copy)
+            .set_storage_class(settings.storage_class.clone())
+            .set_server_side_encryption(s3.settings().encryption())
+            .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| copy_failure(failure(e), &target))?;
+    }
+    let row = IndexRow {
+        bucket: source.bucket.clone(),
+        key: source.key.clone(),
+        version_id: info.version_id.clone(),
+        size: info.size,
+        last_modified: info.last_modified.clone(),
+        md5: if info.md5_checkable() {
+            info.etag.to_ascii_lowercase()
+        } else {
+            String::new()
+        },
+        etag: info.etag.clone(),
+        storage_class: info.storage_class.clone(),
+        content_type: info.content_type.clone().unwrap_or_default(),
+        metadata: info.metadata.clone(),
+        tags: info.tags.clone(),
+        member: target.key.clone(),
+        header_offset: None,
+        data_offset: None,
+    };
+    let mut metadata = IndexWriter::default();
+    metadata.push(&row);
+    let metadata_uri = S3Uri::new(target.bucket.clone(), format!("{}.metadata", target.key));
+    s3.put_bytes(&metadata_uri, metadata.finish().into(), "text/csv")
+        .await
+        .map_err(|f| {
+            ReadFailure::Fatal(Error::writing("PutObject", metadata_uri.to_string(), f))
+        })?;
+    Ok(row)
+}
+
+/// A failure writing the copy is the archive bucket's, not the object's: fatal. A failure
+/// reading the source is the object's.
+fn copy_failure(failure: crate::error::RemoteFailure, target: &S3Uri) -> ReadFailure {
+    match failure {
+        crate::error::RemoteFailure::PreconditionFailed => ReadFailure::ChangedDuringRead,
+        crate::error::RemoteFailure::NotFound => {
+            ReadFailure::Dlq(DlqReason::NoSuchKey, "the object no longer exists".into())
+        }
+        other => ReadFailure::Fatal(Error::writing("CopyObject", target.to_string(), other)),
+    }
+}
+
+fn tagging_header(tags: &BTreeMap<String, String>) -> Option<String> {
+    if tags.is_empty() {
+        return None;
+    }
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, KEEP).to_string();
+    Some(
+        tags.iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
+}
+
+/// The byte ranges of a multipart copy.
+pub fn copy_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
+    let part_size = part_size.max(1);
+    (0..size.div_ceil(part_size))
+        .map(|n| (n * part_size, ((n + 1) * part_size).min(size) - 1))
+        .collect()
+}
+
+async fn multipart_copy(
+    s3: &S3,
+    source: &S3Uri,
+    info: &ObjectInfo,
+    target: &S3Uri,
+    settings: &CopySettings,
+) -> Result<(), ReadFailure> {
+    let fatal = |operation: &'static str, failure: crate::error::RemoteFailure| {
+        ReadFailure::Fatal(Error::writing(operation, target.to_string(), failure))
+    };
+    let created = s3
+        .client()
+        .create_multipart_upload()
+        .bucket(&target.bucket)
+        .key(&target.key)
+        .set_content_type(info.content_type.clone())
+        .set_content_encoding(info.content_encoding.clone())
+        .set_content_language(info.content_language.clone())
+        .set_content_disposition(info.content_disposition.clone())
+        .set_cache_control(info.cache_control.clone())
+        .set_metadata(Some(info.metadata.clone().into_iter().collect()))
+        .set_tagging(tagging_header(&info.tags))
+        .set_storage_class(settings.storage_class.clone())
+        .set_server_side_encryption(s3.settings().encryption())
+        .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
+        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+        .send()
+        .await
+        .map_err(|e| fatal("CreateMultipartUpload", failure(e)))?;
+    let upload_id = created.upload_id().unwrap_or_default().to_string();
+    let part_size = part_size_for(info.size, 512 << 20);
+    let mut parts = Vec::new();
+    let mut outcome = Ok(());
+    for (n, (first, last)) in copy_ranges(info.size, part_size).into_iter().enumerate() {
+        let number = n as i32 + 1;
+        let result = s3
+            .client()
+            .upload_part_copy()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(&upload_id)
+            .part_number(number)
+            .copy_source(copy_source(source, info.version_id.as_deref()))
+            .copy_source_if_match(format!("\"{}\"", info.etag))
+            .copy_source_range(format!("bytes={first}-{last}"))
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .send()
+            .await;
+        match result {
+            Ok(output) => parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(
+                        output
+                            .copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .map(str::to_string),
+                    )
+                    .build(),
+            ),
+            Err(e) => {
+                outcome = Err(copy_failure(failure(e), target));
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        outcome = s3
+            .client()
+            .complete_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| fatal("CompleteMultipartUpload", failure(e)));
+    }
+    if outcome.is_err() {
+        let _ = s3
+            .client()
+            .abort_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_byte_once() {
+        assert_eq!(copy_ranges(10, 4), vec![(0, 3), (4, 7), (8, 9)]);
+        assert_eq!(copy_ranges(8, 4), vec![(0, 3), (4, 7)]);
+        assert!(copy_ranges(0, 4).is_empty());
+    }
+
+    #[test]
+    fn copy_sources_and_tagging_are_encoded() {
+        let tags = BTreeMap::from([
+            ("a b".to_string(), "x&y".to_string()),
+            ("k".to_string(), "v".to_string()),
+        ]);
+        assert_eq!(tagging_header(&tags).as_deref(), Some("a%20b=x%26y&k=v"));
+        assert_eq!(tagging_header(&BTreeMap::new()), None);
+    }
+}

@@ -1,0 +1,433 @@
+//! Reading one source object for an archive: a GET pinned to the manifest's version, the size
+//! check, tags when the object has any, an MD5 computed while the bytes stream, and a body cut
+//! mid-stream resumed with a range GET pinned to the same object (If-Match on its ETag), so
+//! that partial bytes never reach the archive.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::{ByteStream, DateTimeFormat};
+use aws_sdk_s3::types::ServerSideEncryption;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+use crate::archive::records::DlqReason;
+use crate::error::{Error, RemoteFailure};
+use crate::manifest::ManifestEntry;
+use crate::s3::{error_chain, failure, is_plain_md5, S3};
+use crate::s3uri::S3Uri;
+
+/// How often a body cut mid-stream is resumed before the object goes to the DLQ as `Retry`.
+const RESUMES: u32 = 5;
+
+/// What S3 says about an object, as the index and the pax records keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectInfo {
+    pub version_id: Option<String>,
+    /// Without quotes.
+    pub etag: String,
+    /// RFC 3339 UTC.
+    pub last_modified: String,
+    /// Seconds since the epoch, for the tar header.
+    pub mtime: u64,
+    pub size: u64,
+    pub storage_class: String,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    /// SSE-KMS, DSSE-KMS or SSE-C: the ETag is then not the MD5 of the bytes.
+    pub opaque_etag: bool,
+}
+
+impl ObjectInfo {
+    /// True when the ETag is the MD5 of the bytes, so the computed MD5 must equal it.
+    pub fn md5_checkable(&self) -> bool {
+        !self.opaque_etag && is_plain_md5(&self.etag)
+    }
+
+    /// The pax attributes (`user.s3.<field>`) that let the archive alone restore the object.
+    pub fn attributes(&self) -> Vec<(String, String)> {
+        let mut out = vec![("etag".to_string(), self.etag.clone())];
+        let optional = [
+            ("version-id", &self.version_id),
+            ("content-type", &self.content_type),
+            ("content-encoding", &self.content_encoding),
+            ("content-language", &self.content_language),
+            ("content-disposition", &self.content_disposition),
+            ("cache-control", &self.cache_control),
+            ("expires", &self.expires),
+        ];
+        out.extend(
+            optional
+                .into_iter()
+                .filter_map(|(name, value)| Some((name.to_string(), value.clone()?))),
+        );
+        out.extend(
+            self.metadata
+                .iter()
+                .map(|(k, v)| (format!("meta.{k}"), v.clone())),
+        );
+        out.extend(
+            self.tags
+                .iter()
+                .map(|(k, v)| (format!("tag.{k}"), v.clone())),
+        );
+        out
+    }
+}
+
+/// Why an object could not be read.
+#[derive(Debug)]
+pub enum ReadFailure {
+    /// The object goes to the DLQ with this reason and detail.
+    Dlq(DlqReason, String),
+    /// The object changed while it was being read (If-Match failed on a resume).
+    ChangedDuringRead,
+    /// Not the object's fault: the whole manifest fails (bad credentials, for instance).
+    Fatal(Error),
+}
+
+impl ReadFailure {
+    /// Classifies a failure reading the source object `uri`.
+    pub fn from_remote_for(failure: RemoteFailure, uri: &S3Uri) -> Self {
+        match failure {
+            RemoteFailure::NotFound => {
+                ReadFailure::Dlq(DlqReason::NoSuchKey, "the object no longer exists".into())
+            }
+            RemoteFailure::InvalidObjectState => ReadFailure::Dlq(
+                DlqReason::Glacier,
+                "the object is archived and must be restored first".into(),
+            ),
+            RemoteFailure::AccessDenied => {
+                ReadFailure::Dlq(DlqReason::AccessDenied, "access denied".into())
+            }
+            RemoteFailure::PreconditionFailed => ReadFailure::ChangedDuringRead,
+            RemoteFailure::Transient(detail) => ReadFailure::Dlq(DlqReason::Retry, detail),
+            RemoteFailure::Permanent(detail) => ReadFailure::Dlq(DlqReason::Retry, detail),
+            credentials @ RemoteFailure::Credentials(_) => {
+                ReadFailure::Fatal(Error::reading("GetObject", uri.to_string(), credentials))
+            }
+        }
+    }
+}
+
+/// The object a manifest entry names.
+pub fn entry_uri(entry: &ManifestEntry<'_>) -> S3Uri {
+    S3Uri::new(entry.bucket.as_ref(), entry.key.as_ref())
+}
+
+/// An open object: its description and a body that resumes after a cut.
+pub struct ObjectReader {
+    s3: S3,
+    uri: S3Uri,
+    version_id: Option<String>,
+    /// The ETag as S3 sent it (quoted), for If-Match on resumes.
+    if_match: Option<String>,
+    body: ByteStream,
+    received: u64,
+    size: u64,
+    resumes: u32,
+    md5: Md5,
+}
+
+impl ObjectReader {
+    /// GETs the object (the manifest's version when it names one), checks its size against the
+    /// manifest and fetches its tags when it has any.
+    pub async fn open(
+        s3: &S3,
+        entry: &ManifestEntry<'_>,
+    ) -> Result<(ObjectInfo, ObjectReader), ReadFailure> {
+        let uri = entry_uri(entry);
+        let version_id = entry.version_id.as_deref().map(str::to_string);
+        let output = s3
+            .client()
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_version_id(version_id.clone())
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
+        let size = output
+            .content_length()
+            .and_then(|l| u64::try_from(l).ok())
+            .unwrap_or(0);
+        if size != entry.size {
+            return Err(ReadFailure::Dlq(
+                DlqReason::Changed,
+                format!(
+                    "the object has {size} bytes but the manifest says {}",
+                    entry.size
+                ),
+            ));
+        }
+        let quoted_etag = output.e_tag().map(str::to_string);
+        let opaque_etag = matches!(
+            output.server_side_encryption(),
+            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+        ) || output.sse_customer_algorithm().is_some();
+        let last_modified = output.last_modified();
+        let mut info = ObjectInfo {
+            version_id: output
+                .version_id()
+                .map(str::to_string)
+                .or_else(|| version_id.clone()),
+            etag: quoted_etag
+                .as_deref()
+                .unwrap_or("")
+                .trim_matches('"')
+                .to_string(),
+            last_modified: last_modified
+                .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
+                .unwrap_or_default(),
+            mtime: last_modified
+                .map(|t| u64::try_from(t.secs()).unwrap_or(0))
+                .unwrap_or(0),
+            size,
+            storage_class: output
+                .storage_class()
+                .map(|c| c.as_str().to_string())
+                .or_else(|| entry.storage_class.as_deref().map(str::to_string))
+                .unwrap_or_else(|| "STANDARD".to_string()),
+            content_type: output.content_type().map(str::to_string),
+            content_encoding: output.content_encoding().map(str::to_string),
+            content_language: output.content_language().map(str::to_string),
+            content_disposition: output.content_disposition().map(str::to_string),
+            cache_control: output.cache_control().map(str::to_string),
+            expires: output.expires_string().map(str::to_string),
+            metadata: output
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            tags: BTreeMap::new(),
+            opaque_etag,
+        };
+        if output.tag_count().unwrap_or(0) > 0 {
+            info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;
+        }
+        let reader = ObjectReader {
+            s3: s3.clone(),
+            uri,
+            version_id,
+            if_match: quoted_etag,
+            body: output.body,
+            received: 0,
+            size,
+            resumes: 0,
+            md5: Md5::new(),
+        };
+        Ok((info, reader))
+    }
+
+    /// The next bytes of the object, or `None` at its end. A cut body is resumed where it
+    /// stopped; a body that grows past the manifest's size is refused.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ReadFailure> {
+        loop {
+            match self.body.try_next().await {
+                Ok(Some(chunk)) => {
+                    self.received += chunk.len() as u64;
+                    if self.received > self.size {
+                        return Err(ReadFailure::Dlq(
+                            DlqReason::Changed,
+                            format!("the body is longer than {} bytes", self.size),
+                        ));
+                    }
+                    self.md5.update(&chunk);
+                    return Ok(Some(chunk));
+                }
+                Ok(None) if self.received == self.size => return Ok(None),
+                Ok(None) => {
+                    self.resume(format!(
+                        "the body ended after {} of {} bytes",
+                        self.received, self.size
+                    ))
+                    .await?
+                }
+                Err(e) => {
+                    self.resume(format!(
+                        "the body was cut after {} bytes: {}",
+                        self.received,
+                        error_chain(&e)
+                    ))
+                    .await?
+                }
+            }
+        }
+    }
+
+    /// Reopens the object from the first byte not yet received.
+    async fn resume(&mut self, why: String) -> Result<(), ReadFailure> {
+        if self.resumes >= RESUMES {
+            return Err(ReadFailure::Dlq(
+                DlqReason::Retry,
+                format!("{why}; gave up after {RESUMES} resumed reads"),
+            ));
+        }
+        self.resumes += 1;
+        tracing::debug!(object = %self.uri, "{why}; resuming (attempt {})", self.resumes);
+        tokio::time::sleep(Duration::from_millis(50 << self.resumes)).await;
+        let output = self
+            .s3
+            .client()
+            .get_object()
+            .bucket(&self.uri.bucket)
+            .key(&self.uri.key)
+            .set_version_id(self.version_id.clone())
+            .set_if_match(self.if_match.clone())
+            .range(format!("bytes={}-", self.received))
+            .set_expected_bucket_owner(self.s3.settings().expected_bucket_owner.clone())
+            .send()
+            .await;
+        match output {
+            Ok(output) => {
+                self.body = output.body;
+                Ok(())
+            }
+            Err(e) => match ReadFailure::from_remote_for(failure(e), &self.uri) {
+                ReadFailure::Dlq(DlqReason::Retry, _) => Box::pin(self.resume(why)).await,
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Lowercase hex MD5 of every byte read.
+    pub fn md5_hex(self) -> String {
+        hex::encode(self.md5.finalize())
+    }
+}
+
+async fn fetch_tags(
+    s3: &S3,
+    uri: &S3Uri,
+    version_id: Option<&str>,
+) -> Result<BTreeMap<String, String>, ReadFailure> {
+    let output = s3
+        .client()
+        .get_object_tagging()
+        .bucket(&uri.bucket)
+        .key(&uri.key)
+        .set_version_id(version_id.map(str::to_string))
+        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+        .send()
+        .await
+        .map_err(|e| ReadFailure::from_remote_for(failure(e), uri))?;
+    Ok(output
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect())
+}
+
+/// A whole object in memory with its MD5.
+pub struct WholeObject {
+    pub info: ObjectInfo,
+    pub chunks: Vec<Bytes>,
+    pub md5: String,
+}
+
+/// Reads an object whole. When its ETag is a plain MD5 the computed MD5 must match; a mismatch
+/// or a change during the read is retried once from the start before the object goes to the DLQ.
+pub async fn read_whole(s3: &S3, entry: &ManifestEntry<'_>) -> Result<WholeObject, ReadFailure> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = read_once(s3, entry).await;
+        let last = attempt >= 2;
+        match outcome {
+            Ok(object)
+                if !object.info.md5_checkable()
+                    || object.md5 == object.info.etag.to_ascii_lowercase() =>
+            {
+                return Ok(object)
+            }
+            Ok(object) if last => {
+                return Err(ReadFailure::Dlq(
+                    DlqReason::ChecksumMismatch,
+                    format!(
+                        "read twice, MD5 {} both times differs from the ETag {}",
+                        object.md5, object.info.etag
+                    ),
+                ))
+            }
+            Err(ReadFailure::ChangedDuringRead) if last => {
+                return Err(ReadFailure::Dlq(
+                    DlqReason::Changed,
+                    "the object changed while it was being read".into(),
+                ))
+            }
+            Ok(_) | Err(ReadFailure::ChangedDuringRead) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+async fn read_once(s3: &S3, entry: &ManifestEntry<'_>) -> Result<WholeObject, ReadFailure> {
+    let (info, mut reader) = ObjectReader::open(s3, entry).await?;
+    let mut chunks = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        chunks.push(chunk);
+    }
+    Ok(WholeObject {
+        info,
+        chunks,
+        md5: reader.md5_hex(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_cover_headers_metadata_and_tags() {
+        let info = ObjectInfo {
+            etag: "abc".into(),
+            version_id: Some("v1".into()),
+            content_type: Some("text/plain".into()),
+            cache_control: Some("max-age=60".into()),
+            metadata: BTreeMap::from([("owner".into(), "ops".into())]),
+            tags: BTreeMap::from([("team".into(), "data".into())]),
+            ..ObjectInfo::default()
+        };
+        let attributes = info.attributes();
+        for (name, value) in [
+            ("etag", "abc"),
+            ("version-id", "v1"),
+            ("content-type", "text/plain"),
+            ("cache-control", "max-age=60"),
+            ("meta.owner", "ops"),
+            ("tag.team", "data"),
+        ] {
+            assert!(
+                attributes.contains(&(name.to_string(), value.to_string())),
+                "{name} missing: {attributes:?}"
+            );
+        }
+        assert!(!attributes.iter().any(|(n, _)| n == "content-encoding"));
+    }
+
+    #[test]
+    fn only_plain_unencrypted_etags_are_checked() {
+        let plain = ObjectInfo {
+            etag: "d41d8cd98f00b204e9800998ecf8427e".into(),
+            ..ObjectInfo::default()
+        };
+        assert!(plain.md5_checkable());
+        assert!(!ObjectInfo {
+            etag: "d41d8cd98f00b204e9800998ecf8427e-2".into(),
+            ..plain.clone()
+        }
+        .md5_checkable());
+        assert!(!ObjectInfo {
+            opaque_etag: true,
+            ..plain
+        }
+        .md5_checkable());
+    }
+}

@@ -1,0 +1,126 @@
+//! The archive stream: tar bytes are cut into parts as they are written and each part is handed
+//! to the multipart upload, which is created with the first part, so a manifest whose objects
+//! all failed leaves no upload at all. Offsets count the uncompressed tar stream.
+
+use aws_sdk_s3::types::StorageClass;
+use bytes::Bytes;
+
+use super::budget::BudgetPermit;
+use super::upload::MultipartUpload;
+use crate::archive::pax::END_OF_ARCHIVE;
+use crate::error::Result;
+use crate::s3::S3;
+use crate::s3uri::S3Uri;
+
+pub struct ArchiveWriter {
+    s3: S3,
+    target: S3Uri,
+    storage_class: Option<StorageClass>,
+    concurrent_parts: usize,
+    part_size: usize,
+    buffer: Vec<u8>,
+    /// Permits of the bytes in `buffer`, released when its part is acknowledged.
+    held: BudgetPermit,
+    upload: Option<MultipartUpload>,
+    next_part: i32,
+    offset: u64,
+}
+
+impl ArchiveWriter {
+    pub fn new(
+        s3: &S3,
+        target: S3Uri,
+        storage_class: Option<StorageClass>,
+        part_size: u64,
+        concurrent_parts: usize,
+    ) -> Self {
+        let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
+        ArchiveWriter {
+            s3: s3.clone(),
+            target,
+            storage_class,
+            concurrent_parts,
+            part_size,
+            buffer: Vec::new(),
+            held: BudgetPermit::default(),
+            upload: None,
+            next_part: 1,
+            offset: 0,
+        }
+    }
+
+    /// Bytes written so far: the offset of the next byte in the uncompressed tar stream.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn target(&self) -> &S3Uri {
+        &self.target
+    }
+
+    /// Appends bytes, uploading every part that fills up.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        self.offset += data.len() as u64;
+        while !data.is_empty() {
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve_exact(self.part_size);
+            }
+            let take = (self.part_size - self.buffer.len()).min(data.len());
+            self.buffer.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buffer.len() == self.part_size {
+                self.flush_part().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `permit` until the part holding the bytes written so far is acknowledged.
+    pub fn hold(&mut self, permit: BudgetPermit) {
+        self.held.merge(permit);
+    }
+
+    async fn flush_part(&mut self) -> Result<()> {
+        if self.upload.is_none() {
+            let upload = MultipartUpload::create(
+                &self.s3,
+                &self.target,
+                "application/x-tar",
+                self.storage_class.as_ref(),
+                self.concurrent_parts,
+            )
+            .await?;
+            self.upload = Some(upload);
+        }
+        let body = Bytes::from(std::mem::take(&mut self.buffer));
+        let permit = std::mem::take(&mut self.held);
+        let number = self.next_part;
+        self.next_part += 1;
+        match self.upload.as_mut() {
+            Some(upload) => upload.send_part(number, body, permit).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the archive and completes the upload; `None` when nothing was written (no archive).
+    pub async fn finish(mut self) -> Result<Option<u64>> {
+        if self.offset == 0 {
+            return Ok(None);
+        }
+        self.write(&END_OF_ARCHIVE).await?;
+        if !self.buffer.is_empty() {
+            self.flush_part().await?;
+        }
+        match self.upload.take() {
+            Some(upload) => upload.complete().await.map(|()| Some(self.offset)),
+            None => Ok(None),
+        }
+    }
+
+    /// Aborts the upload, if one was started.
+    pub async fn abort(mut self) {
+        if let Some(upload) = self.upload.take() {
+            upload.abort().await;
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `bundle -m`: bundle one manifest.
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::types::StorageClass;
+
+use crate::aws::AwsOptions;
+use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
+use crate::error::{ExitCode, Result};
+use crate::s3uri::S3Uri;
+use crate::size::{human_bytes, ByteSize};
+
+/// Options shared by `bundle` and `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BundleOptions {
+    /// Objects bigger than this are copied server-side to bigobjects/ instead of archived.
+    #[arg(
+        short = 's',
+        long = "maxsize",
+        value_name = "SIZE",
+        default_value = "2GiB"
+    )]
+    pub max_size: ByteSize,
+    /// Object GETs in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Bytes of object data held in memory at most, from GET until uploaded in a part.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub max_in_flight: ByteSize,
+    /// Storage class of archives and big-object copies (e.g. DEEP_ARCHIVE, GLACIER, STANDARD_IA).
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+    /// Objects above this size are copied with multipart UploadPartCopy (S3 allows CopyObject up
+    /// to 5 GiB).
+    #[arg(long, value_name = "SIZE", default_value = "5GiB", hide = true)]
+    pub multipart_copy_threshold: ByteSize,
+}
+
+/// `s3bundler bundle`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BundleArgs {
+    /// The bundle manifest to archive.
+    #[arg(short = 'm', long = "manifest", value_name = "s3://BUCKET/KEY")]
+    pub manifest: S3Uri,
+    /// Bucket for archives, indexes and big-object copies.
+    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
+    pub bucket: String,
+    /// Key prefix in the archive bucket.
+    #[arg(short = 'p', long = "prefix", default_value = "")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub options: BundleOptions,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BundleOptions {
+    pub fn settings(&self, bucket: &str, prefix: &str) -> BundleSettings {
+        BundleSettings {
+            archive_bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            max_size: self.max_size.0,
+            concurrency: self.concurrency.max(1),
+            max_in_flight: self.max_in_flight.0,
+            storage_class: self.storage_class.as_deref().map(StorageClass::from),
+            multipart_copy_threshold: self.multipart_copy_threshold.0,
+        }
+    }
+}
+
+pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &BundleArgs) -> Result<ExitCode> {
+    let s3 = aws.s3(config);
+    let report = bundle_manifest(
+        &s3,
+        &args.manifest,
+        &args.options.settings(&args.bucket, &args.prefix),
+    )
+    .await?;
+    print_summary(&report, args.json);
+    Ok(if report.objects_failed() > 0 {
+        ExitCode::Partial
+    } else {
+        ExitCode::Success
+    })
+}
+
+fn print_summary(report: &BundleReport, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+        return;
+    }
+    let failed: Vec<String> = report
+        .failed
+        .iter()
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    println!("bundled {}", report.manifest);
+    println!(
+        "  archived   {} objects ({})",
+        report.objects_archived,
+        human_bytes(report.bytes_archived)
+    );
+    println!(
+        "  copied     {} big objects ({})",
+        report.objects_copied,
+        human_bytes(report.bytes_copied)
+    );
+    println!(
+        "  failed     {}",
+        if failed.is_empty() {
+            "none".to_string()
+        } else {
+            failed.join(" ")
+        }
+    );
+    for (what, uri) in [
+        ("archive", &report.archive),
+        ("index", &report.index),
+        ("dlq", &report.dlq),
+    ] {
+        if let Some(uri) = uri {
+            println!("  {what:<10} {uri}");
+        }
+    }
+    let rate =
+        (report.objects_archived + report.objects_copied) as f64 / report.elapsed_seconds.max(1e-9);
+    println!(
+        "  elapsed    {:.2}s ({rate:.0} objects/s)",
+        report.elapsed_seconds
+    );
+}
