@@ -84,6 +84,8 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
                 format!("{status}{code} {message}").trim().to_string()
             };
             match (code, status) {
+                // S3 answers 403 for an archived object: the code decides, before the status.
+                ("InvalidObjectState", _) => RemoteFailure::InvalidObjectState,
                 (
                     "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" | "NoSuchUpload",
                     _,
@@ -97,7 +99,6 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
                     _,
                 )
                 | (_, Some(403)) => RemoteFailure::AccessDenied,
-                ("InvalidObjectState", _) => RemoteFailure::InvalidObjectState,
                 ("PreconditionFailed", _) | (_, Some(412)) => RemoteFailure::PreconditionFailed,
                 (
                     "SlowDown"

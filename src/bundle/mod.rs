@@ -241,7 +241,7 @@ pub async fn bundle_manifest(
     // waiting for budget the writer holds, so it is stopped with its fetches.
     scheduler.abort();
     let copied = match written {
-        Ok(()) => collect_copies(&mut copies, &mut outputs).await,
+        Ok(()) => collect_copies(&mut copies, &settings.archive_bucket, &mut outputs).await,
         Err(error) => Err(error),
     };
     if let Err(error) = copied {
@@ -470,7 +470,11 @@ fn spawn_copies(s3: &S3, big: Vec<Entry>, settings: CopySettings) -> JoinSet<Cop
     copies
 }
 
-async fn collect_copies(copies: &mut JoinSet<CopyResult>, outputs: &mut Outputs) -> Result<()> {
+async fn collect_copies(
+    copies: &mut JoinSet<CopyResult>,
+    archive_bucket: &str,
+    outputs: &mut Outputs,
+) -> Result<()> {
     while let Some(joined) = copies.join_next().await {
         let (entry, result) = joined.map_err(|e| Error::Remote {
             operation: "CopyObject",
@@ -479,7 +483,7 @@ async fn collect_copies(copies: &mut JoinSet<CopyResult>, outputs: &mut Outputs)
         })?;
         match result {
             Ok(row) => {
-                info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to s3://{}/{}", row.bucket, row.member);
+                info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to s3://{archive_bucket}/{}", row.member);
                 outputs.report.objects_copied += 1;
                 outputs.report.bytes_copied += row.size;
             }

@@ -1,0 +1,744 @@
+//! `s3bundler bundle -m` end to end: archives read back by independent readers (Python's
+//! tarfile, GNU tar, bsdtar), index offsets checked with range GETs, big-object copies, the DLQ,
+//! and failures.
+
+mod common;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, StorageClass, Tag,
+    VersioningConfiguration,
+};
+use common::*;
+use s3bundler::archive::records::{parse_dlq, parse_index, DlqReason};
+use s3bundler::manifest::{ManifestEntry, ManifestWriter};
+
+/// One object of a test, as put into the source bucket.
+#[derive(Clone, Default)]
+struct Source {
+    key: String,
+    body: Vec<u8>,
+    content_type: Option<&'static str>,
+    cache_control: Option<&'static str>,
+    metadata: BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
+    /// Uploaded in parts of this size (ETag `-N`).
+    multipart: Option<usize>,
+    storage_class: Option<&'static str>,
+}
+
+fn body(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Puts an object; returns its version ID (versioned buckets).
+async fn put(client: &aws_sdk_s3::Client, bucket: &str, source: &Source) -> Option<String> {
+    let tagging = (!source.tags.is_empty()).then(|| {
+        source
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let metadata = Some(source.metadata.clone().into_iter().collect());
+    if let Some(part_size) = source.multipart {
+        let created = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(&source.key)
+            .set_content_type(source.content_type.map(str::to_string))
+            .set_metadata(metadata)
+            .set_tagging(tagging)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let upload_id = created.upload_id().unwrap_or_default();
+        let mut parts = Vec::new();
+        for (n, chunk) in source.body.chunks(part_size).enumerate() {
+            let number = n as i32 + 1;
+            let out = client
+                .upload_part()
+                .bucket(bucket)
+                .key(&source.key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(chunk.to_vec().into())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        let done = client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(&source.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        return done.version_id().map(str::to_string);
+    }
+    let out = client
+        .put_object()
+        .bucket(bucket)
+        .key(&source.key)
+        .body(source.body.clone().into())
+        .set_content_type(source.content_type.map(str::to_string))
+        .set_cache_control(source.cache_control.map(str::to_string))
+        .set_metadata(metadata)
+        .set_tagging(tagging)
+        .set_storage_class(source.storage_class.map(StorageClass::from))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {}: {e:?}", source.key));
+    out.version_id().map(str::to_string)
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn entry(bucket: &str, key: &str, size: u64, version_id: Option<&str>) -> ManifestEntry<'static> {
+    ManifestEntry {
+        bucket: Cow::Owned(bucket.to_string()),
+        key: Cow::Owned(key.to_string()),
+        size,
+        version_id: version_id.map(|v| Cow::Owned(v.to_string())),
+        etag: None,
+        last_modified: None,
+        storage_class: None,
+    }
+}
+
+async fn write_manifest(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    entries: &[ManifestEntry<'_>],
+) -> String {
+    let mut writer = ManifestWriter::default();
+    for e in entries {
+        writer.push(e);
+    }
+    put_object(client, bucket, key, writer.finish()).await;
+    format!("s3://{bucket}/{key}")
+}
+
+fn run_tool(program: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tarcheck(command: &str, target: &Path) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/tarcheck.py");
+    let (ok, stdout, stderr) = run_tool("python3", &[script, command, &target.to_string_lossy()]);
+    assert!(ok, "tarcheck {command} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("tarcheck output: {e}"))
+}
+
+/// Extracts with GNU tar or bsdtar into a fresh folder (no warnings allowed) and returns the
+/// extended attributes each file got.
+fn extract_with(program: &str, archive: &Path, scratch: &Path) -> serde_json::Value {
+    let dir = scratch.join(program);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = run_tool(program, &["-tvf", &archive.to_string_lossy()]);
+    assert!(ok && stderr.is_empty(), "{program} -tvf: {stderr}");
+    let args: Vec<String> = if program == "tar" {
+        vec![
+            "--xattrs".into(),
+            "--xattrs-include=user.*".into(),
+            "-xf".into(),
+            archive.to_string_lossy().into(),
+            "-C".into(),
+            dir.to_string_lossy().into(),
+        ]
+    } else {
+        vec![
+            "-xf".into(),
+            archive.to_string_lossy().into(),
+            "-C".into(),
+            dir.to_string_lossy().into(),
+        ]
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, stderr) = run_tool(program, &args);
+    assert!(ok && stderr.is_empty(), "{program} -x: {stderr}");
+    tarcheck("xattrs", &dir)
+}
+
+fn has_tool(program: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(std::env::var("CI").is_err(), "CI must have {program}");
+        eprintln!("skipped {program} checks: not installed");
+    }
+    found
+}
+
+#[tokio::test]
+async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_moto() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "src").await;
+    let arch = new_bucket(&client, "arch").await;
+    client
+        .put_bucket_versioning()
+        .bucket(&src)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+
+    // 1,024 bytes, in segments a local filesystem can extract (at most 255 bytes each).
+    let long_key: String = format!("odd/long/{}", "k".repeat(1024 - "odd/long/".len()))
+        .char_indices()
+        .map(|(i, c)| if i % 200 == 199 { '/' } else { c })
+        .collect();
+    assert_eq!(long_key.len(), 1024);
+    let archived = vec![
+        Source {
+            key: "zero".into(),
+            ..Source::default()
+        },
+        Source {
+            key: "exact512".into(),
+            body: body(512, 1),
+            ..Source::default()
+        },
+        Source {
+            key: "meta/with metadata.txt".into(),
+            body: b"hello metadata".to_vec(),
+            content_type: Some("text/plain"),
+            cache_control: Some("max-age=60"),
+            metadata: BTreeMap::from([
+                ("owner".into(), "ops".into()),
+                ("note".into(), "a=b%c".into()),
+            ]),
+            tags: BTreeMap::from([("team".into(), "data".into()), ("a=b".into(), "x y".into())]),
+            ..Source::default()
+        },
+        Source {
+            key: "big/tagged-9MiB.bin".into(),
+            body: body(9 << 20, 2),
+            tags: BTreeMap::from([("size".into(), "large".into())]),
+            ..Source::default()
+        },
+        Source {
+            key: "multi/part.bin".into(),
+            body: body((5 << 20) + 1000, 3),
+            multipart: Some(5 << 20),
+            ..Source::default()
+        },
+        Source {
+            key: "odd/caf\u{e9} \u{65e5}\u{672c} +plus %percent &amp.txt".into(),
+            body: b"odd".to_vec(),
+            ..Source::default()
+        },
+        Source {
+            key: long_key.clone(),
+            body: b"long".to_vec(),
+            ..Source::default()
+        },
+    ];
+    let mut entries = Vec::new();
+    let mut versions = BTreeMap::new();
+    for source in &archived {
+        let version = put(&client, &src, source).await;
+        entries.push(entry(&src, &source.key, source.body.len() as u64, None));
+        versions.insert(source.key.clone(), version);
+    }
+    // A specific older version: the archive must hold it, not the newer one.
+    let old = Source {
+        key: "ver/doc.txt".into(),
+        body: b"first version".to_vec(),
+        ..Source::default()
+    };
+    let old_version = put(&client, &src, &old).await;
+    put(
+        &client,
+        &src,
+        &Source {
+            body: b"second, longer version".to_vec(),
+            ..old.clone()
+        },
+    )
+    .await;
+    entries.push(entry(
+        &src,
+        &old.key,
+        old.body.len() as u64,
+        old_version.as_deref(),
+    ));
+
+    // Failures: archived in GLACIER, deleted since the manifest, changed size.
+    put(
+        &client,
+        &src,
+        &Source {
+            key: "cold/obj".into(),
+            body: b"cold".to_vec(),
+            storage_class: Some("GLACIER"),
+            ..Source::default()
+        },
+    )
+    .await;
+    entries.push(entry(&src, "cold/obj", 4, None));
+    entries.push(entry(&src, "gone/obj", 3, None));
+    put(
+        &client,
+        &src,
+        &Source {
+            key: "changed/obj".into(),
+            body: body(20, 4),
+            ..Source::default()
+        },
+    )
+    .await;
+    entries.push(entry(&src, "changed/obj", 10, None));
+
+    // Too big to bundle: one CopyObject, one multipart UploadPartCopy; both keep tags.
+    let huge = Source {
+        key: "huge/copied.bin".into(),
+        body: body(13 << 20, 5),
+        content_type: Some("application/x-huge"),
+        metadata: BTreeMap::from([("kind".into(), "huge".into())]),
+        tags: BTreeMap::from([("keep".into(), "me".into())]),
+        ..Source::default()
+    };
+    let huger = Source {
+        key: "huge/multipart-copied.bin".into(),
+        body: body(14 << 20, 6),
+        ..huge.clone()
+    };
+    for big in [&huge, &huger] {
+        put(&client, &src, big).await;
+        entries.push(entry(&src, &big.key, big.body.len() as u64, None));
+    }
+
+    let manifest =
+        write_manifest(&client, &arch, "manifests/test-manifest.0.index", &entries).await;
+    let out = s3bundler(
+        endpoint,
+        &[
+            "bundle",
+            "-m",
+            &manifest,
+            "-b",
+            &arch,
+            "-p",
+            "bundles",
+            "-s",
+            "12MiB",
+            "--multipart-copy-threshold",
+            "13MiB",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "some objects went to the DLQ: {out:?}");
+    let report = out.json();
+    assert_eq!(report["objects_archived"], archived.len() + 1, "{report}");
+    assert_eq!(report["objects_copied"], 2, "{report}\n{}", out.stderr);
+    assert_eq!(report["failed"]["Glacier"], 1, "{report}\n{}", out.stderr);
+    assert_eq!(report["failed"]["NoSuchKey"], 1, "{report}\n{}", out.stderr);
+    assert_eq!(report["failed"]["Changed"], 1, "{report}\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("begin processing {manifest}"))
+            && out.stderr.contains("successfully archived"),
+        "{}",
+        out.stderr
+    );
+
+    // The archive, read by independent readers.
+    let archive_key = report["archive"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches(&format!("s3://{arch}/"))
+        .to_string();
+    assert!(
+        archive_key.starts_with("bundles/")
+            && archive_key.ends_with(&format!("/{src}/test-manifest.0.tar")),
+        "{archive_key}"
+    );
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let archive_path = scratch.path().join("archive.tar");
+    let archive_bytes = get_object(&client, &arch, &archive_key).await;
+    std::fs::write(&archive_path, &archive_bytes).unwrap_or_else(|e| panic!("{e}"));
+    let members = tarcheck("members", &archive_path);
+    let members = members.as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), archived.len() + 1);
+    let mut expected: BTreeMap<String, &Source> = archived
+        .iter()
+        .map(|s| (format!("{src}/{}", s.key), s))
+        .collect();
+    expected.insert(format!("{src}/ver/doc.txt"), &old);
+    for member in &members {
+        let name = member["name"].as_str().unwrap_or("");
+        let source = expected
+            .get(name)
+            .unwrap_or_else(|| panic!("unexpected member {name}"));
+        assert_eq!(member["size"], source.body.len(), "{name}");
+        assert_eq!(
+            member["md5"].as_str(),
+            Some(hex::encode(md5_of(&source.body)).as_str()),
+            "{name} bytes"
+        );
+        assert_eq!(member["mode"], 0o644);
+        assert_eq!(member["type"], "0");
+        let pax = &member["pax"];
+        assert!(
+            pax["SCHILY.xattr.user.s3.etag"].is_string(),
+            "{name}: {pax}"
+        );
+        for (k, v) in &source.metadata {
+            assert_eq!(
+                pax[format!("SCHILY.xattr.user.s3.meta.{k}")].as_str(),
+                Some(v.as_str()),
+                "{name}: {pax}"
+            );
+        }
+        for (k, v) in &source.tags {
+            let k = k.replace('%', "%25").replace('=', "%3D");
+            assert_eq!(
+                pax[format!("SCHILY.xattr.user.s3.tag.{k}")].as_str(),
+                Some(v.as_str()),
+                "{name}: {pax}"
+            );
+        }
+        if let Some(ct) = source.content_type {
+            assert_eq!(pax["SCHILY.xattr.user.s3.content-type"].as_str(), Some(ct));
+        }
+    }
+    let versioned = members
+        .iter()
+        .find(|m| m["name"] == format!("{src}/ver/doc.txt"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        versioned["pax"]["SCHILY.xattr.user.s3.version-id"].as_str(),
+        old_version.as_deref()
+    );
+
+    // GNU tar and bsdtar list it without a warning and restore metadata and tags as xattrs.
+    for program in ["tar", "bsdtar"] {
+        if !has_tool(program) {
+            continue;
+        }
+        let xattrs = extract_with(program, &archive_path, scratch.path());
+        let file = &xattrs[format!("{src}/meta/with metadata.txt")];
+        assert_eq!(file["user.s3.meta.owner"], "ops", "{program}: {xattrs}");
+        assert_eq!(file["user.s3.tag.team"], "data", "{program}");
+        // GNU tar decodes %3D and %25 in attribute names (its own encoding); bsdtar keeps them.
+        let escaped_tag = if program == "tar" {
+            "user.s3.tag.a=b"
+        } else {
+            "user.s3.tag.a%3Db"
+        };
+        assert_eq!(file[escaped_tag], "x y", "{program}: {file}");
+        assert_eq!(file["user.s3.content-type"], "text/plain", "{program}");
+        assert_eq!(file["user.s3.cache-control"], "max-age=60", "{program}");
+    }
+
+    // The index: one row per member, offsets that a range GET honours, MD5s of the bytes.
+    let index_key = report["index"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches(&format!("s3://{arch}/"))
+        .to_string();
+    let index = parse_index(&get_object(&client, &arch, &index_key).await, &index_key)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(index.len(), members.len());
+    for row in &index {
+        let source = expected
+            .get(&row.member)
+            .unwrap_or_else(|| panic!("index names {}", row.member));
+        assert_eq!(row.key, source.key);
+        assert_eq!(row.md5, hex::encode(md5_of(&source.body)));
+        let data_offset = row.data_offset.unwrap_or(0);
+        if row.size > 0 {
+            let range = client
+                .get_object()
+                .bucket(&arch)
+                .key(&archive_key)
+                .range(format!(
+                    "bytes={}-{}",
+                    data_offset,
+                    data_offset + row.size - 1
+                ))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let bytes = range
+                .body
+                .collect()
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            assert!(
+                bytes == source.body,
+                "range GET of {} at {data_offset}",
+                row.key
+            );
+        }
+        let header_offset = row.header_offset.unwrap_or(u64::MAX) as usize;
+        assert!(header_offset < data_offset as usize && header_offset.is_multiple_of(512));
+        assert_eq!(row.tags, source.tags);
+        assert_eq!(row.metadata, source.metadata);
+    }
+    let multipart_row = index
+        .iter()
+        .find(|r| r.key == "multi/part.bin")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        multipart_row.etag.ends_with("-2"),
+        "multipart ETag: {}",
+        multipart_row.etag
+    );
+    assert!(index.iter().any(|r| r.key == long_key));
+
+    // Big objects: copied with content type, metadata and tags, with a .metadata beside.
+    for big in [&huge, &huger] {
+        let copies = list_keys(&client, &arch, "bundles/").await;
+        let copy_key = copies
+            .iter()
+            .find(|k| k.ends_with(&format!("/{src}/bigobjects/{}", big.key)))
+            .unwrap_or_else(|| panic!("no copy of {} in {copies:?}", big.key))
+            .clone();
+        let head = client
+            .head_object()
+            .bucket(&arch)
+            .key(&copy_key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(head.content_length(), Some(big.body.len() as i64));
+        assert_eq!(head.content_type(), big.content_type);
+        assert_eq!(
+            head.metadata()
+                .and_then(|m| m.get("kind"))
+                .map(String::as_str),
+            Some("huge")
+        );
+        let tags = client
+            .get_object_tagging()
+            .bucket(&arch)
+            .key(&copy_key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let tags: Vec<(String, String)> = tags
+            .tag_set()
+            .iter()
+            .map(|t: &Tag| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![("keep".to_string(), "me".to_string())],
+            "{}",
+            big.key
+        );
+        let metadata = parse_index(
+            &get_object(&client, &arch, &format!("{copy_key}.metadata")).await,
+            "m",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(metadata.len(), 1);
+        assert_eq!(metadata[0].member, copy_key);
+        assert_eq!(get_object(&client, &arch, &copy_key).await, big.body);
+    }
+
+    // The DLQ, beside the manifest.
+    let dlq = parse_dlq(
+        &get_object(&client, &arch, "manifests/test-manifest.0.index.dlq").await,
+        "dlq",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reasons: BTreeMap<String, DlqReason> =
+        dlq.iter().map(|r| (r.key.clone(), r.reason)).collect();
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("changed/obj".to_string(), DlqReason::Changed),
+            ("cold/obj".to_string(), DlqReason::Glacier),
+            ("gone/obj".to_string(), DlqReason::NoSuchKey),
+        ])
+    );
+    let uploads = client
+        .list_multipart_uploads()
+        .bucket(&arch)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        uploads.uploads().is_empty(),
+        "incomplete uploads left: {:?}",
+        uploads.uploads()
+    );
+}
+
+fn md5_of(bytes: &[u8]) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    Md5::digest(bytes).into()
+}
+
+#[tokio::test]
+async fn original_three_column_manifests_are_bundled() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "three").await;
+    put_object(&client, &bucket, "a dir/file one.txt", b"one".to_vec()).await;
+    put_object(&client, &bucket, "b+c", b"two!".to_vec()).await;
+    let manifest = format!("{bucket},a+dir/file+one.txt,3\n{bucket},b%2Bc,4\n");
+    put_object(&client, &bucket, "m/original.3", manifest.into_bytes()).await;
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "bundle",
+            "-m",
+            &format!("s3://{bucket}/m/original.3"),
+            "-b",
+            &bucket,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let report = out.json();
+    assert_eq!(report["objects_archived"], 2);
+    // A base name ending in a digit is the whole NAME.
+    assert!(
+        report["archive"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!("/{bucket}/original.3.tar")),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn empty_manifest_writes_nothing() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "empty").await;
+    put_object(&client, &bucket, "m/empty.0.index", Vec::new()).await;
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "bundle",
+            "-m",
+            &format!("s3://{bucket}/m/empty.0.index"),
+            "-b",
+            &bucket,
+            "-p",
+            "out",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("lists no objects"), "{}", out.stderr);
+    assert_eq!(list_keys(&client, &bucket, "").await, ["m/empty.0.index"]);
+}
+
+#[tokio::test]
+async fn malformed_manifest_line_exit_2_and_nothing_written() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "bad").await;
+    put_object(&client, &bucket, "obj", b"x".to_vec()).await;
+    put_object(
+        &client,
+        &bucket,
+        "m/bad.0.index",
+        format!("{bucket},obj,1\n{bucket},obj,not-a-size\n").into_bytes(),
+    )
+    .await;
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "bundle",
+            "-m",
+            &format!("s3://{bucket}/m/bad.0.index"),
+            "-b",
+            &bucket,
+            "-p",
+            "out",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("m/bad.0.index line 2") && out.stderr.contains("not-a-size"),
+        "{}",
+        out.stderr
+    );
+    assert!(list_keys(&client, &bucket, "out/").await.is_empty());
+}
+
+#[tokio::test]
+async fn missing_archive_bucket_fails_with_exit_4_and_leaves_no_index_or_upload() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "src").await;
+    put_object(&client, &src, "obj", body(1000, 7)).await;
+    let manifest = write_manifest(
+        &client,
+        &src,
+        "m/fatal.0.index",
+        &[entry(&src, "obj", 1000, None)],
+    )
+    .await;
+    let out = s3bundler(
+        endpoint,
+        &["bundle", "-m", &manifest, "-b", "no-such-archive-bucket"],
+    )
+    .await;
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(
+        out.stderr.contains("no-such-archive-bucket") && out.stderr.contains("ERROR"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        list_keys(&client, &src, "").await,
+        ["m/fatal.0.index", "obj"],
+        "no DLQ, no index"
+    );
+}
