@@ -742,3 +742,125 @@ async fn missing_archive_bucket_fails_with_exit_4_and_leaves_no_index_or_upload(
         "no DLQ, no index"
     );
 }
+
+#[tokio::test]
+async fn injected_faults_never_lose_an_object() {
+    use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
+    use std::sync::atomic::Ordering;
+
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let src = new_bucket(&client, "faulty").await;
+    let mut entries = Vec::new();
+    let mut bodies = BTreeMap::new();
+    // Small objects (buffered), 3 MiB ones (buffered, cut and resumed), 9 MiB ones (streamed
+    // through the writer with a 32 MiB budget, cut and resumed), one that always fails.
+    let sizes = (0..120)
+        .map(|i| (format!("small/{i}"), 100 + i * 37))
+        .chain((0..3).map(|i| (format!("mid/{i}"), 3 << 20)))
+        .chain((0..2).map(|i| (format!("large/{i}"), 9 << 20)));
+    for (n, (key, size)) in sizes
+        .chain(std::iter::once(("always-fail/obj".to_string(), 10)))
+        .enumerate()
+    {
+        let data = body(size, n as u8);
+        put_object(&client, &src, &key, data.clone()).await;
+        entries.push(entry(&src, &key, size as u64, None));
+        bodies.insert(key, data);
+    }
+    let manifest = write_manifest(&client, &src, "m/faulty.0.index", &entries).await;
+    let proxy = FaultProxy::start(
+        &server.endpoint,
+        FaultPlan {
+            get_503_every: 7,
+            get_500_every: 11,
+            get_cut_every: 5,
+            upload_part_500_every: 2,
+            always_fail_keys_containing: Some("always-fail".into()),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = s3bundler_with_env(
+        &proxy.endpoint,
+        &[
+            "bundle",
+            "-m",
+            &manifest,
+            "-b",
+            &src,
+            "-p",
+            "out",
+            "--max-in-flight",
+            "32MiB",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+        &[("AWS_MAX_ATTEMPTS", "3")],
+    )
+    .await;
+    assert_eq!(
+        out.code, 1,
+        "the always-failing object is in the DLQ: {out:?}"
+    );
+    let counts = &proxy.counts;
+    assert!(
+        counts.injected_503.load(Ordering::Relaxed) > 3,
+        "{counts:?}"
+    );
+    assert!(
+        counts.injected_500.load(Ordering::Relaxed) > 0,
+        "{counts:?}"
+    );
+    assert!(counts.cut_bodies.load(Ordering::Relaxed) > 3, "{counts:?}");
+    assert!(
+        counts.failed_parts.load(Ordering::Relaxed) > 0,
+        "{counts:?}"
+    );
+
+    // Every object exactly once: archived with its exact bytes, or in the DLQ as Retry.
+    let report = out.json();
+    let archive_key = report["archive"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches(&format!("s3://{src}/"))
+        .to_string();
+    let index_key = report["index"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches(&format!("s3://{src}/"))
+        .to_string();
+    let archive = get_object(&client, &src, &archive_key).await;
+    let index = parse_index(&get_object(&client, &src, &index_key).await, "index")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dlq = parse_dlq(
+        &get_object(&client, &src, "m/faulty.0.index.dlq").await,
+        "dlq",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = BTreeMap::new();
+    for row in &index {
+        let start = row.data_offset.unwrap_or(0) as usize;
+        let bytes = &archive[start..start + row.size as usize];
+        assert!(
+            bytes == bodies[&row.key].as_slice(),
+            "archived bytes of {} differ",
+            row.key
+        );
+        assert_eq!(row.md5, hex::encode(md5_of(bytes)));
+        *seen.entry(row.key.clone()).or_insert(0) += 1;
+    }
+    for row in &dlq {
+        assert_eq!(row.reason, DlqReason::Retry, "{row:?}");
+        *seen.entry(row.key.clone()).or_insert(0) += 1;
+    }
+    assert!(dlq.iter().any(|r| r.key == "always-fail/obj"));
+    assert_eq!(seen.len(), bodies.len(), "every object accounted for");
+    assert!(seen.values().all(|&n| n == 1), "no object twice: {seen:?}");
+    let members = tarcheck("members", &{
+        let path = std::env::temp_dir().join(format!("faulty-{}.tar", std::process::id()));
+        std::fs::write(&path, &archive).unwrap_or_else(|e| panic!("{e}"));
+        path
+    });
+    assert_eq!(members.as_array().map(Vec::len), Some(index.len()));
+}

@@ -19,6 +19,8 @@ use crate::s3uri::S3Uri;
 pub const MAX_PARTS: u64 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 pub const MAX_PART_SIZE: u64 = 5 << 30;
+/// Rounds of the SDK's retries a part gets before the upload is given up.
+const PART_RETRIES: u32 = 4;
 
 /// A part size that fits `estimated_bytes` in at most 9,000 parts (leaving room for estimates
 /// that fall short), never below `minimum`, rounded up to a MiB.
@@ -96,20 +98,39 @@ impl MultipartUpload {
         let (s3, target, upload_id) =
             (self.s3.clone(), self.target.clone(), self.upload_id.clone());
         self.running.spawn(async move {
-            let output = s3
-                .client()
-                .upload_part()
-                .bucket(&target.bucket)
-                .key(&target.key)
-                .upload_id(&upload_id)
-                .part_number(number)
-                .body(body.into())
-                .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    Error::writing("UploadPart", format!("{target} part {number}"), failure(e))
-                })?;
+            let mut retries = 0;
+            let output = loop {
+                let sent = s3
+                    .client()
+                    .upload_part()
+                    .bucket(&target.bucket)
+                    .key(&target.key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(body.clone().into())
+                    .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+                    .send()
+                    .await;
+                match sent.map_err(failure) {
+                    Ok(output) => break output,
+                    // A whole archive is at stake: a transient failure gets more patience than
+                    // the SDK's own retries before the manifest is given up.
+                    Err(failure) if failure.is_transient() && retries < PART_RETRIES => {
+                        retries += 1;
+                        tracing::debug!(
+                            "part {number} of {target} failed ({failure}); retry {retries}"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(250 << retries)).await;
+                    }
+                    Err(failure) => {
+                        return Err(Error::writing(
+                            "UploadPart",
+                            format!("{target} part {number}"),
+                            failure,
+                        ))
+                    }
+                }
+            };
             drop((slot, permit));
             Ok(CompletedPart::builder()
                 .part_number(number)
