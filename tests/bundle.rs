@@ -864,3 +864,165 @@ async fn injected_faults_never_lose_an_object() {
     });
     assert_eq!(members.as_array().map(Vec::len), Some(index.len()));
 }
+
+/// Runs the binary on `manifest` through `measure`, returning (exit code, peak RSS MiB, stdout).
+async fn bundle_measured(endpoint: &str, args: Vec<String>) -> (i32, f64, String) {
+    let endpoint = endpoint.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"));
+        command
+            .args(&args)
+            .envs(s3bundler_testkit::cli_env(&endpoint));
+        let usage = s3bundler_testkit::measure::measure(&mut command);
+        (
+            usage.status.code().unwrap_or(-1),
+            usage.max_rss_mib,
+            usage.stdout,
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_for_100k_small_objects() {
+    const OBJECTS: usize = 100_000;
+    const BOUND_MIB: f64 = 200.0;
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "many").await;
+    let mut manifest = ManifestWriter::default();
+    for i in 0..OBJECTS {
+        let key = format!("d{:03}/o{i}", i % 500);
+        let data = body(64 + i % 512, i as u8);
+        server
+            .write_object_file(&bucket, &key, &data)
+            .unwrap_or_else(|e| panic!("{e}"));
+        manifest.push(&entry(&bucket, &key, data.len() as u64, None));
+    }
+    put_object(&client, &bucket, "m/many.0.index", manifest.finish()).await;
+    let args = [
+        "bundle",
+        "-m",
+        &format!("s3://{bucket}/m/many.0.index"),
+        "-b",
+        &bucket,
+        "-p",
+        "out",
+        "--json",
+    ];
+    let (code, rss, stdout) = bundle_measured(
+        &server.endpoint,
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+    assert_eq!(report["objects_archived"], OBJECTS);
+    eprintln!("100,000 small objects: peak RSS {rss:.1} MiB");
+    assert!(
+        rss < BOUND_MIB,
+        "peak RSS {rss:.1} MiB exceeds {BOUND_MIB} MiB"
+    );
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_for_objects_much_larger_than_the_budget() {
+    const BOUND_MIB: f64 = 128.0;
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "large").await;
+    let mut manifest = ManifestWriter::default();
+    for i in 0..3 {
+        let key = format!("large/{i}");
+        let data = body(96 << 20, i as u8);
+        server
+            .write_object_file(&bucket, &key, &data)
+            .unwrap_or_else(|e| panic!("{e}"));
+        manifest.push(&entry(&bucket, &key, data.len() as u64, None));
+    }
+    put_object(&client, &bucket, "m/large.0.index", manifest.finish()).await;
+    let args = [
+        "bundle",
+        "-m",
+        &format!("s3://{bucket}/m/large.0.index"),
+        "-b",
+        &bucket,
+        "-p",
+        "out",
+        "--max-in-flight",
+        "32MiB",
+        "--json",
+    ];
+    let (code, rss, stdout) = bundle_measured(
+        &server.endpoint,
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+    assert_eq!(report["objects_archived"], 3);
+    eprintln!("3 objects of 96 MiB with a 32 MiB budget: peak RSS {rss:.1} MiB");
+    assert!(
+        rss < BOUND_MIB,
+        "peak RSS {rss:.1} MiB exceeds {BOUND_MIB} MiB"
+    );
+}
+
+#[tokio::test]
+async fn failed_part_uploads_abort_the_archive_and_leave_no_index_or_incomplete_upload() {
+    use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
+
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "src").await;
+    let arch = new_bucket(&client, "arch").await;
+    let mut entries = Vec::new();
+    for i in 0..20 {
+        let key = format!("obj/{i}");
+        put_object(&client, &src, &key, body(1 << 20, i as u8)).await;
+        entries.push(entry(&src, &key, 1 << 20, None));
+    }
+    let manifest = write_manifest(&client, &src, "m/doomed.0.index", &entries).await;
+    // Every UploadPart fails: the multipart upload exists, then cannot get a single part in.
+    let proxy = FaultProxy::start(
+        endpoint,
+        FaultPlan {
+            upload_part_500_every: 1,
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = s3bundler_with_env(
+        &proxy.endpoint,
+        &["bundle", "-m", &manifest, "-b", &arch],
+        &[("AWS_MAX_ATTEMPTS", "1")],
+    )
+    .await;
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(
+        out.stderr.contains("UploadPart") && out.stderr.contains("aborted the upload"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        list_keys(&client, &arch, "").await.is_empty(),
+        "no archive, no index"
+    );
+    assert_eq!(
+        list_keys(&client, &src, "m/").await,
+        ["m/doomed.0.index"],
+        "no DLQ either"
+    );
+    let uploads = client
+        .list_multipart_uploads()
+        .bucket(&arch)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        uploads.uploads().is_empty(),
+        "incomplete uploads left: {:?}",
+        uploads.uploads()
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod generate;
+pub mod measure;
 pub mod moto;
 pub mod server;
 

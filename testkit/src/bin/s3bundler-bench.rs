@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use s3bundler_testkit::generate::{csv_report, upload_report, InventorySpec};
+use s3bundler_testkit::measure::measure;
 use s3bundler_testkit::server::LocalS3;
 
 #[derive(Parser)]
@@ -27,68 +28,6 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         rows_per_file: u64,
     },
-}
-
-/// CPU seconds and peak RSS of one finished child process.
-struct ChildUsage {
-    cpu_seconds: f64,
-    max_rss_mib: f64,
-    wall_seconds: f64,
-    status: std::process::ExitStatus,
-    stdout: String,
-}
-
-/// Runs a command and measures it with wait4, so the figures are the child's alone.
-// The child is reaped by wait4 below, which std cannot see.
-#[allow(clippy::zombie_processes)]
-fn measure(command: &mut Command) -> ChildUsage {
-    let started = Instant::now();
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let stdout_pipe = child.stdout;
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stdout_pipe {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        }
-        text
-    });
-    // ru_maxrss would count the bench's own pages, which the child shares between fork and exec;
-    // VmHWM is the peak of the child's own address space.
-    let peak = std::thread::spawn(move || {
-        let mut peak_kib = 0u64;
-        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) else {
-                break;
-            };
-            let kib = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            peak_kib = peak_kib.max(kib);
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        peak_kib
-    });
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data that wait4 fills in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting on our own child with valid pointers.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4 failed");
-    let wall_seconds = started.elapsed().as_secs_f64();
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    ChildUsage {
-        cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        max_rss_mib: peak.join().unwrap_or(0) as f64 / 1024.0,
-        wall_seconds,
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stdout: reader.join().unwrap_or_default(),
-    }
 }
 
 fn s3bundler_binary() -> PathBuf {
