@@ -368,6 +368,10 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
             "12MiB",
             "--multipart-copy-threshold",
             "13MiB",
+            "--storage-class",
+            "STANDARD_IA",
+            "--sse",
+            "AES256",
             "--json",
         ],
     )
@@ -401,6 +405,21 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
     let archive_path = scratch.path().join("archive.tar");
     let archive_bytes = get_object(&client, &arch, &archive_key).await;
     std::fs::write(&archive_path, &archive_bytes).unwrap_or_else(|e| panic!("{e}"));
+    let head = client
+        .head_object()
+        .bucket(&arch)
+        .key(&archive_key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        head.storage_class().map(|c| c.as_str()),
+        Some("STANDARD_IA")
+    );
+    assert_eq!(
+        head.server_side_encryption().map(|c| c.as_str()),
+        Some("AES256")
+    );
     let members = tarcheck("members", &archive_path);
     let members = members.as_array().cloned().unwrap_or_default();
     assert_eq!(members.len(), archived.len() + 1);
@@ -759,10 +778,12 @@ async fn injected_faults_never_lose_an_object() {
         .map(|i| (format!("small/{i}"), 100 + i * 37))
         .chain((0..3).map(|i| (format!("mid/{i}"), 3 << 20)))
         .chain((0..2).map(|i| (format!("large/{i}"), 9 << 20)));
-    for (n, (key, size)) in sizes
-        .chain(std::iter::once(("always-fail/obj".to_string(), 10)))
-        .enumerate()
-    {
+    // One always fails; one comes back with a changed byte every time it is read.
+    let doomed = [
+        ("always-fail/obj".to_string(), 10),
+        ("corrupt/obj".to_string(), 1000),
+    ];
+    for (n, (key, size)) in sizes.chain(doomed).enumerate() {
         let data = body(size, n as u8);
         put_object(&client, &src, &key, data.clone()).await;
         entries.push(entry(&src, &key, size as u64, None));
@@ -777,6 +798,7 @@ async fn injected_faults_never_lose_an_object() {
             get_cut_every: 5,
             upload_part_500_every: 2,
             always_fail_keys_containing: Some("always-fail".into()),
+            corrupt_keys_containing: Some("corrupt/".into()),
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -851,10 +873,24 @@ async fn injected_faults_never_lose_an_object() {
         *seen.entry(row.key.clone()).or_insert(0) += 1;
     }
     for row in &dlq {
-        assert_eq!(row.reason, DlqReason::Retry, "{row:?}");
+        // Corrupted bytes are read twice, then reported; everything else outlasted the retries.
+        let want = if row.key == "corrupt/obj" {
+            DlqReason::ChecksumMismatch
+        } else {
+            DlqReason::Retry
+        };
+        assert_eq!(row.reason, want, "{row:?}");
         *seen.entry(row.key.clone()).or_insert(0) += 1;
     }
     assert!(dlq.iter().any(|r| r.key == "always-fail/obj"));
+    assert!(
+        dlq.iter().any(|r| r.key == "corrupt/obj"),
+        "{dlq:?} {counts:?}"
+    );
+    assert!(
+        counts.corrupted.load(Ordering::Relaxed) >= 2,
+        "read, then read again: {counts:?}"
+    );
     assert_eq!(seen.len(), bodies.len(), "every object accounted for");
     assert!(seen.values().all(|&n| n == 1), "no object twice: {seen:?}");
     let members = tarcheck("members", &{
@@ -1025,4 +1061,56 @@ async fn failed_part_uploads_abort_the_archive_and_leave_no_index_or_incomplete_
         "incomplete uploads left: {:?}",
         uploads.uploads()
     );
+}
+
+#[tokio::test]
+async fn keys_with_newlines_and_tabs_are_archived_intact() {
+    // moto refuses newlines in keys; the local server stores them.
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "newline").await;
+    let keys = [
+        "new\nline.txt",
+        "tab\tkey",
+        "caf\u{e9}/\u{1F600} \"quoted\", comma",
+    ];
+    let mut entries = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        put_object(&client, &bucket, key, body(100 + i, i as u8)).await;
+        entries.push(entry(&bucket, key, 100 + i as u64, None));
+    }
+    let manifest = write_manifest(&client, &bucket, "m/newline.0.index", &entries).await;
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "bundle", "-m", &manifest, "-b", &bucket, "-p", "out", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let archive_key = out.json()["archive"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches(&format!("s3://{bucket}/"))
+        .to_string();
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = scratch.path().join("a.tar");
+    std::fs::write(&path, get_object(&client, &bucket, &archive_key).await)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = tarcheck("members", &path)
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for key in keys {
+        assert!(
+            names.contains(&format!("{bucket}/{key}")),
+            "{key:?} not in {names:?}"
+        );
+    }
+    let (ok, _, stderr) = run_tool("tar", &["-tf", &path.to_string_lossy()]);
+    assert!(ok && stderr.is_empty(), "GNU tar: {stderr}");
 }

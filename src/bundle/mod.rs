@@ -349,6 +349,7 @@ fn record_failure(
             DlqReason::Changed,
             "the object changed while it was being read".into(),
         ),
+        ReadFailure::Corrupt(detail) => outputs.fail(entry, DlqReason::ChecksumMismatch, detail),
         ReadFailure::Fatal(error) => return Err(error),
     }
     Ok(())
@@ -401,7 +402,8 @@ async fn stream_member(
         Err(failure) => return record_failure(entry, failure, outputs),
     };
     let uri = format!("s3://{}/{}", entry.bucket, entry.key);
-    let midway = |failure: ReadFailure| match failure {
+    let midway = |failure: ReadFailure| {
+        match failure {
         ReadFailure::Fatal(error) => error,
         ReadFailure::Dlq(_, detail) => Error::Remote {
             operation: "GetObject",
@@ -413,6 +415,12 @@ async fn stream_member(
             location: uri.clone(),
             detail: "the object changed while it was being archived; run the manifest again".into(),
         },
+        ReadFailure::Corrupt(detail) => Error::Remote {
+            operation: "GetObject",
+            location: uri.clone(),
+            detail: format!("{detail}; the member cannot be taken back out of the archive, run the manifest again"),
+        },
+    }
     };
     let name = member_name(entry);
     let header_offset = writer.offset();

@@ -88,6 +88,9 @@ pub enum ReadFailure {
     Dlq(DlqReason, String),
     /// The object changed while it was being read (If-Match failed on a resume).
     ChangedDuringRead,
+    /// The bytes did not match a checksum S3 sent with them (the SDK checks the CRC32/SHA
+    /// checksums of responses that carry one).
+    Corrupt(String),
     /// Not the object's fault: the whole manifest fails (bad credentials, for instance).
     Fatal(Error),
 }
@@ -250,10 +253,13 @@ impl ObjectReader {
                     .await?
                 }
                 Err(e) => {
+                    let detail = error_chain(&e);
+                    if detail.contains("checksum mismatch") {
+                        return Err(ReadFailure::Corrupt(detail));
+                    }
                     self.resume(format!(
-                        "the body was cut after {} bytes: {}",
-                        self.received,
-                        error_chain(&e)
+                        "the body was cut after {} bytes: {detail}",
+                        self.received
                     ))
                     .await?
                 }
@@ -361,7 +367,13 @@ pub async fn read_whole(s3: &S3, entry: &ManifestEntry<'_>) -> Result<WholeObjec
                     "the object changed while it was being read".into(),
                 ))
             }
-            Ok(_) | Err(ReadFailure::ChangedDuringRead) => continue,
+            Err(ReadFailure::Corrupt(detail)) if last => {
+                return Err(ReadFailure::Dlq(
+                    DlqReason::ChecksumMismatch,
+                    format!("read twice, corrupt both times: {detail}"),
+                ))
+            }
+            Ok(_) | Err(ReadFailure::ChangedDuringRead | ReadFailure::Corrupt(_)) => continue,
             Err(other) => return Err(other),
         }
     }

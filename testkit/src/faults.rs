@@ -32,6 +32,8 @@ pub struct FaultPlan {
     pub upload_part_500_every: u64,
     /// GetObject of keys containing this text always answers 503.
     pub always_fail_keys_containing: Option<String>,
+    /// GetObject of keys containing this text returns the body with its first byte changed.
+    pub corrupt_keys_containing: Option<String>,
 }
 
 /// What the proxy did, for assertions.
@@ -42,6 +44,7 @@ pub struct FaultCounts {
     pub injected_500: AtomicU64,
     pub cut_bodies: AtomicU64,
     pub failed_parts: AtomicU64,
+    pub corrupted: AtomicU64,
 }
 
 pub struct FaultProxy {
@@ -142,6 +145,7 @@ async fn handle(
         && query.contains("uploadId")
         && query.contains("partNumber");
     let mut cut = false;
+    let mut corrupt = false;
     if is_get_object {
         let n = gets.fetch_add(1, Ordering::Relaxed) + 1;
         counts.gets.fetch_add(1, Ordering::Relaxed);
@@ -160,6 +164,10 @@ async fn handle(
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
         }
         cut = hits(n, plan.get_cut_every);
+        corrupt = plan
+            .corrupt_keys_containing
+            .as_deref()
+            .is_some_and(|needle| decoded.contains(needle));
     }
     if is_upload_part {
         let n = parts.fetch_add(1, Ordering::Relaxed) + 1;
@@ -189,6 +197,10 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let (head, body) = response.into_parts();
+    if corrupt && head.status.is_success() {
+        counts.corrupted.fetch_add(1, Ordering::Relaxed);
+        return Response::from_parts(head, corrupt_body(body));
+    }
     match length {
         Some(length) if cut && head.status.is_success() && length > 1 => {
             counts.cut_bodies.fetch_add(1, Ordering::Relaxed);
@@ -228,6 +240,23 @@ fn cut_body(body: Incoming, keep: u64) -> ProxyBody {
     });
     // After the error the stream is not polled again.
     BodyExt::boxed(StreamBody::new(stream))
+}
+
+/// The body with its first byte changed (same length, so only a checksum can tell).
+fn corrupt_body(body: Incoming) -> ProxyBody {
+    let mut first = true;
+    body.map_frame(move |frame| match frame.into_data() {
+        Ok(data) if first && !data.is_empty() => {
+            first = false;
+            let mut changed = data.to_vec();
+            changed[0] ^= 0xff;
+            Frame::data(Bytes::from(changed))
+        }
+        Ok(data) => Frame::data(data),
+        Err(frame) => frame,
+    })
+    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    .boxed()
 }
 
 fn percent_decode(text: &str) -> String {
