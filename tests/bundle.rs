@@ -440,6 +440,24 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
             "{name} bytes"
         );
         assert_eq!(member["mode"], 0o644);
+        // mtime is the object's LastModified.
+        let head = client
+            .head_object()
+            .bucket(&src)
+            .key(&source.key)
+            .set_version_id(if source.key == old.key {
+                old_version.clone()
+            } else {
+                None
+            })
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            member["mtime"].as_i64(),
+            head.last_modified().map(|t| t.secs()),
+            "{name} mtime"
+        );
         assert_eq!(member["type"], "0");
         let pax = &member["pax"];
         assert!(
