@@ -361,26 +361,21 @@ async fn append_member(
     object: WholeObject,
     outputs: &mut Outputs,
 ) -> Result<()> {
+    let WholeObject { info, data, md5 } = object;
     let name = member_name(entry);
-    let header = member_header(
-        &name,
-        object.info.size,
-        object.info.mtime,
-        &object.info.attributes(),
-    );
+    let header = member_header(&name, info.size, info.mtime, &info.attributes());
     let header_offset = writer.offset();
     writer.write(&header).await?;
     let data_offset = writer.offset();
-    for chunk in &object.chunks {
-        writer.write(chunk).await?;
-    }
+    writer.write(&data).await?;
+    drop(data);
     writer
-        .write(&[0u8; 512][..padding(object.info.size) as usize])
+        .write(&[0u8; 512][..padding(info.size) as usize])
         .await?;
     outputs.archived(index_row(
         entry,
-        &object.info,
-        object.md5,
+        &info,
+        md5,
         name,
         header_offset,
         data_offset,

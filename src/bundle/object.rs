@@ -333,7 +333,7 @@ async fn fetch_tags(
 /// A whole object in memory with its MD5.
 pub struct WholeObject {
     pub info: ObjectInfo,
-    pub chunks: Vec<Bytes>,
+    pub data: Vec<u8>,
     pub md5: String,
 }
 
@@ -381,13 +381,15 @@ pub async fn read_whole(s3: &S3, entry: &ManifestEntry<'_>) -> Result<WholeObjec
 
 async fn read_once(s3: &S3, entry: &ManifestEntry<'_>) -> Result<WholeObject, ReadFailure> {
     let (info, mut reader) = ObjectReader::open(s3, entry).await?;
-    let mut chunks = Vec::new();
+    // One exact allocation: keeping the HTTP chunks instead would also keep the unused parts
+    // of the read buffers they share (measured: 1.5 times the budget for 64 MiB objects).
+    let mut data = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
     while let Some(chunk) = reader.next_chunk().await? {
-        chunks.push(chunk);
+        data.extend_from_slice(&chunk);
     }
     Ok(WholeObject {
         info,
-        chunks,
+        data,
         md5: reader.md5_hex(),
     })
 }

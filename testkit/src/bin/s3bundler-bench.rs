@@ -28,6 +28,17 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         rows_per_file: u64,
     },
+    /// Bundle objects of one size and compare with a plain GET of the same objects at the
+    /// same concurrency (the raw ceiling).
+    Bundle {
+        #[arg(long, default_value_t = 100_000)]
+        objects: u64,
+        /// Bytes per object.
+        #[arg(long, default_value_t = 4096)]
+        size: u64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 fn s3bundler_binary() -> PathBuf {
@@ -125,6 +136,109 @@ fn gzip_dc(files: &[PathBuf]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+async fn bench_bundle(objects: u64, size: u64, concurrency: usize) {
+    use futures::StreamExt;
+
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = LocalS3::start(&scratch.path().join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
+    let client = s3bundler_testkit::s3_client(&server.endpoint);
+    let (source, archive) = ("bench-source", "bench-archive");
+    for bucket in [source, archive] {
+        let _ = client.create_bucket().bucket(bucket).send().await;
+    }
+    // Objects are written as files beside the server: 100,000 PUTs would take longer than the
+    // benchmark itself. The manifest uses the original 3-column format.
+    let keys: Vec<String> = (0..objects)
+        .map(|i| format!("obj/{:04}/{i}", i / 1000))
+        .collect();
+    let mut manifest = String::new();
+    for (i, key) in keys.iter().enumerate() {
+        let body: Vec<u8> = (0..size).map(|b| (b as u8).wrapping_add(i as u8)).collect();
+        server
+            .write_object_file(source, key, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        manifest.push_str(&format!("{source},{key},{size}\n"));
+    }
+    s3bundler_testkit::put_object(&client, archive, "m/bench.0.index", manifest.into_bytes()).await;
+
+    // The raw ceiling: GET every object and read its body, nothing else.
+    let started = Instant::now();
+    let gets = futures::stream::iter(keys.iter())
+        .map(|key| {
+            let client = client.clone();
+            async move {
+                let out = client
+                    .get_object()
+                    .bucket(source)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:?}"));
+                out.body
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes().len())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(concurrency);
+    let read: usize = gets.fold(0, |total, n| async move { total + n }).await;
+    let raw_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(read as u64, objects * size);
+
+    let mut command = Command::new(s3bundler_binary());
+    command
+        .args([
+            "bundle",
+            "-m",
+            &format!("s3://{archive}/m/bench.0.index"),
+            "-b",
+            archive,
+            "--concurrency",
+            &concurrency.to_string(),
+            "--json",
+        ])
+        .envs(s3bundler_testkit::cli_env(&server.endpoint));
+    let bundle = measure(&mut command);
+    assert!(
+        bundle.status.success(),
+        "s3bundler bundle failed: {}",
+        bundle.stdout
+    );
+    let report: serde_json::Value = serde_json::from_str(&bundle.stdout).unwrap_or_default();
+    assert_eq!(
+        report["objects_archived"].as_u64(),
+        Some(objects),
+        "every object archived"
+    );
+
+    let n = objects as f64;
+    let megabytes = (objects * size) as f64 / 1e6;
+    println!("bundle benchmark: {objects} objects of {size} bytes, concurrency {concurrency}, local s3s server in the bench process");
+    println!(
+        "  raw GET ceiling            {:.2} s  ({:.0} objects/s, {:.1} MB/s)",
+        raw_seconds,
+        n / raw_seconds,
+        megabytes / raw_seconds
+    );
+    println!(
+        "  s3bundler bundle wall      {:.2} s  ({:.0} objects/s, {:.1} MB/s)",
+        bundle.wall_seconds,
+        n / bundle.wall_seconds,
+        megabytes / bundle.wall_seconds
+    );
+    println!(
+        "  bundle / raw ceiling       {:.0}%",
+        100.0 * raw_seconds / bundle.wall_seconds
+    );
+    println!(
+        "  s3bundler CPU              {:.2} s  ({:.1} us per object)",
+        bundle.cpu_seconds,
+        1e6 * bundle.cpu_seconds / n
+    );
+    println!("  peak RSS                   {:.1} MiB", bundle.max_rss_mib);
+}
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
@@ -132,5 +246,10 @@ async fn main() {
             rows,
             rows_per_file,
         } => bench_group(rows, rows_per_file).await,
+        Bench::Bundle {
+            objects,
+            size,
+            concurrency,
+        } => bench_bundle(objects, size, concurrency).await,
     }
 }
