@@ -120,35 +120,49 @@ fn json_map(map: &BTreeMap<String, String>) -> String {
     serde_json::to_string(map).unwrap_or_else(|_| "{}".to_string())
 }
 
-fn writer() -> csv::Writer<Vec<u8>> {
-    csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(Vec::new())
-}
-
-/// Accumulates index rows.
-pub struct IndexWriter {
+/// A CSV table with a header row, built in memory.
+struct Table {
     csv: csv::Writer<Vec<u8>>,
     rows: u64,
 }
 
+impl Table {
+    fn new(header: &[&str]) -> Self {
+        let mut csv = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        // Writing to a Vec cannot fail.
+        let _ = csv.write_record(header);
+        Table { csv, rows: 0 }
+    }
+
+    fn push(&mut self, record: &[&str]) {
+        let _ = self.csv.write_record(record);
+        self.rows += 1;
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.csv.into_inner().unwrap_or_default()
+    }
+}
+
+/// Accumulates index rows.
+pub struct IndexWriter(Table);
+
 impl Default for IndexWriter {
     fn default() -> Self {
-        let mut csv = writer();
-        let _ = csv.write_record(INDEX_HEADER);
-        IndexWriter { csv, rows: 0 }
+        IndexWriter(Table::new(&INDEX_HEADER))
     }
 }
 
 impl IndexWriter {
     pub fn push(&mut self, row: &IndexRow) {
-        let size = row.size.to_string();
         let offset = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
-        let record = [
+        self.0.push(&[
             row.bucket.as_str(),
             &row.key,
             row.version_id.as_deref().unwrap_or(""),
-            &size,
+            &row.size.to_string(),
             &row.last_modified,
             &row.etag,
             &row.md5,
@@ -159,57 +173,46 @@ impl IndexWriter {
             &row.member,
             &offset(row.header_offset),
             &offset(row.data_offset),
-        ];
-        // Writing to a Vec cannot fail.
-        let _ = self.csv.write_record(record);
-        self.rows += 1;
+        ]);
     }
 
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.0.rows
     }
 
     pub fn finish(self) -> Vec<u8> {
-        self.csv.into_inner().unwrap_or_default()
+        self.0.finish()
     }
 }
 
 /// Accumulates DLQ rows.
-pub struct DlqWriter {
-    csv: csv::Writer<Vec<u8>>,
-    rows: u64,
-}
+pub struct DlqWriter(Table);
 
 impl Default for DlqWriter {
     fn default() -> Self {
-        let mut csv = writer();
-        let _ = csv.write_record(DLQ_HEADER);
-        DlqWriter { csv, rows: 0 }
+        DlqWriter(Table::new(&DLQ_HEADER))
     }
 }
 
 impl DlqWriter {
     pub fn push(&mut self, row: &DlqRow) {
-        let size = row.size.to_string();
-        let record = [
+        self.0.push(&[
             row.bucket.as_str(),
             &row.key,
             row.version_id.as_deref().unwrap_or(""),
-            &size,
+            &row.size.to_string(),
             row.last_modified.as_deref().unwrap_or(""),
             row.reason.as_str(),
             &row.detail,
-        ];
-        let _ = self.csv.write_record(record);
-        self.rows += 1;
+        ]);
     }
 
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.0.rows
     }
 
     pub fn finish(self) -> Vec<u8> {
-        self.csv.into_inner().unwrap_or_default()
+        self.0.finish()
     }
 }
 

@@ -6,12 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_s3::primitives::DateTimeFormat;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass, TaggingDirective,
 };
 
-use super::object::{entry_uri, ObjectInfo, ReadFailure};
+use super::object::{check_size, entry_uri, fetch_tags, object_info, ObjectInfo, ReadFailure};
 use super::upload::part_size_for;
 use crate::archive::layout::big_object_key;
 use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
@@ -44,66 +43,10 @@ async fn describe(s3: &S3, entry: &ManifestEntry<'_>) -> Result<ObjectInfo, Read
         .send()
         .await
         .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
-    let size = head
-        .content_length()
-        .and_then(|l| u64::try_from(l).ok())
-        .unwrap_or(0);
-    if size != entry.size {
-        return Err(ReadFailure::Dlq(
-            DlqReason::Changed,
-            format!(
-                "the object has {size} bytes but the manifest says {}",
-                entry.size
-            ),
-        ));
-    }
-    let tags = s3
-        .client()
-        .get_object_tagging()
-        .bucket(&uri.bucket)
-        .key(&uri.key)
-        .set_version_id(head.version_id().map(str::to_string).or(version_id.clone()))
-        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-        .send()
-        .await
-        .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
-    Ok(ObjectInfo {
-        version_id: head.version_id().map(str::to_string).or(version_id),
-        etag: head.e_tag().unwrap_or("").trim_matches('"').to_string(),
-        last_modified: head
-            .last_modified()
-            .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
-            .unwrap_or_default(),
-        mtime: head
-            .last_modified()
-            .map(|t| u64::try_from(t.secs()).unwrap_or(0))
-            .unwrap_or(0),
-        size,
-        storage_class: head
-            .storage_class()
-            .map(|c| c.as_str().to_string())
-            .or_else(|| entry.storage_class.as_deref().map(str::to_string))
-            .unwrap_or_else(|| "STANDARD".into()),
-        content_type: head.content_type().map(str::to_string),
-        content_encoding: head.content_encoding().map(str::to_string),
-        content_language: head.content_language().map(str::to_string),
-        content_disposition: head.content_disposition().map(str::to_string),
-        cache_control: head.cache_control().map(str::to_string),
-        expires: head.expires_string().map(str::to_string),
-        metadata: head
-            .metadata()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default(),
-        tags: tags
-            .tag_set()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect(),
-        opaque_etag: head
-            .server_side_encryption()
-            .is_some_and(|s| s.as_str().starts_with("aws:kms"))
-            || head.sse_customer_algorithm().is_some(),
-    })
+    let mut info = object_info!(head, entry, version_id);
+    check_size(&info, entry)?;
+    info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;
+    Ok(info)
 }
 
 /// Copies one big object and writes its `.metadata`; returns its index row.

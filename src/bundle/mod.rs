@@ -355,6 +355,59 @@ fn record_failure(
     Ok(())
 }
 
+/// Where a member's header and data start in the tar stream.
+struct MemberStart {
+    name: String,
+    header_offset: u64,
+    data_offset: u64,
+}
+
+/// Writes a member's pax and ustar headers.
+async fn begin_member(
+    writer: &mut ArchiveWriter,
+    entry: &ManifestEntry<'_>,
+    info: &ObjectInfo,
+) -> Result<MemberStart> {
+    let name = member_name(entry);
+    let header_offset = writer.offset();
+    writer
+        .write(&member_header(
+            &name,
+            info.size,
+            info.mtime,
+            &info.attributes(),
+        ))
+        .await?;
+    Ok(MemberStart {
+        name,
+        header_offset,
+        data_offset: writer.offset(),
+    })
+}
+
+/// Pads the member's data to a whole block and records it in the index.
+async fn end_member(
+    writer: &mut ArchiveWriter,
+    entry: &ManifestEntry<'_>,
+    info: &ObjectInfo,
+    md5: String,
+    start: MemberStart,
+    outputs: &mut Outputs,
+) -> Result<()> {
+    writer
+        .write(&[0u8; 512][..padding(info.size) as usize])
+        .await?;
+    outputs.archived(index_row(
+        entry,
+        info,
+        md5,
+        start.name,
+        start.header_offset,
+        start.data_offset,
+    ));
+    Ok(())
+}
+
 async fn append_member(
     writer: &mut ArchiveWriter,
     entry: &ManifestEntry<'_>,
@@ -362,25 +415,10 @@ async fn append_member(
     outputs: &mut Outputs,
 ) -> Result<()> {
     let WholeObject { info, data, md5 } = object;
-    let name = member_name(entry);
-    let header = member_header(&name, info.size, info.mtime, &info.attributes());
-    let header_offset = writer.offset();
-    writer.write(&header).await?;
-    let data_offset = writer.offset();
+    let start = begin_member(writer, entry, &info).await?;
     writer.write(&data).await?;
     drop(data);
-    writer
-        .write(&[0u8; 512][..padding(info.size) as usize])
-        .await?;
-    outputs.archived(index_row(
-        entry,
-        &info,
-        md5,
-        name,
-        header_offset,
-        data_offset,
-    ));
-    Ok(())
+    end_member(writer, entry, &info, md5, start, outputs).await
 }
 
 /// Streams an object too big to buffer straight into the archive. Once its header is written
@@ -397,63 +435,33 @@ async fn stream_member(
         Err(failure) => return record_failure(entry, failure, outputs),
     };
     let uri = format!("s3://{}/{}", entry.bucket, entry.key);
-    let midway = |failure: ReadFailure| {
-        match failure {
-        ReadFailure::Fatal(error) => error,
-        ReadFailure::Dlq(_, detail) => Error::Remote {
-            operation: "GetObject",
-            location: uri.clone(),
-            detail,
-        },
-        ReadFailure::ChangedDuringRead => Error::Remote {
-            operation: "GetObject",
-            location: uri.clone(),
-            detail: "the object changed while it was being archived; run the manifest again".into(),
-        },
-        ReadFailure::Corrupt(detail) => Error::Remote {
-            operation: "GetObject",
-            location: uri.clone(),
-            detail: format!("{detail}; the member cannot be taken back out of the archive, run the manifest again"),
-        },
-    }
+    let fatal = |detail: String| Error::Remote {
+        operation: "GetObject",
+        location: uri.clone(),
+        detail,
     };
-    let name = member_name(entry);
-    let header_offset = writer.offset();
-    writer
-        .write(&member_header(
-            &name,
-            info.size,
-            info.mtime,
-            &info.attributes(),
-        ))
-        .await?;
-    let data_offset = writer.offset();
+    let midway = |failure: ReadFailure| match failure {
+        ReadFailure::Fatal(error) => error,
+        ReadFailure::Dlq(_, detail) => fatal(detail),
+        ReadFailure::ChangedDuringRead => {
+            fatal("the object changed while it was being archived; run the manifest again".into())
+        }
+        ReadFailure::Corrupt(detail) => fatal(format!(
+            "{detail}; the member cannot be taken back out of the archive, run the manifest again"
+        )),
+    };
+    let start = begin_member(writer, entry, &info).await?;
     while let Some(chunk) = reader.next_chunk().await.map_err(midway)? {
         writer.write(&chunk).await?;
     }
-    writer
-        .write(&[0u8; 512][..padding(info.size) as usize])
-        .await?;
     let md5 = reader.md5_hex();
     if info.md5_checkable() && md5 != info.etag.to_ascii_lowercase() {
-        return Err(Error::Remote {
-            operation: "GetObject",
-            location: uri,
-            detail: format!(
-                "read MD5 {md5} differs from the ETag {}; run the manifest again",
-                info.etag
-            ),
-        });
+        return Err(fatal(format!(
+            "read MD5 {md5} differs from the ETag {}; run the manifest again",
+            info.etag
+        )));
     }
-    outputs.archived(index_row(
-        entry,
-        &info,
-        md5,
-        name,
-        header_offset,
-        data_offset,
-    ));
-    Ok(())
+    end_member(writer, entry, &info, md5, start, outputs).await
 }
 
 type CopyResult = (Entry, std::result::Result<IndexRow, ReadFailure>);

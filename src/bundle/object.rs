@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::{ByteStream, DateTimeFormat};
-use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
@@ -124,6 +123,70 @@ pub fn entry_uri(entry: &ManifestEntry<'_>) -> S3Uri {
     S3Uri::new(entry.bucket.as_ref(), entry.key.as_ref())
 }
 
+/// The description HeadObject and GetObject both return, read through the accessors their
+/// outputs share. Tags come separately.
+macro_rules! object_info {
+    ($output:expr, $entry:expr, $requested_version:expr) => {{
+        let output = &$output;
+        let last_modified = output.last_modified();
+        ObjectInfo {
+            version_id: output
+                .version_id()
+                .map(str::to_string)
+                .or_else(|| $requested_version.clone()),
+            etag: output.e_tag().unwrap_or("").trim_matches('"').to_string(),
+            last_modified: last_modified
+                .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok())
+                .unwrap_or_default(),
+            mtime: last_modified
+                .map(|t| u64::try_from(t.secs()).unwrap_or(0))
+                .unwrap_or(0),
+            size: output
+                .content_length()
+                .and_then(|l| u64::try_from(l).ok())
+                .unwrap_or(0),
+            storage_class: output
+                .storage_class()
+                .map(|c| c.as_str().to_string())
+                .or_else(|| $entry.storage_class.as_deref().map(str::to_string))
+                .unwrap_or_else(|| "STANDARD".to_string()),
+            content_type: output.content_type().map(str::to_string),
+            content_encoding: output.content_encoding().map(str::to_string),
+            content_language: output.content_language().map(str::to_string),
+            content_disposition: output.content_disposition().map(str::to_string),
+            cache_control: output.cache_control().map(str::to_string),
+            expires: output.expires_string().map(str::to_string),
+            metadata: output
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            tags: std::collections::BTreeMap::new(),
+            opaque_etag: matches!(
+                output.server_side_encryption(),
+                Some(
+                    aws_sdk_s3::types::ServerSideEncryption::AwsKms
+                        | aws_sdk_s3::types::ServerSideEncryption::AwsKmsDsse
+                )
+            ) || output.sse_customer_algorithm().is_some(),
+        }
+    }};
+}
+pub(crate) use object_info;
+
+/// An object whose size is not the manifest's has changed since the inventory.
+pub(crate) fn check_size(info: &ObjectInfo, entry: &ManifestEntry<'_>) -> Result<(), ReadFailure> {
+    if info.size == entry.size {
+        return Ok(());
+    }
+    Err(ReadFailure::Dlq(
+        DlqReason::Changed,
+        format!(
+            "the object has {} bytes but the manifest says {}",
+            info.size, entry.size
+        ),
+    ))
+}
+
 /// An open object: its description and a body that resumes after a cut.
 pub struct ObjectReader {
     s3: S3,
@@ -157,60 +220,8 @@ impl ObjectReader {
             .send()
             .await
             .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
-        let size = output
-            .content_length()
-            .and_then(|l| u64::try_from(l).ok())
-            .unwrap_or(0);
-        if size != entry.size {
-            return Err(ReadFailure::Dlq(
-                DlqReason::Changed,
-                format!(
-                    "the object has {size} bytes but the manifest says {}",
-                    entry.size
-                ),
-            ));
-        }
-        let quoted_etag = output.e_tag().map(str::to_string);
-        let opaque_etag = matches!(
-            output.server_side_encryption(),
-            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-        ) || output.sse_customer_algorithm().is_some();
-        let last_modified = output.last_modified();
-        let mut info = ObjectInfo {
-            version_id: output
-                .version_id()
-                .map(str::to_string)
-                .or_else(|| version_id.clone()),
-            etag: quoted_etag
-                .as_deref()
-                .unwrap_or("")
-                .trim_matches('"')
-                .to_string(),
-            last_modified: last_modified
-                .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
-                .unwrap_or_default(),
-            mtime: last_modified
-                .map(|t| u64::try_from(t.secs()).unwrap_or(0))
-                .unwrap_or(0),
-            size,
-            storage_class: output
-                .storage_class()
-                .map(|c| c.as_str().to_string())
-                .or_else(|| entry.storage_class.as_deref().map(str::to_string))
-                .unwrap_or_else(|| "STANDARD".to_string()),
-            content_type: output.content_type().map(str::to_string),
-            content_encoding: output.content_encoding().map(str::to_string),
-            content_language: output.content_language().map(str::to_string),
-            content_disposition: output.content_disposition().map(str::to_string),
-            cache_control: output.cache_control().map(str::to_string),
-            expires: output.expires_string().map(str::to_string),
-            metadata: output
-                .metadata()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default(),
-            tags: BTreeMap::new(),
-            opaque_etag,
-        };
+        let mut info = object_info!(output, entry, version_id);
+        check_size(&info, entry)?;
         if output.tag_count().unwrap_or(0) > 0 {
             info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;
         }
@@ -218,10 +229,10 @@ impl ObjectReader {
             s3: s3.clone(),
             uri,
             version_id,
-            if_match: quoted_etag,
+            if_match: output.e_tag().map(str::to_string),
+            size: info.size,
             body: output.body,
             received: 0,
-            size,
             resumes: 0,
             md5: Md5::new(),
         };
@@ -308,7 +319,7 @@ impl ObjectReader {
     }
 }
 
-async fn fetch_tags(
+pub(crate) async fn fetch_tags(
     s3: &S3,
     uri: &S3Uri,
     version_id: Option<&str>,
