@@ -909,6 +909,11 @@ async fn injected_faults_never_lose_an_object() {
         counts.corrupted.load(Ordering::Relaxed) >= 2,
         "read, then read again: {counts:?}"
     );
+    assert_eq!(
+        counts.tagging_gets.load(Ordering::Relaxed),
+        0,
+        "no object has tags, so no GetObjectTagging"
+    );
     assert_eq!(seen.len(), bodies.len(), "every object accounted for");
     assert!(seen.values().all(|&n| n == 1), "no object twice: {seen:?}");
     let members = tarcheck("members", &{
@@ -1131,4 +1136,38 @@ async fn keys_with_newlines_and_tabs_are_archived_intact() {
     }
     let (ok, _, stderr) = run_tool("tar", &["-tf", &path.to_string_lossy()]);
     assert!(ok && stderr.is_empty(), "GNU tar: {stderr}");
+}
+
+#[tokio::test]
+async fn a_manifest_whose_objects_all_failed_writes_a_dlq_and_no_archive() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "allfail").await;
+    let entries = [
+        entry(&bucket, "gone/one", 10, None),
+        entry(&bucket, "gone/two", 20, None),
+    ];
+    let manifest = write_manifest(&client, &bucket, "m/allfail.0.index", &entries).await;
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "bundle", "-m", &manifest, "-b", &bucket, "-p", "out", "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let report = out.json();
+    assert_eq!(report["failed"]["NoSuchKey"], 2);
+    assert!(
+        report["archive"].is_null() && report["index"].is_null(),
+        "{report}"
+    );
+    assert!(list_keys(&client, &bucket, "out/").await.is_empty());
+    let dlq = parse_dlq(
+        &get_object(&client, &bucket, "m/allfail.0.index.dlq").await,
+        "dlq",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq.iter().all(|r| r.reason == DlqReason::NoSuchKey));
 }

@@ -45,6 +45,8 @@ pub struct FaultCounts {
     pub cut_bodies: AtomicU64,
     pub failed_parts: AtomicU64,
     pub corrupted: AtomicU64,
+    /// GetObjectTagging requests seen.
+    pub tagging_gets: AtomicU64,
 }
 
 pub struct FaultProxy {
@@ -146,6 +148,9 @@ async fn handle(
         && query.contains("partNumber");
     let mut cut = false;
     let mut corrupt = false;
+    if request.method() == http::Method::GET && query.contains("tagging") {
+        counts.tagging_gets.fetch_add(1, Ordering::Relaxed);
+    }
     if is_get_object {
         let n = gets.fetch_add(1, Ordering::Relaxed) + 1;
         counts.gets.fetch_add(1, Ordering::Relaxed);
