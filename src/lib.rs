@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod progress;
 pub mod s3;
 pub mod s3uri;
+pub mod shutdown;
 pub mod size;
 pub mod sqs;
 

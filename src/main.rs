@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use s3bundler::cli::Cli;
+use s3bundler::shutdown::Shutdown;
 use s3bundler::{Error, ExitCode};
 
 fn main() -> std::process::ExitCode {
@@ -18,9 +19,21 @@ fn main() -> std::process::ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
+        let shutdown = Shutdown::on_signals();
+        let mut stopped = shutdown.clone();
+        let command = s3bundler::commands::execute(cli, shutdown);
+        tokio::pin!(command);
         tokio::select! {
-            result = s3bundler::commands::execute(cli) => result,
-            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
+            result = &mut command => result,
+            _ = stopped.requested() => {
+                // The command cleans up (aborts its upload, removes staged files) and returns;
+                // give it a few seconds, then leave anyway.
+                match tokio::time::timeout(std::time::Duration::from_secs(10), &mut command).await {
+                    // Finished (or failed) on its own while stopping: report that.
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Interrupted),
+                }
+            }
         }
     });
     let code = match outcome {

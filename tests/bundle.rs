@@ -1171,3 +1171,64 @@ async fn a_manifest_whose_objects_all_failed_writes_a_dlq_and_no_archive() {
     assert_eq!(dlq.len(), 2);
     assert!(dlq.iter().all(|r| r.reason == DlqReason::NoSuchKey));
 }
+
+#[tokio::test]
+async fn interrupting_a_bundle_aborts_its_upload_and_exits_130() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "src").await;
+    let arch = new_bucket(&client, "arch").await;
+    let mut entries = Vec::new();
+    for i in 0..60 {
+        let key = format!("obj/{i}");
+        put_object(&client, &src, &key, body(1 << 20, i as u8)).await;
+        entries.push(entry(&src, &key, 1 << 20, None));
+    }
+    let manifest = write_manifest(&client, &src, "m/interrupted.0.index", &entries).await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"));
+    command
+        .args(["bundle", "-m", &manifest, "-b", &arch, "--concurrency", "1"])
+        .envs(s3bundler_testkit::cli_env(endpoint))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{e}"));
+    // Wait until the archive's multipart upload exists, then interrupt.
+    let mut started = false;
+    for _ in 0..300 {
+        let uploads = client
+            .list_multipart_uploads()
+            .bucket(&arch)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        if !uploads.uploads().is_empty() {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(started, "the archive upload never started");
+    let pid = child.id().unwrap_or_default().to_string();
+    let (ok, _, _) = run_tool("kill", &["-INT", &pid]);
+    assert!(ok);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("s3bundler did not exit within 15 s of SIGINT"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(130));
+    let uploads = client
+        .list_multipart_uploads()
+        .bucket(&arch)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        uploads.uploads().is_empty(),
+        "the upload was aborted: {:?}",
+        uploads.uploads()
+    );
+    assert!(
+        list_keys(&client, &arch, "").await.is_empty(),
+        "no archive, no index"
+    );
+}

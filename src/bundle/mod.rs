@@ -30,6 +30,7 @@ use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{parse_manifest, ManifestEntry};
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
+use crate::shutdown::Shutdown;
 
 /// A bundle manifest holds at most `-c` lines; refuse absurd ones rather than hold them.
 const MANIFEST_LIMIT: u64 = 4 << 30;
@@ -153,10 +154,12 @@ fn member_name(entry: &ManifestEntry<'_>) -> String {
 }
 
 /// Bundles the manifest at `manifest_uri`.
+/// On `shutdown` the archive upload is aborted and nothing is committed.
 pub async fn bundle_manifest(
     s3: &S3,
     manifest_uri: &S3Uri,
     settings: &BundleSettings,
+    mut shutdown: Shutdown,
 ) -> Result<BundleReport> {
     let started = Instant::now();
     info!("begin processing {manifest_uri}");
@@ -221,7 +224,12 @@ pub async fn bundle_manifest(
     ));
 
     let written = async {
-        while let Some(ready) = ready_rx.recv().await {
+        loop {
+            let ready = tokio::select! {
+                ready = ready_rx.recv() => ready,
+                _ = shutdown.requested() => return Err(Error::Interrupted),
+            };
+            let Some(ready) = ready else { break };
             match ready {
                 Ready::Member(entry, object, permit) => {
                     append_member(&mut writer, &entry, *object, &mut outputs).await?;

@@ -7,6 +7,7 @@ use crate::aws::AwsOptions;
 use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
 use crate::error::{ExitCode, Result};
 use crate::s3uri::S3Uri;
+use crate::shutdown::Shutdown;
 use crate::size::{human_bytes, ByteSize};
 
 /// Options shared by `bundle` and `run`.
@@ -68,12 +69,18 @@ impl BundleOptions {
     }
 }
 
-pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &BundleArgs) -> Result<ExitCode> {
+pub async fn run(
+    aws: &AwsOptions,
+    config: &SdkConfig,
+    args: &BundleArgs,
+    shutdown: Shutdown,
+) -> Result<ExitCode> {
     let s3 = aws.s3(config);
     let report = bundle_manifest(
         &s3,
         &args.manifest,
         &args.options.settings(&args.bucket, &args.prefix),
+        shutdown,
     )
     .await?;
     print_summary(&report, args.json);

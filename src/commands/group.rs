@@ -22,6 +22,7 @@ use crate::inventory::{FileFormat, InventoryManifest};
 use crate::manifest::{bundle_manifest_key, bundle_manifest_stem, join_prefix};
 use crate::s3::{is_plain_md5, S3};
 use crate::s3uri::S3Uri;
+use crate::shutdown::Shutdown;
 use crate::size::{human_bytes, ByteSize};
 use crate::sqs::Queue;
 
@@ -118,7 +119,13 @@ pub struct GroupOutcome {
     pub elapsed_seconds: f64,
 }
 
-pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &GroupArgs) -> Result<GroupOutcome> {
+/// On `shutdown`, staged manifests are removed and nothing is committed.
+pub async fn run(
+    aws: &AwsOptions,
+    config: &SdkConfig,
+    args: &GroupArgs,
+    shutdown: Shutdown,
+) -> Result<GroupOutcome> {
     let started = Instant::now();
     let s3 = aws.s3(config);
     let queue = match &args.queue {
@@ -137,14 +144,23 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &GroupArgs) -> Resu
         }
     };
     let staging = Staging::new(&args.bucket, &args.prefix, &inventory_uri.key, &args.key);
-    let (stats, staged) =
-        match stage_manifests(&s3, &inventory_uri, &inventory, columns, args, &staging).await {
-            Ok(result) => result,
-            Err((error, staged)) => {
-                staging.discard(&s3, &staged).await;
-                return Err(error);
-            }
-        };
+    let (stats, staged) = match stage_manifests(
+        &s3,
+        &inventory_uri,
+        &inventory,
+        columns,
+        args,
+        &staging,
+        shutdown,
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err((error, staged)) => {
+            staging.discard(&s3, &staged).await;
+            return Err(error);
+        }
+    };
     let manifests = commit(&s3, queue.as_ref(), args, &inventory_uri, &staged).await;
     staging.discard(&s3, &staged).await;
     let manifests = manifests?;
@@ -266,6 +282,7 @@ async fn stage_manifests(
     columns: ColumnMap,
     args: &GroupArgs,
     staging: &Staging,
+    mut shutdown: Shutdown,
 ) -> std::result::Result<(GroupStats, Vec<Staged>), (Error, Vec<Staged>)> {
     let files: Vec<S3Uri> = inventory
         .files
@@ -354,7 +371,15 @@ async fn stage_manifests(
 
     let mut staged = Vec::new();
     let mut upload_error = None;
-    while let Some(closed) = closed_rx.recv().await {
+    loop {
+        let closed = tokio::select! {
+            closed = closed_rx.recv() => closed,
+            _ = shutdown.requested() => {
+                upload_error = Some(Error::Interrupted);
+                break;
+            }
+        };
+        let Some(closed) = closed else { break };
         match staging.put(s3, closed).await {
             Ok(item) => staged.push(item),
             Err(error) => {

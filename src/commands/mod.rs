@@ -5,14 +5,15 @@ pub mod group;
 
 use crate::cli::{Cli, Command};
 use crate::error::{ExitCode, Result};
+use crate::shutdown::Shutdown;
 
 /// Runs the command the user asked for; the exit code tells how it went.
-pub async fn execute(cli: Cli) -> Result<ExitCode> {
+pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
     let config = cli.aws.load().await;
     match cli.command {
-        Command::Group(args) => group::run(&cli.aws, &config, &args)
+        Command::Group(args) => group::run(&cli.aws, &config, &args, shutdown)
             .await
             .map(|_| ExitCode::Success),
-        Command::Bundle(args) => bundle::run(&cli.aws, &config, &args).await,
+        Command::Bundle(args) => bundle::run(&cli.aws, &config, &args, shutdown).await,
     }
 }
