@@ -134,17 +134,9 @@ impl Error {
         location: impl Into<String>,
         failure: RemoteFailure,
     ) -> Self {
-        match failure {
-            RemoteFailure::Transient(detail) => Error::Remote {
-                operation,
-                location: location.into(),
-                detail,
-            },
-            failure => Error::Read {
-                location: location.into(),
-                failure,
-            },
-        }
+        Self::classified(operation, location.into(), failure, |location, failure| {
+            Error::Read { location, failure }
+        })
     }
 
     /// A failure while writing `location`: transient ones become [`Error::Remote`].
@@ -153,16 +145,24 @@ impl Error {
         location: impl Into<String>,
         failure: RemoteFailure,
     ) -> Self {
+        Self::classified(operation, location.into(), failure, |location, failure| {
+            Error::Write { location, failure }
+        })
+    }
+
+    fn classified(
+        operation: &'static str,
+        location: String,
+        failure: RemoteFailure,
+        permanent: impl FnOnce(String, RemoteFailure) -> Error,
+    ) -> Self {
         match failure {
             RemoteFailure::Transient(detail) => Error::Remote {
                 operation,
-                location: location.into(),
+                location,
                 detail,
             },
-            failure => Error::Write {
-                location: location.into(),
-                failure,
-            },
+            failure => permanent(location, failure),
         }
     }
 

@@ -651,6 +651,25 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
     );
 }
 
+/// A source bucket on moto with `count` objects of 1 MiB, an empty archive bucket, and a
+/// manifest of those objects at `m/<name>.0.index`: (client, source, archive, manifest URI).
+async fn moto_mib_objects(
+    count: usize,
+    name: &str,
+) -> (aws_sdk_s3::Client, String, String, String) {
+    let client = s3_client(moto::endpoint());
+    let src = new_bucket(&client, "src").await;
+    let arch = new_bucket(&client, "arch").await;
+    let mut entries = Vec::new();
+    for i in 0..count {
+        let key = format!("obj/{i}");
+        put_object(&client, &src, &key, body(1 << 20, i as u8)).await;
+        entries.push(entry(&src, &key, 1 << 20, None));
+    }
+    let manifest = write_manifest(&client, &src, &format!("m/{name}.0.index"), &entries).await;
+    (client, src, arch, manifest)
+}
+
 fn md5_of(bytes: &[u8]) -> [u8; 16] {
     use md5::{Digest, Md5};
     Md5::digest(bytes).into()
@@ -1033,16 +1052,7 @@ async fn failed_part_uploads_abort_the_archive_and_leave_no_index_or_incomplete_
     use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
 
     let endpoint = moto::endpoint();
-    let client = s3_client(endpoint);
-    let src = new_bucket(&client, "src").await;
-    let arch = new_bucket(&client, "arch").await;
-    let mut entries = Vec::new();
-    for i in 0..20 {
-        let key = format!("obj/{i}");
-        put_object(&client, &src, &key, body(1 << 20, i as u8)).await;
-        entries.push(entry(&src, &key, 1 << 20, None));
-    }
-    let manifest = write_manifest(&client, &src, "m/doomed.0.index", &entries).await;
+    let (client, src, arch, manifest) = moto_mib_objects(20, "doomed").await;
     // Every UploadPart fails: the multipart upload exists, then cannot get a single part in.
     let proxy = FaultProxy::start(
         endpoint,
@@ -1175,16 +1185,7 @@ async fn a_manifest_whose_objects_all_failed_writes_a_dlq_and_no_archive() {
 #[tokio::test]
 async fn interrupting_a_bundle_aborts_its_upload_and_exits_130() {
     let endpoint = moto::endpoint();
-    let client = s3_client(endpoint);
-    let src = new_bucket(&client, "src").await;
-    let arch = new_bucket(&client, "arch").await;
-    let mut entries = Vec::new();
-    for i in 0..60 {
-        let key = format!("obj/{i}");
-        put_object(&client, &src, &key, body(1 << 20, i as u8)).await;
-        entries.push(entry(&src, &key, 1 << 20, None));
-    }
-    let manifest = write_manifest(&client, &src, "m/interrupted.0.index", &entries).await;
+    let (client, _src, arch, manifest) = moto_mib_objects(60, "interrupted").await;
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"));
     command
         .args(["bundle", "-m", &manifest, "-b", &arch, "--concurrency", "1"])
