@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::aws::AwsOptions;
 use crate::commands::bundle::BundleArgs;
 use crate::commands::group::GroupArgs;
+use crate::commands::run::RunArgs;
 use crate::logging::LogOptions;
 
 /// Bundle small S3 objects into tar archives with an index, from an S3 Inventory report.
@@ -25,4 +26,6 @@ pub enum Command {
     Group(GroupArgs),
     /// Archive the objects of a bundle manifest into a tar with an index.
     Bundle(BundleArgs),
+    /// Group an inventory and bundle every manifest in one process; resumes where it stopped.
+    Run(RunArgs),
 }

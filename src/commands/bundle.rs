@@ -13,14 +13,6 @@ use crate::size::{human_bytes, ByteSize};
 /// Options shared by `bundle` and `run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BundleOptions {
-    /// Objects bigger than this are copied server-side to bigobjects/ instead of archived.
-    #[arg(
-        short = 's',
-        long = "maxsize",
-        value_name = "SIZE",
-        default_value = "2GiB"
-    )]
-    pub max_size: ByteSize,
     /// Object GETs in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -48,6 +40,14 @@ pub struct BundleArgs {
     /// Key prefix in the archive bucket.
     #[arg(short = 'p', long = "prefix", default_value = "")]
     pub prefix: String,
+    /// Objects bigger than this are copied server-side to bigobjects/ instead of archived.
+    #[arg(
+        short = 's',
+        long = "maxsize",
+        value_name = "SIZE",
+        default_value = "2GiB"
+    )]
+    pub max_size: ByteSize,
     #[command(flatten)]
     pub options: BundleOptions,
     /// Print the summary as JSON.
@@ -56,11 +56,11 @@ pub struct BundleArgs {
 }
 
 impl BundleOptions {
-    pub fn settings(&self, bucket: &str, prefix: &str) -> BundleSettings {
+    pub fn settings(&self, bucket: &str, prefix: &str, max_size: ByteSize) -> BundleSettings {
         BundleSettings {
             archive_bucket: bucket.to_string(),
             prefix: prefix.to_string(),
-            max_size: self.max_size.0,
+            max_size: max_size.0,
             concurrency: self.concurrency.max(1),
             max_in_flight: self.max_in_flight.0,
             storage_class: self.storage_class.as_deref().map(StorageClass::from),
@@ -79,7 +79,9 @@ pub async fn run(
     let report = bundle_manifest(
         &s3,
         &args.manifest,
-        &args.options.settings(&args.bucket, &args.prefix),
+        &args
+            .options
+            .settings(&args.bucket, &args.prefix, args.max_size),
         shutdown,
     )
     .await?;

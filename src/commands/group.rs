@@ -113,14 +113,29 @@ pub struct WrittenManifest {
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupOutcome {
     pub inventory: String,
+    /// The bucket the inventory describes: SOURCE in the archive layout.
+    pub source_bucket: String,
     #[serde(flatten)]
     pub stats: GroupStats,
     pub manifests: Vec<WrittenManifest>,
     pub elapsed_seconds: f64,
 }
 
-/// On `shutdown`, staged manifests are removed and nothing is committed.
+/// `s3bundler group`: groups and prints the summary.
 pub async fn run(
+    aws: &AwsOptions,
+    config: &SdkConfig,
+    args: &GroupArgs,
+    shutdown: Shutdown,
+) -> Result<GroupOutcome> {
+    let outcome = group_inventory(aws, config, args, shutdown).await?;
+    print_summary(&outcome, args.json);
+    Ok(outcome)
+}
+
+/// Reads the inventory and writes its bundle manifests. On `shutdown`, staged manifests are
+/// removed and nothing is committed.
+pub async fn group_inventory(
     aws: &AwsOptions,
     config: &SdkConfig,
     args: &GroupArgs,
@@ -167,14 +182,13 @@ pub async fn run(
     let mut stats = stats;
     stats.manifests_written = manifests.iter().filter(|m| m.written).count() as u64;
     stats.manifests_unchanged = manifests.len() as u64 - stats.manifests_written;
-    let outcome = GroupOutcome {
+    Ok(GroupOutcome {
         inventory: inventory_uri.to_string(),
+        source_bucket: inventory.source_bucket.clone(),
         stats,
         manifests,
         elapsed_seconds: started.elapsed().as_secs_f64(),
-    };
-    print_summary(&outcome, args.json);
-    Ok(outcome)
+    })
 }
 
 /// Reads manifest.json, or manifest.checksum and the manifest.json beside it.

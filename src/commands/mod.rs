@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod group;
+pub mod run;
 
 use crate::cli::{Cli, Command};
 use crate::error::{ExitCode, Result};
@@ -15,5 +16,6 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
             .await
             .map(|_| ExitCode::Success),
         Command::Bundle(args) => bundle::run(&cli.aws, &config, &args, shutdown).await,
+        Command::Run(args) => run::run(&cli.aws, &config, &args, shutdown).await,
     }
 }

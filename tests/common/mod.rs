@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: run the real `s3bundler` binary against a local
 //! server and read what it wrote.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 

@@ -1,0 +1,170 @@
+//! `s3bundler run`: group and bundle in one process, and resume after being killed.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use s3bundler::archive::records::parse_index;
+use s3bundler_testkit::generate::{create_objects, csv_report, rows, upload_report, InventorySpec};
+
+/// An inventory of `objects` objects with the objects themselves on the fast local server.
+async fn inventory_with_objects(objects: u64) -> (aws_sdk_s3::Client, InventorySpec, String, u64) {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "run").await;
+    // The local server stores objects as files: no 1,024-byte keys, no storage classes.
+    let spec = InventorySpec {
+        long_keys: false,
+        ..InventorySpec::new(&bucket, objects)
+    };
+    let report = upload_report(
+        &client,
+        &bucket,
+        "inventory/",
+        &spec,
+        csv_report(&spec, true),
+    )
+    .await;
+    create_objects(&client, &spec, 32, false).await;
+    (client, spec, report.manifest_uri, report.expected.selected)
+}
+
+/// How many times each key appears across every index under `prefix`.
+async fn archived_keys(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    for key in list_keys(client, bucket, prefix)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(".index"))
+    {
+        for row in parse_index(&get_object(client, bucket, &key).await, &key)
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            *seen.entry(row.key).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+fn selected_keys(spec: &InventorySpec) -> Vec<String> {
+    rows(spec, false)
+        .filter(|r| r.selected_by_default())
+        .map(|r| r.key)
+        .collect()
+}
+
+#[tokio::test]
+async fn run_bundles_every_selected_object_once_and_a_rerun_skips_finished_manifests() {
+    let (client, spec, uri, selected) = inventory_with_objects(1500).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let bucket = spec.source_bucket.clone();
+    let args = [
+        "run",
+        "-m",
+        &uri,
+        "-b",
+        &bucket,
+        "-c",
+        "300",
+        "--archive-prefix",
+        "archives",
+        "--json",
+    ];
+    let out = s3bundler(endpoint, &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let summary = out.json();
+    let manifests = selected.div_ceil(300);
+    assert_eq!(summary["objects_archived"], selected);
+    assert_eq!(summary["manifests"], manifests);
+    assert_eq!(
+        summary["archives"].as_array().map(Vec::len),
+        Some(manifests as usize)
+    );
+    let seen = archived_keys(&client, &bucket, "archives/").await;
+    assert_eq!(seen.len(), selected_keys(&spec).len());
+    assert!(
+        selected_keys(&spec).iter().all(|k| seen.get(k) == Some(&1)),
+        "every selected object exactly once"
+    );
+
+    let again = s3bundler(endpoint, &args).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["manifests_skipped"], manifests);
+    assert_eq!(again.json()["objects_archived"], 0);
+}
+
+#[tokio::test]
+async fn a_killed_run_resumes_and_archives_every_object_exactly_once() {
+    let (client, spec, uri, selected) = inventory_with_objects(3000).await;
+    let endpoint = LocalS3::shared().endpoint.clone();
+    let bucket = spec.source_bucket.clone();
+    let args = [
+        "run",
+        "-m",
+        &uri,
+        "-b",
+        &bucket,
+        "-c",
+        "200",
+        "--archive-prefix",
+        "archives",
+        "--parallel-manifests",
+        "1",
+        "--concurrency",
+        "2",
+    ];
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"))
+        .args(args)
+        .envs(s3bundler_testkit::cli_env(&endpoint))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Kill it without warning once a few manifests are done and before all of them are.
+    let manifests = selected.div_ceil(200) as usize;
+    let mut done = 0;
+    for _ in 0..600 {
+        done = list_keys(&client, &bucket, "archives/")
+            .await
+            .iter()
+            .filter(|k| k.ends_with(".index"))
+            .count();
+        if done >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = child.kill().await;
+    assert!(
+        done >= 2 && done < manifests,
+        "killed after {done} of {manifests} manifests"
+    );
+
+    let out = s3bundler(
+        &endpoint,
+        &args[..args.len()]
+            .iter()
+            .copied()
+            .chain(["--json"])
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let summary = out.json();
+    assert!(
+        summary["manifests_skipped"].as_u64().unwrap_or(0) >= done as u64,
+        "{summary}"
+    );
+    let seen = archived_keys(&client, &bucket, "archives/").await;
+    let want = selected_keys(&spec);
+    assert_eq!(seen.len(), want.len());
+    assert!(
+        want.iter().all(|k| seen.get(k) == Some(&1)),
+        "every selected object exactly once after the resume"
+    );
+}
