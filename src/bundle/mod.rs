@@ -55,6 +55,8 @@ pub struct BundleSettings {
     pub max_in_flight: u64,
     pub storage_class: Option<StorageClass>,
     pub multipart_copy_threshold: u64,
+    /// Counts objects as they are archived, copied or fail (hidden unless on a terminal).
+    pub progress: indicatif::ProgressBar,
 }
 
 /// What bundling one manifest did.
@@ -107,6 +109,7 @@ struct Outputs {
     index: IndexWriter,
     dlq: DlqWriter,
     report: BundleReport,
+    progress: indicatif::ProgressBar,
 }
 
 impl Outputs {
@@ -114,12 +117,14 @@ impl Outputs {
         warn!(object = %format!("s3://{}/{}", entry.bucket, entry.key), reason = reason.as_str(), "could not archive: {detail}");
         self.dlq.push(&dlq_row(entry, reason, detail));
         *self.report.failed.entry(reason).or_default() += 1;
+        self.progress.inc(1);
     }
 
     fn archived(&mut self, row: IndexRow) {
         self.report.objects_archived += 1;
         self.report.bytes_archived += row.size;
         self.index.push(&row);
+        self.progress.inc(1);
     }
 }
 
@@ -205,6 +210,7 @@ pub async fn bundle_manifest(
         index: IndexWriter::default(),
         dlq: DlqWriter::default(),
         report: BundleReport::default(),
+        progress: settings.progress.clone(),
     };
 
     let copy_settings = CopySettings {
@@ -504,6 +510,7 @@ async fn collect_copies(
             Ok(row) => {
                 info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to s3://{archive_bucket}/{}", row.member);
                 outputs.report.objects_copied += 1;
+                outputs.progress.inc(1);
                 outputs.report.bytes_copied += row.size;
             }
             Err(failure) => record_failure(&entry, failure, outputs)?,

@@ -65,6 +65,7 @@ impl BundleOptions {
             max_in_flight: self.max_in_flight.0,
             storage_class: self.storage_class.as_deref().map(StorageClass::from),
             multipart_copy_threshold: self.multipart_copy_threshold.0,
+            progress: indicatif::ProgressBar::hidden(),
         }
     }
 }
@@ -76,15 +77,13 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<ExitCode> {
     let s3 = aws.s3(config);
-    let report = bundle_manifest(
-        &s3,
-        &args.manifest,
-        &args
-            .options
-            .settings(&args.bucket, &args.prefix, args.max_size),
-        shutdown,
-    )
-    .await?;
+    let mut settings = args
+        .options
+        .settings(&args.bucket, &args.prefix, args.max_size);
+    settings.progress = crate::progress::objects_bar(None, "bundling");
+    let report = bundle_manifest(&s3, &args.manifest, &settings, shutdown).await;
+    settings.progress.finish_and_clear();
+    let report = report?;
     print_summary(&report, args.json);
     Ok(if report.objects_failed() > 0 {
         ExitCode::Partial

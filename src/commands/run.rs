@@ -109,9 +109,11 @@ pub async fn run(
     };
     let grouped = group_inventory(aws, config, &group_args, shutdown.clone()).await?;
     let s3 = aws.s3(config);
-    let settings = args
+    let mut settings = args
         .options
         .settings(&args.bucket, &args.archive_prefix, args.max_size);
+    settings.progress =
+        crate::progress::objects_bar(Some(grouped.stats.objects_selected), "bundling");
     let outcomes: Vec<(String, ManifestOutcome)> =
         futures_util::stream::iter(grouped.manifests.iter())
             .map(|manifest| {
@@ -120,12 +122,16 @@ pub async fn run(
                 async move {
                     let outcome =
                         bundle_unless_done(s3, &manifest.uri, source, settings, shutdown).await;
+                    if matches!(outcome, ManifestOutcome::AlreadyDone) {
+                        settings.progress.inc(manifest.objects);
+                    }
                     (manifest.uri.clone(), outcome)
                 }
             })
             .buffer_unordered(args.parallel_manifests.max(1))
             .collect()
             .await;
+    settings.progress.finish_and_clear();
     let (summary, first_error) = summarize(&grouped, outcomes, started);
     print_summary(&summary, args.json);
     match first_error {
