@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod key_encoding;
 pub mod logging;
 pub mod manifest;
+pub mod metrics;
 pub mod progress;
 pub mod s3;
 pub mod s3uri;

@@ -1233,3 +1233,106 @@ async fn interrupting_a_bundle_aborts_its_upload_and_exits_130() {
         "no archive, no index"
     );
 }
+
+/// The EMF documents among stderr's lines.
+fn emf_documents(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("\"_aws\""))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("EMF line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn emf_metrics_count_what_happened_and_are_on_by_default_in_ecs() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "emf").await;
+    let mut entries = Vec::new();
+    for i in 0..3 {
+        put_object(
+            &client,
+            &bucket,
+            &format!("o/{i}"),
+            body(100 * (i + 1), i as u8),
+        )
+        .await;
+        entries.push(entry(
+            &bucket,
+            &format!("o/{i}"),
+            100 * (i as u64 + 1),
+            None,
+        ));
+    }
+    entries.push(entry(&bucket, "o/gone", 5, None));
+    let manifest = write_manifest(&client, &bucket, "m/emf.0.index", &entries).await;
+
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "bundle",
+            "-m",
+            &manifest,
+            "-b",
+            &bucket,
+            "-p",
+            "a",
+            "--metrics",
+            "emf",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let documents = emf_documents(&out.stderr);
+    let totals = documents
+        .iter()
+        .find(|d| d.get("ObjectsArchived").is_some())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        totals["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "S3Bundler"
+    );
+    assert_eq!(totals["ObjectsArchived"], 3);
+    assert_eq!(totals["BytesArchived"], 600);
+    assert_eq!(totals["ObjectsCopied"], 0);
+    assert_eq!(totals["ManifestsCompleted"], 1);
+    assert_eq!(totals["Errors"], 0);
+    let failed = documents
+        .iter()
+        .find(|d| d.get("ObjectsFailed").is_some())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (failed["Reason"].as_str(), failed["ObjectsFailed"].as_u64()),
+        (Some("NoSuchKey"), Some(1))
+    );
+    assert_eq!(
+        failed["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        serde_json::json!([["Reason"]])
+    );
+
+    // Off by default outside ECS, on by default inside it.
+    let plain = s3bundler(
+        &server.endpoint,
+        &["bundle", "-m", &manifest, "-b", &bucket, "-p", "b"],
+    )
+    .await;
+    assert!(emf_documents(&plain.stderr).is_empty());
+    let in_ecs = s3bundler_with_env(
+        &server.endpoint,
+        &["bundle", "-m", &manifest, "-b", &bucket, "-p", "c"],
+        &[(
+            "ECS_CONTAINER_METADATA_URI_V4",
+            "http://169.254.170.2/v4/task",
+        )],
+    )
+    .await;
+    assert!(
+        !emf_documents(&in_ecs.stderr).is_empty(),
+        "{}",
+        in_ecs.stderr
+    );
+}

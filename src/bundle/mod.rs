@@ -76,6 +76,18 @@ pub struct BundleReport {
 }
 
 impl BundleReport {
+    /// The metrics of this manifest.
+    pub fn counts(&self) -> crate::metrics::Counts {
+        crate::metrics::Counts {
+            objects_archived: self.objects_archived,
+            bytes_archived: self.bytes_archived,
+            objects_copied: self.objects_copied,
+            objects_failed: self.failed.clone(),
+            manifests_completed: 1,
+            errors: 0,
+        }
+    }
+
     pub fn objects_failed(&self) -> u64 {
         self.failed.values().sum()
     }

@@ -6,6 +6,7 @@ use aws_sdk_s3::types::StorageClass;
 use crate::aws::AwsOptions;
 use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
 use crate::error::{ExitCode, Result};
+use crate::metrics::{self, Counts, MetricsFormat};
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
 use crate::size::{human_bytes, ByteSize};
@@ -16,6 +17,10 @@ pub struct BundleOptions {
     /// Object GETs in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Print CloudWatch Embedded Metric Format lines on stderr (default: emf inside ECS, none
+    /// elsewhere).
+    #[arg(long, value_enum)]
+    pub metrics: Option<MetricsFormat>,
     /// Bytes of object data held in memory at most, from GET until uploaded in a part.
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     pub max_in_flight: ByteSize,
@@ -56,6 +61,11 @@ pub struct BundleArgs {
 }
 
 impl BundleOptions {
+    pub fn metrics_format(&self) -> MetricsFormat {
+        self.metrics
+            .unwrap_or_else(MetricsFormat::default_for_environment)
+    }
+
     pub fn settings(&self, bucket: &str, prefix: &str, max_size: ByteSize) -> BundleSettings {
         BundleSettings {
             archive_bucket: bucket.to_string(),
@@ -83,7 +93,17 @@ pub async fn run(
     settings.progress = crate::progress::objects_bar(None, "bundling");
     let report = bundle_manifest(&s3, &args.manifest, &settings, shutdown).await;
     settings.progress.finish_and_clear();
-    let report = report?;
+    let metrics = args.options.metrics_format();
+    let report = report.inspect_err(|_| {
+        metrics::emit(
+            metrics,
+            &Counts {
+                errors: 1,
+                ..Counts::default()
+            },
+        )
+    })?;
+    metrics::emit(metrics, &report.counts());
     print_summary(&report, args.json);
     Ok(if report.objects_failed() > 0 {
         ExitCode::Partial

@@ -16,6 +16,7 @@ use crate::archive::records::DlqReason;
 use crate::aws::AwsOptions;
 use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
 use crate::error::{Error, ExitCode, Result};
+use crate::metrics::{self, Counts};
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
@@ -134,6 +135,17 @@ pub async fn run(
     settings.progress.finish_and_clear();
     let (summary, first_error) = summarize(&grouped, outcomes, started);
     print_summary(&summary, args.json);
+    let counts = Counts {
+        objects_archived: summary.objects_archived,
+        bytes_archived: summary.bytes_archived,
+        objects_copied: summary.objects_copied,
+        objects_failed: summary.failed.clone(),
+        manifests_completed: summary.manifests
+            - summary.manifests_skipped
+            - summary.manifests_failed,
+        errors: summary.manifests_failed,
+    };
+    metrics::emit(args.options.metrics_format(), &counts);
     match first_error {
         Some(error) => Err(error),
         None if summary.failed.values().sum::<u64>() > 0 => Ok(ExitCode::Partial),
