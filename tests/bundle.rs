@@ -1336,3 +1336,92 @@ async fn emf_metrics_count_what_happened_and_are_on_by_default_in_ecs() {
         in_ecs.stderr
     );
 }
+
+#[tokio::test]
+async fn compressed_archives_are_readable_and_index_offsets_count_the_uncompressed_stream() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "compressed").await;
+    let mut entries = Vec::new();
+    let mut bodies = BTreeMap::new();
+    for i in 0..50 {
+        let key = format!("c/{i}.txt");
+        let data = format!("line {i}\n").repeat(50 + i * 7).into_bytes();
+        put_object(&client, &bucket, &key, data.clone()).await;
+        entries.push(entry(&bucket, &key, data.len() as u64, None));
+        bodies.insert(key, data);
+    }
+    let manifest = write_manifest(&client, &bucket, "m/compressed.0.index", &entries).await;
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (flag, extension) in [
+        (vec!["-c"], "tar.gz"),
+        (vec!["--compress", "zstd"], "tar.zst"),
+    ] {
+        let prefix = extension.replace('.', "-");
+        let mut args = vec![
+            "bundle",
+            "-m",
+            manifest.as_str(),
+            "-b",
+            bucket.as_str(),
+            "-p",
+            prefix.as_str(),
+            "--json",
+        ];
+        args.extend(flag);
+        let out = s3bundler(&server.endpoint, &args).await;
+        assert_eq!(out.code, 0, "{out:?}");
+        let report = out.json();
+        let archive_key = report["archive"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches(&format!("s3://{bucket}/"))
+            .to_string();
+        assert!(
+            archive_key.ends_with(&format!("/compressed.0.{extension}")),
+            "{archive_key}"
+        );
+        let compressed = get_object(&client, &bucket, &archive_key).await;
+        let tar = match extension {
+            "tar.gz" => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(compressed.as_slice()),
+                    &mut out,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                out
+            }
+            _ => zstd::stream::decode_all(compressed.as_slice()).unwrap_or_else(|e| panic!("{e}")),
+        };
+        assert!(compressed.len() < tar.len() / 2, "{extension} compresses");
+        let index_key = report["index"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches(&format!("s3://{bucket}/"))
+            .to_string();
+        let index = parse_index(&get_object(&client, &bucket, &index_key).await, "index")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(index.len(), bodies.len());
+        for row in &index {
+            let start = row.data_offset.unwrap_or(0) as usize;
+            assert!(
+                tar[start..start + row.size as usize] == bodies[&row.key][..],
+                "{} at {start}",
+                row.key
+            );
+        }
+        let path = scratch.path().join(format!("a.{extension}"));
+        std::fs::write(&path, &compressed).unwrap_or_else(|e| panic!("{e}"));
+        let reader = if extension == "tar.gz" {
+            "tar"
+        } else {
+            "bsdtar"
+        };
+        if has_tool(reader) {
+            let (ok, listing, stderr) = run_tool(reader, &["-tf", &path.to_string_lossy()]);
+            assert!(ok && stderr.is_empty(), "{reader}: {stderr}");
+            assert_eq!(listing.lines().count(), bodies.len());
+        }
+    }
+}

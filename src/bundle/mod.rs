@@ -55,6 +55,8 @@ pub struct BundleSettings {
     pub max_in_flight: u64,
     pub storage_class: Option<StorageClass>,
     pub multipart_copy_threshold: u64,
+    /// Compression of the archive stream (`.tar.gz`, `.tar.zst`).
+    pub compression: Compression,
     /// Counts objects as they are archived, copied or fail (hidden unless on a terminal).
     pub progress: indicatif::ProgressBar,
 }
@@ -201,7 +203,7 @@ pub async fn bundle_manifest(
         &settings.prefix,
         &first.bucket,
         &manifest_uri.key,
-        Compression::None,
+        settings.compression,
     );
     let (big, small): (Vec<Entry>, Vec<Entry>) = entries
         .into_iter()
@@ -214,10 +216,11 @@ pub async fn bundle_manifest(
     let mut writer = ArchiveWriter::new(
         s3,
         archive_uri.clone(),
+        settings.compression,
         settings.storage_class.clone(),
         part_size,
         CONCURRENT_PARTS,
-    );
+    )?;
     let mut outputs = Outputs {
         index: IndexWriter::default(),
         dlq: DlqWriter::default(),

@@ -1,19 +1,73 @@
 //! The archive stream: tar bytes are cut into parts as they are written and each part is handed
 //! to the multipart upload, which is created with the first part, so a manifest whose objects
-//! all failed leaves no upload at all. Offsets count the uncompressed tar stream.
+//! all failed leaves no upload at all. With compression the tar stream goes through a gzip or
+//! zstd encoder (zstd on every core) first; offsets always count the uncompressed tar stream.
+
+use std::io::Write;
 
 use aws_sdk_s3::types::StorageClass;
 use bytes::Bytes;
 
 use super::budget::BudgetPermit;
 use super::upload::MultipartUpload;
+use crate::archive::layout::Compression;
 use crate::archive::pax::END_OF_ARCHIVE;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
 
+/// The compressing stage; its output is collected in memory and moved into parts.
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Encoder {
+    fn new(compression: Compression) -> std::io::Result<Option<Encoder>> {
+        Ok(match compression {
+            Compression::None => None,
+            Compression::Gzip => Some(Encoder::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::default(),
+            ))),
+            Compression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
+                let cores = std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(1);
+                encoder.multithread(cores)?;
+                Some(Encoder::Zstd(encoder))
+            }
+        })
+    }
+
+    /// Compresses `data`; returns what the encoder has produced so far.
+    fn feed(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoder::Gzip(encoder) => {
+                encoder.write_all(data)?;
+                Ok(std::mem::take(encoder.get_mut()))
+            }
+            Encoder::Zstd(encoder) => {
+                encoder.write_all(data)?;
+                Ok(std::mem::take(encoder.get_mut()))
+            }
+        }
+    }
+
+    /// Ends the compressed stream; returns its last bytes.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoder::Gzip(encoder) => encoder.finish(),
+            Encoder::Zstd(encoder) => encoder.finish(),
+        }
+    }
+}
+
 pub struct ArchiveWriter {
     s3: S3,
+    encoder: Option<Encoder>,
+    content_type: &'static str,
     target: S3Uri,
     storage_class: Option<StorageClass>,
     concurrent_parts: usize,
@@ -30,13 +84,25 @@ impl ArchiveWriter {
     pub fn new(
         s3: &S3,
         target: S3Uri,
+        compression: Compression,
         storage_class: Option<StorageClass>,
         part_size: u64,
         concurrent_parts: usize,
-    ) -> Self {
+    ) -> Result<Self> {
         let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
-        ArchiveWriter {
+        let encoder = Encoder::new(compression).map_err(|source| Error::Io {
+            location: format!("the {compression:?} encoder for {target}"),
+            source,
+        })?;
+        let content_type = match compression {
+            Compression::None => "application/x-tar",
+            Compression::Gzip => "application/gzip",
+            Compression::Zstd => "application/zstd",
+        };
+        Ok(ArchiveWriter {
             s3: s3.clone(),
+            encoder,
+            content_type,
             target,
             storage_class,
             concurrent_parts,
@@ -46,7 +112,7 @@ impl ArchiveWriter {
             upload: None,
             next_part: 1,
             offset: 0,
-        }
+        })
     }
 
     /// Bytes written so far: the offset of the next byte in the uncompressed tar stream.
@@ -58,9 +124,29 @@ impl ArchiveWriter {
         &self.target
     }
 
-    /// Appends bytes, uploading every part that fills up.
-    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+    /// Appends tar bytes (compressed on the way when asked), uploading every part that fills up.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         self.offset += data.len() as u64;
+        match self.encoder.as_mut() {
+            None => self.append(data).await,
+            Some(encoder) => {
+                let compressed = encoder
+                    .feed(data)
+                    .map_err(|source| self.encoder_error(source))?;
+                self.append(&compressed).await
+            }
+        }
+    }
+
+    fn encoder_error(&self, source: std::io::Error) -> Error {
+        Error::Io {
+            location: format!("compressing {}", self.target),
+            source,
+        }
+    }
+
+    /// Appends bytes as they go to S3.
+    async fn append(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             if self.buffer.capacity() == 0 {
                 self.buffer.reserve_exact(self.part_size);
@@ -85,7 +171,7 @@ impl ArchiveWriter {
             let upload = MultipartUpload::create(
                 &self.s3,
                 &self.target,
-                "application/x-tar",
+                self.content_type,
                 self.storage_class.as_ref(),
                 self.concurrent_parts,
             )
@@ -108,6 +194,12 @@ impl ArchiveWriter {
             return Ok(None);
         }
         self.write(&END_OF_ARCHIVE).await?;
+        if let Some(encoder) = self.encoder.take() {
+            let last = encoder
+                .finish()
+                .map_err(|source| self.encoder_error(source))?;
+            self.append(&last).await?;
+        }
         if !self.buffer.is_empty() {
             self.flush_part().await?;
         }

@@ -3,6 +3,7 @@
 use aws_config::SdkConfig;
 use aws_sdk_s3::types::StorageClass;
 
+use crate::archive::layout::Compression;
 use crate::aws::AwsOptions;
 use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
 use crate::error::{ExitCode, Result};
@@ -17,6 +18,10 @@ pub struct BundleOptions {
     /// Object GETs in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Compress the archive: `.tar.gz` or `.tar.zst` (zstd uses every core). Index offsets
+    /// still count the uncompressed tar stream.
+    #[arg(long, value_enum, value_name = "gzip|zstd")]
+    pub compress: Option<CompressArg>,
     /// Print CloudWatch Embedded Metric Format lines on stderr (default: emf inside ECS, none
     /// elsewhere).
     #[arg(long, value_enum)]
@@ -53,11 +58,30 @@ pub struct BundleArgs {
         default_value = "2GiB"
     )]
     pub max_size: ByteSize,
+    /// Compress with gzip, like the original tools' flag (same as --compress gzip).
+    #[arg(short = 'c', conflicts_with = "compress")]
+    pub gzip: bool,
     #[command(flatten)]
     pub options: BundleOptions,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--compress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressArg {
+    Gzip,
+    Zstd,
+}
+
+impl From<CompressArg> for Compression {
+    fn from(arg: CompressArg) -> Self {
+        match arg {
+            CompressArg::Gzip => Compression::Gzip,
+            CompressArg::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 impl BundleOptions {
@@ -76,6 +100,7 @@ impl BundleOptions {
             storage_class: self.storage_class.as_deref().map(StorageClass::from),
             multipart_copy_threshold: self.multipart_copy_threshold.0,
             progress: indicatif::ProgressBar::hidden(),
+            compression: self.compress.map(Compression::from).unwrap_or_default(),
         }
     }
 }
@@ -91,6 +116,9 @@ pub async fn run(
         .options
         .settings(&args.bucket, &args.prefix, args.max_size);
     settings.progress = crate::progress::objects_bar(None, "bundling");
+    if args.gzip {
+        settings.compression = Compression::Gzip;
+    }
     let report = bundle_manifest(&s3, &args.manifest, &settings, shutdown).await;
     settings.progress.finish_and_clear();
     let metrics = args.options.metrics_format();

@@ -11,7 +11,7 @@ use tracing::{error, info};
 
 use super::bundle::BundleOptions;
 use super::group::{group_inventory, GroupArgs, GroupOutcome, GroupingOptions};
-use crate::archive::layout::{BundleLayout, Compression};
+use crate::archive::layout::BundleLayout;
 use crate::archive::records::DlqReason;
 use crate::aws::AwsOptions;
 use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
@@ -164,7 +164,7 @@ async fn bundle_unless_done(
         Ok(uri) => uri,
         Err(e) => return ManifestOutcome::Failed(Error::Usage(e)),
     };
-    let layout = BundleLayout::new(&settings.prefix, source, &uri.key, Compression::None);
+    let layout = BundleLayout::new(&settings.prefix, source, &uri.key, settings.compression);
     let index = S3Uri::new(settings.archive_bucket.clone(), layout.index_key);
     match s3.head(&index).await {
         Ok(Some(_)) => {
