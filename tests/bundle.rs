@@ -943,108 +943,78 @@ async fn injected_faults_never_lose_an_object() {
     assert_eq!(members.as_array().map(Vec::len), Some(index.len()));
 }
 
-/// Runs the binary on `manifest` through `measure`, returning (exit code, peak RSS MiB, stdout).
-async fn bundle_measured(endpoint: &str, args: Vec<String>) -> (i32, f64, String) {
-    let endpoint = endpoint.to_string();
-    tokio::task::spawn_blocking(move || {
+/// Writes `objects` straight into the local server's files, puts their manifest at
+/// `m/<name>.0.index`, bundles it in a measured process with `extra` arguments, checks that
+/// everything was archived and that the peak RSS stays under `bound_mib`.
+async fn assert_bundled_within(
+    name: &str,
+    objects: impl Iterator<Item = (String, Vec<u8>)>,
+    extra: &[&str],
+    bound_mib: f64,
+) {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, name).await;
+    let mut manifest = ManifestWriter::default();
+    for (key, data) in objects {
+        server
+            .write_object_file(&bucket, &key, &data)
+            .unwrap_or_else(|e| panic!("{e}"));
+        manifest.push(&entry(&bucket, &key, data.len() as u64, None));
+    }
+    let count = manifest.objects();
+    put_object(
+        &client,
+        &bucket,
+        &format!("m/{name}.0.index"),
+        manifest.finish(),
+    )
+    .await;
+    let mut args: Vec<String> = [
+        "bundle",
+        "-m",
+        &format!("s3://{bucket}/m/{name}.0.index"),
+        "-b",
+        &bucket,
+        "-p",
+        "out",
+        "--json",
+    ]
+    .map(String::from)
+    .into();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let endpoint = server.endpoint.clone();
+    let usage = tokio::task::spawn_blocking(move || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"));
         command
             .args(&args)
             .envs(s3bundler_testkit::cli_env(&endpoint));
-        let usage = s3bundler_testkit::measure::measure(&mut command);
-        (
-            usage.status.code().unwrap_or(-1),
-            usage.max_rss_mib,
-            usage.stdout,
-        )
+        s3bundler_testkit::measure::measure(&mut command)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(usage.status.success(), "{}", usage.stdout);
+    let report: serde_json::Value = serde_json::from_str(&usage.stdout).unwrap_or_default();
+    assert_eq!(report["objects_archived"], count);
+    let rss = usage.max_rss_mib;
+    eprintln!("{name}: {count} objects, peak RSS {rss:.1} MiB");
+    assert!(
+        rss < bound_mib,
+        "peak RSS {rss:.1} MiB exceeds {bound_mib} MiB"
+    );
 }
 
 #[tokio::test]
 async fn memory_stays_bounded_for_100k_small_objects() {
-    const OBJECTS: usize = 100_000;
-    const BOUND_MIB: f64 = 200.0;
-    let server = LocalS3::shared();
-    let client = s3_client(&server.endpoint);
-    let bucket = new_bucket(&client, "many").await;
-    let mut manifest = ManifestWriter::default();
-    for i in 0..OBJECTS {
-        let key = format!("d{:03}/o{i}", i % 500);
-        let data = body(64 + i % 512, i as u8);
-        server
-            .write_object_file(&bucket, &key, &data)
-            .unwrap_or_else(|e| panic!("{e}"));
-        manifest.push(&entry(&bucket, &key, data.len() as u64, None));
-    }
-    put_object(&client, &bucket, "m/many.0.index", manifest.finish()).await;
-    let args = [
-        "bundle",
-        "-m",
-        &format!("s3://{bucket}/m/many.0.index"),
-        "-b",
-        &bucket,
-        "-p",
-        "out",
-        "--json",
-    ];
-    let (code, rss, stdout) = bundle_measured(
-        &server.endpoint,
-        args.iter().map(|s| s.to_string()).collect(),
-    )
-    .await;
-    assert_eq!(code, 0, "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
-    assert_eq!(report["objects_archived"], OBJECTS);
-    eprintln!("100,000 small objects: peak RSS {rss:.1} MiB");
-    assert!(
-        rss < BOUND_MIB,
-        "peak RSS {rss:.1} MiB exceeds {BOUND_MIB} MiB"
-    );
+    let objects =
+        (0..100_000usize).map(|i| (format!("d{:03}/o{i}", i % 500), body(64 + i % 512, i as u8)));
+    assert_bundled_within("many", objects, &[], 200.0).await;
 }
 
 #[tokio::test]
 async fn memory_stays_bounded_for_objects_much_larger_than_the_budget() {
-    const BOUND_MIB: f64 = 128.0;
-    let server = LocalS3::shared();
-    let client = s3_client(&server.endpoint);
-    let bucket = new_bucket(&client, "large").await;
-    let mut manifest = ManifestWriter::default();
-    for i in 0..3 {
-        let key = format!("large/{i}");
-        let data = body(96 << 20, i as u8);
-        server
-            .write_object_file(&bucket, &key, &data)
-            .unwrap_or_else(|e| panic!("{e}"));
-        manifest.push(&entry(&bucket, &key, data.len() as u64, None));
-    }
-    put_object(&client, &bucket, "m/large.0.index", manifest.finish()).await;
-    let args = [
-        "bundle",
-        "-m",
-        &format!("s3://{bucket}/m/large.0.index"),
-        "-b",
-        &bucket,
-        "-p",
-        "out",
-        "--max-in-flight",
-        "32MiB",
-        "--json",
-    ];
-    let (code, rss, stdout) = bundle_measured(
-        &server.endpoint,
-        args.iter().map(|s| s.to_string()).collect(),
-    )
-    .await;
-    assert_eq!(code, 0, "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
-    assert_eq!(report["objects_archived"], 3);
-    eprintln!("3 objects of 96 MiB with a 32 MiB budget: peak RSS {rss:.1} MiB");
-    assert!(
-        rss < BOUND_MIB,
-        "peak RSS {rss:.1} MiB exceeds {BOUND_MIB} MiB"
-    );
+    let objects = (0..3usize).map(|i| (format!("large/{i}"), body(96 << 20, i as u8)));
+    assert_bundled_within("large", objects, &["--max-in-flight", "32MiB"], 128.0).await;
 }
 
 #[tokio::test]

@@ -142,17 +142,10 @@ pub async fn run(
 
 fn print_summary(report: &BundleReport, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(report).unwrap_or_default()
-        );
+        super::print_json(report);
         return;
     }
-    let failed: Vec<String> = report
-        .failed
-        .iter()
-        .map(|(reason, n)| format!("{reason}={n}"))
-        .collect();
+    let failed = super::counts_line(&report.failed);
     println!("bundled {}", report.manifest);
     println!(
         "  archived   {} objects ({})",
@@ -164,14 +157,7 @@ fn print_summary(report: &BundleReport, json: bool) {
         report.objects_copied,
         human_bytes(report.bytes_copied)
     );
-    println!(
-        "  failed     {}",
-        if failed.is_empty() {
-            "none".to_string()
-        } else {
-            failed.join(" ")
-        }
-    );
+    println!("  failed     {failed}");
     for (what, uri) in [
         ("archive", &report.archive),
         ("index", &report.index),

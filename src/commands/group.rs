@@ -506,18 +506,11 @@ async fn is_identical(s3: &S3, target: &S3Uri, item: &Staged) -> Result<bool> {
 
 fn print_summary(outcome: &GroupOutcome, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(outcome).unwrap_or_default()
-        );
+        super::print_json(outcome);
         return;
     }
     let stats = &outcome.stats;
-    let skipped: Vec<String> = stats
-        .skipped
-        .iter()
-        .map(|(reason, n)| format!("{reason}={n}"))
-        .collect();
+    let skipped = super::counts_line(&stats.skipped);
     println!("grouped {}", outcome.inventory);
     println!("  rows seen          {}", stats.rows_seen);
     println!(
@@ -525,14 +518,7 @@ fn print_summary(outcome: &GroupOutcome, json: bool) {
         stats.objects_selected,
         human_bytes(stats.bytes_selected)
     );
-    println!(
-        "  skipped            {}",
-        if skipped.is_empty() {
-            "none".to_string()
-        } else {
-            skipped.join(" ")
-        }
-    );
+    println!("  skipped            {skipped}");
     println!(
         "  manifests          {} ({} written, {} unchanged)",
         outcome.manifests.len(),

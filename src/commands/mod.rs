@@ -8,6 +8,26 @@ use crate::cli::{Cli, Command};
 use crate::error::{ExitCode, Result};
 use crate::shutdown::Shutdown;
 
+/// Prints a summary as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(summary: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(summary).unwrap_or_default()
+    );
+}
+
+/// `reason=n reason=n …`, or `none`.
+fn counts_line<K: std::fmt::Display>(counts: &std::collections::BTreeMap<K, u64>) -> String {
+    if counts.is_empty() {
+        return "none".to_string();
+    }
+    counts
+        .iter()
+        .map(|(what, n)| format!("{what}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs the command the user asked for; the exit code tells how it went.
 pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
     let config = cli.aws.load().await;

@@ -227,17 +227,10 @@ fn summarize(
 
 fn print_summary(summary: &RunSummary, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(summary).unwrap_or_default()
-        );
+        super::print_json(summary);
         return;
     }
-    let failed: Vec<String> = summary
-        .failed
-        .iter()
-        .map(|(reason, n)| format!("{reason}={n}"))
-        .collect();
+    let failed = super::counts_line(&summary.failed);
     let rate = (summary.objects_archived + summary.objects_copied) as f64
         / summary.elapsed_seconds.max(1e-9);
     println!("ran {}", summary.inventory);
@@ -262,14 +255,7 @@ fn print_summary(summary: &RunSummary, json: bool) {
         summary.objects_copied,
         human_bytes(summary.bytes_copied)
     );
-    println!(
-        "  failed     {}",
-        if failed.is_empty() {
-            "none".to_string()
-        } else {
-            failed.join(" ")
-        }
-    );
+    println!("  failed     {failed}");
     println!(
         "  elapsed    {:.2}s ({rate:.0} objects/s)",
         summary.elapsed_seconds
