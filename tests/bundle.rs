@@ -1395,3 +1395,44 @@ async fn compressed_archives_are_readable_and_index_offsets_count_the_uncompress
         }
     }
 }
+
+#[tokio::test]
+async fn compressing_very_compressible_objects_beyond_the_budget_does_not_stall() {
+    // 80 MiB of zeros through a 32 MiB budget: compressed, no part fills before the budget is
+    // spent, so permits must not wait for parts.
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "zeros").await;
+    let mut entries = Vec::new();
+    for i in 0..20 {
+        let key = format!("zeros/{i}");
+        server
+            .write_object_file(&bucket, &key, &vec![0u8; 4 << 20])
+            .unwrap_or_else(|e| panic!("{e}"));
+        entries.push(entry(&bucket, &key, 4 << 20, None));
+    }
+    let manifest = write_manifest(&client, &bucket, "m/zeros.0.index", &entries).await;
+    for compression in ["gzip", "zstd"] {
+        let prefix = format!("out-{compression}");
+        let args = [
+            "bundle",
+            "-m",
+            manifest.as_str(),
+            "-b",
+            bucket.as_str(),
+            "-p",
+            prefix.as_str(),
+            "--compress",
+            compression,
+            "--max-in-flight",
+            "32MiB",
+            "--json",
+        ];
+        let run = s3bundler(&server.endpoint, &args);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+            .await
+            .unwrap_or_else(|_| panic!("bundle with {compression} stalled"));
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(out.json()["objects_archived"], 20);
+    }
+}

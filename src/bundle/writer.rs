@@ -162,8 +162,16 @@ impl ArchiveWriter {
     }
 
     /// Keeps `permit` until the part holding the bytes written so far is acknowledged.
+    /// With compression the object's bytes are already inside the encoder, whose output is far
+    /// smaller and bounded by the part buffer: the permit is released at once. Holding it until
+    /// a part fills would stall a run of very compressible objects, whose parts may never fill
+    /// before the budget is used up.
     pub fn hold(&mut self, permit: BudgetPermit) {
-        self.held.merge(permit);
+        if self.encoder.is_some() {
+            drop(permit);
+        } else {
+            self.held.merge(permit);
+        }
     }
 
     async fn flush_part(&mut self) -> Result<()> {

@@ -38,6 +38,9 @@ enum Bench {
         size: u64,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Passed to `s3bundler bundle --compress` (gzip or zstd).
+        #[arg(long)]
+        compress: Option<String>,
     },
 }
 
@@ -136,7 +139,7 @@ fn gzip_dc(files: &[PathBuf]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-async fn bench_bundle(objects: u64, size: u64, concurrency: usize) {
+async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Option<&str>) {
     use futures::StreamExt;
 
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -199,6 +202,9 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize) {
             "--json",
         ])
         .envs(s3bundler_testkit::cli_env(&server.endpoint));
+    if let Some(compression) = compress {
+        command.args(["--compress", compression]);
+    }
     let bundle = measure(&mut command);
     assert!(
         bundle.status.success(),
@@ -214,7 +220,10 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize) {
 
     let n = objects as f64;
     let megabytes = (objects * size) as f64 / 1e6;
-    println!("bundle benchmark: {objects} objects of {size} bytes, concurrency {concurrency}, local s3s server in the bench process");
+    let compression = compress
+        .map(|c| format!(", compressed with {c}"))
+        .unwrap_or_default();
+    println!("bundle benchmark: {objects} objects of {size} bytes, concurrency {concurrency}{compression}, local s3s server in the bench process");
     println!(
         "  raw GET ceiling            {:.2} s  ({:.0} objects/s, {:.1} MB/s)",
         raw_seconds,
@@ -250,6 +259,7 @@ async fn main() {
             objects,
             size,
             concurrency,
-        } => bench_bundle(objects, size, concurrency).await,
+            compress,
+        } => bench_bundle(objects, size, concurrency, compress.as_deref()).await,
     }
 }
