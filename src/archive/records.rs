@@ -230,28 +230,56 @@ fn check_header(reader: &mut csv::Reader<&[u8]>, expected: &[&str], location: &s
     Ok(())
 }
 
-fn parse_offset(text: &str, what: &str, line: u64, location: &str) -> Result<Option<u64>> {
+/// Reads a CSV table with `header`, turning each record into a row with `row`. Errors name
+/// the table and the line (the header is line 1).
+fn read_table<T>(
+    bytes: &[u8],
+    header: &[&str],
+    location: &str,
+    mut row: impl FnMut(&csv::StringRecord, &dyn Fn(String) -> Error) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
+    check_header(&mut reader, header, location)?;
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let bad = |detail: String| Error::bad_input(format!("{location} line {}", n + 2), detail);
+        let record = record.map_err(|e| bad(format!("malformed CSV: {e}")))?;
+        rows.push(row(&record, &bad)?);
+    }
+    Ok(rows)
+}
+
+fn field(record: &csv::StringRecord, i: usize) -> String {
+    record.get(i).unwrap_or("").to_string()
+}
+
+fn optional_field(record: &csv::StringRecord, i: usize) -> Option<String> {
+    Some(field(record, i)).filter(|v| !v.is_empty())
+}
+
+fn size_field(record: &csv::StringRecord, i: usize, bad: &dyn Fn(String) -> Error) -> Result<u64> {
+    let text = field(record, i);
+    text.parse()
+        .map_err(|_| bad(format!("size `{text}` is not a number")))
+}
+
+fn offset_field(
+    record: &csv::StringRecord,
+    i: usize,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Option<u64>> {
+    let text = field(record, i);
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|_| {
-        Error::bad_input(
-            format!("{location} line {line}"),
-            format!("{what} `{text}` is not a number"),
-        )
-    })
+    text.parse()
+        .map(Some)
+        .map_err(|_| bad(format!("{} `{text}` is not a number", INDEX_HEADER[i])))
 }
 
 /// Parses an index (or a big object's `.metadata`).
 pub fn parse_index(bytes: &[u8], location: &str) -> Result<Vec<IndexRow>> {
-    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
-    check_header(&mut reader, &INDEX_HEADER, location)?;
-    let mut rows = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let line = n as u64 + 2;
-        let bad = |detail: String| Error::bad_input(format!("{location} line {line}"), detail);
-        let record = record.map_err(|e| bad(format!("malformed CSV: {e}")))?;
-        let field = |i: usize| record.get(i).unwrap_or("").to_string();
+    read_table(bytes, &INDEX_HEADER, location, |record, bad| {
         let map = |i: usize| -> Result<BTreeMap<String, String>> {
             serde_json::from_str(record.get(i).unwrap_or("{}")).map_err(|e| {
                 bad(format!(
@@ -260,51 +288,39 @@ pub fn parse_index(bytes: &[u8], location: &str) -> Result<Vec<IndexRow>> {
                 ))
             })
         };
-        rows.push(IndexRow {
-            bucket: field(0),
-            key: field(1),
-            version_id: Some(field(2)).filter(|v| !v.is_empty()),
-            size: field(3)
-                .parse()
-                .map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
-            last_modified: field(4),
-            etag: field(5),
-            md5: field(6),
-            storage_class: field(7),
-            content_type: field(8),
+        Ok(IndexRow {
+            bucket: field(record, 0),
+            key: field(record, 1),
+            version_id: optional_field(record, 2),
+            size: size_field(record, 3, bad)?,
+            last_modified: field(record, 4),
+            etag: field(record, 5),
+            md5: field(record, 6),
+            storage_class: field(record, 7),
+            content_type: field(record, 8),
             metadata: map(9)?,
             tags: map(10)?,
-            member: field(11),
-            header_offset: parse_offset(&field(12), "header_offset", line, location)?,
-            data_offset: parse_offset(&field(13), "data_offset", line, location)?,
-        });
-    }
-    Ok(rows)
+            member: field(record, 11),
+            header_offset: offset_field(record, 12, bad)?,
+            data_offset: offset_field(record, 13, bad)?,
+        })
+    })
 }
 
 /// Parses a DLQ.
 pub fn parse_dlq(bytes: &[u8], location: &str) -> Result<Vec<DlqRow>> {
-    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
-    check_header(&mut reader, &DLQ_HEADER, location)?;
-    let mut rows = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let bad = |detail: String| Error::bad_input(format!("{location} line {}", n + 2), detail);
-        let record = record.map_err(|e| bad(format!("malformed CSV: {e}")))?;
-        let field = |i: usize| record.get(i).unwrap_or("").to_string();
-        rows.push(DlqRow {
-            bucket: field(0),
-            key: field(1),
-            version_id: Some(field(2)).filter(|v| !v.is_empty()),
-            size: field(3)
-                .parse()
-                .map_err(|_| bad(format!("size `{}` is not a number", field(3))))?,
-            last_modified: Some(field(4)).filter(|v| !v.is_empty()),
-            reason: DlqReason::parse(&field(5))
-                .ok_or_else(|| bad(format!("unknown reason `{}`", field(5))))?,
-            detail: field(6),
-        });
-    }
-    Ok(rows)
+    read_table(bytes, &DLQ_HEADER, location, |record, bad| {
+        Ok(DlqRow {
+            bucket: field(record, 0),
+            key: field(record, 1),
+            version_id: optional_field(record, 2),
+            size: size_field(record, 3, bad)?,
+            last_modified: optional_field(record, 4),
+            reason: DlqReason::parse(&field(record, 5))
+                .ok_or_else(|| bad(format!("unknown reason `{}`", field(record, 5))))?,
+            detail: field(record, 6),
+        })
+    })
 }
 
 #[cfg(test)]
