@@ -2,7 +2,7 @@
 //! index of where every object went.
 //!
 //! Pure core modules (no I/O): [`inventory`] readers, [`group`], [`manifest`], [`key_encoding`],
-//! [`size`], [`s3uri`]. I/O: [`s3`], [`sqs`], [`aws`]. Commands on top: [`commands`].
+//! [`size`], [`s3uri`], [`queue_message`]. I/O: [`s3`], [`sqs`], [`heartbeat`], [`aws`]. Commands on top: [`commands`].
 
 pub mod archive;
 pub mod aws;
@@ -11,12 +11,14 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod group;
+pub mod heartbeat;
 pub mod inventory;
 pub mod key_encoding;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod progress;
+pub mod queue_message;
 pub mod s3;
 pub mod s3uri;
 pub mod shutdown;

@@ -54,6 +54,8 @@ impl WriteSettings {
 pub struct ObjectHead {
     pub size: u64,
     pub etag: Option<String>,
+    /// Seconds since the epoch.
+    pub last_modified: Option<i64>,
 }
 
 /// True for an ETag that is the plain MD5 of the object (not multipart, not SSE-KMS/SSE-C).
@@ -228,6 +230,7 @@ impl S3 {
                     .and_then(|l| u64::try_from(l).ok())
                     .unwrap_or(0),
                 etag: output.e_tag().map(str::to_string),
+                last_modified: output.last_modified().map(|t| t.secs()),
             })),
             Err(error) => match failure(error) {
                 RemoteFailure::NotFound => Ok(None),

@@ -1,23 +1,33 @@
 //! Ctrl-C and SIGTERM: commands stop taking work, clean up what they started (abort a multipart
-//! upload, remove staged manifests) and exit with code 130.
+//! upload, remove staged manifests, release a queue message) and exit with code 130, or 0 for a
+//! queue worker that released its message on SIGTERM (what ECS expects of a stopped task).
 
 use tokio::sync::watch;
+
+/// Which signal asked the process to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT, Ctrl-C: a person stopped it.
+    Interrupt,
+    /// SIGTERM: the platform stopped it (ECS scale-in, spot interruption, `docker stop`).
+    Terminate,
+}
 
 /// A handle that resolves once a stop was requested. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
-    requested: watch::Receiver<bool>,
+    requested: watch::Receiver<Option<StopSignal>>,
 }
 
 impl Shutdown {
     /// Listens for SIGINT and SIGTERM for the rest of the process.
     pub fn on_signals() -> Shutdown {
-        let (sender, requested) = watch::channel(false);
+        let (sender, requested) = watch::channel(None);
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::warn!("stop requested: cleaning up and exiting");
-            let _ = sender.send(true);
-            // Keep the sender alive so receivers see `true` rather than a closed channel.
+            let signal = wait_for_signal().await;
+            tracing::warn!("stop requested ({signal:?}): cleaning up and exiting");
+            let _ = sender.send(Some(signal));
+            // Keep the sender alive so receivers keep seeing the signal rather than a closed channel.
             std::future::pending::<()>().await;
         });
         Shutdown { requested }
@@ -25,18 +35,23 @@ impl Shutdown {
 
     /// A handle that never fires, for library callers and tests.
     pub fn never() -> Shutdown {
-        let (sender, requested) = watch::channel(false);
+        let (sender, requested) = watch::channel(None);
         std::mem::forget(sender);
         Shutdown { requested }
     }
 
     pub fn is_requested(&self) -> bool {
+        self.requested.borrow().is_some()
+    }
+
+    /// The signal that asked to stop, if any did.
+    pub fn signal(&self) -> Option<StopSignal> {
         *self.requested.borrow()
     }
 
     /// Resolves when a stop is requested.
     pub async fn requested(&mut self) {
-        while !*self.requested.borrow_and_update() {
+        while self.requested.borrow_and_update().is_none() {
             if self.requested.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
@@ -44,26 +59,19 @@ impl Shutdown {
     }
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal() -> StopSignal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
+                _ = terminate.recv() => StopSignal::Terminate,
+            };
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
+    StopSignal::Interrupt
 }
 
 #[cfg(test)]

@@ -1,8 +1,23 @@
-//! SQS access: resolving a queue given by name or URL, and sending messages.
+//! SQS access: resolving a queue given by name or URL, sending, receiving, deleting and
+//! releasing messages, and extending their visibility.
+
+use std::time::Duration;
 
 use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::error::{Error, RemoteFailure, Result};
+
+/// A received message.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub id: String,
+    pub body: String,
+    /// The handle that deletes it or changes its visibility (valid for this delivery only).
+    pub receipt: String,
+    /// How many times SQS has delivered it (1 the first time).
+    pub receive_count: u32,
+}
 
 /// A resolved queue.
 #[derive(Clone, Debug)]
@@ -53,6 +68,97 @@ impl Queue {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The queue's VisibilityTimeout: how long a received message stays hidden from others.
+    pub async fn visibility_timeout(&self) -> Result<Duration> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|e| Error::reading("GetQueueAttributes", self.location(), failure(e)))?;
+        let seconds = output
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(30);
+        Ok(Duration::from_secs(seconds))
+    }
+
+    /// Long-polls for one message for up to `wait` (at most 20 seconds, SQS's limit).
+    pub async fn receive(&self, wait: Duration) -> Result<Option<Message>> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(1)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .map_err(|e| Error::reading("ReceiveMessage", self.location(), failure(e)))?;
+        let Some(message) = output.messages.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let receive_count = message
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        Ok(Some(Message {
+            id: message.message_id.unwrap_or_default(),
+            body: message.body.unwrap_or_default(),
+            receipt: message.receipt_handle.unwrap_or_default(),
+            receive_count,
+        }))
+    }
+
+    /// Deletes a handled message.
+    pub async fn delete(&self, message: &Message) -> Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(&message.receipt)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::writing("DeleteMessage", self.message_location(message), failure(e))
+            })?;
+        Ok(())
+    }
+
+    /// Hides a message from other consumers for `timeout` from now; zero makes it visible at once.
+    pub async fn set_visibility(&self, message: &Message, timeout: Duration) -> Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&message.receipt)
+            .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::writing(
+                    "ChangeMessageVisibility",
+                    self.message_location(message),
+                    failure(e),
+                )
+            })?;
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        format!("queue {}", self.url)
+    }
+
+    fn message_location(&self, message: &Message) -> String {
+        format!("message {} of queue {}", message.id, self.url)
     }
 
     pub async fn send(&self, body: String) -> Result<()> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aws_sdk_s3::types::StorageClass;
+use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -59,6 +60,9 @@ pub struct BundleSettings {
     pub compression: Compression,
     /// Counts objects as they are archived, copied or fail (hidden unless on a terminal).
     pub progress: indicatif::ProgressBar,
+    /// Leave a manifest alone when its index (or, if every object failed, its DLQ) is at least
+    /// as new as the manifest: it was bundled already (a resumed run, a message delivered twice).
+    pub skip_done: bool,
 }
 
 /// What bundling one manifest did.
@@ -75,11 +79,16 @@ pub struct BundleReport {
     pub bytes_copied: u64,
     pub failed: BTreeMap<DlqReason, u64>,
     pub elapsed_seconds: f64,
+    /// Bundled before (see `BundleSettings::skip_done`): nothing was done this time.
+    pub already_done: bool,
 }
 
 impl BundleReport {
     /// The metrics of this manifest.
     pub fn counts(&self) -> crate::metrics::Counts {
+        if self.already_done {
+            return crate::metrics::Counts::default();
+        }
         crate::metrics::Counts {
             objects_archived: self.objects_archived,
             bytes_archived: self.bytes_archived,
@@ -205,6 +214,14 @@ pub async fn bundle_manifest(
         &manifest_uri.key,
         settings.compression,
     );
+    if settings.skip_done {
+        if let Some(marker) = done_marker(s3, manifest_uri, settings, &layout).await? {
+            info!("skipping {manifest_uri}: already bundled ({marker} is not older than it)");
+            report.already_done = true;
+            report.index = Some(marker.to_string());
+            return Ok(report);
+        }
+    }
     let (big, small): (Vec<Entry>, Vec<Entry>) = entries
         .into_iter()
         .partition(|e| e.size > settings.max_size);
@@ -324,6 +341,40 @@ pub async fn bundle_manifest(
     Ok(report)
 }
 
+/// The index of an earlier bundling of this manifest, or its DLQ when every object failed,
+/// if it is at least as new as the manifest (a manifest rewritten since is bundled again).
+async fn done_marker(
+    s3: &S3,
+    manifest_uri: &S3Uri,
+    settings: &BundleSettings,
+    layout: &BundleLayout,
+) -> Result<Option<S3Uri>> {
+    let head = |uri: S3Uri| async move {
+        match s3.head(&uri).await {
+            Ok(found) => Ok(found.map(|head| (uri, head.last_modified))),
+            Err(failure) => Err(Error::reading("HeadObject", uri.to_string(), failure)),
+        }
+    };
+    let index = S3Uri::new(settings.archive_bucket.clone(), layout.index_key.clone());
+    let dlq = S3Uri::new(manifest_uri.bucket.clone(), layout.dlq_key.clone());
+    let marker = match head(index).await? {
+        Some(found) => found,
+        None => match head(dlq).await? {
+            Some(found) => found,
+            None => return Ok(None),
+        },
+    };
+    let manifest = head(manifest_uri.clone()).await?;
+    let written = manifest.and_then(|(_, modified)| modified);
+    Ok(match (marker, written) {
+        ((uri, Some(marker)), Some(written)) if marker < written => {
+            info!("{uri} is older than {manifest_uri}: the manifest changed, bundling it again");
+            None
+        }
+        ((uri, _), _) => Some(uri),
+    })
+}
+
 /// Starts fetches in manifest order: each waits for its bytes in the budget and a GET slot.
 /// Objects too big to buffer are passed to the writer to stream. Ends when every fetch has
 /// handed its result over, or when the writer stops listening.
@@ -334,7 +385,8 @@ async fn schedule(
     concurrency: usize,
     ready: mpsc::Sender<Ready>,
 ) {
-    let stream_threshold = budget.capacity() / 4;
+    // A third: at the default budget, three 64 MiB objects are fetched at once.
+    let stream_threshold = budget.capacity() / 3;
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut fetches = JoinSet::new();
     for entry in entries {
@@ -445,8 +497,7 @@ async fn append_member(
 ) -> Result<()> {
     let WholeObject { info, data, md5 } = object;
     let start = begin_member(writer, entry, &info).await?;
-    writer.write(&data).await?;
-    drop(data);
+    writer.write_owned(Bytes::from(data)).await?;
     end_member(writer, entry, &info, md5, start, outputs).await
 }
 

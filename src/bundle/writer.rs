@@ -138,6 +138,25 @@ impl ArchiveWriter {
         }
     }
 
+    /// Like `write`, for bytes the caller gives away: whole parts are cut out of them without a
+    /// copy, so a large object is never held twice (once read, once in part buffers).
+    pub async fn write_owned(&mut self, mut data: Bytes) -> Result<()> {
+        if self.encoder.is_some() {
+            return self.write(&data).await;
+        }
+        self.offset += data.len() as u64;
+        while !data.is_empty() {
+            if self.buffer.is_empty() && data.len() >= self.part_size {
+                let part = data.split_to(self.part_size);
+                self.send_part(part).await?;
+            } else {
+                let take = (self.part_size - self.buffer.len()).min(data.len());
+                self.append(&data.split_to(take)).await?;
+            }
+        }
+        Ok(())
+    }
+
     fn encoder_error(&self, source: std::io::Error) -> Error {
         Error::Io {
             location: format!("compressing {}", self.target),
@@ -175,6 +194,13 @@ impl ArchiveWriter {
     }
 
     async fn flush_part(&mut self) -> Result<()> {
+        let body = Bytes::from(std::mem::take(&mut self.buffer));
+        self.send_part(body).await
+    }
+
+    /// Uploads one part, holding the permits of the bytes written so far until it is
+    /// acknowledged.
+    async fn send_part(&mut self, body: Bytes) -> Result<()> {
         if self.upload.is_none() {
             let upload = MultipartUpload::create(
                 &self.s3,
@@ -186,7 +212,6 @@ impl ArchiveWriter {
             .await?;
             self.upload = Some(upload);
         }
-        let body = Bytes::from(std::mem::take(&mut self.buffer));
         let permit = std::mem::take(&mut self.held);
         let number = self.next_part;
         self.next_part += 1;

@@ -27,7 +27,7 @@ pub struct BundleOptions {
     #[arg(long, value_enum)]
     pub metrics: Option<MetricsFormat>,
     /// Bytes of object data held in memory at most, from GET until uploaded in a part.
-    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    #[arg(long, value_name = "SIZE", default_value = "192MiB")]
     pub max_in_flight: ByteSize,
     /// Storage class of archives and big-object copies (e.g. DEEP_ARCHIVE, GLACIER, STANDARD_IA).
     #[arg(long, value_name = "CLASS")]
@@ -38,12 +38,19 @@ pub struct BundleOptions {
     pub multipart_copy_threshold: ByteSize,
 }
 
-/// `s3bundler bundle`.
+/// `s3bundler bundle`: one manifest (`-m`), or a worker taking manifests from a queue (`-q`).
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["manifest", "queue"])))]
 pub struct BundleArgs {
     /// The bundle manifest to archive.
     #[arg(short = 'm', long = "manifest", value_name = "s3://BUCKET/KEY")]
-    pub manifest: S3Uri,
+    pub manifest: Option<S3Uri>,
+    /// Work as a queue worker: take manifests from this SQS queue (name or URL), one message at
+    /// a time (S3 event notifications, the same through SNS, or {"Bucket":…,"Key":…}).
+    #[arg(short = 'q', long = "queue", value_name = "QUEUE")]
+    pub queue: Option<String>,
+    #[command(flatten)]
+    pub worker: WorkerOptions,
     /// Bucket for archives, indexes and big-object copies.
     #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
     pub bucket: String,
@@ -66,6 +73,22 @@ pub struct BundleArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a queue worker (`bundle -q`) takes messages and when it stops.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerOptions {
+    /// Exit 0 after this many manifest messages (0: no limit); ECS then starts a fresh task.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "queue")]
+    pub max_messages: u64,
+    /// Seconds each ReceiveMessage long-polls (0 to 20).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=20), requires = "queue")]
+    pub wait_time: u64,
+    /// Exit 0 once the queue has given no message for this many seconds (default: wait for
+    /// work forever, as an ECS service does).
+    #[arg(long, value_name = "SECONDS", requires = "queue")]
+    pub idle_timeout: Option<u64>,
 }
 
 /// `--compress`.
@@ -100,6 +123,7 @@ impl BundleOptions {
             storage_class: self.storage_class.as_deref().map(StorageClass::from),
             multipart_copy_threshold: self.multipart_copy_threshold.0,
             progress: indicatif::ProgressBar::hidden(),
+            skip_done: false,
             compression: self.compress.map(Compression::from).unwrap_or_default(),
         }
     }
@@ -115,22 +139,19 @@ pub async fn run(
     let mut settings = args
         .options
         .settings(&args.bucket, &args.prefix, args.max_size);
-    settings.progress = crate::progress::objects_bar(None, "bundling");
     if args.gzip {
         settings.compression = Compression::Gzip;
     }
-    let report = bundle_manifest(&s3, &args.manifest, &settings, shutdown).await;
+    let Some(manifest) = &args.manifest else {
+        let name = args.queue.as_deref().unwrap_or_default();
+        let queue = aws.queue(config, name).await?;
+        return super::worker::work(&s3, &queue, settings, args, shutdown).await;
+    };
+    settings.progress = crate::progress::objects_bar(None, "bundling");
+    let report = bundle_manifest(&s3, manifest, &settings, shutdown).await;
     settings.progress.finish_and_clear();
     let metrics = args.options.metrics_format();
-    let report = report.inspect_err(|_| {
-        metrics::emit(
-            metrics,
-            &Counts {
-                errors: 1,
-                ..Counts::default()
-            },
-        )
-    })?;
+    let report = report.inspect_err(|_| report_error(metrics))?;
     metrics::emit(metrics, &report.counts());
     print_summary(&report, args.json);
     Ok(if report.objects_failed() > 0 {
@@ -140,9 +161,25 @@ pub async fn run(
     })
 }
 
-fn print_summary(report: &BundleReport, json: bool) {
+/// Counts one failed manifest in the metrics.
+pub fn report_error(metrics: MetricsFormat) {
+    metrics::emit(
+        metrics,
+        &Counts {
+            errors: 1,
+            ..Counts::default()
+        },
+    )
+}
+
+pub fn print_summary(report: &BundleReport, json: bool) {
     if json {
         super::print_json(report);
+        return;
+    }
+    if report.already_done {
+        let marker = report.index.as_deref().unwrap_or_default();
+        println!("already bundled {} ({marker} exists)", report.manifest);
         return;
     }
     let failed = super::counts_line(&report.failed);

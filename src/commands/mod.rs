@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod group;
 pub mod run;
+pub mod worker;
 
 use crate::cli::{Cli, Command};
 use crate::error::{ExitCode, Result};

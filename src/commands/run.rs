@@ -7,11 +7,10 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 use futures_util::StreamExt;
 use serde::Serialize;
-use tracing::{error, info};
+use tracing::error;
 
 use super::bundle::BundleOptions;
 use super::group::{group_inventory, GroupArgs, GroupOutcome, GroupingOptions};
-use crate::archive::layout::BundleLayout;
 use crate::archive::records::DlqReason;
 use crate::aws::AwsOptions;
 use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
@@ -115,14 +114,13 @@ pub async fn run(
         .settings(&args.bucket, &args.archive_prefix, args.max_size);
     settings.progress =
         crate::progress::objects_bar(Some(grouped.stats.objects_selected), "bundling");
+    settings.skip_done = true;
     let outcomes: Vec<(String, ManifestOutcome)> =
         futures_util::stream::iter(grouped.manifests.iter())
             .map(|manifest| {
                 let (s3, settings, shutdown) = (&s3, &settings, shutdown.clone());
-                let source = grouped.source_bucket.as_str();
                 async move {
-                    let outcome =
-                        bundle_unless_done(s3, &manifest.uri, source, settings, shutdown).await;
+                    let outcome = bundle_unless_done(s3, &manifest.uri, settings, shutdown).await;
                     if matches!(outcome, ManifestOutcome::AlreadyDone) {
                         settings.progress.inc(manifest.objects);
                     }
@@ -156,7 +154,6 @@ pub async fn run(
 async fn bundle_unless_done(
     s3: &S3,
     manifest: &str,
-    source: &str,
     settings: &BundleSettings,
     shutdown: Shutdown,
 ) -> ManifestOutcome {
@@ -164,23 +161,8 @@ async fn bundle_unless_done(
         Ok(uri) => uri,
         Err(e) => return ManifestOutcome::Failed(Error::Usage(e)),
     };
-    let layout = BundleLayout::new(&settings.prefix, source, &uri.key, settings.compression);
-    let index = S3Uri::new(settings.archive_bucket.clone(), layout.index_key);
-    match s3.head(&index).await {
-        Ok(Some(_)) => {
-            info!("skipping {manifest}: its index {index} exists");
-            return ManifestOutcome::AlreadyDone;
-        }
-        Ok(None) => {}
-        Err(failure) => {
-            return ManifestOutcome::Failed(Error::reading(
-                "HeadObject",
-                index.to_string(),
-                failure,
-            ))
-        }
-    }
     match bundle_manifest(s3, &uri, settings, shutdown).await {
+        Ok(report) if report.already_done => ManifestOutcome::AlreadyDone,
         Ok(report) => ManifestOutcome::Bundled(report),
         Err(failure) => {
             error!("ERROR {manifest} was not bundled: {failure}");

@@ -42,6 +42,20 @@ enum Bench {
         #[arg(long)]
         compress: Option<String>,
     },
+    /// The raw ceiling, run as its own process so that its CPU time and memory are measured
+    /// exactly like s3bundler's: GET every key listed in a file (one per line), read the body,
+    /// nothing else.
+    #[command(hide = true)]
+    RawGet {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long)]
+        concurrency: usize,
+    },
 }
 
 fn s3bundler_binary() -> PathBuf {
@@ -140,8 +154,6 @@ fn gzip_dc(files: &[PathBuf]) -> f64 {
 }
 
 async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Option<&str>) {
-    use futures::StreamExt;
-
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let server = LocalS3::start(&scratch.path().join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
     let client = s3bundler_testkit::s3_client(&server.endpoint);
@@ -164,30 +176,28 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
     }
     s3bundler_testkit::put_object(&client, archive, "m/bench.0.index", manifest.into_bytes()).await;
 
-    // The raw ceiling: GET every object and read its body, nothing else.
-    let started = Instant::now();
-    let gets = futures::stream::iter(keys.iter())
-        .map(|key| {
-            let client = client.clone();
-            async move {
-                let out = client
-                    .get_object()
-                    .bucket(source)
-                    .key(key)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{e:?}"));
-                out.body
-                    .collect()
-                    .await
-                    .map(|b| b.into_bytes().len())
-                    .unwrap_or(0)
-            }
-        })
-        .buffer_unordered(concurrency);
-    let read: usize = gets.fold(0, |total, n| async move { total + n }).await;
-    let raw_seconds = started.elapsed().as_secs_f64();
-    assert_eq!(read as u64, objects * size);
+    let keys_file = scratch.path().join("keys");
+    std::fs::write(&keys_file, keys.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+    let raw = measure(
+        Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+            .args([
+                "raw-get",
+                "--endpoint",
+                &server.endpoint,
+                "--bucket",
+                source,
+            ])
+            .arg("--keys")
+            .arg(&keys_file)
+            .args(["--concurrency", &concurrency.to_string()]),
+    );
+    assert!(raw.status.success(), "raw GET failed");
+    assert_eq!(
+        raw.stdout.trim(),
+        (objects * size).to_string(),
+        "raw GET read every byte"
+    );
+    let raw_seconds = raw.wall_seconds;
 
     let mut command = Command::new(s3bundler_binary());
     command
@@ -231,6 +241,12 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
         megabytes / raw_seconds
     );
     println!(
+        "  raw GET client CPU         {:.2} s  ({:.1} us per object), peak RSS {:.1} MiB",
+        raw.cpu_seconds,
+        1e6 * raw.cpu_seconds / n,
+        raw.max_rss_mib
+    );
+    println!(
         "  s3bundler bundle wall      {:.2} s  ({:.0} objects/s, {:.1} MB/s)",
         bundle.wall_seconds,
         n / bundle.wall_seconds,
@@ -248,6 +264,35 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
     println!("  peak RSS                   {:.1} MiB", bundle.max_rss_mib);
 }
 
+/// GETs every key and prints the number of body bytes read.
+async fn raw_get(endpoint: &str, bucket: &str, keys: &Path, concurrency: usize) {
+    use futures::StreamExt;
+
+    let client = s3bundler_testkit::s3_client(endpoint);
+    let keys = std::fs::read_to_string(keys).unwrap_or_else(|e| panic!("{e}"));
+    let gets = futures::stream::iter(keys.lines())
+        .map(|key| {
+            let client = client.clone();
+            async move {
+                let out = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:?}"));
+                out.body
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes().len())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(concurrency);
+    let read: usize = gets.fold(0, |total, n| async move { total + n }).await;
+    println!("{read}");
+}
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
@@ -261,5 +306,11 @@ async fn main() {
             concurrency,
             compress,
         } => bench_bundle(objects, size, concurrency, compress.as_deref()).await,
+        Bench::RawGet {
+            endpoint,
+            bucket,
+            keys,
+            concurrency,
+        } => raw_get(&endpoint, &bucket, &keys, concurrency).await,
     }
 }

@@ -1,0 +1,165 @@
+//! `bundle -q`: a queue worker. Takes one message at a time, bundles the manifests it names
+//! while a heartbeat keeps it hidden, then deletes it (commit order: archive, index, DLQ,
+//! message). A manifest that fails is released for another attempt; a stop request aborts the
+//! upload and releases the message at once.
+
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::bundle::{print_summary, report_error, BundleArgs};
+use crate::bundle::{bundle_manifest, BundleSettings};
+use crate::error::{Error, ExitCode, Result};
+use crate::heartbeat::Heartbeat;
+use crate::metrics;
+use crate::queue_message::{parse_message, Request};
+use crate::s3::S3;
+use crate::shutdown::{Shutdown, StopSignal};
+use crate::sqs::{Message, Queue};
+
+/// What became of the messages handled so far.
+#[derive(Default)]
+struct Tally {
+    manifests: u64,
+    some_objects_failed: bool,
+    /// The first manifest that could not be bundled; decides the exit code.
+    first_error: Option<Error>,
+}
+
+pub async fn work(
+    s3: &S3,
+    queue: &Queue,
+    mut settings: BundleSettings,
+    args: &BundleArgs,
+    mut shutdown: Shutdown,
+) -> Result<ExitCode> {
+    // A message delivered twice (SQS is at-least-once) finds its index and is not redone.
+    settings.skip_done = true;
+    let options = &args.worker;
+    let visibility = queue.visibility_timeout().await?;
+    let wait = Duration::from_secs(options.wait_time);
+    let idle_timeout = options.idle_timeout.map(Duration::from_secs);
+    info!(
+        queue = queue.url(),
+        "waiting for manifests (visibility timeout {visibility:?}, at most {} messages)",
+        if options.max_messages == 0 {
+            "unlimited".to_string()
+        } else {
+            options.max_messages.to_string()
+        }
+    );
+    let mut tally = Tally::default();
+    let mut handled = 0u64;
+    let mut last_message = Instant::now();
+    while !shutdown.is_requested() {
+        if options.max_messages > 0 && handled >= options.max_messages {
+            info!("handled {handled} messages (--max-messages); exiting");
+            break;
+        }
+        let received = tokio::select! {
+            received = queue.receive(wait) => received?,
+            _ = shutdown.requested() => break,
+        };
+        let Some(message) = received else {
+            if idle_timeout.is_some_and(|idle| last_message.elapsed() >= idle) {
+                info!(
+                    "no message for {:?} (--idle-timeout); exiting",
+                    last_message.elapsed()
+                );
+                break;
+            }
+            continue;
+        };
+        last_message = Instant::now();
+        match parse_message(&message.body) {
+            Err(problem) => {
+                error!(
+                    message = %message.id,
+                    receive_count = message.receive_count,
+                    "ERROR message {} of {} is not a manifest notification: {problem}; it is left \
+                     for the queue's redrive policy (dead-letter queue)",
+                    message.id,
+                    queue.url()
+                );
+                report_error(args.options.metrics_format());
+            }
+            Ok(Request::TestEvent) => {
+                info!(message = %message.id, "s3:TestEvent: deleted, nothing to do");
+                queue.delete(&message).await?;
+            }
+            Ok(Request::Nothing(why)) => {
+                warn!(message = %message.id, "{why}: deleted, nothing to do");
+                queue.delete(&message).await?;
+            }
+            Ok(Request::Bundle(manifests)) => {
+                handled += 1;
+                let heartbeat = Heartbeat::start(queue.clone(), message.clone(), visibility);
+                let outcome =
+                    bundle_all(s3, &manifests, &settings, args, &shutdown, &mut tally).await;
+                drop(heartbeat);
+                match outcome {
+                    Ok(()) => queue.delete(&message).await?,
+                    Err(error) => {
+                        release(queue, &message).await;
+                        if matches!(error, Error::Interrupted) {
+                            break;
+                        }
+                        tally.first_error.get_or_insert(error);
+                    }
+                }
+            }
+        }
+    }
+    info!(manifests = tally.manifests, "worker stopped");
+    match shutdown.signal() {
+        // ECS stops a task with SIGTERM and expects it to leave cleanly.
+        Some(StopSignal::Terminate) => Ok(ExitCode::Success),
+        Some(StopSignal::Interrupt) => Err(Error::Interrupted),
+        None => match tally.first_error {
+            Some(error) => Err(error),
+            None if tally.some_objects_failed => Ok(ExitCode::Partial),
+            None => Ok(ExitCode::Success),
+        },
+    }
+}
+
+/// Bundles a message's manifests in order; stops at the first that fails.
+async fn bundle_all(
+    s3: &S3,
+    manifests: &[crate::s3uri::S3Uri],
+    settings: &BundleSettings,
+    args: &BundleArgs,
+    shutdown: &Shutdown,
+    tally: &mut Tally,
+) -> Result<()> {
+    let metrics = args.options.metrics_format();
+    for manifest in manifests {
+        match bundle_manifest(s3, manifest, settings, shutdown.clone()).await {
+            Ok(report) => {
+                metrics::emit(metrics, &report.counts());
+                print_summary(&report, args.json);
+                tally.manifests += 1;
+                tally.some_objects_failed |= report.objects_failed() > 0;
+            }
+            Err(error) => {
+                if !matches!(error, Error::Interrupted) {
+                    error!("ERROR {manifest} was not bundled: {error}; its message is released for another attempt");
+                    report_error(metrics);
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a message visible again at once, for another worker (or this one) to retry.
+async fn release(queue: &Queue, message: &Message) {
+    match queue.set_visibility(message, Duration::ZERO).await {
+        Ok(()) => info!(message = %message.id, "message released"),
+        Err(error) => warn!(
+            message = %message.id,
+            "could not release the message: {error}; it reappears when its visibility timeout ends"
+        ),
+    }
+}
