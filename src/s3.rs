@@ -290,6 +290,46 @@ impl S3 {
             .map_err(failure)?;
         Ok(())
     }
+
+    /// Aborts the multipart uploads to exactly `uri` that started before `before` (seconds
+    /// since the epoch): what a killed attempt at the same archive left behind. Returns how
+    /// many were aborted.
+    pub async fn abort_uploads_before(
+        &self,
+        uri: &S3Uri,
+        before: i64,
+    ) -> Result<usize, RemoteFailure> {
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&uri.bucket)
+            .prefix(&uri.key)
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        let mut aborted = 0;
+        for upload in listed.uploads() {
+            let started = upload.initiated().map_or(i64::MAX, |t| t.secs());
+            if upload.key() != Some(uri.key.as_str()) || started >= before {
+                continue;
+            }
+            let Some(id) = upload.upload_id() else {
+                continue;
+            };
+            self.client
+                .abort_multipart_upload()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .upload_id(id)
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .await
+                .map_err(failure)?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
 }
 
 /// `bucket/key[?versionId=…]` for x-amz-copy-source, with the key percent-encoded.

@@ -836,6 +836,7 @@ async fn injected_faults_never_lose_an_object() {
             upload_part_500_every: 2,
             always_fail_keys_containing: Some("always-fail".into()),
             corrupt_keys_containing: Some("corrupt/".into()),
+            get_delay: None,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

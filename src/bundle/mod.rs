@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::budget::{BudgetPermit, ByteBudget};
 use self::copy::{copy_big_object, CopySettings};
@@ -190,6 +190,7 @@ pub async fn bundle_manifest(
     mut shutdown: Shutdown,
 ) -> Result<BundleReport> {
     let started = Instant::now();
+    let started_at = epoch_seconds();
     info!("begin processing {manifest_uri}");
     let bytes = s3
         .get_bytes(manifest_uri, MANIFEST_LIMIT)
@@ -230,6 +231,7 @@ pub async fn bundle_manifest(
     let part_size = part_size_for(estimate, 8 << 20);
     let budget = ByteBudget::new(settings.max_in_flight.max(4 * part_size));
     let archive_uri = S3Uri::new(settings.archive_bucket.clone(), layout.archive_key.clone());
+    abort_earlier_attempts(s3, &archive_uri, started_at).await;
     let mut writer = ArchiveWriter::new(
         s3,
         archive_uri.clone(),
@@ -339,6 +341,23 @@ pub async fn bundle_manifest(
             .unwrap_or("(no archive: nothing could be read)")
     );
     Ok(report)
+}
+
+fn epoch_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A worker killed mid-manifest leaves its multipart upload behind; the next attempt at the
+/// same archive aborts it so no storage is billed for it (the bucket's lifecycle rule is the
+/// backstop for archives never attempted again). Best effort: a failure is only logged.
+async fn abort_earlier_attempts(s3: &S3, archive: &S3Uri, started_at: i64) {
+    match s3.abort_uploads_before(archive, started_at).await {
+        Ok(0) => {}
+        Ok(n) => info!("aborted {n} incomplete upload(s) of {archive} left by an earlier attempt"),
+        Err(failure) => debug!("could not list earlier uploads of {archive}: {failure}"),
+    }
 }
 
 /// The index of an earlier bundling of this manifest, or its DLQ when every object failed,

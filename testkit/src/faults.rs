@@ -1,6 +1,6 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1 in front of a local S3 server: it answers some
 //! requests with 503 SlowDown or 500 InternalError, cuts some response bodies in the middle,
-//! and fails some part uploads, so tests can show that every object still ends archived intact
+//! fails some part uploads, and can slow every GET down, so tests can show that every object still ends archived intact
 //! or in the DLQ, never lost. Faults are chosen by a counter per request kind, so runs repeat.
 
 use std::convert::Infallible;
@@ -34,6 +34,9 @@ pub struct FaultPlan {
     pub always_fail_keys_containing: Option<String>,
     /// GetObject of keys containing this text returns the body with its first byte changed.
     pub corrupt_keys_containing: Option<String>,
+    /// Every GetObject waits this long before it is forwarded: a slow manifest, for tests that
+    /// stop or outlast a worker mid-manifest.
+    pub get_delay: Option<std::time::Duration>,
 }
 
 /// What the proxy did, for assertions.
@@ -167,6 +170,9 @@ async fn handle(
         if hits(n, plan.get_500_every) {
             counts.injected_500.fetch_add(1, Ordering::Relaxed);
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
+        }
+        if let Some(delay) = plan.get_delay {
+            tokio::time::sleep(delay).await;
         }
         cut = hits(n, plan.get_cut_every);
         corrupt = plan

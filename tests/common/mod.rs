@@ -33,14 +33,7 @@ pub async fn s3bundler_with_env(
     args: &[&str],
     extra_env: &[(&str, &str)],
 ) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in s3bundler_testkit::cli_env(endpoint) {
-        command.env(name, value);
-    }
+    let mut command = command(endpoint, args);
     for (name, value) in extra_env {
         command.env(name, value);
     }
@@ -48,6 +41,52 @@ pub async fn s3bundler_with_env(
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run s3bundler: {e}"));
+    output_of(output)
+}
+
+/// `s3bundler ARGS` with only PATH, credentials and the endpoint in its environment.
+fn command(endpoint: &str, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3bundler"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true);
+    for (name, value) in s3bundler_testkit::cli_env(endpoint) {
+        command.env(name, value);
+    }
+    command
+}
+
+/// Starts `s3bundler ARGS` without waiting for it, for processes a test stops or kills.
+pub fn spawn_s3bundler(endpoint: &str, args: &[&str]) -> tokio::process::Child {
+    command(endpoint, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run s3bundler: {e}"))
+}
+
+/// Waits for a spawned s3bundler (at most `limit`) and collects what it printed.
+pub async fn finish(child: tokio::process::Child, limit: std::time::Duration) -> Output {
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("s3bundler did not exit within {limit:?}"))
+        .unwrap_or_else(|e| panic!("waiting for s3bundler: {e}"));
+    output_of(output)
+}
+
+/// Sends `signal` (`TERM`, `INT`…) to a process with kill(1).
+pub fn send_signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().unwrap_or_else(|| panic!("the process already exited"));
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+fn output_of(output: std::process::Output) -> Output {
     Output {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -1,0 +1,701 @@
+//! `bundle -q`: queue workers on moto's S3 and SQS (event notifications, redrive policy),
+//! stopped and killed mid-manifest, outlasting their visibility timeout, and messages delivered
+//! twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
+    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::*;
+use s3bundler::archive::records::{parse_dlq, parse_index};
+use s3bundler::queue_message::{parse_message, Request};
+use s3bundler::s3uri::S3Uri;
+use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
+use s3bundler_testkit::generate::{create_objects, csv_report, rows, upload_report, InventorySpec};
+
+fn sqs(endpoint: &str) -> aws_sdk_sqs::Client {
+    s3bundler_testkit::sqs_client(endpoint)
+}
+
+/// A queue with `visibility` seconds of visibility timeout and, when `dead_letter` is given,
+/// a redrive policy sending a message there after `max_receives` deliveries. Returns its URL.
+async fn create_queue(
+    endpoint: &str,
+    name: &str,
+    visibility: u32,
+    dead_letter: Option<(&str, u32)>,
+) -> String {
+    let mut request = sqs(endpoint).create_queue().queue_name(name).attributes(
+        QueueAttributeName::VisibilityTimeout,
+        visibility.to_string(),
+    );
+    if let Some((dlq_url, max_receives)) = dead_letter {
+        let arn = queue_arn(endpoint, dlq_url).await;
+        request = request.attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receives.to_string()})
+                .to_string(),
+        );
+    }
+    let out = request.send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    out.queue_url().unwrap_or_default().to_string()
+}
+
+async fn queue_arn(endpoint: &str, url: &str) -> String {
+    let out = sqs(endpoint)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    out.attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Messages waiting plus messages received but not deleted.
+async fn messages_left(endpoint: &str, url: &str) -> u64 {
+    let out = sqs(endpoint)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let attributes = out.attributes().cloned().unwrap_or_default();
+    [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .map(|name| {
+        attributes
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    })
+    .sum()
+}
+
+/// Waits until a worker holds the queue's only message.
+async fn wait_until_received(endpoint: &str, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = sqs(endpoint)
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let held = out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+            .is_some_and(|v| v != "0");
+        if held {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no worker received the message");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn send(endpoint: &str, url: &str, body: &str) {
+    sqs(endpoint)
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+/// Bodies received from a queue within `wait`, left invisible for a minute.
+async fn receive_bodies(endpoint: &str, url: &str, wait: i32) -> Vec<String> {
+    let out = sqs(endpoint)
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait)
+        .visibility_timeout(60)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    out.messages()
+        .iter()
+        .filter_map(|m| m.body().map(str::to_string))
+        .collect()
+}
+
+async fn versioned_bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let bucket = new_bucket(client, prefix).await;
+    client
+        .put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    bucket
+}
+
+/// Versions of every key under `prefix`: a key written twice has two.
+async fn versions_per_key(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> BTreeMap<String, usize> {
+    let out = client
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let mut versions = BTreeMap::new();
+    for version in out.versions() {
+        *versions
+            .entry(version.key().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    versions
+}
+
+async fn incomplete_uploads(client: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .uploads()
+        .len()
+}
+
+/// How many times each object appears across the indexes under `archive_prefix` and the DLQs
+/// under `manifest_prefix`.
+async fn accounted(
+    client: &aws_sdk_s3::Client,
+    archive_bucket: &str,
+    archive_prefix: &str,
+    manifest_bucket: &str,
+    manifest_prefix: &str,
+) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    for key in list_keys(client, archive_bucket, archive_prefix).await {
+        if key.ends_with(".index") {
+            let rows = parse_index(&get_object(client, archive_bucket, &key).await, &key)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for row in rows {
+                *seen.entry(row.key).or_insert(0) += 1;
+            }
+        }
+    }
+    for key in list_keys(client, manifest_bucket, manifest_prefix).await {
+        if key.ends_with(".dlq") {
+            let rows = parse_dlq(&get_object(client, manifest_bucket, &key).await, &key)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for row in rows {
+                *seen.entry(row.key).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// `count` objects of `size` bytes and a bundle manifest (original 3-column form) listing them.
+/// Returns the manifest's URI.
+async fn slow_manifest(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    count: usize,
+    size: usize,
+) -> String {
+    let mut manifest = String::new();
+    for i in 0..count {
+        let key = format!("data/object-{i:03}");
+        let body: Vec<u8> = (0..size).map(|b| (b + i) as u8).collect();
+        put_object(client, bucket, &key, body).await;
+        manifest.push_str(&format!("{bucket},{key},{size}\n"));
+    }
+    put_object(
+        client,
+        bucket,
+        "manifests/slow.0.index",
+        manifest.into_bytes(),
+    )
+    .await;
+    format!("s3://{bucket}/manifests/slow.0.index")
+}
+
+fn bucket_key_message(uri: &str) -> String {
+    let uri: S3Uri = uri.parse().unwrap_or_else(|e| panic!("{e}"));
+    serde_json::json!({"Bucket": uri.bucket, "Key": uri.key}).to_string()
+}
+
+/// Waits until the archive's multipart upload has started (the worker is mid-manifest).
+async fn wait_for_upload(client: &aws_sdk_s3::Client, bucket: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while incomplete_uploads(client, bucket).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never started its upload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn worker_args<'a>(queue: &'a str, bucket: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "bundle",
+        "-q",
+        queue,
+        "-b",
+        bucket,
+        "-p",
+        "archives",
+        "--wait-time",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn every_message_shape_in_the_aws_samples_is_understood() {
+    let Some(samples) = aws_samples() else { return };
+    let events = samples.join("s3-events");
+    let read = |path: &str| {
+        std::fs::read_to_string(events.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let lambda_body = |path: &str| {
+        let wrapper: serde_json::Value =
+            serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        wrapper["Records"][0]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let geom = Request::Bundle(vec![S3Uri::new(
+        "tns-bucket-premade",
+        "compare/geom.parquet",
+    )]);
+    // Direct S3 -> SQS delivery, and the same through SNS (raw delivery off), byte-exact.
+    assert_eq!(
+        parse_message(&read("real-world/s3-event-direct-compact-real-2026.json")),
+        Ok(geom.clone())
+    );
+    assert_eq!(
+        parse_message(&read("real-world/sns-envelope-body-real-2026.json")),
+        Ok(geom.clone())
+    );
+    assert_eq!(
+        parse_message(&lambda_body(
+            "real-world/lambda-sqs-record-sns-wrapped-real-2026.json"
+        )),
+        Ok(geom)
+    );
+    assert_eq!(
+        parse_message(&lambda_body("powertools-python/s3SqsEvent.json")),
+        Ok(Request::Bundle(vec![S3Uri::new("xxx", "test.pdf")]))
+    );
+    // Lambda's S3 event has the notification's shape; keys arrive URL-encoded.
+    assert_eq!(
+        parse_message(&read("powertools-python/s3EventDecodedKey.json")),
+        Ok(Request::Bundle(vec![S3Uri::new(
+            "sourcebucket",
+            "Happy Face.jpg"
+        )]))
+    );
+    assert!(matches!(
+        parse_message(&read("powertools-python/s3Event.json")),
+        Ok(Request::Bundle(uris)) if uris.len() == 1
+    ));
+    // A creation event carrying glacierEventData is still a creation.
+    assert!(matches!(
+        parse_message(&read("powertools-python/s3EventGlacier.json")),
+        Ok(Request::Bundle(uris)) if uris.len() == 1
+    ));
+    // A deletion creates nothing: deleted without work.
+    assert!(matches!(
+        parse_message(&read("powertools-python/s3EventDeleteObject.json")),
+        Ok(Request::Nothing(_))
+    ));
+    // An SNS notification that is not an S3 event, and EventBridge events: not for us.
+    assert!(parse_message(&lambda_body("powertools-python/snsSqsEvent.json")).is_err());
+    assert!(parse_message(&read(
+        "powertools-python/s3EventBridgeNotificationObjectCreatedEvent.json"
+    ))
+    .is_err());
+}
+
+#[tokio::test]
+async fn fleet_group_notifies_two_workers_that_bundle_every_object_exactly_once() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let source = new_bucket(&client, "fleet-src").await;
+    let manifests = new_bucket(&client, "fleet-manifests").await;
+    let archives = versioned_bucket(&client, "fleet-archives").await;
+    let queue = create_queue(endpoint, &s3bundler_testkit::unique_name("fleet"), 30, None).await;
+
+    // S3 notifies the queue of every manifest `group` commits under manifests/.
+    let rules = [
+        (FilterRuleName::Prefix, "manifests/"),
+        (FilterRuleName::Suffix, ".index"),
+    ]
+    .map(|(name, value)| FilterRule::builder().name(name).value(value).build());
+    client
+        .put_bucket_notification_configuration()
+        .bucket(&manifests)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(queue_arn(endpoint, &queue).await)
+                        .events(Event::S3ObjectCreated)
+                        .filter(
+                            NotificationConfigurationFilter::builder()
+                                .key(
+                                    S3KeyFilter::builder()
+                                        .set_filter_rules(Some(rules.to_vec()))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build()
+                        .unwrap_or_else(|e| panic!("{e}")),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+
+    let spec = InventorySpec {
+        newline_keys: false,
+        ..InventorySpec::new(&source, 400)
+    };
+    let report = upload_report(
+        &client,
+        &source,
+        "inventory/",
+        &spec,
+        csv_report(&spec, true),
+    )
+    .await;
+    create_objects(&client, &spec, 16, true).await;
+    let grouped = s3bundler(
+        endpoint,
+        &[
+            "group",
+            "-m",
+            &report.manifest_uri,
+            "-b",
+            &manifests,
+            "-p",
+            "manifests",
+            "-c",
+            "40",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(grouped.code, 0, "{grouped:?}");
+    let manifest_count = grouped.json()["manifests"].as_array().map_or(0, Vec::len);
+    assert!(manifest_count >= 5, "{grouped:?}");
+
+    let extra = ["--max-messages", "0", "--idle-timeout", "6", "--json"];
+    let workers: Vec<_> = (0..2)
+        .map(|_| spawn_s3bundler(endpoint, &worker_args(&queue, &archives, &extra)))
+        .collect();
+    let mut bundled = 0;
+    for worker in workers {
+        let out = finish(worker, Duration::from_secs(300)).await;
+        assert_eq!(out.code, 0, "{out:?}");
+        bundled += out.stderr.matches("successfully archived").count();
+    }
+    assert_eq!(bundled, manifest_count, "each manifest bundled once");
+
+    let seen = accounted(&client, &archives, "archives/", &manifests, "manifests/").await;
+    let selected: Vec<String> = rows(&spec, false)
+        .filter(|r| r.selected_by_default())
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(
+        seen.len(),
+        selected.len(),
+        "every selected object accounted for"
+    );
+    for key in &selected {
+        assert_eq!(
+            seen.get(key),
+            Some(&1),
+            "{key:?} in exactly one index or DLQ"
+        );
+    }
+    assert_eq!(
+        messages_left(endpoint, &queue).await,
+        0,
+        "every message deleted"
+    );
+    let versions = versions_per_key(&client, &archives, "archives/").await;
+    assert_eq!(
+        versions.keys().filter(|k| k.ends_with(".tar")).count(),
+        manifest_count
+    );
+    assert!(
+        versions.values().all(|&n| n == 1),
+        "no archive or index written twice: {versions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_garbage_message_is_left_for_redrive_while_the_worker_goes_on() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "garbage").await;
+    let manifest = slow_manifest(&client, &bucket, 3, 100).await;
+    let dead = create_queue(endpoint, &s3bundler_testkit::unique_name("dead"), 30, None).await;
+    let queue = create_queue(
+        endpoint,
+        &s3bundler_testkit::unique_name("work"),
+        1,
+        Some((&dead, 1)),
+    )
+    .await;
+    send(endpoint, &queue, "this is not JSON").await;
+    send(endpoint, &queue, &bucket_key_message(&manifest)).await;
+
+    let extra = ["--max-messages", "0", "--idle-timeout", "5"];
+    let out = finish(
+        spawn_s3bundler(endpoint, &worker_args(&queue, &bucket, &extra)),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("ERROR") && out.stderr.contains("is not a manifest notification"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("successfully archived"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(messages_left(endpoint, &queue).await, 0);
+    assert_eq!(
+        receive_bodies(endpoint, &dead, 2).await,
+        vec!["this is not JSON".to_string()],
+        "the garbage went to the dead-letter queue"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_mid_manifest_aborts_the_upload_releases_the_message_and_exits_0_within_5_seconds()
+{
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "sigterm").await;
+    let manifest = slow_manifest(&client, &bucket, 24, 1 << 20).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("sigterm"), 60, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let proxy = FaultProxy::start(
+        moto,
+        FaultPlan {
+            get_delay: Some(Duration::from_millis(400)),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let worker = spawn_s3bundler(
+        &proxy.endpoint,
+        &worker_args(&queue, &bucket, &["--concurrency", "2"]),
+    );
+    wait_for_upload(&client, &bucket).await;
+    let stopped = Instant::now();
+    send_signal(&worker, "TERM");
+    let out = finish(worker, Duration::from_secs(30)).await;
+    let took = stopped.elapsed();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    assert!(out.stderr.contains("message released"), "{}", out.stderr);
+    assert_eq!(
+        incomplete_uploads(&client, &bucket).await,
+        0,
+        "upload aborted"
+    );
+    assert!(
+        !list_keys(&client, &bucket, "archives/")
+            .await
+            .iter()
+            .any(|k| k.ends_with(".index")),
+        "no index for an unfinished manifest"
+    );
+    // Visible again at once, not after the 60-second timeout.
+    assert_eq!(
+        receive_bodies(moto, &queue, 1).await,
+        vec![bucket_key_message(&manifest)]
+    );
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_message_reappears_and_the_next_worker_finishes_it_without_leftovers() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "sigkill").await;
+    let manifest = slow_manifest(&client, &bucket, 24, 1 << 20).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("sigkill"), 3, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let proxy = FaultProxy::start(
+        moto,
+        FaultPlan {
+            get_delay: Some(Duration::from_millis(300)),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut doomed = spawn_s3bundler(
+        &proxy.endpoint,
+        &worker_args(&queue, &bucket, &["--concurrency", "2"]),
+    );
+    wait_for_upload(&client, &bucket).await;
+    doomed.start_kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = doomed.wait().await;
+    assert_eq!(
+        incomplete_uploads(&client, &bucket).await,
+        1,
+        "the dead worker's upload"
+    );
+
+    let next = finish(
+        spawn_s3bundler(
+            moto,
+            &worker_args(
+                &queue,
+                &bucket,
+                &["--max-messages", "1", "--idle-timeout", "30"],
+            ),
+        ),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(
+        next.stderr.contains("left by an earlier attempt"),
+        "{}",
+        next.stderr
+    );
+    assert_eq!(
+        incomplete_uploads(&client, &bucket).await,
+        0,
+        "orphaned upload aborted"
+    );
+    assert_eq!(messages_left(moto, &queue).await, 0);
+    let seen = accounted(&client, &bucket, "archives/", &bucket, "manifests/").await;
+    assert_eq!(seen.len(), 24);
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_heartbeat_keeps_a_manifest_longer_than_the_visibility_timeout_from_a_second_worker() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = versioned_bucket(&client, "heartbeat").await;
+    let manifest = slow_manifest(&client, &bucket, 12, 1000).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("heartbeat"), 2, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    // 12 GETs of 1.5 s one at a time: about 18 s, nine visibility timeouts.
+    let proxy = FaultProxy::start(
+        moto,
+        FaultPlan {
+            get_delay: Some(Duration::from_millis(1500)),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let slow = spawn_s3bundler(
+        &proxy.endpoint,
+        &worker_args(
+            &queue,
+            &bucket,
+            &["--concurrency", "1", "--max-messages", "1"],
+        ),
+    );
+    wait_until_received(moto, &queue).await;
+    let rival = spawn_s3bundler(
+        moto,
+        &worker_args(
+            &queue,
+            &bucket,
+            &["--max-messages", "1", "--idle-timeout", "12"],
+        ),
+    );
+    let slow = finish(slow, Duration::from_secs(120)).await;
+    let rival = finish(rival, Duration::from_secs(120)).await;
+    assert_eq!(slow.code, 0, "{slow:?}");
+    assert!(
+        slow.stderr.contains("successfully archived"),
+        "{}",
+        slow.stderr
+    );
+    assert_eq!(rival.code, 0, "{rival:?}");
+    assert!(
+        !rival.stderr.contains("begin processing"),
+        "the second worker received the message: {}",
+        rival.stderr
+    );
+    let versions = versions_per_key(&client, &bucket, "archives/").await;
+    assert!(versions.values().all(|&n| n == 1), "{versions:?}");
+    assert_eq!(messages_left(moto, &queue).await, 0);
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_is_bundled_once() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = versioned_bucket(&client, "twice").await;
+    let manifest = slow_manifest(&client, &bucket, 5, 100).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("twice"), 30, None).await;
+    for _ in 0..2 {
+        send(moto, &queue, &bucket_key_message(&manifest)).await;
+    }
+    let out = finish(
+        spawn_s3bundler(
+            moto,
+            &worker_args(&queue, &bucket, &["--max-messages", "2", "--json"]),
+        ),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stderr.matches("successfully archived").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("already bundled"), "{}", out.stderr);
+    assert_eq!(
+        messages_left(moto, &queue).await,
+        0,
+        "both deliveries deleted"
+    );
+    let versions = versions_per_key(&client, &bucket, "archives/").await;
+    assert_eq!(versions.len(), 2, "one archive and one index: {versions:?}");
+    assert!(versions.values().all(|&n| n == 1), "{versions:?}");
+}
