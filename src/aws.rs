@@ -5,6 +5,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+use crate::ecs::Ecs;
 use crate::error::Result;
 use crate::s3::{Sse, WriteSettings, S3};
 use crate::sqs::Queue;
@@ -90,6 +91,10 @@ impl AwsOptions {
                 expected_bucket_owner: self.expected_bucket_owner.clone(),
             },
         )
+    }
+
+    pub fn ecs(&self, config: &SdkConfig) -> Ecs {
+        Ecs::new(aws_sdk_ecs::Client::new(config))
     }
 
     /// Resolves a queue name or URL.

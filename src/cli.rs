@@ -6,6 +6,7 @@ use crate::aws::AwsOptions;
 use crate::commands::bundle::BundleArgs;
 use crate::commands::group::GroupArgs;
 use crate::commands::run::RunArgs;
+use crate::commands::submit::SubmitArgs;
 use crate::logging::LogOptions;
 
 /// Bundle small S3 objects into tar archives with an index, from an S3 Inventory report.
@@ -28,4 +29,6 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Group an inventory and bundle every manifest in one process; resumes where it stopped.
     Run(RunArgs),
+    /// Start one ECS task of the grouper task definition per inventory manifest.
+    Submit(SubmitArgs),
 }

@@ -31,10 +31,10 @@ impl Heartbeat {
                 ticks.tick().await;
                 match queue.set_visibility(&message, visibility).await {
                     Ok(()) => {
-                        debug!(message = %message.id, "visibility extended by {visibility:?}")
+                        debug!(message_id = %message.id, "visibility extended by {visibility:?}")
                     }
                     Err(error) => warn!(
-                        message = %message.id,
+                        message_id = %message.id,
                         "could not extend the message's visibility: {error}; another worker may \
                          receive it once the timeout passes"
                     ),

@@ -2,13 +2,14 @@
 //! index of where every object went.
 //!
 //! Pure core modules (no I/O): [`inventory`] readers, [`group`], [`manifest`], [`key_encoding`],
-//! [`size`], [`s3uri`], [`queue_message`]. I/O: [`s3`], [`sqs`], [`heartbeat`], [`aws`]. Commands on top: [`commands`].
+//! [`size`], [`s3uri`], [`queue_message`]. I/O: [`s3`], [`sqs`], [`heartbeat`], [`ecs`], [`aws`]. Commands on top: [`commands`].
 
 pub mod archive;
 pub mod aws;
 pub mod bundle;
 pub mod cli;
 pub mod commands;
+pub mod ecs;
 pub mod error;
 pub mod group;
 pub mod heartbeat;

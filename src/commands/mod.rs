@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod group;
 pub mod run;
+pub mod submit;
 pub mod worker;
 
 use crate::cli::{Cli, Command};
@@ -38,5 +39,6 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
             .map(|_| ExitCode::Success),
         Command::Bundle(args) => bundle::run(&cli.aws, &config, &args, shutdown).await,
         Command::Run(args) => run::run(&cli.aws, &config, &args, shutdown).await,
+        Command::Submit(args) => submit::run(&cli.aws.ecs(&config), &args).await,
     }
 }

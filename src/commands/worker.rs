@@ -74,7 +74,7 @@ pub async fn work(
         match parse_message(&message.body) {
             Err(problem) => {
                 error!(
-                    message = %message.id,
+                    message_id = %message.id,
                     receive_count = message.receive_count,
                     "ERROR message {} of {} is not a manifest notification: {problem}; it is left \
                      for the queue's redrive policy (dead-letter queue)",
@@ -84,11 +84,11 @@ pub async fn work(
                 report_error(args.options.metrics_format());
             }
             Ok(Request::TestEvent) => {
-                info!(message = %message.id, "s3:TestEvent: deleted, nothing to do");
+                info!(message_id = %message.id, "s3:TestEvent: deleted, nothing to do");
                 queue.delete(&message).await?;
             }
             Ok(Request::Nothing(why)) => {
-                warn!(message = %message.id, "{why}: deleted, nothing to do");
+                warn!(message_id = %message.id, "{why}: deleted, nothing to do");
                 queue.delete(&message).await?;
             }
             Ok(Request::Bundle(manifests)) => {
@@ -156,9 +156,9 @@ async fn bundle_all(
 /// Makes a message visible again at once, for another worker (or this one) to retry.
 async fn release(queue: &Queue, message: &Message) {
     match queue.set_visibility(message, Duration::ZERO).await {
-        Ok(()) => info!(message = %message.id, "message released"),
+        Ok(()) => info!(message_id = %message.id, "message released"),
         Err(error) => warn!(
-            message = %message.id,
+            message_id = %message.id,
             "could not release the message: {error}; it reappears when its visibility timeout ends"
         ),
     }

@@ -53,6 +53,11 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&sdk_config(endpoint))
 }
 
+/// An ECS client for moto.
+pub fn ecs_client(endpoint: &str) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::new(&sdk_config(endpoint))
+}
+
 /// A bucket or queue name no other test in this process uses.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -52,3 +52,46 @@ fn start() -> Result<String, String> {
     }
     Ok(format!("http://127.0.0.1:{port}"))
 }
+
+/// The subnets and security groups of moto's default VPC, for ECS tasks with awsvpc
+/// networking (moto checks that they exist). Asked with EC2's query API: the project has no
+/// EC2 SDK, and moto does not check signatures.
+pub async fn default_network(endpoint: &str) -> (Vec<String>, Vec<String>) {
+    let subnets = ec2_ids(endpoint, "DescribeSubnets", "subnetId").await;
+    let groups = ec2_ids(endpoint, "DescribeSecurityGroups", "groupId").await;
+    (subnets, groups)
+}
+
+async fn ec2_ids(endpoint: &str, action: &str, element: &str) -> Vec<String> {
+    use http_body_util::BodyExt;
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = http::Request::post(format!("{endpoint}/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+            "Action={action}&Version=2016-11-15"
+        ))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let response = client
+        .request(request)
+        .await
+        .unwrap_or_else(|e| panic!("EC2 {action}: {e}"));
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("EC2 {action}: {e}"))
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let (open, close) = (format!("<{element}>"), format!("</{element}>"));
+    text.split(&open)
+        .skip(1)
+        .filter_map(|rest| rest.split(&close).next())
+        .map(str::to_string)
+        .collect()
+}

@@ -78,7 +78,9 @@ pub async fn finish(child: tokio::process::Child, limit: std::time::Duration) ->
 
 /// Sends `signal` (`TERM`, `INT`…) to a process with kill(1).
 pub fn send_signal(child: &tokio::process::Child, signal: &str) {
-    let pid = child.id().unwrap_or_else(|| panic!("the process already exited"));
+    let pid = child
+        .id()
+        .unwrap_or_else(|| panic!("the process already exited"));
     let status = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status()
