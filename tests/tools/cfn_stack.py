@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Creates the s3bundler core stack in moto's CloudFormation and prints its outputs as JSON.
+
+Usage:
+    cfn_stack.py [ENDPOINT_URL] [--stack-name NAME] [--template FILE] [--region REGION]
+                 [--param KEY=VALUE]... [--check-notification]
+
+ENDPOINT_URL defaults to $S3BUNDLER_TEST_MOTO (e.g. http://127.0.0.1:5055). The parameters
+default to values that create in moto (CapacityType=NONE, CreateDashboard=false, a source and
+an inventory bucket named test-source and test-inventory); --param overrides any of them.
+
+On success prints one JSON object on stdout: the stack outputs (ArchiveBucketName,
+ManifestQueueUrl, DeadLetterQueueUrl, ...) plus "StackName" and "StackId". With
+--check-notification it then puts objects that must reach the manifest queue (keys ending in
+.index under the manifest prefix, written directly or by a server-side copy) and objects that
+must not (staging, .dlq, archive indexes, other prefixes) and adds "NotificationDelivered"
+(true when exactly the former arrived) and "NotificationKeys". moto's CloudFormation ignores
+the bucket's NotificationConfiguration, so when the bucket has none the same configuration is
+put through the S3 API first ("NotificationReplayedThroughApi": true).
+On failure prints the failed resources and their reasons on stderr and exits 1.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from urllib.parse import unquote_plus
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TEMPLATE = ROOT / "deploy" / "cloudformation" / "core.yaml"
+DEFAULT_PARAMETERS = {
+    "SourceBuckets": "test-source",
+    "InventoryBucket": "test-inventory",
+    "CapacityType": "NONE",
+    "CreateDashboard": "false",
+}
+TERMINAL_OK = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("endpoint", nargs="?", default=os.environ.get("S3BUNDLER_TEST_MOTO"))
+    parser.add_argument("--stack-name", default="s3bundler-test")
+    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
+    parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the stack")
+    parser.add_argument("--check-notification", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.endpoint:
+        parser.error("give the moto endpoint URL as an argument or in S3BUNDLER_TEST_MOTO")
+    params = dict(DEFAULT_PARAMETERS)
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--param {item!r}: expected KEY=VALUE")
+        params[key] = value
+    args.parameters = params
+    return args
+
+
+def client(service, args):
+    # moto accepts any credentials; never pick up a real profile by accident.
+    return boto3.client(
+        service,
+        endpoint_url=args.endpoint,
+        region_name=args.region,
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+    )
+
+
+def fail(message):
+    print(f"ERROR: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def failed_events(cfn, stack_id):
+    events = cfn.describe_stack_events(StackName=stack_id)["StackEvents"]
+    return [
+        f"{e['LogicalResourceId']} ({e['ResourceType']}): {e.get('ResourceStatusReason', '')}"
+        for e in events
+        if e["ResourceStatus"].endswith("FAILED")
+    ]
+
+
+def create_stack(args):
+    cfn = client("cloudformation", args)
+    body = Path(args.template).read_text()
+    response = cfn.create_stack(
+        StackName=args.stack_name,
+        TemplateBody=body,
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in args.parameters.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+    )
+    stack_id = response["StackId"]
+    deadline = time.monotonic() + args.timeout
+    while True:
+        stack = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
+        status = stack["StackStatus"]
+        if status in TERMINAL_OK:
+            break
+        if not status.endswith("IN_PROGRESS"):
+            reasons = failed_events(cfn, stack_id) or [stack.get("StackStatusReason", "")]
+            fail(f"stack {args.stack_name} ended in {status}:\n  " + "\n  ".join(reasons))
+        if time.monotonic() > deadline:
+            fail(f"stack {args.stack_name} still {status} after {args.timeout:.0f}s")
+        time.sleep(0.5)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    outputs["StackName"] = args.stack_name
+    outputs["StackId"] = stack_id
+    return outputs
+
+
+def replay_notification(s3, outputs):
+    """moto's CloudFormation creates the bucket but ignores its NotificationConfiguration (and
+    LifecycleConfiguration, PublicAccessBlockConfiguration, VersioningConfiguration), so the
+    template's notification is put through the S3 API: same event, prefix and suffix."""
+    s3.put_bucket_notification_configuration(
+        Bucket=outputs["ArchiveBucketName"],
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": outputs["ManifestQueueArn"],
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {
+                        "Key": {
+                            "FilterRules": [
+                                {"Name": "prefix", "Value": outputs["ManifestPrefix"] + "/"},
+                                {"Name": "suffix", "Value": ".index"},
+                            ]
+                        }
+                    },
+                }
+            ]
+        },
+    )
+
+
+def received_keys(sqs, queue_url):
+    """Drains the queue; returns the object keys of the S3 events (URL-decoded)."""
+    keys = []
+    idle = 0
+    while idle < 2:
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        idle = 0 if messages else idle + 1
+        for message in messages:
+            body = json.loads(message["Body"])
+            for record in body.get("Records", []):
+                keys.append(unquote_plus(record["s3"]["object"]["key"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return keys
+
+
+def check_notification(args, outputs):
+    """Puts objects that must and must not notify the manifest queue; returns what happened."""
+    s3 = client("s3", args)
+    sqs = client("sqs", args)
+    bucket = outputs["ArchiveBucketName"]
+    queue_url = outputs["ManifestQueueUrl"]
+    configured = s3.get_bucket_notification_configuration(Bucket=bucket)
+    replayed = not configured.get("QueueConfigurations")
+    if replayed:
+        replay_notification(s3, outputs)
+    received_keys(sqs, queue_url)  # the s3:TestEvent sent when a configuration is put
+    manifests = outputs["ManifestPrefix"]
+    archives = outputs["ArchivePrefix"]
+    expected = [f"{manifests}/cfn-check-manifest.0.index", f"{manifests}/cfn-check-manifest.1.index"]
+    quiet = [
+        f"{manifests}/_staging/cfn-check-manifest.1/0.partial",
+        f"{manifests}/cfn-check-manifest.0.index.dlq",
+        f"{archives}/abcdef/test-source/cfn-check-manifest.0.index",
+        "elsewhere/cfn-check-manifest.0.index",
+    ]
+    for key in [expected[0]] + quiet:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"test-source,a,1\n")
+    # The grouper puts manifests in place with a server-side copy from its staging area.
+    s3.copy_object(Bucket=bucket, Key=expected[1], CopySource={"Bucket": bucket, "Key": quiet[0]})
+    keys = received_keys(sqs, queue_url)
+    return {
+        "NotificationReplayedThroughApi": replayed,
+        "NotificationDelivered": sorted(keys) == sorted(expected),
+        "NotificationKeys": keys,
+    }
+
+
+def main(argv):
+    args = parse_args(argv)
+    outputs = create_stack(args)
+    if args.check_notification:
+        outputs.update(check_notification(args, outputs))
+    json.dump(outputs, sys.stdout, indent=2, sort_keys=True)
+    print()
+    if args.check_notification and not outputs["NotificationDelivered"]:
+        fail(f"the manifest queue received {outputs['NotificationKeys']}, expected only the .index manifests")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
