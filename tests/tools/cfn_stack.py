@@ -29,6 +29,7 @@ from urllib.parse import unquote_plus
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = ROOT / "deploy" / "cloudformation" / "core.yaml"
@@ -50,6 +51,13 @@ def parse_args(argv):
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the stack")
     parser.add_argument("--check-notification", action="store_true")
+    parser.add_argument(
+        "--compute",
+        choices=["FARGATE_SPOT", "EC2_SPOT"],
+        help="first create a VPC, two subnets and the compute stack (compute.yaml) with this "
+        "CapacityType, and wire the core stack to it (moto cannot create the EC2_SPOT capacity "
+        "provider, so only FARGATE_SPOT gets a core stack)",
+    )
     args = parser.parse_args(argv)
     if not args.endpoint:
         parser.error("give the moto endpoint URL as an argument or in S3BUNDLER_TEST_MOTO")
@@ -88,15 +96,18 @@ def failed_events(cfn, stack_id):
     ]
 
 
-def create_stack(args):
+def create_stack(args, stack_name, template, parameters):
     cfn = client("cloudformation", args)
-    body = Path(args.template).read_text()
-    response = cfn.create_stack(
-        StackName=args.stack_name,
-        TemplateBody=body,
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in args.parameters.items()],
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
-    )
+    body = Path(template).read_text()
+    try:
+        response = cfn.create_stack(
+            StackName=stack_name,
+            TemplateBody=body,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        )
+    except botocore.exceptions.ClientError as error:
+        fail(f"CreateStack {stack_name} from {template}: {error}")
     stack_id = response["StackId"]
     deadline = time.monotonic() + args.timeout
     while True:
@@ -106,14 +117,35 @@ def create_stack(args):
             break
         if not status.endswith("IN_PROGRESS"):
             reasons = failed_events(cfn, stack_id) or [stack.get("StackStatusReason", "")]
-            fail(f"stack {args.stack_name} ended in {status}:\n  " + "\n  ".join(reasons))
+            fail(f"stack {stack_name} ended in {status}:\n  " + "\n  ".join(reasons))
         if time.monotonic() > deadline:
-            fail(f"stack {args.stack_name} still {status} after {args.timeout:.0f}s")
+            fail(f"stack {stack_name} still {status} after {args.timeout:.0f}s")
         time.sleep(0.5)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    outputs["StackName"] = args.stack_name
+    outputs["StackName"] = stack_name
     outputs["StackId"] = stack_id
     return outputs
+
+
+def create_compute_stack(args):
+    """A VPC with two subnets and the compute stack; returns the compute stack's name."""
+    ec2 = client("ec2", args)
+    vpc = ec2.create_vpc(CidrBlock="10.88.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.88.{i}.0/24", AvailabilityZone=f"{args.region}{zone}"
+        )["Subnet"]["SubnetId"]
+        for i, zone in enumerate("ab")
+    ]
+    name = f"{args.stack_name}-compute"
+    parameters = {
+        "CapacityType": args.compute,
+        "VpcId": vpc,
+        "Subnets": ",".join(subnets),
+        "ClusterName": f"{args.stack_name}-cluster",
+    }
+    create_stack(args, name, DEFAULT_TEMPLATE.with_name("compute.yaml"), parameters)
+    return name
 
 
 def replay_notification(s3, outputs):
@@ -192,7 +224,11 @@ def check_notification(args, outputs):
 
 def main(argv):
     args = parse_args(argv)
-    outputs = create_stack(args)
+    parameters = dict(args.parameters)
+    if args.compute:
+        parameters["CapacityType"] = args.compute
+        parameters["ComputeStackName"] = create_compute_stack(args)
+    outputs = create_stack(args, args.stack_name, args.template, parameters)
     if args.check_notification:
         outputs.update(check_notification(args, outputs))
     json.dump(outputs, sys.stdout, indent=2, sort_keys=True)
