@@ -3,7 +3,8 @@
 
 Usage:
     cfn_stack.py [ENDPOINT_URL] [--stack-name NAME] [--template FILE] [--region REGION]
-                 [--param KEY=VALUE]... [--check-notification]
+                 [--param KEY=VALUE]... [--check-notification] [--compute FARGATE_SPOT|EC2_SPOT]
+                 [--bundler BINARY]
 
 ENDPOINT_URL defaults to $S3BUNDLER_TEST_MOTO (e.g. http://127.0.0.1:5055). The parameters
 default to values that create in moto (CapacityType=NONE, CreateDashboard=false, a source and
@@ -17,12 +18,16 @@ must not (staging, .dlq, archive indexes, other prefixes) and adds "Notification
 (true when exactly the former arrived) and "NotificationKeys". moto's CloudFormation ignores
 the bucket's NotificationConfiguration, so when the bucket has none the same configuration is
 put through the S3 API first ("NotificationReplayedThroughApi": true).
+With --bundler BINARY it runs the bundler task definition's container command (from moto's
+ECS) with that binary against moto and checks that a manifest travels from the notification
+through the queue to an archive and an index ("BundlerRun").
 On failure prints the failed resources and their reasons on stderr and exits 1.
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from urllib.parse import unquote_plus
@@ -51,6 +56,13 @@ def parse_args(argv):
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the stack")
     parser.add_argument("--check-notification", action="store_true")
+    parser.add_argument(
+        "--bundler",
+        metavar="BINARY",
+        help="then run the bundler task definition's command with this s3bundler binary "
+        "against moto: a manifest of 20 objects goes through the notification, the queue and "
+        "the worker to an archive and an index (adds \"BundlerRun\")",
+    )
     parser.add_argument(
         "--compute",
         choices=["FARGATE_SPOT", "EC2_SPOT"],
@@ -222,6 +234,55 @@ def check_notification(args, outputs):
     }
 
 
+def run_bundler(args, outputs):
+    """Runs the bundler task definition's container command against moto, end to end."""
+    s3 = client("s3", args)
+    sqs = client("sqs", args)
+    ecs = client("ecs", args)
+    bucket = outputs["ArchiveBucketName"]
+    source = args.parameters["SourceBuckets"].split(",")[0]
+    try:
+        s3.create_bucket(Bucket=source)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    lines = []
+    for i in range(20):
+        key = f"cfn-stack/{i:02d} object.txt"
+        s3.put_object(Bucket=source, Key=key, Body=b"x" * (100 + i))
+        lines.append(f"{source},{key.replace(' ', '+')},{100 + i}")
+    manifest = f"{outputs['ManifestPrefix']}/cfn-stack-manifest.0.index"
+    configured = s3.get_bucket_notification_configuration(Bucket=bucket)
+    if not configured.get("QueueConfigurations"):
+        replay_notification(s3, outputs)
+        received_keys(sqs, outputs["ManifestQueueUrl"])
+    s3.put_object(Bucket=bucket, Key=manifest, Body=("\n".join(lines) + "\n").encode())
+    definition = ecs.describe_task_definition(taskDefinition=outputs["BundlerTaskDefinition"])
+    # moto keeps the AWS::NoValue items of a list as nulls; CloudFormation drops them.
+    command = [c for c in definition["taskDefinition"]["containerDefinitions"][0]["command"] if c is not None]
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION=args.region,
+    )
+    argv = [args.bundler, "--endpoint-url", args.endpoint, *command, "--wait-time=1", "--idle-timeout=3"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    index = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=outputs["ArchivePrefix"] + "/").get("Contents", [])
+        if o["Key"].endswith("/cfn-stack-manifest.0.index")
+    ]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=outputs["ManifestQueueUrl"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    left = int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+    ok = done.returncode == 0 and len(index) == 1 and left == 0
+    if not ok:
+        print(done.stderr[-4000:], file=sys.stderr)
+    return {"BundlerRun": {"Command": command, "ExitCode": done.returncode, "Index": index, "MessagesLeft": left, "Ok": ok}}
+
+
 def main(argv):
     args = parse_args(argv)
     parameters = dict(args.parameters)
@@ -231,8 +292,12 @@ def main(argv):
     outputs = create_stack(args, args.stack_name, args.template, parameters)
     if args.check_notification:
         outputs.update(check_notification(args, outputs))
+    if args.bundler:
+        outputs.update(run_bundler(args, outputs))
     json.dump(outputs, sys.stdout, indent=2, sort_keys=True)
     print()
+    if args.bundler and not outputs["BundlerRun"]["Ok"]:
+        fail(f"the bundler task's command did not archive the manifest: {outputs['BundlerRun']}")
     if args.check_notification and not outputs["NotificationDelivered"]:
         fail(f"the manifest queue received {outputs['NotificationKeys']}, expected only the .index manifests")
 
