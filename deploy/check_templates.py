@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Structure check of the s3bundler CloudFormation templates, beyond what cfn-lint knows.
 
-    deploy/check_templates.py [TEMPLATE...]      (default: deploy/cloudformation/*.yaml)
+    deploy/check_templates.py [--self-test] [TEMPLATE...]   (default: deploy/cloudformation/*.yaml)
 
 Asserts that
   * every IAM role is known here and its statements name only the actions listed below for it
@@ -18,6 +18,8 @@ Asserts that
   * the compute stack drains spot instances, protects instances with tasks from scale-in and
     reads the ECS AMI from the public SSM parameter.
 Every failure names the template, the resource and its line, and the script exits 1.
+--self-test then breaks the templates in memory in the ways listed in MUTATIONS and checks that
+each breakage is reported.
 """
 
 import json
@@ -380,7 +382,81 @@ def check_ami_parameter(checker, template, parameters):
             checker.fail(template, name, parameter, "the AMI must default to the public ECS-optimized SSM parameter")
 
 
+def check_template(checker, template, data):
+    resources = data.get("Resources", {})
+    check_roles(checker, template, resources)
+    check_resource_policies(checker, template, resources)
+    if template.name == "core.yaml":
+        check_core(checker, template, resources)
+    elif template.name == "compute.yaml":
+        check_compute(checker, template, resources)
+        check_ami_parameter(checker, template, data.get("Parameters", {}))
+    else:
+        checker.fail(template, "template", None, "unknown template: add its checks to deploy/check_templates.py")
+
+
+def role_statements(data, role):
+    return data["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+def statement(data, role, sid):
+    return next(s for s in role_statements(data, role) if isinstance(s, dict) and s.get("Sid") == sid)
+
+
+def bucket_props(data):
+    return data["Resources"]["ArchiveBucket"]["Properties"]
+
+
+# Mutations of the real templates that the checks must catch: (template, description, change,
+# text the failure must contain).
+MUTATIONS = [
+    ("core.yaml", "extra action", lambda d: statement(d, "BundlerTaskRole", "WriteArchives")["Action"].append("s3:DeleteObject"), "BundlerTaskRole"),
+    ("core.yaml", "wildcard action", lambda d: statement(d, "BundlerTaskRole", "ReadManifests").update(Action="s3:*"), "wildcard"),
+    ("core.yaml", "Resource *", lambda d: statement(d, "GrouperTaskRole", "SendManifestMessages").update(Resource="*"), 'Resource "*"'),
+    ("core.yaml", "missing action", lambda d: statement(d, "BundlerTaskRole", "ConsumeManifestQueue")["Action"].remove("sqs:ChangeMessageVisibility"), "not granted"),
+    ("core.yaml", "execution role reads S3", lambda d: statement(d, "ExecutionRole", "WriteTaskLogs")["Action"].append("s3:GetObject"), "ExecutionRole"),
+    ("core.yaml", "execution role managed policy", lambda d: d["Resources"]["ExecutionRole"]["Properties"].update(ManagedPolicyArns=["arn:aws:iam::aws:policy/AdministratorAccess"]), "managed policy"),
+    ("core.yaml", "staging delete widened", lambda d: statement(d, "GrouperTaskRole", "RemoveStagedManifests").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/*"}), "_staging"),
+    ("core.yaml", "unknown role", lambda d: d["Resources"].update(ExtraRole=dict(d["Resources"]["BundlerTaskRole"])), "ExtraRole"),
+    ("core.yaml", "suffix", lambda d: bucket_props(d)["NotificationConfiguration"]["QueueConfigurations"][0]["Filter"]["S3Key"]["Rules"][1].update(Value=".csv"), "suffix"),
+    ("core.yaml", "prefix", lambda d: bucket_props(d)["NotificationConfiguration"]["QueueConfigurations"][0]["Filter"]["S3Key"]["Rules"].pop(0), "prefix"),
+    ("core.yaml", "no redrive", lambda d: d["Resources"]["ManifestQueue"]["Properties"].pop("RedrivePolicy"), "redrive"),
+    ("core.yaml", "no abort rule", lambda d: bucket_props(d)["LifecycleConfiguration"]["Rules"].pop(0), "incomplete multipart"),
+    ("core.yaml", "no staging expiry", lambda d: bucket_props(d)["LifecycleConfiguration"]["Rules"].pop(1), "_staging"),
+    ("core.yaml", "public bucket", lambda d: bucket_props(d)["PublicAccessBlockConfiguration"].update(BlockPublicPolicy=False), "BlockPublicPolicy"),
+    ("core.yaml", "queue policy open", lambda d: d["Resources"]["ManifestQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0].pop("Condition"), "ManifestQueuePolicy"),
+    ("core.yaml", "no errors filter", lambda d: d["Resources"].pop("ErrorsMetricFilter"), "S3Bundler/Errors"),
+    ("core.yaml", "no stop timeout", lambda d: d["Resources"]["BundlerTaskDefinition"]["Properties"]["ContainerDefinitions"][0].pop("StopTimeout"), "StopTimeout"),
+    ("compute.yaml", "no spot draining", lambda d: d["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"].update(UserData="#!/bin/bash"), "SPOT_INSTANCE_DRAINING"),
+    ("compute.yaml", "no termination protection", lambda d: d["Resources"]["CapacityProvider"]["Properties"]["AutoScalingGroupProvider"].update(ManagedTerminationProtection="DISABLED"), "ManagedTerminationProtection"),
+    ("compute.yaml", "unprotected instances", lambda d: d["Resources"]["AutoScalingGroup"]["Properties"].update(NewInstancesProtectedFromScaleIn=False), "NewInstancesProtectedFromScaleIn"),
+    ("compute.yaml", "fixed AMI", lambda d: d["Parameters"]["EcsAmiId"].update(Default="ami-12345678"), "SSM"),
+    ("compute.yaml", "instance role extra policy", lambda d: d["Resources"]["InstanceRole"]["Properties"]["ManagedPolicyArns"].append("arn:aws:iam::aws:policy/AmazonS3FullAccess"), "AmazonS3FullAccess"),
+]
+
+
+def self_test(templates):
+    """Each mutation must make the checks fail with a message naming what was broken."""
+    by_name = {t.name: t for t in templates}
+    problems = []
+    for name, description, mutate, expected in MUTATIONS:
+        template = by_name[name]
+        data, _ = decode(str(template))
+        mutate(data)
+        checker = Checker()
+        check_template(checker, template, data)
+        if not any(expected in failure for failure in checker.failures):
+            problems.append(f"mutation '{description}' of {name} was not reported (expected a failure mentioning {expected!r}; got {checker.failures})")
+    for problem in problems:
+        print(f"ERROR: self-test: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"check_templates: self-test OK ({len(MUTATIONS)} mutations caught)")
+    return 1 if problems else 0
+
+
 def main(argv):
+    run_self_test = "--self-test" in argv
+    argv = [a for a in argv if a != "--self-test"]
     templates = [Path(a) for a in argv] or DEFAULT_TEMPLATES
     checker = Checker()
     for template in templates:
@@ -389,23 +465,14 @@ def main(argv):
             for match in matches:
                 checker.fail(template, "template", None, str(match))
             continue
-        resources = data.get("Resources", {})
-        check_roles(checker, template, resources)
-        check_resource_policies(checker, template, resources)
-        if template.name == "core.yaml":
-            check_core(checker, template, resources)
-        elif template.name == "compute.yaml":
-            check_compute(checker, template, resources)
-            check_ami_parameter(checker, template, data.get("Parameters", {}))
-        else:
-            checker.fail(template, "template", None, "unknown template: add its checks to deploy/check_templates.py")
+        check_template(checker, template, data)
     if checker.failures:
         for failure in checker.failures:
             print(f"ERROR: {failure}", file=sys.stderr)
         print(f"check_templates: {len(checker.failures)} problem(s)", file=sys.stderr)
         return 1
     print(f"check_templates: {len(templates)} template(s) OK: {', '.join(t.name for t in templates)}")
-    return 0
+    return self_test(templates) if run_self_test else 0
 
 
 if __name__ == "__main__":
