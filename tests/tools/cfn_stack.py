@@ -7,8 +7,8 @@ Usage:
                  [--bundler BINARY]
 
 ENDPOINT_URL defaults to $S3BUNDLER_TEST_MOTO (e.g. http://127.0.0.1:5055). The parameters
-default to values that create in moto (CapacityType=NONE, CreateDashboard=false, a source and
-an inventory bucket named test-source and test-inventory); --param overrides any of them.
+default to values that create in moto (CapacityType=NONE, a source and an inventory bucket
+named test-source and test-inventory); --param overrides any of them.
 
 On success prints one JSON object on stdout: the stack outputs (ArchiveBucketName,
 ManifestQueueUrl, DeadLetterQueueUrl, ...) plus "StackName" and "StackId". With
@@ -18,19 +18,25 @@ must not (staging, .dlq, archive indexes, other prefixes) and adds "Notification
 (true when exactly the former arrived) and "NotificationKeys". moto's CloudFormation ignores
 the bucket's NotificationConfiguration, so when the bucket has none the same configuration is
 put through the S3 API first ("NotificationReplayedThroughApi": true).
-With --bundler BINARY it runs the bundler task definition's container command (from moto's
-ECS) with that binary against moto and checks that a manifest travels from the notification
-through the queue to an archive and an index ("BundlerRun").
+With --bundler BINARY it runs the whole pipeline with that s3bundler binary against moto: a
+20-object CSV inventory, the grouper command as `s3bundler submit` runs it (`group` +
+GroupOptions + `-m`), the S3 event of the manifest on the queue, then the bundler task
+definition's container command (from moto's ECS), and checks that every object is in an index
+and the queue is empty ("BundlerRun").
 On failure prints the failed resources and their reasons on stderr and exits 1.
 """
 
 import argparse
+import csv
+import gzip
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
 import time
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 from pathlib import Path
 
 import boto3
@@ -42,7 +48,6 @@ DEFAULT_PARAMETERS = {
     "SourceBuckets": "test-source",
     "InventoryBucket": "test-inventory",
     "CapacityType": "NONE",
-    "CreateDashboard": "false",
 }
 TERMINAL_OK = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
 
@@ -234,53 +239,103 @@ def check_notification(args, outputs):
     }
 
 
+def put_inventory(s3, source, inventory_bucket, objects):
+    """A one-file CSV S3 Inventory report of `objects` ({key: body}); returns its manifest URI."""
+    rows = []
+    for key, body in objects.items():
+        etag = hashlib.md5(body).hexdigest()
+        fields = [source, quote_plus(key, safe="/"), str(len(body)), "2026-11-22T00:00:00.000Z", etag, "STANDARD"]
+        rows.append(",".join(f'"{f}"' for f in fields))
+    data = gzip.compress(("\n".join(rows) + "\n").encode())
+    folder = f"inventory/{source}/cfn-stack/2026-11-22T01-00Z"
+    data_key = f"inventory/{source}/cfn-stack/data/cfn-stack.csv.gz"
+    s3.put_object(Bucket=inventory_bucket, Key=data_key, Body=data)
+    manifest = {
+        "sourceBucket": source,
+        "destinationBucket": f"arn:aws:s3:::{inventory_bucket}",
+        "version": "2016-11-30",
+        "creationTimestamp": "1795568400000",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag, StorageClass",
+        "files": [{"key": data_key, "size": len(data), "MD5checksum": hashlib.md5(data).hexdigest()}],
+    }
+    s3.put_object(Bucket=inventory_bucket, Key=f"{folder}/manifest.json", Body=json.dumps(manifest).encode())
+    return f"s3://{inventory_bucket}/{folder}/manifest.json"
+
+
+def container_command(ecs, task_definition):
+    definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
+    # moto keeps the AWS::NoValue items of a list as nulls; CloudFormation drops them.
+    return [c for c in definition["containerDefinitions"][0]["command"] if c is not None]
+
+
 def run_bundler(args, outputs):
-    """Runs the bundler task definition's container command against moto, end to end."""
+    """The whole pipeline with the stack's task definitions and a real binary, against moto:
+    an inventory of 20 objects -> the grouper command as `s3bundler submit` runs it -> the S3
+    event of the manifest -> the manifest queue -> the bundler service's command -> archive
+    and index, message deleted."""
     s3 = client("s3", args)
     sqs = client("sqs", args)
     ecs = client("ecs", args)
     bucket = outputs["ArchiveBucketName"]
     source = args.parameters["SourceBuckets"].split(",")[0]
-    try:
-        s3.create_bucket(Bucket=source)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    lines = []
-    for i in range(20):
-        key = f"cfn-stack/{i:02d} object.txt"
-        s3.put_object(Bucket=source, Key=key, Body=b"x" * (100 + i))
-        lines.append(f"{source},{key.replace(' ', '+')},{100 + i}")
-    manifest = f"{outputs['ManifestPrefix']}/cfn-stack-manifest.0.index"
+    inventory_bucket = args.parameters["InventoryBucket"]
+    for name in (source, inventory_bucket):
+        try:
+            s3.create_bucket(Bucket=name)
+        except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            pass
+    objects = {f"cfn-stack/{i:02d} object+{i}.txt": b"x" * (100 + i) for i in range(20)}
+    for key, body in objects.items():
+        s3.put_object(Bucket=source, Key=key, Body=body)
+    inventory = put_inventory(s3, source, inventory_bucket, objects)
     configured = s3.get_bucket_notification_configuration(Bucket=bucket)
     if not configured.get("QueueConfigurations"):
         replay_notification(s3, outputs)
-        received_keys(sqs, outputs["ManifestQueueUrl"])
-    s3.put_object(Bucket=bucket, Key=manifest, Body=("\n".join(lines) + "\n").encode())
-    definition = ecs.describe_task_definition(taskDefinition=outputs["BundlerTaskDefinition"])
-    # moto keeps the AWS::NoValue items of a list as nulls; CloudFormation drops them.
-    command = [c for c in definition["taskDefinition"]["containerDefinitions"][0]["command"] if c is not None]
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_REGION=args.region,
+    received_keys(sqs, outputs["ManifestQueueUrl"])  # test events, earlier checks
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION=args.region)
+    base = [args.bundler, "--endpoint-url", args.endpoint]
+    result = {}
+    # `s3bundler submit` runs the grouper task with the command `group <options> -m URI`.
+    group = ["group", *outputs["GroupOptions"].split(), "-m", inventory]
+    grouper_default = container_command(ecs, outputs["GrouperTaskDefinition"])
+    done = subprocess.run(base + group, env=env, capture_output=True, text=True, timeout=120)
+    result["GroupCommand"] = group
+    result["GroupExitCode"] = done.returncode
+    result["GrouperTaskCommandMatches"] = grouper_default == group[: len(grouper_default)]
+    if done.returncode != 0:
+        print(done.stderr[-4000:], file=sys.stderr)
+    command = container_command(ecs, outputs["BundlerTaskDefinition"])
+    done = subprocess.run(
+        base + command + ["--wait-time=1", "--idle-timeout=3"],
+        env=env, capture_output=True, text=True, timeout=120,
     )
-    argv = [args.bundler, "--endpoint-url", args.endpoint, *command, "--wait-time=1", "--idle-timeout=3"]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
-    index = [
-        o["Key"]
-        for o in s3.list_objects_v2(Bucket=bucket, Prefix=outputs["ArchivePrefix"] + "/").get("Contents", [])
-        if o["Key"].endswith("/cfn-stack-manifest.0.index")
-    ]
+    result["BundleCommand"] = command
+    result["BundleExitCode"] = done.returncode
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=outputs["ArchivePrefix"] + "/").get("Contents", [])
+    result["Indexes"] = [o["Key"] for o in listing if "cfn-stack" in o["Key"] and o["Key"].endswith(".index")]
+    archived = set()
+    for key in result["Indexes"]:
+        text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        archived.update(row["key"] for row in csv.DictReader(io.StringIO(text)))
     attributes = sqs.get_queue_attributes(
         QueueUrl=outputs["ManifestQueueUrl"],
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    left = int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
-    ok = done.returncode == 0 and len(index) == 1 and left == 0
-    if not ok:
+    result["MessagesLeft"] = int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+    result["ObjectsArchived"] = len(archived & set(objects))
+    result["Ok"] = (
+        result["GroupExitCode"] == 0
+        and result["GrouperTaskCommandMatches"]
+        and result["BundleExitCode"] == 0
+        and archived == set(objects)
+        and result["MessagesLeft"] == 0
+    )
+    if done.returncode != 0 or not result["Ok"]:
         print(done.stderr[-4000:], file=sys.stderr)
-    return {"BundlerRun": {"Command": command, "ExitCode": done.returncode, "Index": index, "MessagesLeft": left, "Ok": ok}}
+    return {"BundlerRun": result}
 
 
 def main(argv):
@@ -297,7 +352,7 @@ def main(argv):
     json.dump(outputs, sys.stdout, indent=2, sort_keys=True)
     print()
     if args.bundler and not outputs["BundlerRun"]["Ok"]:
-        fail(f"the bundler task's command did not archive the manifest: {outputs['BundlerRun']}")
+        fail(f"the grouper and bundler commands did not archive the inventory: {outputs['BundlerRun']}")
     if args.check_notification and not outputs["NotificationDelivered"]:
         fail(f"the manifest queue received {outputs['NotificationKeys']}, expected only the .index manifests")
 
