@@ -6,6 +6,9 @@ use std::time::Instant;
 /// CPU seconds and peak RSS of one finished child process.
 pub struct ChildUsage {
     pub cpu_seconds: f64,
+    /// CPU time of the measuring process itself (the benchmark's in-process server) while the
+    /// child ran: with the child's, it tells whether the machine's cores were saturated.
+    pub own_cpu_seconds: f64,
     pub max_rss_mib: f64,
     pub wall_seconds: f64,
     pub status: std::process::ExitStatus,
@@ -17,6 +20,7 @@ pub struct ChildUsage {
 #[allow(clippy::zombie_processes)]
 pub fn measure(command: &mut Command) -> ChildUsage {
     let started = Instant::now();
+    let own_before = own_cpu_seconds();
     let child = command
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -55,12 +59,25 @@ pub fn measure(command: &mut Command) -> ChildUsage {
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4 failed");
     let wall_seconds = started.elapsed().as_secs_f64();
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     ChildUsage {
         cpu_seconds: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        own_cpu_seconds: own_cpu_seconds() - own_before,
         max_rss_mib: peak.join().unwrap_or(0) as f64 / 1024.0,
         wall_seconds,
         status: std::os::unix::process::ExitStatusExt::from_raw(status),
         stdout: reader.join().unwrap_or_default(),
     }
+}
+
+fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// User+system CPU seconds of this process so far, all threads.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: rusage is plain data that getrusage fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to our own rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }

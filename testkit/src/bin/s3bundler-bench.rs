@@ -246,6 +246,7 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
         1e6 * raw.cpu_seconds / n,
         raw.max_rss_mib
     );
+    print_load("raw GET", &raw);
     println!(
         "  s3bundler bundle wall      {:.2} s  ({:.0} objects/s, {:.1} MB/s)",
         bundle.wall_seconds,
@@ -262,6 +263,18 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
         1e6 * bundle.cpu_seconds / n
     );
     println!("  peak RSS                   {:.1} MiB", bundle.max_rss_mib);
+    print_load("bundle", &bundle);
+}
+
+/// How busy the machine's cores were during a phase: client plus in-process server CPU over
+/// the wall time of all cores. Near 100% the ceiling is the machine, not the client.
+fn print_load(phase: &str, usage: &s3bundler_testkit::measure::ChildUsage) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "  {phase:<26} server CPU {:.2} s; client+server use {:.0}% of {cores} cores",
+        usage.own_cpu_seconds,
+        100.0 * (usage.cpu_seconds + usage.own_cpu_seconds) / (usage.wall_seconds * cores)
+    );
 }
 
 /// GETs every key and prints the number of body bytes read.
