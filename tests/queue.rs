@@ -240,6 +240,46 @@ async fn slow_manifest(
     format!("s3://{bucket}/manifests/slow.0.index")
 }
 
+/// A queued 24 MiB manifest and a proxy in front of moto that delays every GET: a worker
+/// through the proxy is mid-manifest for several seconds, its upload started after 8 objects.
+struct Slow {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    manifest: String,
+    queue: String,
+    proxy: FaultProxy,
+}
+
+async fn slow_work(name: &str, visibility: u32, delay_ms: u64) -> Slow {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, name).await;
+    let manifest = slow_manifest(&client, &bucket, 24, 1 << 20).await;
+    let queue = create_queue(
+        moto,
+        &s3bundler_testkit::unique_name(name),
+        visibility,
+        None,
+    )
+    .await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let proxy = FaultProxy::start(
+        moto,
+        FaultPlan {
+            get_delay: Some(Duration::from_millis(delay_ms)),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    Slow {
+        client,
+        bucket,
+        manifest,
+        queue,
+        proxy,
+    }
+}
+
 fn bucket_key_message(uri: &str) -> String {
     let uri: S3Uri = uri.parse().unwrap_or_else(|e| panic!("{e}"));
     serde_json::json!({"Bucket": uri.bucket, "Key": uri.key}).to_string()
@@ -507,19 +547,13 @@ async fn a_garbage_message_is_left_for_redrive_while_the_worker_goes_on() {
 async fn sigterm_mid_manifest_aborts_the_upload_releases_the_message_and_exits_0_within_5_seconds()
 {
     let moto = moto::endpoint();
-    let client = s3_client(moto);
-    let bucket = new_bucket(&client, "sigterm").await;
-    let manifest = slow_manifest(&client, &bucket, 24, 1 << 20).await;
-    let queue = create_queue(moto, &s3bundler_testkit::unique_name("sigterm"), 60, None).await;
-    send(moto, &queue, &bucket_key_message(&manifest)).await;
-    let proxy = FaultProxy::start(
-        moto,
-        FaultPlan {
-            get_delay: Some(Duration::from_millis(400)),
-            ..FaultPlan::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let Slow {
+        client,
+        bucket,
+        manifest,
+        queue,
+        proxy,
+    } = slow_work("sigterm", 60, 400).await;
 
     let worker = spawn_s3bundler(
         &proxy.endpoint,
@@ -555,19 +589,13 @@ async fn sigterm_mid_manifest_aborts_the_upload_releases_the_message_and_exits_0
 #[tokio::test]
 async fn a_killed_worker_s_message_reappears_and_the_next_worker_finishes_it_without_leftovers() {
     let moto = moto::endpoint();
-    let client = s3_client(moto);
-    let bucket = new_bucket(&client, "sigkill").await;
-    let manifest = slow_manifest(&client, &bucket, 24, 1 << 20).await;
-    let queue = create_queue(moto, &s3bundler_testkit::unique_name("sigkill"), 3, None).await;
-    send(moto, &queue, &bucket_key_message(&manifest)).await;
-    let proxy = FaultProxy::start(
-        moto,
-        FaultPlan {
-            get_delay: Some(Duration::from_millis(300)),
-            ..FaultPlan::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let Slow {
+        client,
+        bucket,
+        queue,
+        proxy,
+        ..
+    } = slow_work("sigkill", 3, 300).await;
 
     let mut doomed = spawn_s3bundler(
         &proxy.endpoint,

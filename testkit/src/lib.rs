@@ -103,6 +103,11 @@ pub async fn list_keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) 
 
 /// Reads a whole object.
 pub async fn get_object(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    get_bytes(client, bucket, key).await.to_vec()
+}
+
+/// Reads a whole object without copying its body.
+pub async fn get_bytes(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bytes::Bytes {
     let out = client
         .get_object()
         .bucket(bucket)
@@ -114,7 +119,7 @@ pub async fn get_object(client: &aws_sdk_s3::Client, bucket: &str, key: &str) ->
         .collect()
         .await
         .unwrap_or_else(|e| panic!("read {bucket}/{key}: {e:?}"))
-        .to_vec()
+        .into_bytes()
 }
 
 /// Writes a whole object.

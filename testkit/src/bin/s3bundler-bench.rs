@@ -287,18 +287,9 @@ async fn raw_get(endpoint: &str, bucket: &str, keys: &Path, concurrency: usize) 
         .map(|key| {
             let client = client.clone();
             async move {
-                let out = client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
+                s3bundler_testkit::get_bytes(&client, bucket, key)
                     .await
-                    .unwrap_or_else(|e| panic!("{e:?}"));
-                out.body
-                    .collect()
-                    .await
-                    .map(|b| b.into_bytes().len())
-                    .unwrap_or(0)
+                    .len()
             }
         })
         .buffer_unordered(concurrency);
