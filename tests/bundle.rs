@@ -1206,14 +1206,59 @@ async fn interrupting_a_bundle_aborts_its_upload_and_exits_130() {
 }
 
 /// The EMF documents among stderr's lines.
+/// The EMF documents in a process's stderr, each checked against the EMF specification: an
+/// `_aws` block with a millisecond timestamp and metric directives whose dimensions and
+/// metrics name members of the document, with CloudWatch units.
 fn emf_documents(stderr: &str) -> Vec<serde_json::Value> {
     stderr
         .lines()
         .filter(|l| l.contains("\"_aws\""))
         .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("EMF line is not JSON ({e}): {l}"))
+            let doc: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("EMF line is not JSON ({e}): {l}"));
+            assert_valid_emf(&doc);
+            doc
         })
         .collect()
+}
+
+fn assert_valid_emf(doc: &serde_json::Value) {
+    let aws = &doc["_aws"];
+    assert!(
+        aws["Timestamp"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000_000),
+        "{doc}"
+    );
+    let directives = aws["CloudWatchMetrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!directives.is_empty(), "{doc}");
+    for directive in directives {
+        assert_eq!(directive["Namespace"], "S3Bundler", "{doc}");
+        for set in directive["Dimensions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            for dimension in set.as_array().cloned().unwrap_or_default() {
+                let name = dimension.as_str().unwrap_or_default();
+                assert!(
+                    doc[name].is_string(),
+                    "dimension {name} is not a member: {doc}"
+                );
+            }
+        }
+        let metrics = directive["Metrics"].as_array().cloned().unwrap_or_default();
+        assert!(!metrics.is_empty(), "{doc}");
+        for metric in metrics {
+            let name = metric["Name"].as_str().unwrap_or_default();
+            assert!(doc[name].is_number(), "metric {name} has no value: {doc}");
+            let unit = metric["Unit"].as_str().unwrap_or_default();
+            assert!(["Count", "Bytes"].contains(&unit), "unit {unit}: {doc}");
+        }
+    }
 }
 
 #[tokio::test]
