@@ -18,6 +18,8 @@ pub mod key_encoding;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod plan;
+pub mod pricing;
 pub mod progress;
 pub mod queue_message;
 pub mod s3;
