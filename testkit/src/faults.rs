@@ -50,6 +50,55 @@ pub struct FaultCounts {
     pub corrupted: AtomicU64,
     /// GetObjectTagging requests seen.
     pub tagging_gets: AtomicU64,
+    /// Every request forwarded or answered, by S3 operation (see `operation`).
+    pub operations: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl FaultCounts {
+    /// How many requests of each operation the proxy saw.
+    pub fn operations(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.operations
+            .lock()
+            .map(|counts| counts.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The S3 operation of a path-style request, from its method, query and headers.
+pub fn operation(
+    method: &http::Method,
+    path: &str,
+    query: &str,
+    copy_source: bool,
+) -> &'static str {
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|pair| pair == name || pair.starts_with(&format!("{name}=")))
+    };
+    let on_object = path.trim_start_matches('/').contains('/');
+    match *method {
+        http::Method::GET if has("tagging") => "GetObjectTagging",
+        http::Method::GET if has("uploads") => "ListMultipartUploads",
+        http::Method::GET if has("uploadId") => "ListParts",
+        http::Method::GET if on_object => "GetObject",
+        http::Method::GET if has("versions") => "ListObjectVersions",
+        http::Method::GET => "ListObjects",
+        http::Method::HEAD if on_object => "HeadObject",
+        http::Method::HEAD => "HeadBucket",
+        http::Method::PUT if has("partNumber") && copy_source => "UploadPartCopy",
+        http::Method::PUT if has("partNumber") => "UploadPart",
+        http::Method::PUT if has("tagging") => "PutObjectTagging",
+        http::Method::PUT if copy_source => "CopyObject",
+        http::Method::PUT if on_object => "PutObject",
+        http::Method::PUT => "CreateBucket",
+        http::Method::POST if has("uploads") => "CreateMultipartUpload",
+        http::Method::POST if has("uploadId") => "CompleteMultipartUpload",
+        http::Method::POST if has("delete") => "DeleteObjects",
+        http::Method::DELETE if has("uploadId") => "AbortMultipartUpload",
+        http::Method::DELETE if on_object => "DeleteObject",
+        _ => "Other",
+    }
 }
 
 pub struct FaultProxy {
@@ -149,6 +198,15 @@ async fn handle(
     let is_upload_part = request.method() == http::Method::PUT
         && query.contains("uploadId")
         && query.contains("partNumber");
+    let name = operation(
+        request.method(),
+        &path,
+        &query,
+        request.headers().contains_key("x-amz-copy-source"),
+    );
+    if let Ok(mut operations) = counts.operations.lock() {
+        *operations.entry(name).or_default() += 1;
+    }
     let mut cut = false;
     let mut corrupt = false;
     if request.method() == http::Method::GET && query.contains("tagging") {
@@ -286,4 +344,84 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_named_by_s3_operation() {
+        use http::Method;
+        let cases = [
+            (Method::GET, "/b/k", "", false, "GetObject"),
+            (Method::GET, "/b/k", "tagging", false, "GetObjectTagging"),
+            (
+                Method::GET,
+                "/b",
+                "uploads&prefix=a",
+                false,
+                "ListMultipartUploads",
+            ),
+            (
+                Method::GET,
+                "/b",
+                "list-type=2&prefix=a",
+                false,
+                "ListObjects",
+            ),
+            (Method::HEAD, "/b/k", "", false, "HeadObject"),
+            (
+                Method::PUT,
+                "/b/k",
+                "partNumber=1&uploadId=x",
+                false,
+                "UploadPart",
+            ),
+            (
+                Method::PUT,
+                "/b/k",
+                "partNumber=1&uploadId=x",
+                true,
+                "UploadPartCopy",
+            ),
+            (Method::PUT, "/b/k", "", true, "CopyObject"),
+            (Method::PUT, "/b/k", "x-id=PutObject", false, "PutObject"),
+            (
+                Method::POST,
+                "/b/k",
+                "uploads",
+                false,
+                "CreateMultipartUpload",
+            ),
+            (
+                Method::POST,
+                "/b/k",
+                "uploadId=x",
+                false,
+                "CompleteMultipartUpload",
+            ),
+            (
+                Method::DELETE,
+                "/b/k",
+                "uploadId=x",
+                false,
+                "AbortMultipartUpload",
+            ),
+            (
+                Method::DELETE,
+                "/b/k",
+                "x-id=DeleteObject",
+                false,
+                "DeleteObject",
+            ),
+        ];
+        for (method, path, query, copy, expected) in cases {
+            assert_eq!(
+                operation(&method, path, query, copy),
+                expected,
+                "{method} {path}?{query}"
+            );
+        }
+    }
 }
