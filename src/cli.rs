@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::aws::AwsOptions;
 use crate::commands::bundle::BundleArgs;
 use crate::commands::group::GroupArgs;
+use crate::commands::plan::PlanArgs;
 use crate::commands::run::RunArgs;
 use crate::commands::submit::SubmitArgs;
 use crate::logging::LogOptions;
@@ -29,6 +30,8 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Group an inventory and bundle every manifest in one process; resumes where it stopped.
     Run(RunArgs),
+    /// Print what bundling an inventory would produce, request, cost and save; writes nothing.
+    Plan(PlanArgs),
     /// Start one ECS task of the grouper task definition per inventory manifest.
     Submit(SubmitArgs),
 }

@@ -6,8 +6,9 @@
 //! CreateMultipartUpload, the parts and CompleteMultipartUpload of the archive, and a PUT of
 //! the index; per object one GET, plus one GetObjectTagging for objects that have tags (the
 //! inventory does not say which, so that figure is an upper bound); per object too big to
-//! bundle a CopyObject and a PUT of its `.metadata`; for grouping, GETs of manifest.json and
-//! of every data file, and a staging PUT plus a COPY per manifest (DELETEs are free).
+//! bundle a HEAD (its headers and metadata), a CopyObject and a PUT of its `.metadata`; for grouping, GETs of manifest.json and
+//! of every data file, and per manifest a staging PUT, a HEAD of its final key (is an identical
+//! manifest there already?) and a COPY into place (DELETEs are free).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -127,7 +128,8 @@ pub struct Requests {
     pub tagging_gets_at_most: u64,
     /// GETs of manifest.json, the data files and the bundle manifests.
     pub inventory_and_manifest_gets: u64,
-    /// HEADs of indexes and DLQs (the resume check).
+    /// HEADs of manifests (unchanged?), indexes and DLQs (the resume check), and of objects
+    /// copied whole.
     pub heads: u64,
     /// ListMultipartUploads (stale uploads of the same archive).
     pub lists: u64,
@@ -191,7 +193,7 @@ pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
         object_gets: archived.objects,
         tagging_gets_at_most: all.objects,
         inventory_and_manifest_gets: 1 + census.data_files + census.manifests,
-        heads: 2 * census.manifests,
+        heads: 3 * census.manifests + copied.objects,
         lists: census.manifests,
         archive_puts: 2 * census.archives + census.archive_parts,
         other_puts: census.archives + 2 * census.manifests + copied.objects,
@@ -310,7 +312,7 @@ pub fn render(report: &PlanReport) -> String {
         ("GetObject (objects)", r.object_gets),
         ("GetObjectTagging, at most", r.tagging_gets_at_most),
         ("GET inventory and manifests", r.inventory_and_manifest_gets),
-        ("HEAD (resume check)", r.heads),
+        ("HEAD (unchanged and resume checks)", r.heads),
         ("ListMultipartUploads", r.lists),
         ("archive uploads and parts", r.archive_puts),
         ("index, manifest and metadata PUT/COPY", r.other_puts),
@@ -404,14 +406,14 @@ mod tests {
         assert_eq!(r.object_gets, 100_000);
         assert_eq!(r.tagging_gets_at_most, 100_002);
         assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 3);
-        assert_eq!((r.heads, r.lists), (6, 3));
+        assert_eq!((r.heads, r.lists), (11, 3));
         let parts = 2 * 36; // 294,401,024 / 8 MiB, rounded up
         assert_eq!(r.archive_puts, 4 + parts);
         assert_eq!(r.other_puts, 2 + 6 + 2);
         assert_eq!(r.copies, 2);
         // GETs at 0.0004/1000 (objects, tagging, inventory, heads); lists and other PUTs at
         // 0.005/1000; archive PUTs and copies at Deep Archive's 0.05/1000.
-        let requests = (100_000.0 + 100_002.0 + 6.0 + 6.0) / 1000.0 * 0.0004
+        let requests = (100_000.0 + 100_002.0 + 6.0 + 11.0) / 1000.0 * 0.0004
             + (3.0 + 10.0) / 1000.0 * 0.005
             + (76.0 + 2.0) / 1000.0 * 0.05;
         assert!(

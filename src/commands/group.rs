@@ -148,30 +148,27 @@ pub async fn group_inventory(
         None => None,
     };
     info!("begin processing {}", args.manifest);
-    let (inventory_uri, inventory) = load_inventory_manifest(&s3, &args.manifest).await?;
-    let columns = match inventory.file_format {
-        FileFormat::Csv => ColumnMap::from_csv_schema(&inventory.file_schema, &inventory_uri.to_string())?,
-        other => {
-            return Err(Error::bad_input(
-                inventory_uri.to_string(),
-                format!("{other:?} inventories are not supported by this version of s3bundler; configure the inventory as CSV"),
-            ))
-        }
-    };
+    let (inventory_uri, inventory, columns) = open_inventory(&s3, &args.manifest).await?;
     let staging = Staging::new(&args.bucket, &args.prefix, &inventory_uri.key, &args.key);
-    let (stats, staged) = match stage_manifests(
+    let mut sink = StagingSink {
+        s3: &s3,
+        staging: &staging,
+        staged: Vec::new(),
+    };
+    let read = read_inventory(
         &s3,
         &inventory_uri,
         &inventory,
         columns,
-        args,
-        &staging,
+        &args.grouping,
+        &mut sink,
         shutdown,
     )
-    .await
-    {
-        Ok(result) => result,
-        Err((error, staged)) => {
+    .await;
+    let staged = sink.staged;
+    let stats = match read {
+        Ok(stats) => stats,
+        Err(error) => {
             staging.discard(&s3, &staged).await;
             return Err(error);
         }
@@ -189,6 +186,41 @@ pub async fn group_inventory(
         manifests,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Reads the inventory's manifest and maps its columns; returns the manifest.json location.
+pub async fn open_inventory(s3: &S3, uri: &S3Uri) -> Result<(S3Uri, InventoryManifest, ColumnMap)> {
+    let (inventory_uri, inventory) = load_inventory_manifest(s3, uri).await?;
+    let columns = match inventory.file_format {
+        FileFormat::Csv => ColumnMap::from_csv_schema(&inventory.file_schema, &inventory_uri.to_string())?,
+        other => {
+            return Err(Error::bad_input(
+                inventory_uri.to_string(),
+                format!("{other:?} inventories are not supported by this version of s3bundler; configure the inventory as CSV"),
+            ))
+        }
+    };
+    Ok((inventory_uri, inventory, columns))
+}
+
+/// Where closed manifests go: staged on S3 by `group`, counted by `plan`.
+pub(crate) trait ManifestSink {
+    async fn accept(&mut self, closed: ClosedManifest) -> Result<()>;
+}
+
+/// `group`'s sink: every manifest is staged, and remembered for commit or removal.
+struct StagingSink<'a> {
+    s3: &'a S3,
+    staging: &'a Staging,
+    staged: Vec<Staged>,
+}
+
+impl ManifestSink for StagingSink<'_> {
+    async fn accept(&mut self, closed: ClosedManifest) -> Result<()> {
+        let item = self.staging.put(self.s3, closed).await?;
+        self.staged.push(item);
+        Ok(())
+    }
 }
 
 /// Reads manifest.json, or manifest.checksum and the manifest.json beside it.
@@ -287,17 +319,17 @@ enum ParseEnd {
     Failed(Error),
 }
 
-/// Streams every data file through selection and splitting and stages the closed manifests.
-/// On failure, returns what was staged so far so that it can be removed.
-async fn stage_manifests(
+/// Streams every data file through selection and splitting and hands each closed manifest to
+/// `sink`, in order.
+pub(crate) async fn read_inventory<S: ManifestSink>(
     s3: &S3,
     inventory_uri: &S3Uri,
     inventory: &InventoryManifest,
     columns: ColumnMap,
-    args: &GroupArgs,
-    staging: &Staging,
+    grouping: &GroupingOptions,
+    sink: &mut S,
     mut shutdown: Shutdown,
-) -> std::result::Result<(GroupStats, Vec<Staged>), (Error, Vec<Staged>)> {
+) -> Result<GroupStats> {
     let files: Vec<S3Uri> = inventory
         .files
         .iter()
@@ -333,11 +365,8 @@ async fn stage_manifests(
     });
 
     let (closed_tx, mut closed_rx) = mpsc::channel::<ClosedManifest>(2);
-    let selection = args.grouping.selection();
-    let mut splitter = Splitter::new(
-        args.grouping.count_threshold,
-        args.grouping.size_threshold.0,
-    );
+    let selection = grouping.selection();
+    let mut splitter = Splitter::new(grouping.count_threshold, grouping.size_threshold.0);
     let format = inventory.file_format;
     let data_files = inventory.files.clone();
     let parser_progress = progress.clone();
@@ -383,7 +412,6 @@ async fn stage_manifests(
         ParseEnd::Done(stats)
     });
 
-    let mut staged = Vec::new();
     let mut upload_error = None;
     loop {
         let closed = tokio::select! {
@@ -394,12 +422,9 @@ async fn stage_manifests(
             }
         };
         let Some(closed) = closed else { break };
-        match staging.put(s3, closed).await {
-            Ok(item) => staged.push(item),
-            Err(error) => {
-                upload_error = Some(error);
-                break;
-            }
+        if let Err(error) = sink.accept(closed).await {
+            upload_error = Some(error);
+            break;
         }
     }
     drop(closed_rx);
@@ -418,14 +443,12 @@ async fn stage_manifests(
         })
     });
     // A failed download explains a truncated stream; a parse error explains a stopped download.
-    if let Err(error) = download {
-        return Err((error, staged));
-    }
+    download?;
     match (parse_end, upload_error) {
-        (ParseEnd::Failed(error), _) => Err((error, staged)),
-        (_, Some(error)) => Err((error, staged)),
-        (ParseEnd::Done(stats), None) => Ok((stats, staged)),
-        (ParseEnd::Stopped, None) => Err((Error::Interrupted, staged)),
+        (ParseEnd::Failed(error), _) => Err(error),
+        (_, Some(error)) => Err(error),
+        (ParseEnd::Done(stats), None) => Ok(stats),
+        (ParseEnd::Stopped, None) => Err(Error::Interrupted),
     }
 }
 

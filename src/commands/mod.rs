@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod group;
+pub mod plan;
 pub mod run;
 pub mod submit;
 pub mod worker;
@@ -40,5 +41,6 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
         Command::Bundle(args) => bundle::run(&cli.aws, &config, &args, shutdown).await,
         Command::Run(args) => run::run(&cli.aws, &config, &args, shutdown).await,
         Command::Submit(args) => submit::run(&cli.aws.ecs(&config), &args).await,
+        Command::Plan(args) => plan::run(&cli.aws, &config, &args, shutdown).await,
     }
 }

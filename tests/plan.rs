@@ -1,0 +1,137 @@
+//! `plan`: its request counts against what `run` then does on moto, counted by
+//! operation at a proxy in front of it; bad price tables and classes.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
+use s3bundler_testkit::generate::{create_objects, csv_report, upload_report, InventorySpec};
+
+fn diff(after: &BTreeMap<&str, u64>, before: &BTreeMap<&str, u64>, name: &str) -> u64 {
+    after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn plan_counts_the_requests_run_then_makes() {
+    // moto: copies keep tags, which the fast local server cannot store.
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "plan").await;
+    let spec = InventorySpec {
+        newline_keys: false,
+        ..InventorySpec::new(&bucket, 1500)
+    };
+    let report = upload_report(
+        &client,
+        &bucket,
+        "inventory/",
+        &spec,
+        csv_report(&spec, true),
+    )
+    .await;
+    create_objects(&client, &spec, 16, true).await;
+    let proxy = FaultProxy::start(endpoint, FaultPlan::default()).unwrap_or_else(|e| panic!("{e}"));
+
+    // Objects above 32 KiB are copied whole, so the plan has copies too.
+    let grouping = ["-c", "400", "--maxsize", "32KiB"];
+    let mut plan_args = vec!["plan", "-m", &report.manifest_uri, "--json"];
+    plan_args.extend(grouping);
+    let plan = s3bundler(&proxy.endpoint, &plan_args).await;
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = plan.json();
+    let manifests = plan["manifests"].as_u64().unwrap_or(0);
+    assert!(manifests >= 3, "{plan}");
+    assert!(plan["objects_copied"].as_u64().unwrap_or(0) > 0, "{plan}");
+    assert_eq!(
+        plan["objects"].as_u64(),
+        Some(report.expected.selected),
+        "{plan}"
+    );
+
+    let before = proxy.counts.operations();
+    let mut run_args = vec![
+        "run",
+        "-m",
+        &report.manifest_uri,
+        "-b",
+        &bucket,
+        "--archive-prefix",
+        "archives",
+        "--json",
+    ];
+    run_args.extend(grouping);
+    let run = s3bundler(&proxy.endpoint, &run_args).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let after = proxy.counts.operations();
+    let did = |name| diff(&after, &before, name);
+    let planned = |name: &str| plan["requests"][name].as_u64().unwrap_or(u64::MAX);
+
+    assert_eq!(
+        did("GetObject"),
+        planned("object_gets") + planned("inventory_and_manifest_gets")
+    );
+    assert!(did("GetObjectTagging") <= planned("tagging_gets_at_most"));
+    assert_eq!(did("HeadObject"), planned("heads"));
+    assert_eq!(did("ListMultipartUploads"), planned("lists"));
+    assert_eq!(
+        did("CopyObject"),
+        planned("copies") + manifests,
+        "big objects and manifests"
+    );
+    assert_eq!(
+        did("PutObject") + did("CopyObject"),
+        planned("other_puts") + planned("copies")
+    );
+    // Parts are estimated from a typical tar header size: within one part per archive.
+    let archive_puts =
+        did("CreateMultipartUpload") + did("UploadPart") + did("CompleteMultipartUpload");
+    let archives = plan["archives"].as_u64().unwrap_or(0);
+    assert_eq!(did("CreateMultipartUpload"), archives);
+    assert!(
+        archive_puts.abs_diff(planned("archive_puts")) <= archives,
+        "archive requests {archive_puts} vs planned {}",
+        planned("archive_puts")
+    );
+    // And the archives it planned are the ones written.
+    let summary = run.json();
+    assert_eq!(
+        summary["objects_archived"].as_u64(),
+        plan["objects_archived"].as_u64(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["objects_copied"].as_u64(),
+        plan["objects_copied"].as_u64(),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn plan_refuses_unknown_classes_and_bad_price_files() {
+    let endpoint = &LocalS3::shared().endpoint;
+    let out = s3bundler(
+        endpoint,
+        &[
+            "plan",
+            "-m",
+            "s3://x/manifest.json",
+            "--target-storage-class",
+            "TAPE",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("TAPE"), "{}", out.stderr);
+    let prices = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(prices.path(), "{\"region\": 1}").unwrap_or_else(|e| panic!("{e}"));
+    let path = prices.path().display().to_string();
+    let out = s3bundler(
+        endpoint,
+        &["plan", "-m", "s3://x/manifest.json", "--prices", &path],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(&path), "{}", out.stderr);
+}
