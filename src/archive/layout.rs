@@ -16,6 +16,8 @@ pub enum Compression {
 }
 
 impl Compression {
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];
+
     pub fn extension(self) -> &'static str {
         match self {
             Compression::None => "tar",
@@ -23,6 +25,18 @@ impl Compression {
             Compression::Zstd => "tar.zst",
         }
     }
+}
+
+/// The index beside an archive (`…/NAME.tar`, `.tar.gz`, `.tar.zst` gives `…/NAME.index`) and
+/// the archive's compression; `None` for a key that is not an archive's.
+pub fn index_key_for_archive(archive_key: &str) -> Option<(String, Compression)> {
+    [Compression::Gzip, Compression::Zstd, Compression::None]
+        .into_iter()
+        .find_map(|compression| {
+            let stem = archive_key.strip_suffix(&format!(".{}", compression.extension()))?;
+            (!stem.is_empty() && !stem.ends_with('/'))
+                .then(|| (format!("{stem}.index"), compression))
+        })
 }
 
 /// NAME of a manifest: its base name without the last extension, unless the base name ends
@@ -126,6 +140,24 @@ mod tests {
             hash_prefix("src/m.0"),
             &hex::encode(Md5::digest(b"src/m.0"))[..6]
         );
+    }
+
+    #[test]
+    fn archives_name_their_index() {
+        assert_eq!(
+            index_key_for_archive("b/abc123/src/m.0.tar"),
+            Some(("b/abc123/src/m.0.index".to_string(), Compression::None))
+        );
+        assert_eq!(
+            index_key_for_archive("m.0.tar.gz"),
+            Some(("m.0.index".to_string(), Compression::Gzip))
+        );
+        assert_eq!(
+            index_key_for_archive("x/m.tar.zst").map(|(_, c)| c),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(index_key_for_archive("m.0.index"), None);
+        assert_eq!(index_key_for_archive("x/.tar"), None);
     }
 
     #[test]
