@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 use crate::aws::AwsOptions;
 use crate::commands::bundle::BundleArgs;
 use crate::commands::group::GroupArgs;
+use crate::commands::prune::PruneArgs;
 use crate::commands::run::RunArgs;
+use crate::commands::verify::VerifyArgs;
 use crate::logging::LogOptions;
 
 /// Bundle small S3 objects into tar archives with an index, from an S3 Inventory report.
@@ -28,4 +30,10 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Group an inventory and bundle every manifest in one process; resumes where it stopped.
     Run(RunArgs),
+    /// Check that every object of the bundle manifests under a prefix is archived, copied or
+    /// in a DLQ, exactly once, and that indexes agree with their archives.
+    Verify(VerifyArgs),
+    /// Delete the original objects that verification proves archived and unchanged since
+    /// (a dry run unless --yes).
+    Prune(PruneArgs),
 }

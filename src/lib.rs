@@ -17,10 +17,13 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod progress;
+pub mod prune;
+pub mod reading;
 pub mod s3;
 pub mod s3uri;
 pub mod shutdown;
 pub mod size;
 pub mod sqs;
+pub mod verify;
 
 pub use error::{Error, ExitCode, Result};

@@ -2,7 +2,9 @@
 
 pub mod bundle;
 pub mod group;
+pub mod prune;
 pub mod run;
+pub mod verify;
 
 use crate::cli::{Cli, Command};
 use crate::error::{ExitCode, Result};
@@ -37,5 +39,7 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
             .map(|_| ExitCode::Success),
         Command::Bundle(args) => bundle::run(&cli.aws, &config, &args, shutdown).await,
         Command::Run(args) => run::run(&cli.aws, &config, &args, shutdown).await,
+        Command::Verify(args) => verify::run(&cli.aws, &config, &args).await,
+        Command::Prune(args) => prune::run(&cli.aws, &config, &args).await,
     }
 }
