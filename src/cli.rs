@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::aws::AwsOptions;
 use crate::commands::bundle::BundleArgs;
+use crate::commands::extract::{CatArgs, ExtractArgs};
 use crate::commands::group::GroupArgs;
 use crate::commands::prune::PruneArgs;
 use crate::commands::run::RunArgs;
@@ -30,6 +31,11 @@ pub enum Command {
     Bundle(BundleArgs),
     /// Group an inventory and bundle every manifest in one process; resumes where it stopped.
     Run(RunArgs),
+    /// Restore objects from an archive to S3 (with their content headers, metadata and tags) or
+    /// to a local folder.
+    Extract(ExtractArgs),
+    /// Write one archived object's bytes to stdout.
+    Cat(CatArgs),
     /// Check that every object of the bundle manifests under a prefix is archived, copied or
     /// in a DLQ, exactly once, and that indexes agree with their archives.
     Verify(VerifyArgs),

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod extract;
 pub mod group;
 pub mod inventory;
 pub mod key_encoding;

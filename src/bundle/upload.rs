@@ -164,8 +164,8 @@ impl MultipartUpload {
         Ok(())
     }
 
-    /// Waits for every part and completes the upload.
-    pub async fn complete(mut self) -> Result<()> {
+    /// Waits for every part and completes the upload; returns the new object's version ID.
+    pub async fn complete(mut self) -> Result<Option<String>> {
         while let Some(joined) = self.running.join_next().await {
             let part = joined.map_err(|e| {
                 Error::writing(
@@ -199,16 +199,18 @@ impl MultipartUpload {
             .set_expected_bucket_owner(self.s3.settings().expected_bucket_owner.clone())
             .send()
             .await;
-        if let Err(e) = result {
-            let error = Error::writing(
-                "CompleteMultipartUpload",
-                self.target.to_string(),
-                failure(e),
-            );
-            self.abort().await;
-            return Err(error);
+        match result {
+            Ok(output) => Ok(output.version_id().map(str::to_string)),
+            Err(e) => {
+                let error = Error::writing(
+                    "CompleteMultipartUpload",
+                    self.target.to_string(),
+                    failure(e),
+                );
+                self.abort().await;
+                Err(error)
+            }
         }
-        Ok(())
     }
 
     /// Stops every part and aborts the upload; failures are logged, since the lifecycle rule

@@ -1,6 +1,7 @@
 //! Commands: glue that composes the core and I/O modules. Nothing below reaches up here.
 
 pub mod bundle;
+pub mod extract;
 pub mod group;
 pub mod prune;
 pub mod run;
@@ -39,6 +40,8 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
             .map(|_| ExitCode::Success),
         Command::Bundle(args) => bundle::run(&cli.aws, &config, &args, shutdown).await,
         Command::Run(args) => run::run(&cli.aws, &config, &args, shutdown).await,
+        Command::Extract(args) => extract::run(&cli.aws, &config, &args).await,
+        Command::Cat(args) => extract::run_cat(&cli.aws, &config, &args).await,
         Command::Verify(args) => verify::run(&cli.aws, &config, &args).await,
         Command::Prune(args) => prune::run(&cli.aws, &config, &args).await,
     }
