@@ -76,7 +76,8 @@ pub fn reconcile(
     outputs: &Outputs<'_>,
 ) -> (Vec<Status>, Vec<Place>) {
     // (bucket, key) -> places, with the version each place records.
-    let mut found: HashMap<(&str, &str), Vec<(Place, Option<&str>)>> = HashMap::new();
+    type Versioned<'v> = Vec<(Place, Option<&'v str>)>;
+    let mut found: HashMap<(&str, &str), Versioned<'_>> = HashMap::new();
     for (i, row) in outputs.index.iter().enumerate() {
         found
             .entry((&row.bucket, &row.key))

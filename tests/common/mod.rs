@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+pub mod sources;
+pub use sources::*;
+
 pub use s3bundler_testkit::{
     get_object, list_keys, moto, new_bucket, put_object, s3_client, server::LocalS3,
 };
