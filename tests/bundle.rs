@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aws_sdk_s3::types::{BucketVersioningStatus, Tag, VersioningConfiguration};
+use aws_sdk_s3::types::Tag;
 use common::*;
 use s3bundler::archive::records::{parse_dlq, parse_index, DlqReason};
 use s3bundler::manifest::ManifestWriter;
@@ -79,17 +79,7 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
     let client = s3_client(endpoint);
     let src = new_bucket(&client, "src").await;
     let arch = new_bucket(&client, "arch").await;
-    client
-        .put_bucket_versioning()
-        .bucket(&src)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    enable_versioning(&client, &src).await;
 
     // 1,024 bytes, in segments a local filesystem can extract (at most 255 bytes each).
     let long_key: String = format!("odd/long/{}", "k".repeat(1024 - "odd/long/".len()))
@@ -107,18 +97,7 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
             body: body(512, 1),
             ..Source::default()
         },
-        Source {
-            key: "meta/with metadata.txt".into(),
-            body: b"hello metadata".to_vec(),
-            content_type: Some("text/plain"),
-            cache_control: Some("max-age=60"),
-            metadata: BTreeMap::from([
-                ("owner".into(), "ops".into()),
-                ("note".into(), "a=b%c".into()),
-            ]),
-            tags: BTreeMap::from([("team".into(), "data".into()), ("a=b".into(), "x y".into())]),
-            ..Source::default()
-        },
+        with_metadata("text/plain"),
         Source {
             key: "big/tagged-9MiB.bin".into(),
             body: body(9 << 20, 2),

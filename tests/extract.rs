@@ -7,7 +7,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use common::*;
 use md5::{Digest, Md5};
 use s3bundler::archive::pax::{member_header, padding, END_OF_ARCHIVE};
@@ -19,18 +18,7 @@ fn sources() -> Vec<Source> {
             key: "zero".into(),
             ..Source::default()
         },
-        Source {
-            key: "meta/with metadata.txt".into(),
-            body: b"hello metadata".to_vec(),
-            content_type: Some("text/plain; charset=utf-8"),
-            cache_control: Some("max-age=60"),
-            metadata: BTreeMap::from([
-                ("owner".into(), "ops".into()),
-                ("note".into(), "a=b%c".into()),
-            ]),
-            tags: BTreeMap::from([("team".into(), "data".into()), ("a=b".into(), "x y".into())]),
-            ..Source::default()
-        },
+        with_metadata("text/plain; charset=utf-8"),
         Source {
             key: "odd/caf\u{e9} \u{65e5}\u{672c} +plus %percent &amp;\"q\",c.txt".into(),
             body: b"odd".to_vec(),
@@ -103,17 +91,7 @@ async fn round_trip(compress: Option<&str>) {
     let src = new_bucket(&client, "xsrc").await;
     let arch = new_bucket(&client, "xarch").await;
     let dst = new_bucket(&client, "xdst").await;
-    client
-        .put_bucket_versioning()
-        .bucket(&src)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    enable_versioning(&client, &src).await;
     let sources = sources();
     let mut entries = Vec::new();
     let mut versions = BTreeMap::new();

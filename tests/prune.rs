@@ -4,7 +4,6 @@
 
 mod common;
 
-use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use common::*;
 use s3bundler::archive::records::parse_pruned;
 
@@ -21,23 +20,7 @@ async fn bundle(endpoint: &str, manifest: &str, arch: &str) -> serde_json::Value
 }
 
 async fn prune(endpoint: &str, arch: &str, extra: &[&str]) -> (Output, serde_json::Value) {
-    let manifests = format!("s3://{arch}/manifests/");
-    let mut args = vec![
-        "prune",
-        "--manifests",
-        &manifests,
-        "-b",
-        arch,
-        "-p",
-        "bundles",
-        "-s",
-        "2KiB",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let out = s3bundler(endpoint, &args).await;
-    let json = out.json();
-    (out, json)
+    check_command(endpoint, "prune", arch, extra).await
 }
 
 #[tokio::test]
@@ -173,17 +156,7 @@ async fn in_a_versioned_bucket_prune_deletes_the_archived_versions_only() {
     let client = s3_client(endpoint);
     let src = new_bucket(&client, "pvsrc").await;
     let arch = new_bucket(&client, "pvarch").await;
-    client
-        .put_bucket_versioning()
-        .bucket(&src)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    enable_versioning(&client, &src).await;
     let mut entries = Vec::new();
     for key in ["v/one", "v/two", "v/three"] {
         put_object(&client, &src, key, body(30, 1)).await;

@@ -74,23 +74,7 @@ impl Bundled {
     }
 
     async fn verify(&self, extra: &[&str]) -> (Output, serde_json::Value) {
-        let manifests = format!("s3://{}/manifests/", self.arch);
-        let mut args = vec![
-            "verify",
-            "--manifests",
-            &manifests,
-            "-b",
-            &self.arch,
-            "-p",
-            "bundles",
-            "-s",
-            "2KiB",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let out = s3bundler(&self.endpoint, &args).await;
-        let json = out.json();
-        (out, json)
+        check_command(&self.endpoint, "verify", &self.arch, extra).await
     }
 
     async fn index(&self) -> Vec<IndexRow> {

@@ -58,6 +58,33 @@ pub async fn s3bundler_with_env(
     }
 }
 
+/// Runs `s3bundler COMMAND --manifests s3://ARCH/manifests/ -b ARCH -p bundles -s 2KiB --json
+/// EXTRA` (verify or prune, as the tests lay bundles out) and parses its JSON.
+pub async fn check_command(
+    endpoint: &str,
+    command: &str,
+    arch: &str,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let manifests = format!("s3://{arch}/manifests/");
+    let mut args = vec![
+        command,
+        "--manifests",
+        &manifests,
+        "-b",
+        arch,
+        "-p",
+        "bundles",
+        "-s",
+        "2KiB",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = s3bundler(endpoint, &args).await;
+    let json = out.json();
+    (out, json)
+}
+
 /// The real AWS inventory samples, or `None` (with a note) in a clone without `../shared`.
 /// CI must have them: there a missing folder fails the test.
 pub fn aws_samples() -> Option<PathBuf> {

@@ -4,7 +4,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, StorageClass,
+    VersioningConfiguration,
+};
 use s3bundler::manifest::{ManifestEntry, ManifestWriter};
 
 use super::put_object;
@@ -21,6 +24,37 @@ pub struct Source {
     /// Uploaded in parts of this size (ETag `-N`).
     pub multipart: Option<usize>,
     pub storage_class: Option<&'static str>,
+}
+
+/// An object with content headers, user metadata (with `=` and `%`) and tags.
+pub fn with_metadata(content_type: &'static str) -> Source {
+    Source {
+        key: "meta/with metadata.txt".into(),
+        body: b"hello metadata".to_vec(),
+        content_type: Some(content_type),
+        cache_control: Some("max-age=60"),
+        metadata: BTreeMap::from([
+            ("owner".into(), "ops".into()),
+            ("note".into(), "a=b%c".into()),
+        ]),
+        tags: BTreeMap::from([("team".into(), "data".into()), ("a=b".into(), "x y".into())]),
+        ..Source::default()
+    }
+}
+
+/// Turns on versioning.
+pub async fn enable_versioning(client: &aws_sdk_s3::Client, bucket: &str) {
+    client
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("versioning on {bucket}: {e:?}"));
 }
 
 pub fn body(size: usize, seed: u8) -> Vec<u8> {
