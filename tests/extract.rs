@@ -397,6 +397,12 @@ async fn a_damaged_member_fails_the_extract_with_exit_2() {
     let out = s3bundler(&server.endpoint, &["extract", &archive, "-C", &dir_text]).await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("MD5"), "{}", out.stderr);
+    assert!(
+        !files_under(scratch.path())
+            .iter()
+            .any(|f| f.ends_with("a.txt")),
+        "no file with the wrong bytes is left"
+    );
     let out = s3bundler(
         &server.endpoint,
         &["extract", "s3://b/not-an-archive.zip", "-C", "x"],

@@ -13,6 +13,7 @@ use crate::extract::{
     cat, member_cursor, path::local_path, restore, stream_cursor, Archive, Destination, Restored,
 };
 use crate::s3uri::S3Uri;
+use crate::shutdown::Shutdown;
 use crate::size::human_bytes;
 
 /// `s3bundler extract`.
@@ -57,7 +58,12 @@ pub struct CatArgs {
     pub key: String,
 }
 
-pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &ExtractArgs) -> Result<ExitCode> {
+pub async fn run(
+    aws: &AwsOptions,
+    config: &SdkConfig,
+    args: &ExtractArgs,
+    shutdown: Shutdown,
+) -> Result<ExitCode> {
     let s3 = aws.s3(config);
     let archive = Archive::open(&s3, &args.archive).await?;
     let rows = archive.select(&args.keys, args.prefix.as_deref())?;
@@ -96,7 +102,11 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &ExtractArgs) -> Re
         stream::iter(rows)
             .map(|row| {
                 let (s3, archive, destination) = (&s3, &archive, &destination);
+                let stopping = shutdown.is_requested();
                 async move {
+                    if stopping {
+                        return Err(Error::Interrupted);
+                    }
                     let mut cursor = member_cursor(s3, archive, row).await?;
                     restore(s3, &mut cursor, row, destination).await
                 }
@@ -109,6 +119,10 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &ExtractArgs) -> Re
         let mut cursor = stream_cursor(&s3, &archive).await?;
         let mut out = Vec::new();
         for row in rows {
+            if shutdown.is_requested() {
+                out.push(Err(Error::Interrupted));
+                break;
+            }
             let result = restore(&s3, &mut cursor, row, &destination).await;
             let failed = result.is_err();
             out.push(result);
@@ -123,10 +137,10 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &ExtractArgs) -> Re
     for result in restored {
         match result {
             Ok(r) => done.push(r),
-            Err(e) => {
-                tracing::error!("ERROR {e}");
-                first_error.get_or_insert(e);
-            }
+            // The first error is the exit's (and logged by main); the others are logged here.
+            Err(e) if first_error.is_none() => first_error = Some(e),
+            Err(Error::Interrupted) => {}
+            Err(e) => tracing::error!("ERROR {e}"),
         }
     }
     done.sort_by(|a, b| a.key.cmp(&b.key));

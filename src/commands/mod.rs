@@ -40,9 +40,9 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
             .map(|_| ExitCode::Success),
         Command::Bundle(args) => bundle::run(&cli.aws, &config, &args, shutdown).await,
         Command::Run(args) => run::run(&cli.aws, &config, &args, shutdown).await,
-        Command::Extract(args) => extract::run(&cli.aws, &config, &args).await,
+        Command::Extract(args) => extract::run(&cli.aws, &config, &args, shutdown).await,
         Command::Cat(args) => extract::run_cat(&cli.aws, &config, &args).await,
         Command::Verify(args) => verify::run(&cli.aws, &config, &args).await,
-        Command::Prune(args) => prune::run(&cli.aws, &config, &args).await,
+        Command::Prune(args) => prune::run(&cli.aws, &config, &args, shutdown).await,
     }
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, ExitCode, RemoteFailure, Result};
 use crate::prune::{decide, pruned_key, triage, Decision, KeptReason, PruneSummary, Triage};
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
+use crate::shutdown::Shutdown;
 use crate::size::human_bytes;
 use crate::verify::check::{get_optional, ManifestCheck};
 
@@ -53,7 +54,12 @@ struct Report {
     failed: Vec<KeptObject>,
 }
 
-pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &PruneArgs) -> Result<ExitCode> {
+pub async fn run(
+    aws: &AwsOptions,
+    config: &SdkConfig,
+    args: &PruneArgs,
+    shutdown: Shutdown,
+) -> Result<ExitCode> {
     let started = Instant::now();
     let s3 = aws.s3(config);
     let mut checks = Vec::new();
@@ -72,7 +78,7 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &PruneArgs) -> Resu
         })
         .await?;
     for check in &checks {
-        prune_manifest(&s3, check, args, &mut report).await?;
+        prune_manifest(&s3, check, args, &shutdown, &mut report).await?;
     }
     report.summary.elapsed_seconds = started.elapsed().as_secs_f64();
     print_report(&report, args.json);
@@ -90,6 +96,7 @@ async fn prune_manifest(
     s3: &S3,
     check: &ManifestCheck,
     args: &PruneArgs,
+    shutdown: &Shutdown,
     report: &mut Report,
 ) -> Result<()> {
     let Some(manifest) = &check.manifest else {
@@ -160,6 +167,11 @@ async fn prune_manifest(
     let mut outcome = Ok(());
     for (bucket, objects) in to_delete {
         for batch in objects.chunks(BATCH) {
+            if shutdown.is_requested() {
+                // Stop between batches; what was deleted is logged below.
+                outcome = Err(Error::Interrupted);
+                break;
+            }
             match delete_batch(s3, bucket, batch, report).await {
                 Ok(deleted) => deleted.iter().for_each(|row| log.push(row)),
                 Err(e) => {

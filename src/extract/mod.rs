@@ -226,6 +226,8 @@ impl Sink for FileSink {
 struct S3Sink<'a> {
     s3: &'a S3,
     target: S3Uri,
+    /// PART_SIZE, or more so that the member fits in 10,000 parts.
+    part_size: usize,
     headers: &'a ObjectHeaders,
     buffer: Vec<u8>,
     upload: Option<MultipartUpload>,
@@ -235,7 +237,7 @@ struct S3Sink<'a> {
 impl Sink for S3Sink<'_> {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.buffer.extend_from_slice(&chunk);
-        if self.buffer.len() >= PART_SIZE {
+        if self.buffer.len() >= self.part_size {
             if self.upload.is_none() {
                 self.upload = Some(
                     MultipartUpload::create_with(self.s3, &self.target, self.headers, None, 2)
@@ -358,9 +360,11 @@ pub async fn restore(
             let target = S3Uri::new(to.bucket.clone(), join_prefix(&to.key, &row.key));
             restored.target = target.to_string();
             let headers = object_headers(row, &header);
+            let part_size = crate::bundle::upload::part_size_for(row.size, PART_SIZE as u64);
             let mut sink = S3Sink {
                 s3,
                 target,
+                part_size: usize::try_from(part_size).unwrap_or(PART_SIZE),
                 headers: &headers,
                 buffer: Vec::new(),
                 upload: None,
@@ -381,7 +385,12 @@ pub async fn restore(
             restored.target = file_path.display().to_string();
             if let Some(file) = file {
                 let mut sink = FileSink(file, file_path.clone());
-                cursor.data(row, &mut sink).await?;
+                if let Err(e) = cursor.data(row, &mut sink).await {
+                    // Never leave a file with the wrong bytes behind.
+                    drop(sink);
+                    let _ = std::fs::remove_file(&file_path);
+                    return Err(e);
+                }
             }
             local::write_xattrs(&file_path, &header.attributes);
         }
