@@ -10,7 +10,8 @@ use crate::archive::layout::Compression;
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, Result};
 use crate::extract::{
-    cat, member_cursor, path::local_path, restore, stream_cursor, Archive, Destination, Restored,
+    cat, member_cursor, path::local_path, restore, restore_in, stream_cursor, Archive, Background,
+    Destination, Restored,
 };
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
@@ -115,20 +116,32 @@ pub async fn run(
             .collect()
             .await
     } else {
-        // One pass over the decompressed stream; the members come in archive order.
+        // One pass over the decompressed stream; the members come in archive order, and small
+        // ones upload in the background, `--concurrency` at a time.
         let mut cursor = stream_cursor(&s3, &archive).await?;
         let mut out = Vec::new();
+        let mut uploads = Background::new();
         for row in rows {
             if shutdown.is_requested() {
                 out.push(Err(Error::Interrupted));
                 break;
             }
-            let result = restore(&s3, &mut cursor, row, &destination).await;
-            let failed = result.is_err();
-            out.push(result);
-            if failed {
-                break;
+            while uploads.len() >= args.concurrency.max(1) {
+                if let Some(joined) = uploads.join_next().await {
+                    out.push(joined_result(joined));
+                }
             }
+            match restore_in(&s3, &mut cursor, row, &destination, &mut Some(&mut uploads)).await {
+                Ok(Some(restored)) => out.push(Ok(restored)),
+                Ok(None) => {}
+                Err(e) => {
+                    out.push(Err(e));
+                    break;
+                }
+            }
+        }
+        while let Some(joined) = uploads.join_next().await {
+            out.push(joined_result(joined));
         }
         out
     };
@@ -149,6 +162,15 @@ pub async fn run(
         Some(error) => Err(error),
         None => Ok(ExitCode::Success),
     }
+}
+
+fn joined_result(
+    joined: std::result::Result<Result<Restored>, tokio::task::JoinError>,
+) -> Result<Restored> {
+    joined.map_err(|e| Error::Io {
+        location: "an upload task".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?
 }
 
 fn print_restored(done: &[Restored], json: bool) {

@@ -223,24 +223,24 @@ impl Sink for FileSink {
 }
 
 /// An S3 object: one PutObject when it fits a part, else a multipart upload.
-struct S3Sink<'a> {
-    s3: &'a S3,
+struct S3Sink {
+    s3: S3,
     target: S3Uri,
     /// PART_SIZE, or more so that the member fits in 10,000 parts.
     part_size: usize,
-    headers: &'a ObjectHeaders,
+    headers: ObjectHeaders,
     buffer: Vec<u8>,
     upload: Option<MultipartUpload>,
     next_part: i32,
 }
 
-impl Sink for S3Sink<'_> {
+impl Sink for S3Sink {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.buffer.extend_from_slice(&chunk);
         if self.buffer.len() >= self.part_size {
             if self.upload.is_none() {
                 self.upload = Some(
-                    MultipartUpload::create_with(self.s3, &self.target, self.headers, None, 2)
+                    MultipartUpload::create_with(&self.s3, &self.target, &self.headers, None, 2)
                         .await?,
                 );
             }
@@ -256,7 +256,7 @@ impl Sink for S3Sink<'_> {
     }
 }
 
-impl S3Sink<'_> {
+impl S3Sink {
     /// Completes the object; returns its new version ID.
     async fn finish(mut self) -> Result<Option<String>> {
         match self.upload.take() {
@@ -277,7 +277,7 @@ impl S3Sink<'_> {
                     .bucket(&self.target.bucket)
                     .key(&self.target.key)
                     .body(Bytes::from(std::mem::take(&mut self.buffer)).into());
-                let output = with_object_headers!(request, self.headers, self.s3.settings())
+                let output = with_object_headers!(request, &self.headers, self.s3.settings())
                     .send()
                     .await
                     .map_err(|e| {
@@ -340,6 +340,9 @@ pub struct Restored {
     pub new_version_id: Option<String>,
 }
 
+/// Restored members whose upload runs in the background.
+pub type Background = tokio::task::JoinSet<Result<Restored>>;
+
 /// Restores one member read from `cursor` to `destination`.
 pub async fn restore(
     s3: &S3,
@@ -347,6 +350,24 @@ pub async fn restore(
     row: &IndexRow,
     destination: &Destination,
 ) -> Result<Restored> {
+    let mut none = None;
+    match restore_in(s3, cursor, row, destination, &mut none).await? {
+        Some(restored) => Ok(restored),
+        // Without a background set every upload is finished here.
+        None => Err(Error::Interrupted),
+    }
+}
+
+/// Restores one member read from `cursor`. With `background`, a member that fits one PutObject
+/// is uploaded by a task added there (the caller bounds how many run), and `None` is returned:
+/// a single pass over a compressed archive then keeps reading while small objects upload.
+pub async fn restore_in(
+    s3: &S3,
+    cursor: &mut Cursor,
+    row: &IndexRow,
+    destination: &Destination,
+    background: &mut Option<&mut Background>,
+) -> Result<Option<Restored>> {
     let header = cursor.header(row).await?;
     let mut restored = Restored {
         key: row.key.clone(),
@@ -359,23 +380,29 @@ pub async fn restore(
         Destination::S3(to) => {
             let target = S3Uri::new(to.bucket.clone(), join_prefix(&to.key, &row.key));
             restored.target = target.to_string();
-            let headers = object_headers(row, &header);
             let part_size = crate::bundle::upload::part_size_for(row.size, PART_SIZE as u64);
             let mut sink = S3Sink {
-                s3,
+                s3: s3.clone(),
                 target,
                 part_size: usize::try_from(part_size).unwrap_or(PART_SIZE),
-                headers: &headers,
+                headers: object_headers(row, &header),
                 buffer: Vec::new(),
                 upload: None,
                 next_part: 1,
             };
-            match cursor.data(row, &mut sink).await {
-                Ok(()) => restored.new_version_id = sink.finish().await?,
-                Err(e) => {
-                    sink.abort().await;
-                    return Err(e);
+            if let Err(e) = cursor.data(row, &mut sink).await {
+                sink.abort().await;
+                return Err(e);
+            }
+            match background {
+                Some(tasks) if sink.upload.is_none() => {
+                    tasks.spawn(async move {
+                        restored.new_version_id = sink.finish().await?;
+                        Ok(restored)
+                    });
+                    return Ok(None);
                 }
+                _ => restored.new_version_id = sink.finish().await?,
             }
         }
         Destination::Local(root) => {
@@ -395,7 +422,7 @@ pub async fn restore(
             local::write_xattrs(&file_path, &header.attributes);
         }
     }
-    Ok(restored)
+    Ok(Some(restored))
 }
 
 /// A cursor over one member of an uncompressed archive: one range GET of its header and data.
