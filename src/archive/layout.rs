@@ -90,6 +90,25 @@ impl BundleLayout {
     }
 }
 
+/// True for a key `bundle` writes under `prefix` of the archive bucket
+/// (`PREFIX/H/SOURCE/…`, H six hex digits): an index there is not a bundle manifest.
+pub fn is_bundle_output(prefix: &str, key: &str) -> bool {
+    let prefix = prefix.trim_matches('/');
+    let rest = if prefix.is_empty() {
+        Some(key)
+    } else {
+        key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
+    };
+    rest.and_then(|r| r.split_once('/'))
+        .is_some_and(|(hash, rest)| {
+            hash.len() == 6
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && rest.contains('/')
+        })
+}
+
 /// Where an object too big to bundle is copied: `PREFIX/H2/SOURCE/bigobjects/<key>`.
 pub fn big_object_key(prefix: &str, source_bucket: &str, key: &str) -> String {
     let hash = hash_prefix(&format!("{source_bucket}/{key}"));
@@ -158,6 +177,28 @@ mod tests {
         );
         assert_eq!(index_key_for_archive("m.0.index"), None);
         assert_eq!(index_key_for_archive("x/.tar"), None);
+    }
+
+    #[test]
+    fn bundle_outputs_are_told_from_manifests() {
+        let layout = BundleLayout::new("bundles", "src", "m/x.0.index", Compression::None);
+        assert!(is_bundle_output("bundles", &layout.index_key));
+        assert!(is_bundle_output("/bundles/", &layout.archive_key));
+        assert!(is_bundle_output(
+            "",
+            &BundleLayout::new("", "s", "x.0.index", Compression::None).index_key
+        ));
+        assert!(is_bundle_output("", &big_object_key("", "src", "a/b")));
+        assert!(!is_bundle_output(
+            "bundles",
+            "s3grouper-output/src-manifest.0.index"
+        ));
+        assert!(!is_bundle_output(
+            "",
+            "s3grouper-output/src-manifest.0.index"
+        ));
+        assert!(!is_bundle_output("", "abcdef.index"));
+        assert!(!is_bundle_output("other", &layout.index_key));
     }
 
     #[test]

@@ -66,14 +66,14 @@ impl CheckOptions {
         s3: &S3,
         mut each: impl FnMut(ManifestCheck) -> Result<()>,
     ) -> Result<u64> {
-        let manifests = list_manifests(s3, &self.manifests).await?;
+        let settings = self.settings();
+        let manifests = list_manifests(s3, &self.manifests, &settings).await?;
         if manifests.is_empty() {
             return Err(Error::bad_input(
                 self.manifests.to_string(),
                 "no bundle manifests (*.index) under this prefix; give the prefix group wrote them to",
             ));
         }
-        let settings = self.settings();
         let progress = crate::progress::objects_bar(Some(manifests.len() as u64), "checking");
         let mut checks = stream::iter(manifests.iter())
             .map(|uri| check_manifest(s3, uri, &settings))

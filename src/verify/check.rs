@@ -9,7 +9,7 @@ use futures_util::{stream, StreamExt};
 use tracing::debug;
 
 use super::{reconcile, BigCopy, ManifestReport, Outputs, Status};
-use crate::archive::layout::{big_object_key, BundleLayout, Compression};
+use crate::archive::layout::{big_object_key, is_bundle_output, BundleLayout, Compression};
 use crate::archive::records::{parse_dlq, parse_index, DlqRow, IndexRow};
 use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
 use crate::error::{Error, RemoteFailure, Result};
@@ -53,15 +53,18 @@ pub struct ManifestCheck {
     pub archive_sound: bool,
 }
 
-/// The bundle manifests under `uri`: keys ending `.index`, except staged ones.
-pub async fn list_manifests(s3: &S3, uri: &S3Uri) -> Result<Vec<S3Uri>> {
+/// The bundle manifests under `uri`: keys ending `.index`, except staged ones and the indexes
+/// `bundle` wrote (when the manifests share the archive bucket).
+pub async fn list_manifests(s3: &S3, uri: &S3Uri, settings: &CheckSettings) -> Result<Vec<S3Uri>> {
     let keys = s3
         .list(uri)
         .await
         .map_err(|f| Error::reading("ListObjectsV2", uri.to_string(), f))?;
+    let same_bucket = uri.bucket == settings.archive_bucket;
     Ok(keys
         .into_iter()
         .filter(|(key, _)| key.ends_with(".index") && !key.contains("_staging/"))
+        .filter(|(key, _)| !(same_bucket && is_bundle_output(&settings.prefix, key)))
         .map(|(key, _)| S3Uri::new(uri.bucket.clone(), key))
         .collect())
 }
