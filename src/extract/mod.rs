@@ -18,6 +18,7 @@ use md5::{Digest, Md5};
 use crate::archive::layout::{index_key_for_archive, Compression};
 use crate::archive::pax::{parse_member_header, MemberHeader};
 use crate::archive::records::{parse_index, IndexRow};
+use crate::archive::scan::{span, Span};
 use crate::bundle::budget::BudgetPermit;
 use crate::bundle::upload::MultipartUpload;
 use crate::error::{Error, Result};
@@ -425,17 +426,28 @@ pub async fn restore_in(
     Ok(Some(restored))
 }
 
+impl Archive {
+    /// Where `row`'s member lies, or why its index row is unusable.
+    fn span(&self, row: &IndexRow) -> Result<Span> {
+        span(row).map_err(|e| {
+            Error::bad_input(
+                self.index_uri.to_string(),
+                format!("the row for `{}`: {e}; run verify on its manifest", row.key),
+            )
+        })
+    }
+}
+
 /// A cursor over one member of an uncompressed archive: one range GET of its header and data.
 pub async fn member_cursor(s3: &S3, archive: &Archive, row: &IndexRow) -> Result<Cursor> {
-    let start = row.header_offset.unwrap_or(0);
-    let last = row.data_offset.unwrap_or(0) + row.size;
+    let span = archive.span(row)?;
     let got = s3
-        .get_range(&archive.uri, start, last.saturating_sub(1))
+        .get_range(&archive.uri, span.header, span.end - 1)
         .await
         .map_err(|f| Error::reading("GetObject", archive.uri.to_string(), f))?;
     Ok(Cursor::new(
         Chunks::Body(got.body),
-        start,
+        span.header,
         archive.uri.to_string(),
     ))
 }
@@ -456,26 +468,21 @@ pub async fn stream_cursor(s3: &S3, archive: &Archive) -> Result<Cursor> {
 /// `cat`: one member's bytes to stdout. An uncompressed archive takes one range GET of the
 /// data alone; a compressed one is decompressed up to the member.
 pub async fn cat(s3: &S3, archive: &Archive, row: &IndexRow) -> Result<()> {
-    let Some(data_offset) = row.data_offset else {
-        return Err(Error::bad_input(
-            archive.index_uri.to_string(),
-            format!("the row for `{}` has no offsets", row.key),
-        ));
-    };
+    let span = archive.span(row)?;
     let mut cursor = if archive.compression != Compression::None {
         stream_cursor(s3, archive).await?
     } else if row.size == 0 {
         Cursor::new(
             Chunks::Body(aws_sdk_s3::primitives::ByteStream::from_static(b"")),
-            data_offset,
+            span.data,
             archive.uri.to_string(),
         )
     } else {
         let got = s3
-            .get_range(&archive.uri, data_offset, data_offset + row.size - 1)
+            .get_range(&archive.uri, span.data, span.end - 1)
             .await
             .map_err(|f| Error::reading("GetObject", archive.uri.to_string(), f))?;
-        Cursor::new(Chunks::Body(got.body), data_offset, archive.uri.to_string())
+        Cursor::new(Chunks::Body(got.body), span.data, archive.uri.to_string())
     };
     cursor.data(row, &mut Stdout).await
 }
