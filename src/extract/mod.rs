@@ -486,3 +486,78 @@ pub async fn cat(s3: &S3, archive: &Archive, row: &IndexRow) -> Result<()> {
     };
     cursor.data(row, &mut Stdout).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive() -> Archive {
+        let row = |key: &str, offset: u64| IndexRow {
+            bucket: "src".into(),
+            key: key.into(),
+            member: format!("src/{key}"),
+            header_offset: Some(offset),
+            data_offset: Some(offset + 512),
+            ..IndexRow::default()
+        };
+        Archive {
+            uri: S3Uri::new("a", "x.tar"),
+            index_uri: S3Uri::new("a", "x.index"),
+            compression: Compression::None,
+            rows: vec![row("logs/b", 2048), row("logs/a", 1024), row("img/c", 0)],
+        }
+    }
+
+    fn keys(rows: &[&IndexRow]) -> Vec<String> {
+        rows.iter().map(|r| r.key.clone()).collect()
+    }
+
+    #[test]
+    fn selection_by_key_prefix_or_all_in_archive_order() {
+        let archive = archive();
+        let all = archive.select(&[], None).unwrap_or_default();
+        assert_eq!(keys(&all), ["img/c", "logs/a", "logs/b"]);
+        let logs = archive.select(&[], Some("logs/")).unwrap_or_default();
+        assert_eq!(keys(&logs), ["logs/a", "logs/b"]);
+        let by_key = archive
+            .select(&["logs/b".into(), "src/img/c".into()], None)
+            .unwrap_or_default();
+        assert_eq!(keys(&by_key), ["img/c", "logs/b"], "keys or member names");
+        let err = archive
+            .select(&["logs/a".into(), "nope".into()], None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("a/x.index") && err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn headers_come_from_the_index_and_the_member() {
+        let row = IndexRow {
+            content_type: "text/plain".into(),
+            metadata: [("k".to_string(), "v".to_string())].into(),
+            tags: [("t".to_string(), "1".to_string())].into(),
+            ..IndexRow::default()
+        };
+        let header = MemberHeader {
+            attributes: vec![
+                ("content-type".into(), "ignored/when-indexed".into()),
+                ("cache-control".into(), "no-cache".into()),
+                ("expires".into(), "Wed, 21 Oct 2015 07:28:00 GMT".into()),
+                ("expires-bad".into(), "x".into()),
+            ],
+            ..MemberHeader::default()
+        };
+        let headers = object_headers(&row, &header);
+        assert_eq!(headers.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(headers.cache_control.as_deref(), Some("no-cache"));
+        assert_eq!(headers.expires.map(|e| e.secs()), Some(1_445_412_480));
+        assert_eq!(headers.metadata, row.metadata);
+        assert_eq!(headers.tags, row.tags);
+        let untyped = object_headers(&IndexRow::default(), &header);
+        assert_eq!(
+            untyped.content_type.as_deref(),
+            Some("ignored/when-indexed")
+        );
+    }
+}

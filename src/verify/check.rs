@@ -188,7 +188,8 @@ async fn check_archive(
     for (row, problem) in &members.problems {
         problems[*row] = Some(problem.clone());
     }
-    let rows = Arc::new(check.index.clone());
+    // Shared with the window tasks, and handed back below.
+    let rows = Arc::new(std::mem::take(&mut check.index));
     let (verdicts, stream_length) = if compression == Compression::None {
         if archive_size != members.expected_length {
             check.report.manifest_problem(format!(
@@ -239,6 +240,7 @@ async fn check_archive(
                 .manifest_problem(format!("{archive_uri} cannot be read whole: {e}")),
         }
     }
+    check.index = Arc::try_unwrap(rows).unwrap_or_else(|shared| (*shared).clone());
     for (row, verdict) in verdicts {
         if let Err(problem) = verdict {
             problems[row] = Some(problem);
