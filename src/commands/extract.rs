@@ -99,17 +99,21 @@ pub async fn run(
             ))
         }
     };
+    let progress = crate::progress::objects_bar(Some(rows.len() as u64), "extracting");
     let restored: Vec<Result<Restored>> = if archive.compression == Compression::None {
         stream::iter(rows)
             .map(|row| {
                 let (s3, archive, destination) = (&s3, &archive, &destination);
+                let progress = progress.clone();
                 let stopping = shutdown.is_requested();
                 async move {
                     if stopping {
                         return Err(Error::Interrupted);
                     }
                     let mut cursor = member_cursor(s3, archive, row).await?;
-                    restore(s3, &mut cursor, row, destination).await
+                    let restored = restore(s3, &mut cursor, row, destination).await;
+                    progress.inc(1);
+                    restored
                 }
             })
             .buffer_unordered(args.concurrency.max(1))
@@ -131,6 +135,7 @@ pub async fn run(
                     out.push(joined_result(joined));
                 }
             }
+            progress.inc(1);
             match restore_in(&s3, &mut cursor, row, &destination, &mut Some(&mut uploads)).await {
                 Ok(Some(restored)) => out.push(Ok(restored)),
                 Ok(None) => {}
@@ -145,6 +150,7 @@ pub async fn run(
         }
         out
     };
+    progress.finish_and_clear();
     let mut done = Vec::new();
     let mut first_error = None;
     for result in restored {
