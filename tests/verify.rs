@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use md5::Digest;
 use s3bundler::archive::records::{
     parse_dlq, parse_index, DlqReason, DlqRow, DlqWriter, IndexRow, IndexWriter,
 };
@@ -287,6 +288,27 @@ async fn a_changed_member_is_found_only_deep() {
     let kinds = problem_kinds(&json);
     assert!(
         kinds[0].contains(&rows[7].key) && kinds[0].contains("MD5"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_changed_along_with_its_index_md5_is_caught_against_the_source_deep() {
+    let bundled = Bundled::new(None).await;
+    let mut rows = bundled.index().await;
+    let mut archive = bundled.archive().await;
+    let start = rows[8].data_offset.unwrap_or(0) as usize;
+    let end = start + rows[8].size as usize;
+    archive[start] ^= 0xff;
+    rows[8].md5 = hex::encode(md5::Md5::digest(&archive[start..end]));
+    bundled.write_archive(archive).await;
+    bundled.write_index(&rows).await;
+    let (out, json) = bundled.verify(&["--deep"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(totals(&json)["mismatched"], 1, "{json}");
+    let kinds = problem_kinds(&json);
+    assert!(
+        kinds[0].contains("the source") && kinds[0].contains("ETag"),
         "{kinds:?}"
     );
 }
