@@ -7,15 +7,17 @@ use aws_config::SdkConfig;
 use futures_util::{stream, StreamExt};
 
 use crate::archive::layout::Compression;
+use crate::archive::records::IndexRow;
 use crate::aws::AwsOptions;
+use crate::bundle::budget::ByteBudget;
 use crate::error::{Error, ExitCode, Result};
 use crate::extract::{
     cat, member_cursor, path::local_path, restore, restore_in, stream_cursor, Archive, Background,
-    Destination, Restored,
+    Destination, Restored, PART_SIZE,
 };
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
-use crate::size::human_bytes;
+use crate::size::{human_bytes, ByteSize};
 
 /// `s3bundler extract`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,9 +43,13 @@ pub struct ExtractArgs {
     /// Write files under this folder instead (member names `SOURCE/KEY`, as tar does).
     #[arg(short = 'C', long = "directory", value_name = "DIR")]
     pub directory: Option<PathBuf>,
-    /// Members restored at once (uncompressed archives).
-    #[arg(long, default_value_t = 16)]
+    /// Members restored at once.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Bytes of member data held in memory at most (a member larger than a part holds at most
+    /// three parts' worth while it streams).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub max_in_flight: ByteSize,
     /// Print the list of restored objects as JSON.
     #[arg(long)]
     pub json: bool,
@@ -100,16 +106,20 @@ pub async fn run(
         }
     };
     let progress = crate::progress::objects_bar(Some(rows.len() as u64), "extracting");
+    // Bytes a member may hold: its size, up to three parts (one filling, two uploading).
+    let budget = ByteBudget::new(args.max_in_flight.0.max(4 * PART_SIZE as u64));
+    let holds = |row: &IndexRow| row.size.min(3 * PART_SIZE as u64);
     let restored: Vec<Result<Restored>> = if archive.compression == Compression::None {
         stream::iter(rows)
             .map(|row| {
                 let (s3, archive, destination) = (&s3, &archive, &destination);
-                let progress = progress.clone();
+                let (progress, budget) = (progress.clone(), budget.clone());
                 let stopping = shutdown.is_requested();
                 async move {
                     if stopping {
                         return Err(Error::Interrupted);
                     }
+                    let _permit = budget.acquire(holds(row)).await;
                     let mut cursor = member_cursor(s3, archive, row).await?;
                     let restored = restore(s3, &mut cursor, row, destination).await;
                     progress.inc(1);
@@ -130,7 +140,10 @@ pub async fn run(
                 out.push(Err(Error::Interrupted));
                 break;
             }
-            while uploads.len() >= args.concurrency.max(1) {
+            // Background uploads hold at most one part each: bounded by their number.
+            while uploads.len() >= args.concurrency.max(1)
+                || (uploads.len() as u64 + 1) * PART_SIZE as u64 > budget.capacity()
+            {
                 if let Some(joined) = uploads.join_next().await {
                     out.push(joined_result(joined));
                 }

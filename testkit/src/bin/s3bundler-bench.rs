@@ -42,13 +42,17 @@ enum Bench {
         #[arg(long)]
         compress: Option<String>,
     },
-    /// Bundle one manifest of small objects, then time `verify` of it, shallow and `--deep`.
+    /// Bundle one manifest of small objects, then time `verify` of it, shallow and `--deep`,
+    /// and `extract` of every object to another bucket.
     Verify {
         #[arg(long, default_value_t = 65_000)]
         objects: u64,
         /// Bytes per object.
         #[arg(long, default_value_t = 1024)]
         size: u64,
+        /// `extract --concurrency`.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
     },
 }
 
@@ -272,9 +276,9 @@ async fn source_objects(
     (server, client, keys)
 }
 
-async fn bench_verify(objects: u64, size: u64) {
+async fn bench_verify(objects: u64, size: u64, concurrency: usize) {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (server, _client, _keys) = source_objects(scratch.path(), objects, size).await;
+    let (server, client, _keys) = source_objects(scratch.path(), objects, size).await;
     let env = s3bundler_testkit::cli_env(&server.endpoint);
     let manifest = format!("s3://{ARCHIVE}/{MANIFEST}");
     let bundle = measure(
@@ -315,6 +319,23 @@ async fn bench_verify(objects: u64, size: u64) {
             run.max_rss_mib
         );
     }
+    let bundled: serde_json::Value = serde_json::from_str(&bundle.stdout).unwrap_or_default();
+    let archive = bundled["archive"].as_str().unwrap_or("").to_string();
+    let _ = client.create_bucket().bucket("bench-restore").send().await;
+    let extract = measure(
+        Command::new(s3bundler_binary())
+            .args(["extract", &archive, "--to", "s3://bench-restore", "--json"])
+            .args(["--concurrency", &concurrency.to_string()])
+            .envs(env),
+    );
+    assert!(extract.status.success(), "extract failed");
+    println!(
+        "  extract --to  {:.2} s wall ({:.0} objects/s, one range GET and one PUT each, concurrency {concurrency}), {:.2} s CPU, peak RSS {:.1} MiB",
+        extract.wall_seconds,
+        objects as f64 / extract.wall_seconds,
+        extract.cpu_seconds,
+        extract.max_rss_mib
+    );
 }
 
 #[tokio::main]
@@ -330,6 +351,10 @@ async fn main() {
             concurrency,
             compress,
         } => bench_bundle(objects, size, concurrency, compress.as_deref()).await,
-        Bench::Verify { objects, size } => bench_verify(objects, size).await,
+        Bench::Verify {
+            objects,
+            size,
+            concurrency,
+        } => bench_verify(objects, size, concurrency).await,
     }
 }
