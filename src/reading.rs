@@ -16,28 +16,40 @@ const CHUNK: usize = 1 << 20;
 /// Chunks buffered between the download, the decoder and the consumer.
 const IN_FLIGHT: usize = 8;
 
+/// Why the bytes stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The connection dropped mid-body: reading again may succeed.
+    #[error("body cut off: {0}")]
+    Cut(String),
+    /// The compressed stream does not decode: the archive is damaged.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
 /// Bytes of a tar stream, in order.
 pub enum Chunks {
     Body(ByteStream),
-    Channel(mpsc::Receiver<Result<Bytes, String>>),
+    Channel(mpsc::Receiver<Result<Bytes, ReadError>>),
 }
 
 impl Chunks {
     /// The next bytes; `None` at the end; an error when the body was cut or did not decode.
-    pub async fn next(&mut self) -> Option<Result<Bytes, String>> {
+    pub async fn next(&mut self) -> Option<Result<Bytes, ReadError>> {
         match self {
             Chunks::Body(body) => body
                 .next()
                 .await
-                .map(|r| r.map_err(|e| format!("body cut off: {}", error_chain(&e)))),
+                .map(|r| r.map_err(|e| ReadError::Cut(error_chain(&e)))),
             Chunks::Channel(receiver) => receiver.recv().await,
         }
     }
 }
 
-/// A blocking reader over chunks sent from the async side.
+/// A blocking reader over chunks sent from the async side. A cut body surfaces as an I/O error
+/// of kind `ConnectionAborted`, which the decoders pass through, so it stays a [`ReadError::Cut`].
 struct ChannelReader {
-    receiver: mpsc::Receiver<Result<Bytes, String>>,
+    receiver: mpsc::Receiver<Result<Bytes, ReadError>>,
     current: Bytes,
 }
 
@@ -47,7 +59,12 @@ impl Read for ChannelReader {
             match self.receiver.blocking_recv() {
                 None => return Ok(0),
                 Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                Some(Err(e)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        e.to_string(),
+                    ))
+                }
             }
         }
         let n = buf.len().min(self.current.len());
@@ -82,7 +99,7 @@ pub fn decompressed(body: ByteStream, compression: Compression) -> Chunks {
             _ => match zstd::stream::read::Decoder::new(reader) {
                 Ok(decoder) => Box::new(decoder),
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(format!("zstd decoder: {e}")));
+                    let _ = tx.blocking_send(Err(ReadError::Corrupt(format!("zstd decoder: {e}"))));
                     return;
                 }
             },
@@ -96,7 +113,14 @@ pub fn decompressed(body: ByteStream, compression: Compression) -> Chunks {
                     Ok(Bytes::from(buffer))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(format!("cannot decompress ({compression:?}): {e}")),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => Err(ReadError::Cut(
+                    e.to_string()
+                        .trim_start_matches("body cut off: ")
+                        .to_string(),
+                )),
+                Err(e) => Err(ReadError::Corrupt(format!(
+                    "cannot decompress ({compression:?}): {e}"
+                ))),
             };
             let failed = message.is_err();
             if tx.blocking_send(message).is_err() || failed {
@@ -113,7 +137,7 @@ mod tests {
 
     use super::*;
 
-    async fn collect(mut chunks: Chunks) -> Result<Vec<u8>, String> {
+    async fn collect(mut chunks: Chunks) -> Result<Vec<u8>, ReadError> {
         let mut out = Vec::new();
         while let Some(chunk) = chunks.next().await {
             out.extend_from_slice(&chunk?);
@@ -137,7 +161,10 @@ mod tests {
             );
             let cut = bytes[..bytes.len() / 2].to_vec();
             let damaged = collect(decompressed(ByteStream::from(cut), compression)).await;
-            assert!(damaged.is_err(), "{compression:?}");
+            assert!(
+                matches!(damaged, Err(ReadError::Corrupt(_))),
+                "{compression:?}: {damaged:?}"
+            );
         }
         let plain = collect(decompressed(
             ByteStream::from(data.clone()),

@@ -335,6 +335,69 @@ async fn a_missing_big_object_copy_is_found() {
 }
 
 #[tokio::test]
+async fn verify_and_extract_read_again_when_bodies_are_cut_or_throttled() {
+    use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
+
+    let bundled = Bundled::new(None).await;
+    let proxy = FaultProxy::start(
+        &bundled.endpoint,
+        FaultPlan {
+            get_503_every: 7,
+            get_cut_every: 10,
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let through_proxy = Bundled {
+        endpoint: proxy.endpoint.clone(),
+        client: bundled.client.clone(),
+        arch: bundled.arch.clone(),
+        manifest_key: bundled.manifest_key.clone(),
+        index_key: bundled.index_key.clone(),
+        archive_key: bundled.archive_key.clone(),
+        big_key: bundled.big_key.clone(),
+    };
+    for _ in 0..3 {
+        let (out, json) = through_proxy.verify(&["--deep"]).await;
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(totals(&json)["verified"], SMALL + 1, "{json}");
+    }
+    let dst = new_bucket(&bundled.client, "vfaultdst").await;
+    let archive = format!("s3://{}/{}", bundled.arch, bundled.archive_key);
+    let out = s3bundler(
+        &proxy.endpoint,
+        &[
+            "extract",
+            &archive,
+            "--to",
+            &format!("s3://{dst}"),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(list_keys(&bundled.client, &dst, "").await.len(), SMALL);
+    let counts = &proxy.counts;
+    let cut = counts.cut_bodies.load(std::sync::atomic::Ordering::Relaxed);
+    let throttled = counts
+        .injected_503
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        cut > 0 && throttled > 0,
+        "faults were injected: {cut} cut, {throttled} 503"
+    );
+    for row in bundled.index().await {
+        let restored = get_object(&bundled.client, &dst, &row.key).await;
+        assert_eq!(
+            hex::encode(md5::Md5::digest(&restored)),
+            row.md5,
+            "{}",
+            row.key
+        );
+    }
+}
+
+#[tokio::test]
 async fn no_manifests_under_the_prefix_is_bad_input() {
     let server = LocalS3::shared();
     let client = s3_client(&server.endpoint);

@@ -19,6 +19,9 @@ use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
 use crate::size::{human_bytes, ByteSize};
 
+/// Tries of one member of an uncompressed archive when its body is cut or its GET keeps failing.
+const MEMBER_ATTEMPTS: u32 = 5;
+
 /// `s3bundler extract`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExtractArgs {
@@ -120,8 +123,21 @@ pub async fn run(
                         return Err(Error::Interrupted);
                     }
                     let _permit = budget.acquire(holds(row)).await;
-                    let mut cursor = member_cursor(s3, archive, row).await?;
-                    let restored = restore(s3, &mut cursor, row, destination).await;
+                    // A body cut mid-member is read again; nothing of it was kept.
+                    let mut attempt = 1;
+                    let restored = loop {
+                        let result = match member_cursor(s3, archive, row).await {
+                            Ok(mut cursor) => restore(s3, &mut cursor, row, destination).await,
+                            Err(e) => Err(e),
+                        };
+                        match result {
+                            Err(Error::Remote { detail, .. }) if attempt < MEMBER_ATTEMPTS => {
+                                tracing::debug!("{}: {detail}; reading it again", row.key);
+                                attempt += 1;
+                            }
+                            other => break other,
+                        }
+                    };
                     progress.inc(1);
                     restored
                 }

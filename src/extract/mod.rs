@@ -23,7 +23,7 @@ use crate::bundle::budget::BudgetPermit;
 use crate::bundle::upload::MultipartUpload;
 use crate::error::{Error, Result};
 use crate::manifest::join_prefix;
-use crate::reading::{decompressed, Chunks};
+use crate::reading::{decompressed, Chunks, ReadError};
 use crate::s3::{with_object_headers, ObjectHeaders, S3};
 use crate::s3uri::S3Uri;
 
@@ -126,7 +126,14 @@ impl Cursor {
         if self.pending.is_empty() {
             self.pending = match self.chunks.next().await {
                 Some(Ok(bytes)) => bytes,
-                Some(Err(e)) => return Err(self.damaged(e)),
+                Some(Err(ReadError::Cut(why))) => {
+                    return Err(Error::Remote {
+                        operation: "GetObject",
+                        location: self.location.clone(),
+                        detail: format!("body cut off at byte {}: {why}", self.position),
+                    })
+                }
+                Some(Err(ReadError::Corrupt(why))) => return Err(self.damaged(why)),
                 None => return Err(self.damaged("the archive ended early")),
             };
         }

@@ -14,7 +14,7 @@ use crate::archive::records::{parse_dlq, parse_index, DlqRow, IndexRow};
 use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{parse_manifest, ManifestEntry};
-use crate::reading::{decompressed, Chunks};
+use crate::reading::{decompressed, Chunks, ReadError};
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
 
@@ -264,17 +264,51 @@ fn window_members(ordered: &[(usize, Span)], window: &Window) -> Vec<(usize, Spa
         .collect()
 }
 
-/// Feeds `chunks` to a scanner; the error, if the bytes stopped early, names why.
-async fn feed(scanner: &mut Scanner<'_>, chunks: &mut Chunks) -> Option<String> {
-    while scanner.wants_more() {
-        match chunks.next().await {
-            Some(Ok(bytes)) => scanner.feed(&bytes),
-            Some(Err(e)) => return Some(e),
-            None => return Some("the archive ended".into()),
+/// Why the bytes a scanner wanted stopped coming.
+enum Stopped {
+    /// The archive (or the range) ended first.
+    Ended,
+    /// The connection dropped or a request kept failing: reading again may succeed.
+    Transient(String),
+    /// The stream cannot be read (it does not decompress).
+    Damaged(String),
+}
+
+impl Stopped {
+    fn reason(&self) -> String {
+        match self {
+            Stopped::Ended => "the archive ended".into(),
+            Stopped::Transient(why) | Stopped::Damaged(why) => why.clone(),
         }
     }
-    None
 }
+
+/// Feeds `chunks` to a scanner until it has what it wants; counts the bytes fed.
+async fn feed(
+    scanner: &mut Scanner<'_>,
+    chunks: &mut Chunks,
+    length: &mut u64,
+    to_the_end: bool,
+) -> Result<(), Stopped> {
+    while to_the_end || scanner.wants_more() {
+        match chunks.next().await {
+            Some(Ok(bytes)) => {
+                *length += bytes.len() as u64;
+                scanner.feed(&bytes);
+            }
+            Some(Err(ReadError::Cut(why))) => {
+                return Err(Stopped::Transient(format!("body cut off: {why}")))
+            }
+            Some(Err(ReadError::Corrupt(why))) => return Err(Stopped::Damaged(why)),
+            None if to_the_end => return Ok(()),
+            None => return Err(Stopped::Ended),
+        }
+    }
+    Ok(())
+}
+
+/// Reads with one request are tried this many times when the connection drops.
+const READ_ATTEMPTS: u32 = 5;
 
 /// Range GETs of every window, `concurrency` at a time.
 async fn scan_windows(
@@ -291,21 +325,36 @@ async fn scan_windows(
         let members = window_members(ordered, &window);
         let (rows, s3, archive) = (rows.clone(), s3.clone(), archive.clone());
         async move {
-            let mut scanner = Scanner::new(&rows, members, window.start, settings.deep);
             let last = window.end.min(archive_size).saturating_sub(1);
-            let why = if window.start >= archive_size {
-                "the archive ended".to_string()
-            } else {
-                match s3.get_range(&archive, window.start, last).await {
-                    Ok(got) => feed(&mut scanner, &mut Chunks::Body(got.body))
-                        .await
-                        .unwrap_or_default(),
-                    Err(failure) => {
-                        format!("GetObject of bytes {}-{last}: {failure}", window.start)
+            let mut attempt = 1;
+            loop {
+                let mut scanner = Scanner::new(&rows, members.clone(), window.start, settings.deep);
+                let outcome = if window.start >= archive_size {
+                    Err(Stopped::Ended)
+                } else {
+                    match s3.get_range(&archive, window.start, last).await {
+                        Ok(got) => {
+                            let mut chunks = Chunks::Body(got.body);
+                            feed(&mut scanner, &mut chunks, &mut 0, false).await
+                        }
+                        Err(failure) => Err(Stopped::Transient(format!(
+                            "GetObject of bytes {}-{last}: {failure}",
+                            window.start
+                        ))),
                     }
+                };
+                match outcome {
+                    Err(Stopped::Transient(why)) if attempt < READ_ATTEMPTS => {
+                        debug!(
+                            "{archive} bytes {}-{last}: {why}; reading again",
+                            window.start
+                        );
+                        attempt += 1;
+                    }
+                    Ok(()) => return scanner.finish(""),
+                    Err(stopped) => return scanner.finish(&stopped.reason()),
                 }
-            };
-            scanner.finish(&why)
+            }
         }
     });
     stream::iter(jobs)
@@ -315,7 +364,8 @@ async fn scan_windows(
         .await
 }
 
-/// One pass over a compressed archive; also returns the length of the decompressed stream.
+/// One pass over a compressed archive (again if the connection drops); also returns the
+/// length of the decompressed stream.
 async fn scan_compressed(
     s3: &S3,
     archive: &S3Uri,
@@ -324,31 +374,28 @@ async fn scan_compressed(
     ordered: &[(usize, Span)],
     settings: &CheckSettings,
 ) -> Result<(Verdicts, Result<u64, String>)> {
-    let got = s3
-        .get_stream(archive)
-        .await
-        .map_err(|f| Error::reading("GetObject", archive.to_string(), f))?;
-    let mut chunks = decompressed(got.body, compression);
-    let mut scanner = Scanner::new(&rows, ordered.to_vec(), 0, settings.deep);
-    // Count every byte, to compare the stream's length with the index.
-    let mut length = 0u64;
-    let mut failure = None;
-    while let Some(chunk) = chunks.next().await {
-        match chunk {
-            Ok(bytes) => {
-                length += bytes.len() as u64;
-                scanner.feed(&bytes);
+    let mut attempt = 1;
+    loop {
+        let got = s3
+            .get_stream(archive)
+            .await
+            .map_err(|f| Error::reading("GetObject", archive.to_string(), f))?;
+        let mut chunks = decompressed(got.body, compression);
+        let mut scanner = Scanner::new(&rows, ordered.to_vec(), 0, settings.deep);
+        // Every byte is read, to compare the stream's length with the index.
+        let mut length = 0u64;
+        match feed(&mut scanner, &mut chunks, &mut length, true).await {
+            Err(Stopped::Transient(why)) if attempt < READ_ATTEMPTS => {
+                debug!("{archive}: {why}; reading again");
+                attempt += 1;
             }
-            Err(e) => {
-                failure = Some(e);
-                break;
+            Ok(()) => return Ok((scanner.finish("the archive ended"), Ok(length))),
+            Err(stopped) => {
+                let why = stopped.reason();
+                return Ok((scanner.finish(&why), Err(why)));
             }
         }
     }
-    let why = failure
-        .clone()
-        .unwrap_or_else(|| "the archive ended".to_string());
-    Ok((scanner.finish(&why), failure.map_or(Ok(length), Err)))
 }
 
 /// `--deep`: where the source still holds the object archived (same version, or the same
