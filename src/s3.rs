@@ -296,20 +296,33 @@ impl S3 {
         })
     }
 
-    /// Reads a small object whole; refuses one larger than `limit` bytes.
+    /// Reads a small object whole; refuses one larger than `limit` bytes. A body cut off
+    /// mid-way is read again (the SDK retries failed requests, not cut bodies).
     pub async fn get_bytes(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, RemoteFailure> {
-        let stream = self.get_stream(uri).await?;
-        if stream.size > limit {
-            return Err(RemoteFailure::Permanent(format!(
-                "object is {} bytes, more than the {limit} expected for this kind of file",
-                stream.size
-            )));
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            let stream = self.get_stream(uri).await?;
+            if stream.size > limit {
+                return Err(RemoteFailure::Permanent(format!(
+                    "object is {} bytes, more than the {limit} expected for this kind of file",
+                    stream.size
+                )));
+            }
+            match stream.body.collect().await {
+                Ok(collected) => return Ok(collected.into_bytes()),
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::debug!("{uri}: body cut off ({}); reading again", error_chain(&e));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(RemoteFailure::Transient(format!(
+                        "body cut off: {}",
+                        error_chain(&e)
+                    )))
+                }
+            }
         }
-        let collected =
-            stream.body.collect().await.map_err(|e| {
-                RemoteFailure::Transient(format!("body cut off: {}", error_chain(&e)))
-            })?;
-        Ok(collected.into_bytes())
     }
 
     /// HeadObject; `None` when the object does not exist.

@@ -9,7 +9,7 @@ use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use futures_util::{stream, StreamExt};
 use tracing::{error, info, warn};
 
-use super::verify::CheckOptions;
+use super::verify::{CheckOptions, Checks};
 use crate::archive::records::{parse_pruned, IndexRow, PrunedRow, PrunedWriter};
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, RemoteFailure, Result};
@@ -62,7 +62,6 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let s3 = aws.s3(config);
-    let mut checks = Vec::new();
     let mut report = Report {
         summary: PruneSummary {
             dry_run: !args.yes,
@@ -70,15 +69,13 @@ pub async fn run(
         },
         ..Report::default()
     };
-    args.check
-        .check_all(&s3, |check| {
-            report.verification_problems += check.report.counts.problems();
-            checks.push(check);
-            Ok(())
-        })
-        .await?;
-    for check in &checks {
-        prune_manifest(&s3, check, args, &shutdown, &mut report).await?;
+    // Manifest by manifest: each is verified, then pruned, then let go.
+    let manifests = args.check.manifests(&s3).await?;
+    let mut checks = Checks::new(&s3, &args.check, &manifests);
+    while let Some(check) = checks.next().await {
+        let check = check?;
+        report.verification_problems += check.report.counts.problems();
+        prune_manifest(&s3, &check, args, &shutdown, &mut report).await?;
     }
     report.summary.elapsed_seconds = started.elapsed().as_secs_f64();
     print_report(&report, args.json);

@@ -59,31 +59,48 @@ impl CheckOptions {
         }
     }
 
-    /// Lists the manifests and checks each (a few at once), handing every result to `each`
-    /// in listing order.
-    pub async fn check_all(
-        &self,
-        s3: &S3,
-        mut each: impl FnMut(ManifestCheck) -> Result<()>,
-    ) -> Result<u64> {
-        let settings = self.settings();
-        let manifests = list_manifests(s3, &self.manifests, &settings).await?;
+    /// The manifests under `--manifests`; none is bad input.
+    pub async fn manifests(&self, s3: &S3) -> Result<Vec<S3Uri>> {
+        let manifests = list_manifests(s3, &self.manifests, &self.settings()).await?;
         if manifests.is_empty() {
             return Err(Error::bad_input(
                 self.manifests.to_string(),
                 "no bundle manifests (*.index) under this prefix; give the prefix group wrote them to",
             ));
         }
-        let progress = crate::progress::objects_bar(Some(manifests.len() as u64), "checking");
-        let mut checks = stream::iter(manifests.iter())
-            .map(|uri| check_manifest(s3, uri, &settings))
+        Ok(manifests)
+    }
+}
+
+/// Checks `manifests` in order, a few at once, so that only those few are held in memory while
+/// the caller handles each (and shows progress on a terminal).
+pub struct Checks<'a> {
+    inner: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ManifestCheck>> + 'a>>,
+    progress: indicatif::ProgressBar,
+}
+
+impl<'a> Checks<'a> {
+    pub fn new(s3: &'a S3, options: &CheckOptions, manifests: &'a [S3Uri]) -> Self {
+        let settings = options.settings();
+        let inner = stream::iter(manifests.iter())
+            .map(move |uri| {
+                let settings = settings.clone();
+                async move { check_manifest(s3, uri, &settings).await }
+            })
             .buffered(PARALLEL_MANIFESTS);
-        while let Some(check) = checks.next().await {
-            each(check?)?;
-            progress.inc(1);
+        Checks {
+            inner: Box::pin(inner),
+            progress: crate::progress::objects_bar(Some(manifests.len() as u64), "checking"),
         }
-        progress.finish_and_clear();
-        Ok(manifests.len() as u64)
+    }
+
+    pub async fn next(&mut self) -> Option<Result<ManifestCheck>> {
+        let next = self.inner.next().await;
+        match next {
+            Some(_) => self.progress.inc(1),
+            None => self.progress.finish_and_clear(),
+        }
+        next
     }
 }
 
@@ -104,12 +121,11 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &VerifyArgs) -> Res
         deep: args.check.deep,
         ..VerifyReport::default()
     };
-    args.check
-        .check_all(&s3, |check| {
-            report.push(check.report);
-            Ok(())
-        })
-        .await?;
+    let manifests = args.check.manifests(&s3).await?;
+    let mut checks = Checks::new(&s3, &args.check, &manifests);
+    while let Some(check) = checks.next().await {
+        report.push(check?.report);
+    }
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     if args.json {
         super::print_json(&report);
