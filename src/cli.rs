@@ -4,10 +4,13 @@ use clap::{Parser, Subcommand};
 
 use crate::aws::AwsOptions;
 use crate::commands::bundle::BundleArgs;
+use crate::commands::extract::{CatArgs, ExtractArgs};
 use crate::commands::group::GroupArgs;
 use crate::commands::plan::PlanArgs;
+use crate::commands::prune::PruneArgs;
 use crate::commands::run::RunArgs;
 use crate::commands::submit::SubmitArgs;
+use crate::commands::verify::VerifyArgs;
 use crate::logging::LogOptions;
 
 /// Bundle small S3 objects into tar archives with an index, from an S3 Inventory report.
@@ -34,4 +37,15 @@ pub enum Command {
     Plan(PlanArgs),
     /// Start one ECS task of the grouper task definition per inventory manifest.
     Submit(SubmitArgs),
+    /// Restore objects from an archive to S3 (with their content headers, metadata and tags) or
+    /// to a local folder.
+    Extract(ExtractArgs),
+    /// Write one archived object's bytes to stdout.
+    Cat(CatArgs),
+    /// Check that every object of the bundle manifests under a prefix is archived, copied or
+    /// in a DLQ, exactly once, and that indexes agree with their archives.
+    Verify(VerifyArgs),
+    /// Delete the original objects that verification proves archived and unchanged since
+    /// (a dry run unless --yes).
+    Prune(PruneArgs),
 }

@@ -54,8 +54,92 @@ impl WriteSettings {
 pub struct ObjectHead {
     pub size: u64,
     pub etag: Option<String>,
-    /// Seconds since the epoch.
-    pub last_modified: Option<i64>,
+    pub version_id: Option<String>,
+    /// RFC 3339 UTC, as the index records it.
+    pub last_modified: Option<String>,
+    /// SSE-KMS, DSSE-KMS or SSE-C: the ETag is then not the MD5 of the bytes.
+    pub opaque_etag: bool,
+}
+
+impl ObjectHead {
+    /// The ETag without quotes, when it is the MD5 of the object's bytes.
+    pub fn plain_md5(&self) -> Option<String> {
+        let etag = self.etag.as_deref()?.trim_matches('"');
+        (!self.opaque_etag && is_plain_md5(etag)).then(|| etag.to_ascii_lowercase())
+    }
+}
+
+/// One key of a DeleteObjects batch that S3 did not delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteError {
+    pub key: String,
+    pub version_id: Option<String>,
+    pub code: String,
+    pub message: String,
+}
+
+impl DeleteError {
+    /// Throttling or an internal error: worth another try.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" | "Throttling"
+        )
+    }
+}
+
+/// Content headers, user metadata and tags an object is written with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<aws_sdk_s3::primitives::DateTime>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Sets [`ObjectHeaders`] and the configured encryption on a PutObject or
+/// CreateMultipartUpload request builder (they share these setters but no trait).
+macro_rules! with_object_headers {
+    ($builder:expr, $headers:expr, $settings:expr) => {{
+        let headers: &$crate::s3::ObjectHeaders = $headers;
+        let settings: &$crate::s3::WriteSettings = $settings;
+        $builder
+            .set_content_type(headers.content_type.clone())
+            .set_content_encoding(headers.content_encoding.clone())
+            .set_content_language(headers.content_language.clone())
+            .set_content_disposition(headers.content_disposition.clone())
+            .set_cache_control(headers.cache_control.clone())
+            .set_expires(headers.expires)
+            .set_metadata(Some(headers.metadata.clone().into_iter().collect()))
+            .set_tagging($crate::s3::tagging_header(&headers.tags))
+            .set_server_side_encryption(settings.encryption())
+            .set_ssekms_key_id(settings.sse_kms_key_id.clone())
+            .set_expected_bucket_owner(settings.expected_bucket_owner.clone())
+    }};
+}
+pub(crate) use with_object_headers;
+
+/// The `x-amz-tagging` value for `tags` (URL-encoded query string), `None` when there are none.
+pub(crate) fn tagging_header(tags: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    if tags.is_empty() {
+        return None;
+    }
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, KEEP).to_string();
+    Some(
+        tags.iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
 }
 
 /// True for an ETag that is the plain MD5 of the object (not multipart, not SSE-KMS/SSE-C).
@@ -178,11 +262,26 @@ impl S3 {
 
     /// Starts a streaming GET.
     pub async fn get_stream(&self, uri: &S3Uri) -> Result<GetStream, RemoteFailure> {
+        self.get(uri, None).await
+    }
+
+    /// Starts a streaming GET of bytes `first..=last`.
+    pub async fn get_range(
+        &self,
+        uri: &S3Uri,
+        first: u64,
+        last: u64,
+    ) -> Result<GetStream, RemoteFailure> {
+        self.get(uri, Some(format!("bytes={first}-{last}"))).await
+    }
+
+    async fn get(&self, uri: &S3Uri, range: Option<String>) -> Result<GetStream, RemoteFailure> {
         let output = self
             .client
             .get_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
+            .set_range(range)
             .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
             .send()
             .await
@@ -197,29 +296,52 @@ impl S3 {
         })
     }
 
-    /// Reads a small object whole; refuses one larger than `limit` bytes.
+    /// Reads a small object whole; refuses one larger than `limit` bytes. A body cut off
+    /// mid-way is read again (the SDK retries failed requests, not cut bodies).
     pub async fn get_bytes(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, RemoteFailure> {
-        let stream = self.get_stream(uri).await?;
-        if stream.size > limit {
-            return Err(RemoteFailure::Permanent(format!(
-                "object is {} bytes, more than the {limit} expected for this kind of file",
-                stream.size
-            )));
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            let stream = self.get_stream(uri).await?;
+            if stream.size > limit {
+                return Err(RemoteFailure::Permanent(format!(
+                    "object is {} bytes, more than the {limit} expected for this kind of file",
+                    stream.size
+                )));
+            }
+            match stream.body.collect().await {
+                Ok(collected) => return Ok(collected.into_bytes()),
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::debug!("{uri}: body cut off ({}); reading again", error_chain(&e));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(RemoteFailure::Transient(format!(
+                        "body cut off: {}",
+                        error_chain(&e)
+                    )))
+                }
+            }
         }
-        let collected =
-            stream.body.collect().await.map_err(|e| {
-                RemoteFailure::Transient(format!("body cut off: {}", error_chain(&e)))
-            })?;
-        Ok(collected.into_bytes())
     }
 
     /// HeadObject; `None` when the object does not exist.
     pub async fn head(&self, uri: &S3Uri) -> Result<Option<ObjectHead>, RemoteFailure> {
+        self.head_version(uri, None).await
+    }
+
+    /// HeadObject of one version (the current one when `None`); `None` when it does not exist.
+    pub async fn head_version(
+        &self,
+        uri: &S3Uri,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectHead>, RemoteFailure> {
         let result = self
             .client
             .head_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
+            .set_version_id(version_id.map(str::to_string))
             .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
             .send()
             .await;
@@ -230,7 +352,14 @@ impl S3 {
                     .and_then(|l| u64::try_from(l).ok())
                     .unwrap_or(0),
                 etag: output.e_tag().map(str::to_string),
-                last_modified: output.last_modified().map(|t| t.secs()),
+                version_id: output.version_id().map(str::to_string),
+                last_modified: output
+                    .last_modified()
+                    .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok()),
+                opaque_etag: matches!(
+                    output.server_side_encryption(),
+                    Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+                ) || output.sse_customer_algorithm().is_some(),
             })),
             Err(error) => match failure(error) {
                 RemoteFailure::NotFound => Ok(None),
@@ -277,6 +406,73 @@ impl S3 {
             .await
             .map_err(failure)?;
         Ok(())
+    }
+
+    /// Every key under `uri.key` with its size, in key order.
+    pub async fn list(&self, uri: &S3Uri) -> Result<Vec<(String, u64)>, RemoteFailure> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&uri.bucket)
+            .prefix(&uri.key)
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(failure)?;
+            keys.extend(page.contents().iter().filter_map(|o| {
+                Some((
+                    o.key()?.to_string(),
+                    o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                ))
+            }));
+        }
+        Ok(keys)
+    }
+
+    /// DeleteObjects of up to 1,000 (key, version) of one bucket; returns the keys S3 did not
+    /// delete, with its reason. The request as a whole failing is an error.
+    pub async fn delete_objects(
+        &self,
+        bucket: &str,
+        objects: &[(String, Option<String>)],
+    ) -> Result<Vec<DeleteError>, RemoteFailure> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let identifiers = objects
+            .iter()
+            .map(|(key, version)| {
+                ObjectIdentifier::builder()
+                    .key(key)
+                    .set_version_id(version.clone())
+                    .build()
+                    .map_err(|e| RemoteFailure::Permanent(format!("key `{key}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete = Delete::builder()
+            .set_objects(Some(identifiers))
+            .quiet(true)
+            .build()
+            .map_err(|e| RemoteFailure::Permanent(e.to_string()))?;
+        let output = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        Ok(output
+            .errors()
+            .iter()
+            .map(|e| DeleteError {
+                key: e.key().unwrap_or("").to_string(),
+                version_id: e.version_id().map(str::to_string),
+                code: e.code().unwrap_or("").to_string(),
+                message: e.message().unwrap_or("").to_string(),
+            })
+            .collect())
     }
 
     pub async fn delete(&self, uri: &S3Uri) -> Result<(), RemoteFailure> {

@@ -4,148 +4,13 @@
 
 mod common;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aws_sdk_s3::types::{
-    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, StorageClass, Tag,
-    VersioningConfiguration,
-};
+use aws_sdk_s3::types::Tag;
 use common::*;
 use s3bundler::archive::records::{parse_dlq, parse_index, DlqReason};
-use s3bundler::manifest::{ManifestEntry, ManifestWriter};
-
-/// One object of a test, as put into the source bucket.
-#[derive(Clone, Default)]
-struct Source {
-    key: String,
-    body: Vec<u8>,
-    content_type: Option<&'static str>,
-    cache_control: Option<&'static str>,
-    metadata: BTreeMap<String, String>,
-    tags: BTreeMap<String, String>,
-    /// Uploaded in parts of this size (ETag `-N`).
-    multipart: Option<usize>,
-    storage_class: Option<&'static str>,
-}
-
-fn body(size: usize, seed: u8) -> Vec<u8> {
-    (0..size)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-/// Puts an object; returns its version ID (versioned buckets).
-async fn put(client: &aws_sdk_s3::Client, bucket: &str, source: &Source) -> Option<String> {
-    let tagging = (!source.tags.is_empty()).then(|| {
-        source
-            .tags
-            .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
-    });
-    let metadata = Some(source.metadata.clone().into_iter().collect());
-    if let Some(part_size) = source.multipart {
-        let created = client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(&source.key)
-            .set_content_type(source.content_type.map(str::to_string))
-            .set_metadata(metadata)
-            .set_tagging(tagging)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let upload_id = created.upload_id().unwrap_or_default();
-        let mut parts = Vec::new();
-        for (n, chunk) in source.body.chunks(part_size).enumerate() {
-            let number = n as i32 + 1;
-            let out = client
-                .upload_part()
-                .bucket(bucket)
-                .key(&source.key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(chunk.to_vec().into())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e:?}"));
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .build(),
-            );
-        }
-        let done = client
-            .complete_multipart_upload()
-            .bucket(bucket)
-            .key(&source.key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        return done.version_id().map(str::to_string);
-    }
-    let out = client
-        .put_object()
-        .bucket(bucket)
-        .key(&source.key)
-        .body(source.body.clone().into())
-        .set_content_type(source.content_type.map(str::to_string))
-        .set_cache_control(source.cache_control.map(str::to_string))
-        .set_metadata(metadata)
-        .set_tagging(tagging)
-        .set_storage_class(source.storage_class.map(StorageClass::from))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {}: {e:?}", source.key));
-    out.version_id().map(str::to_string)
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn entry(bucket: &str, key: &str, size: u64, version_id: Option<&str>) -> ManifestEntry<'static> {
-    ManifestEntry {
-        bucket: Cow::Owned(bucket.to_string()),
-        key: Cow::Owned(key.to_string()),
-        size,
-        version_id: version_id.map(|v| Cow::Owned(v.to_string())),
-        etag: None,
-        last_modified: None,
-        storage_class: None,
-    }
-}
-
-async fn write_manifest(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    entries: &[ManifestEntry<'_>],
-) -> String {
-    let mut writer = ManifestWriter::default();
-    for e in entries {
-        writer.push(e);
-    }
-    put_object(client, bucket, key, writer.finish()).await;
-    format!("s3://{bucket}/{key}")
-}
+use s3bundler::manifest::ManifestWriter;
 
 fn run_tool(program: &str, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(program)
@@ -214,17 +79,7 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
     let client = s3_client(endpoint);
     let src = new_bucket(&client, "src").await;
     let arch = new_bucket(&client, "arch").await;
-    client
-        .put_bucket_versioning()
-        .bucket(&src)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    enable_versioning(&client, &src).await;
 
     // 1,024 bytes, in segments a local filesystem can extract (at most 255 bytes each).
     let long_key: String = format!("odd/long/{}", "k".repeat(1024 - "odd/long/".len()))
@@ -242,18 +97,7 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
             body: body(512, 1),
             ..Source::default()
         },
-        Source {
-            key: "meta/with metadata.txt".into(),
-            body: b"hello metadata".to_vec(),
-            content_type: Some("text/plain"),
-            cache_control: Some("max-age=60"),
-            metadata: BTreeMap::from([
-                ("owner".into(), "ops".into()),
-                ("note".into(), "a=b%c".into()),
-            ]),
-            tags: BTreeMap::from([("team".into(), "data".into()), ("a=b".into(), "x y".into())]),
-            ..Source::default()
-        },
+        with_metadata("text/plain"),
         Source {
             key: "big/tagged-9MiB.bin".into(),
             body: body(9 << 20, 2),

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, Event, FilterRule, FilterRuleName, NotificationConfiguration,
-    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use common::*;
@@ -137,17 +137,7 @@ async fn receive_bodies(endpoint: &str, url: &str, wait: i32) -> Vec<String> {
 
 async fn versioned_bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
     let bucket = new_bucket(client, prefix).await;
-    client
-        .put_bucket_versioning()
-        .bucket(&bucket)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    enable_versioning(client, &bucket).await;
     bucket
 }
 

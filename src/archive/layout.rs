@@ -16,6 +16,8 @@ pub enum Compression {
 }
 
 impl Compression {
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];
+
     pub fn extension(self) -> &'static str {
         match self {
             Compression::None => "tar",
@@ -23,6 +25,18 @@ impl Compression {
             Compression::Zstd => "tar.zst",
         }
     }
+}
+
+/// The index beside an archive (`…/NAME.tar`, `.tar.gz`, `.tar.zst` gives `…/NAME.index`) and
+/// the archive's compression; `None` for a key that is not an archive's.
+pub fn index_key_for_archive(archive_key: &str) -> Option<(String, Compression)> {
+    [Compression::Gzip, Compression::Zstd, Compression::None]
+        .into_iter()
+        .find_map(|compression| {
+            let stem = archive_key.strip_suffix(&format!(".{}", compression.extension()))?;
+            (!stem.is_empty() && !stem.ends_with('/'))
+                .then(|| (format!("{stem}.index"), compression))
+        })
 }
 
 /// NAME of a manifest: its base name without the last extension, unless the base name ends
@@ -76,6 +90,25 @@ impl BundleLayout {
     }
 }
 
+/// True for a key `bundle` writes under `prefix` of the archive bucket
+/// (`PREFIX/H/SOURCE/…`, H six hex digits): an index there is not a bundle manifest.
+pub fn is_bundle_output(prefix: &str, key: &str) -> bool {
+    let prefix = prefix.trim_matches('/');
+    let rest = if prefix.is_empty() {
+        Some(key)
+    } else {
+        key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
+    };
+    rest.and_then(|r| r.split_once('/'))
+        .is_some_and(|(hash, rest)| {
+            hash.len() == 6
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && rest.contains('/')
+        })
+}
+
 /// Where an object too big to bundle is copied: `PREFIX/H2/SOURCE/bigobjects/<key>`.
 pub fn big_object_key(prefix: &str, source_bucket: &str, key: &str) -> String {
     let hash = hash_prefix(&format!("{source_bucket}/{key}"));
@@ -126,6 +159,46 @@ mod tests {
             hash_prefix("src/m.0"),
             &hex::encode(Md5::digest(b"src/m.0"))[..6]
         );
+    }
+
+    #[test]
+    fn archives_name_their_index() {
+        assert_eq!(
+            index_key_for_archive("b/abc123/src/m.0.tar"),
+            Some(("b/abc123/src/m.0.index".to_string(), Compression::None))
+        );
+        assert_eq!(
+            index_key_for_archive("m.0.tar.gz"),
+            Some(("m.0.index".to_string(), Compression::Gzip))
+        );
+        assert_eq!(
+            index_key_for_archive("x/m.tar.zst").map(|(_, c)| c),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(index_key_for_archive("m.0.index"), None);
+        assert_eq!(index_key_for_archive("x/.tar"), None);
+    }
+
+    #[test]
+    fn bundle_outputs_are_told_from_manifests() {
+        let layout = BundleLayout::new("bundles", "src", "m/x.0.index", Compression::None);
+        assert!(is_bundle_output("bundles", &layout.index_key));
+        assert!(is_bundle_output("/bundles/", &layout.archive_key));
+        assert!(is_bundle_output(
+            "",
+            &BundleLayout::new("", "s", "x.0.index", Compression::None).index_key
+        ));
+        assert!(is_bundle_output("", &big_object_key("", "src", "a/b")));
+        assert!(!is_bundle_output(
+            "bundles",
+            "s3grouper-output/src-manifest.0.index"
+        ));
+        assert!(!is_bundle_output(
+            "",
+            "s3grouper-output/src-manifest.0.index"
+        ));
+        assert!(!is_bundle_output("", "abcdef.index"));
+        assert!(!is_bundle_output("other", &layout.index_key));
     }
 
     #[test]

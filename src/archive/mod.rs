@@ -4,3 +4,4 @@
 pub mod layout;
 pub mod pax;
 pub mod records;
+pub mod scan;

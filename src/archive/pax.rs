@@ -110,6 +110,154 @@ pub fn member_header(
     out
 }
 
+/// `%3D` and `%25` decoded back, as GNU tar does when it restores the attribute.
+pub fn unescape_attribute_name(name: &str) -> String {
+    name.replace("%3D", "=").replace("%25", "%")
+}
+
+/// Pax records prefix of the S3 attributes.
+pub const S3_ATTRIBUTE_PREFIX: &str = "SCHILY.xattr.user.s3.";
+
+/// A member's header blocks as read back from an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberHeader {
+    /// The member name: the pax `path` record, else the ustar prefix and name.
+    pub name: String,
+    pub size: u64,
+    /// The `SCHILY.xattr.user.s3.<field>` records as (field, value), the field unescaped.
+    pub attributes: Vec<(String, String)>,
+    /// Bytes of header blocks: the member's data starts this far after its first header block.
+    pub length: u64,
+}
+
+impl MemberHeader {
+    /// The value of attribute `field` (`content-type`, `meta.owner`, …).
+    pub fn attribute(&self, field: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(name, _)| name == field)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Why bytes are not a member header this tool can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HeaderError(String);
+
+fn header_block(bytes: &[u8], at: usize) -> Result<&Header, HeaderError> {
+    let block = bytes
+        .get(at..at + BLOCK as usize)
+        .ok_or_else(|| HeaderError(format!("header cut short at byte {at}")))?;
+    if block.iter().all(|&b| b == 0) {
+        return Err(HeaderError(format!(
+            "a zero block (end of archive) at byte {at}, not a header"
+        )));
+    }
+    let header = Header::from_byte_slice(block);
+    let stored = header
+        .cksum()
+        .map_err(|e| HeaderError(format!("header checksum field at byte {at}: {e}")))?;
+    let computed: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    if stored != computed {
+        return Err(HeaderError(format!(
+            "header checksum at byte {at} is {stored}, the block sums to {computed}: not a tar header"
+        )));
+    }
+    Ok(header)
+}
+
+/// Parses pax records `"<len> <key>=<value>\n"`.
+fn pax_records(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, HeaderError> {
+    let mut records = Vec::new();
+    while !data.is_empty() && data[0] != 0 {
+        let bad = || HeaderError("malformed pax record".to_string());
+        let space = data.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let length: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
+        if length <= space + 2 || length > data.len() || data[length - 1] != b'\n' {
+            return Err(bad());
+        }
+        let body = &data[space + 1..length - 1];
+        let equals = body.iter().position(|&b| b == b'=').ok_or_else(bad)?;
+        let key = String::from_utf8_lossy(&body[..equals]).into_owned();
+        records.push((key, body[equals + 1..].to_vec()));
+        data = &data[length..];
+    }
+    Ok(records)
+}
+
+/// Reads a member's header blocks (an optional pax extended header, then a ustar header for
+/// a regular file) from the start of `bytes`.
+pub fn parse_member_header(bytes: &[u8]) -> Result<MemberHeader, HeaderError> {
+    let mut at = 0usize;
+    let mut member = MemberHeader::default();
+    let (mut path, mut size) = (None, None);
+    let mut header = header_block(bytes, at)?;
+    if header.entry_type() == EntryType::XHeader {
+        let length = header
+            .size()
+            .map_err(|e| HeaderError(format!("pax header size: {e}")))?;
+        let start = at + BLOCK as usize;
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| HeaderError(format!("pax records of {length} bytes cut short")))?;
+        for (key, value) in pax_records(&bytes[start..end])? {
+            let text = String::from_utf8_lossy(&value).into_owned();
+            match key.as_str() {
+                "path" => path = Some(text),
+                "size" => {
+                    size =
+                        Some(text.parse::<u64>().map_err(|_| {
+                            HeaderError(format!("pax size `{text}` is not a number"))
+                        })?)
+                }
+                _ => {
+                    if let Some(field) = key.strip_prefix(S3_ATTRIBUTE_PREFIX) {
+                        member
+                            .attributes
+                            .push((unescape_attribute_name(field), text));
+                    }
+                }
+            }
+        }
+        at = end + padding(length) as usize;
+        header = header_block(bytes, at)?;
+    }
+    if !header.entry_type().is_file() {
+        return Err(HeaderError(format!(
+            "member at byte {at} is not a regular file (type {:?})",
+            header.entry_type()
+        )));
+    }
+    member.name = match path {
+        Some(path) => path,
+        None => String::from_utf8_lossy(&header.path_bytes()).into_owned(),
+    };
+    member.size = match size {
+        Some(size) => size,
+        None => header
+            .size()
+            .map_err(|e| HeaderError(format!("member size: {e}")))?,
+    };
+    member.length = (at + BLOCK as usize) as u64;
+    Ok(member)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -210,5 +358,46 @@ mod tests {
         let header = member_header("src/big", 9 << 30, 0, &[]);
         let text = String::from_utf8_lossy(&header);
         assert!(text.contains(&format!("size={}\n", 9u64 << 30)), "{text}");
+    }
+
+    #[test]
+    fn headers_parse_back_with_names_sizes_and_attributes() {
+        let long_name = format!("src/{}", "d/".repeat(80) + "caf\u{e9}");
+        let attributes = vec![
+            ("content-type".to_string(), "text/plain".to_string()),
+            ("meta.a=b%c".to_string(), "v".to_string()),
+        ];
+        for (name, size, attributes) in [
+            ("src/plain", 5u64, vec![]),
+            (long_name.as_str(), 513, attributes.clone()),
+            ("src/huge", 9 << 30, vec![]),
+        ] {
+            let header = member_header(name, size, 7, &attributes);
+            let mut bytes = header.clone();
+            bytes.extend_from_slice(&[1u8; 600]);
+            let parsed = parse_member_header(&bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.name, name);
+            assert_eq!(parsed.size, size);
+            assert_eq!(parsed.length, header.len() as u64);
+            assert_eq!(parsed.attributes, attributes);
+        }
+        let parsed = parse_member_header(&member_header("src/x", 1, 0, &attributes))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.attribute("content-type"), Some("text/plain"));
+        assert_eq!(parsed.attribute("meta.a=b%c"), Some("v"));
+    }
+
+    #[test]
+    fn damaged_headers_are_refused() {
+        let good = member_header("src/plain", 5, 0, &[("etag".into(), "e".into())]);
+        assert!(parse_member_header(&good[..700]).is_err(), "cut short");
+        assert!(parse_member_header(&[0u8; 1024]).is_err(), "end of archive");
+        assert!(parse_member_header(&[b'x'; 1024]).is_err(), "garbage");
+        let mut flipped = good.clone();
+        flipped[512] ^= 0x55; // the first pax record's length
+        assert!(parse_member_header(&flipped).is_err());
+        let mut renamed = good;
+        renamed[1024] ^= 1; // the ustar name, checksum now wrong
+        assert!(parse_member_header(&renamed).is_err());
     }
 }

@@ -33,6 +33,9 @@ pub const DLQ_HEADER: [&str; 7] = [
     "detail",
 ];
 
+/// The deletion log `prune` writes beside each manifest (`<manifest key>.pruned`).
+pub const PRUNED_HEADER: [&str; 6] = ["bucket", "key", "version_id", "size", "etag", "deleted_at"];
+
 /// One archived object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IndexRow {
@@ -216,6 +219,49 @@ impl DlqWriter {
     }
 }
 
+/// One original object `prune` deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedRow {
+    pub bucket: String,
+    pub key: String,
+    /// The version deleted, when the index recorded one.
+    pub version_id: Option<String>,
+    pub size: u64,
+    pub etag: String,
+    /// RFC 3339 UTC.
+    pub deleted_at: String,
+}
+
+/// Accumulates deletion log rows.
+pub struct PrunedWriter(Table);
+
+impl Default for PrunedWriter {
+    fn default() -> Self {
+        PrunedWriter(Table::new(&PRUNED_HEADER))
+    }
+}
+
+impl PrunedWriter {
+    pub fn push(&mut self, row: &PrunedRow) {
+        self.0.push(&[
+            row.bucket.as_str(),
+            &row.key,
+            row.version_id.as_deref().unwrap_or(""),
+            &row.size.to_string(),
+            &row.etag,
+            &row.deleted_at,
+        ]);
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.0.rows
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.0.finish()
+    }
+}
+
 fn check_header(reader: &mut csv::Reader<&[u8]>, expected: &[&str], location: &str) -> Result<()> {
     let header = reader
         .headers()
@@ -323,6 +369,20 @@ pub fn parse_dlq(bytes: &[u8], location: &str) -> Result<Vec<DlqRow>> {
     })
 }
 
+/// Parses a deletion log.
+pub fn parse_pruned(bytes: &[u8], location: &str) -> Result<Vec<PrunedRow>> {
+    read_table(bytes, &PRUNED_HEADER, location, |record, bad| {
+        Ok(PrunedRow {
+            bucket: field(record, 0),
+            key: field(record, 1),
+            version_id: optional_field(record, 2),
+            size: size_field(record, 3, bad)?,
+            etag: field(record, 4),
+            deleted_at: field(record, 5),
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +455,38 @@ mod tests {
             err.contains("s3://a/i.index line 2") && err.contains("size `x`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pruned_log_round_trips_and_names_bad_rows() {
+        let row = PrunedRow {
+            bucket: "src".into(),
+            key: "a,b\nc".into(),
+            version_id: Some("v1".into()),
+            size: 7,
+            etag: "d8e8fca2dc0f896fd7cb4cb0031ba249".into(),
+            deleted_at: "2026-11-25T20:00:00Z".into(),
+        };
+        let mut writer = PrunedWriter::default();
+        writer.push(&row);
+        writer.push(&PrunedRow {
+            version_id: None,
+            ..row.clone()
+        });
+        assert_eq!(writer.rows(), 2);
+        let bytes = writer.finish();
+        assert!(bytes.starts_with(b"bucket,key,version_id,size,etag,deleted_at\n"));
+        let parsed = parse_pruned(&bytes, "p").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed[0], row);
+        assert_eq!(parsed[1].version_id, None);
+        let err = parse_pruned(
+            b"bucket,key,version_id,size,etag,deleted_at\nsrc,k,,-1,,\n",
+            "s3://m/x.pruned",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("s3://m/x.pruned line 2"), "{err}");
+        assert!(parse_pruned(b"bucket,key\n", "p").is_err());
     }
 }

@@ -4,8 +4,6 @@
 //! UploadPartCopy ranges of a multipart upload whose headers, metadata and tags are set
 //! explicitly (a multipart copy does not carry them over by itself).
 
-use std::collections::BTreeMap;
-
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass, TaggingDirective,
 };
@@ -16,7 +14,7 @@ use crate::archive::layout::big_object_key;
 use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
 use crate::error::{Error, Result};
 use crate::manifest::ManifestEntry;
-use crate::s3::{copy_source, failure, S3};
+use crate::s3::{copy_source, failure, tagging_header, S3};
 use crate::s3uri::S3Uri;
 
 /// Where and how big objects are copied.
@@ -122,24 +120,6 @@ fn copy_failure(failure: crate::error::RemoteFailure, target: &S3Uri) -> ReadFai
         }
         other => ReadFailure::Fatal(Error::writing("CopyObject", target.to_string(), other)),
     }
-}
-
-fn tagging_header(tags: &BTreeMap<String, String>) -> Option<String> {
-    if tags.is_empty() {
-        return None;
-    }
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, KEEP).to_string();
-    Some(
-        tags.iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&"),
-    )
 }
 
 /// The byte ranges of a multipart copy.
@@ -250,6 +230,8 @@ async fn multipart_copy(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

@@ -360,6 +360,16 @@ async fn abort_earlier_attempts(s3: &S3, archive: &S3Uri, started_at: i64) {
     }
 }
 
+/// Seconds since the epoch of an RFC 3339 time.
+fn epoch(time: &str) -> Option<i64> {
+    aws_sdk_s3::primitives::DateTime::from_str(
+        time,
+        aws_sdk_s3::primitives::DateTimeFormat::DateTime,
+    )
+    .ok()
+    .map(|t| t.secs())
+}
+
 /// The index of an earlier bundling of this manifest, or its DLQ when every object failed,
 /// if it is at least as new as the manifest (a manifest rewritten since is bundled again).
 async fn done_marker(
@@ -370,7 +380,7 @@ async fn done_marker(
 ) -> Result<Option<S3Uri>> {
     let head = |uri: S3Uri| async move {
         match s3.head(&uri).await {
-            Ok(found) => Ok(found.map(|head| (uri, head.last_modified))),
+            Ok(found) => Ok(found.map(|head| (uri, head.last_modified.as_deref().and_then(epoch)))),
             Err(failure) => Err(Error::reading("HeadObject", uri.to_string(), failure)),
         }
     };

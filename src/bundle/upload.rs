@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::budget::BudgetPermit;
 use crate::error::{Error, Result};
-use crate::s3::{failure, S3};
+use crate::s3::{failure, with_object_headers, ObjectHeaders, S3};
 use crate::s3uri::S3Uri;
 
 /// S3's limits.
@@ -51,17 +51,28 @@ impl MultipartUpload {
         storage_class: Option<&StorageClass>,
         concurrent_parts: usize,
     ) -> Result<Self> {
-        let settings = s3.settings();
-        let output = s3
+        let headers = ObjectHeaders {
+            content_type: Some(content_type.to_string()),
+            ..ObjectHeaders::default()
+        };
+        Self::create_with(s3, target, &headers, storage_class, concurrent_parts).await
+    }
+
+    /// Starts an upload of an object with these content headers, metadata and tags.
+    pub async fn create_with(
+        s3: &S3,
+        target: &S3Uri,
+        headers: &ObjectHeaders,
+        storage_class: Option<&StorageClass>,
+        concurrent_parts: usize,
+    ) -> Result<Self> {
+        let request = s3
             .client()
             .create_multipart_upload()
             .bucket(&target.bucket)
             .key(&target.key)
-            .content_type(content_type)
-            .set_storage_class(storage_class.cloned())
-            .set_server_side_encryption(settings.encryption())
-            .set_ssekms_key_id(settings.sse_kms_key_id.clone())
-            .set_expected_bucket_owner(settings.expected_bucket_owner.clone())
+            .set_storage_class(storage_class.cloned());
+        let output = with_object_headers!(request, headers, s3.settings())
             .send()
             .await
             .map_err(|e| Error::writing("CreateMultipartUpload", target.to_string(), failure(e)))?;
@@ -153,8 +164,8 @@ impl MultipartUpload {
         Ok(())
     }
 
-    /// Waits for every part and completes the upload.
-    pub async fn complete(mut self) -> Result<()> {
+    /// Waits for every part and completes the upload; returns the new object's version ID.
+    pub async fn complete(mut self) -> Result<Option<String>> {
         while let Some(joined) = self.running.join_next().await {
             let part = joined.map_err(|e| {
                 Error::writing(
@@ -188,16 +199,18 @@ impl MultipartUpload {
             .set_expected_bucket_owner(self.s3.settings().expected_bucket_owner.clone())
             .send()
             .await;
-        if let Err(e) = result {
-            let error = Error::writing(
-                "CompleteMultipartUpload",
-                self.target.to_string(),
-                failure(e),
-            );
-            self.abort().await;
-            return Err(error);
+        match result {
+            Ok(output) => Ok(output.version_id().map(str::to_string)),
+            Err(e) => {
+                let error = Error::writing(
+                    "CompleteMultipartUpload",
+                    self.target.to_string(),
+                    failure(e),
+                );
+                self.abort().await;
+                Err(error)
+            }
         }
-        Ok(())
     }
 
     /// Stops every part and aborts the upload; failures are logged, since the lifecycle rule

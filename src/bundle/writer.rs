@@ -237,7 +237,7 @@ impl ArchiveWriter {
             self.flush_part().await?;
         }
         match self.upload.take() {
-            Some(upload) => upload.complete().await.map(|()| Some(self.offset)),
+            Some(upload) => upload.complete().await.map(|_| Some(self.offset)),
             None => Ok(None),
         }
     }

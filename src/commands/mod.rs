@@ -1,10 +1,13 @@
 //! Commands: glue that composes the core and I/O modules. Nothing below reaches up here.
 
 pub mod bundle;
+pub mod extract;
 pub mod group;
 pub mod plan;
+pub mod prune;
 pub mod run;
 pub mod submit;
+pub mod verify;
 pub mod worker;
 
 use crate::cli::{Cli, Command};
@@ -42,5 +45,9 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
         Command::Run(args) => run::run(&cli.aws, &config, &args, shutdown).await,
         Command::Submit(args) => submit::run(&cli.aws.ecs(&config), &args).await,
         Command::Plan(args) => plan::run(&cli.aws, &config, &args, shutdown).await,
+        Command::Extract(args) => extract::run(&cli.aws, &config, &args, shutdown).await,
+        Command::Cat(args) => extract::run_cat(&cli.aws, &config, &args).await,
+        Command::Verify(args) => verify::run(&cli.aws, &config, &args).await,
+        Command::Prune(args) => prune::run(&cli.aws, &config, &args, shutdown).await,
     }
 }

@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+pub mod sources;
+pub use sources::*;
+
 pub use s3bundler_testkit::{
     get_object, list_keys, moto, new_bucket, put_object, s3_client, server::LocalS3,
 };
@@ -94,6 +97,33 @@ fn output_of(output: std::process::Output) -> Output {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// Runs `s3bundler COMMAND --manifests s3://ARCH/manifests/ -b ARCH -p bundles -s 2KiB --json
+/// EXTRA` (verify or prune, as the tests lay bundles out) and parses its JSON.
+pub async fn check_command(
+    endpoint: &str,
+    command: &str,
+    arch: &str,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let manifests = format!("s3://{arch}/manifests/");
+    let mut args = vec![
+        command,
+        "--manifests",
+        &manifests,
+        "-b",
+        arch,
+        "-p",
+        "bundles",
+        "-s",
+        "2KiB",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = s3bundler(endpoint, &args).await;
+    let json = out.json();
+    (out, json)
 }
 
 /// The real AWS inventory samples, or `None` (with a note) in a clone without `../shared`.

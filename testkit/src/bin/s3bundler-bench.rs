@@ -56,6 +56,18 @@ enum Bench {
         #[arg(long)]
         concurrency: usize,
     },
+    /// Bundle one manifest of small objects, then time `verify` of it, shallow and `--deep`,
+    /// and `extract` of every object to another bucket.
+    Verify {
+        #[arg(long, default_value_t = 65_000)]
+        objects: u64,
+        /// Bytes per object.
+        #[arg(long, default_value_t = 1024)]
+        size: u64,
+        /// `extract --concurrency`.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 fn s3bundler_binary() -> PathBuf {
@@ -155,26 +167,8 @@ fn gzip_dc(files: &[PathBuf]) -> f64 {
 
 async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Option<&str>) {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let server = LocalS3::start(&scratch.path().join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
-    let client = s3bundler_testkit::s3_client(&server.endpoint);
-    let (source, archive) = ("bench-source", "bench-archive");
-    for bucket in [source, archive] {
-        let _ = client.create_bucket().bucket(bucket).send().await;
-    }
-    // Objects are written as files beside the server: 100,000 PUTs would take longer than the
-    // benchmark itself. The manifest uses the original 3-column format.
-    let keys: Vec<String> = (0..objects)
-        .map(|i| format!("obj/{:04}/{i}", i / 1000))
-        .collect();
-    let mut manifest = String::new();
-    for (i, key) in keys.iter().enumerate() {
-        let body: Vec<u8> = (0..size).map(|b| (b as u8).wrapping_add(i as u8)).collect();
-        server
-            .write_object_file(source, key, &body)
-            .unwrap_or_else(|e| panic!("{e}"));
-        manifest.push_str(&format!("{source},{key},{size}\n"));
-    }
-    s3bundler_testkit::put_object(&client, archive, "m/bench.0.index", manifest.into_bytes()).await;
+    let (server, _client, keys) = source_objects(scratch.path(), objects, size).await;
+    let (source, archive) = (SOURCE, ARCHIVE);
 
     let keys_file = scratch.path().join("keys");
     std::fs::write(&keys_file, keys.join("\n")).unwrap_or_else(|e| panic!("{e}"));
@@ -204,7 +198,7 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
         .args([
             "bundle",
             "-m",
-            &format!("s3://{archive}/m/bench.0.index"),
+            &format!("s3://{archive}/{MANIFEST}"),
             "-b",
             archive,
             "--concurrency",
@@ -297,6 +291,102 @@ async fn raw_get(endpoint: &str, bucket: &str, keys: &Path, concurrency: usize) 
     println!("{read}");
 }
 
+const SOURCE: &str = "bench-source";
+const ARCHIVE: &str = "bench-archive";
+const MANIFEST: &str = "m/bench.0.index";
+
+/// Starts a server under `dir` holding `objects` objects of `size` bytes in `bench-source` and
+/// their manifest at `s3://bench-archive/m/bench.0.index`; returns the server, a client and the
+/// keys.
+async fn source_objects(
+    dir: &Path,
+    objects: u64,
+    size: u64,
+) -> (LocalS3, aws_sdk_s3::Client, Vec<String>) {
+    let server = LocalS3::start(&dir.join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
+    let client = s3bundler_testkit::s3_client(&server.endpoint);
+    for bucket in [SOURCE, ARCHIVE] {
+        let _ = client.create_bucket().bucket(bucket).send().await;
+    }
+    // Objects are written as files beside the server: 100,000 PUTs would take longer than the
+    // benchmark itself. The manifest uses the original 3-column format.
+    let keys: Vec<String> = (0..objects)
+        .map(|i| format!("obj/{:04}/{i}", i / 1000))
+        .collect();
+    let mut manifest = String::new();
+    for (i, key) in keys.iter().enumerate() {
+        let body: Vec<u8> = (0..size).map(|b| (b as u8).wrapping_add(i as u8)).collect();
+        server
+            .write_object_file(SOURCE, key, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
+        manifest.push_str(&format!("{SOURCE},{key},{size}\n"));
+    }
+    s3bundler_testkit::put_object(&client, ARCHIVE, MANIFEST, manifest.into_bytes()).await;
+    (server, client, keys)
+}
+
+async fn bench_verify(objects: u64, size: u64, concurrency: usize) {
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (server, client, _keys) = source_objects(scratch.path(), objects, size).await;
+    let env = s3bundler_testkit::cli_env(&server.endpoint);
+    let manifest = format!("s3://{ARCHIVE}/{MANIFEST}");
+    let bundle = measure(
+        Command::new(s3bundler_binary())
+            .args(["bundle", "-m", &manifest, "-b", ARCHIVE, "--json"])
+            .envs(env.clone()),
+    );
+    assert!(bundle.status.success(), "bundle failed: {}", bundle.stdout);
+    println!("verify benchmark: one manifest of {objects} objects of {size} bytes (bundled in {:.2} s), local s3s server in the bench process", bundle.wall_seconds);
+    for deep in [false, true] {
+        let mut command = Command::new(s3bundler_binary());
+        command
+            .args([
+                "verify",
+                "--manifests",
+                &format!("s3://{ARCHIVE}/m/"),
+                "-b",
+                ARCHIVE,
+                "--json",
+            ])
+            .envs(env.clone());
+        if deep {
+            command.arg("--deep");
+        }
+        let run = measure(&mut command);
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        assert!(
+            run.status.success() && report["totals"]["verified"].as_u64() == Some(objects),
+            "verify failed: {}",
+            run.stdout
+        );
+        println!(
+            "  verify{:<7}  {:.2} s wall ({:.0} objects/s), {:.2} s CPU, peak RSS {:.1} MiB",
+            if deep { " --deep" } else { "" },
+            run.wall_seconds,
+            objects as f64 / run.wall_seconds,
+            run.cpu_seconds,
+            run.max_rss_mib
+        );
+    }
+    let bundled: serde_json::Value = serde_json::from_str(&bundle.stdout).unwrap_or_default();
+    let archive = bundled["archive"].as_str().unwrap_or("").to_string();
+    let _ = client.create_bucket().bucket("bench-restore").send().await;
+    let extract = measure(
+        Command::new(s3bundler_binary())
+            .args(["extract", &archive, "--to", "s3://bench-restore", "--json"])
+            .args(["--concurrency", &concurrency.to_string()])
+            .envs(env),
+    );
+    assert!(extract.status.success(), "extract failed");
+    println!(
+        "  extract --to  {:.2} s wall ({:.0} objects/s, one range GET and one PUT each, concurrency {concurrency}), {:.2} s CPU, peak RSS {:.1} MiB",
+        extract.wall_seconds,
+        objects as f64 / extract.wall_seconds,
+        extract.cpu_seconds,
+        extract.max_rss_mib
+    );
+}
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
@@ -316,5 +406,10 @@ async fn main() {
             keys,
             concurrency,
         } => raw_get(&endpoint, &bucket, &keys, concurrency).await,
+        Bench::Verify {
+            objects,
+            size,
+            concurrency,
+        } => bench_verify(objects, size, concurrency).await,
     }
 }

@@ -1,0 +1,176 @@
+//! Reading archives back: the bytes of a range GET, or of a whole compressed archive
+//! decompressed on a blocking thread while it downloads, arrive as [`Chunks`] of the
+//! uncompressed tar stream. Memory stays bounded: a few chunks in flight.
+
+use std::io::Read;
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::archive::layout::Compression;
+use crate::s3::error_chain;
+
+/// Decompressed bytes handed over at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks buffered between the download, the decoder and the consumer.
+const IN_FLIGHT: usize = 8;
+
+/// Why the bytes stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The connection dropped mid-body: reading again may succeed.
+    #[error("body cut off: {0}")]
+    Cut(String),
+    /// The compressed stream does not decode: the archive is damaged.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// Bytes of a tar stream, in order.
+pub enum Chunks {
+    Body(ByteStream),
+    Channel(mpsc::Receiver<Result<Bytes, ReadError>>),
+}
+
+impl Chunks {
+    /// The next bytes; `None` at the end; an error when the body was cut or did not decode.
+    pub async fn next(&mut self) -> Option<Result<Bytes, ReadError>> {
+        match self {
+            Chunks::Body(body) => body
+                .next()
+                .await
+                .map(|r| r.map_err(|e| ReadError::Cut(error_chain(&e)))),
+            Chunks::Channel(receiver) => receiver.recv().await,
+        }
+    }
+}
+
+/// A blocking reader over chunks sent from the async side. A cut body surfaces as an I/O error
+/// of kind `ConnectionAborted`, which the decoders pass through, so it stays a [`ReadError::Cut`].
+struct ChannelReader {
+    receiver: mpsc::Receiver<Result<Bytes, ReadError>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// The uncompressed tar stream of a whole archive body.
+pub fn decompressed(body: ByteStream, compression: Compression) -> Chunks {
+    if compression == Compression::None {
+        return Chunks::Body(body);
+    }
+    let (raw_tx, raw_rx) = mpsc::channel(IN_FLIGHT);
+    tokio::spawn(async move {
+        let mut raw = Chunks::Body(body);
+        while let Some(chunk) = raw.next().await {
+            let failed = chunk.is_err();
+            if raw_tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            receiver: raw_rx,
+            current: Bytes::new(),
+        };
+        let mut decoder: Box<dyn Read> = match compression {
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            _ => match zstd::stream::read::Decoder::new(reader) {
+                Ok(decoder) => Box::new(decoder),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(ReadError::Corrupt(format!("zstd decoder: {e}"))));
+                    return;
+                }
+            },
+        };
+        loop {
+            let mut buffer = vec![0u8; CHUNK];
+            let message = match decoder.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    Ok(Bytes::from(buffer))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => Err(ReadError::Cut(
+                    e.to_string()
+                        .trim_start_matches("body cut off: ")
+                        .to_string(),
+                )),
+                Err(e) => Err(ReadError::Corrupt(format!(
+                    "cannot decompress ({compression:?}): {e}"
+                ))),
+            };
+            let failed = message.is_err();
+            if tx.blocking_send(message).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Chunks::Channel(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    async fn collect(mut chunks: Chunks) -> Result<Vec<u8>, ReadError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn gzip_and_zstd_decode_and_damage_is_an_error() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap_or_else(|e| panic!("{e}"));
+        let gz = gz.finish().unwrap_or_default();
+        let zst = zstd::stream::encode_all(data.as_slice(), 1).unwrap_or_default();
+        for (bytes, compression) in [(gz, Compression::Gzip), (zst, Compression::Zstd)] {
+            let whole = collect(decompressed(ByteStream::from(bytes.clone()), compression)).await;
+            assert_eq!(
+                whole.as_deref().ok(),
+                Some(data.as_slice()),
+                "{compression:?}"
+            );
+            let cut = bytes[..bytes.len() / 2].to_vec();
+            let damaged = collect(decompressed(ByteStream::from(cut), compression)).await;
+            assert!(
+                matches!(damaged, Err(ReadError::Corrupt(_))),
+                "{compression:?}: {damaged:?}"
+            );
+        }
+        let plain = collect(decompressed(
+            ByteStream::from(data.clone()),
+            Compression::None,
+        ))
+        .await;
+        assert_eq!(plain.ok(), Some(data));
+    }
+}

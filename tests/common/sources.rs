@@ -1,0 +1,180 @@
+//! Test objects: sources with content headers, metadata, tags and multipart uploads, put
+//! into a bucket, and bundle manifests listing them.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, StorageClass,
+    VersioningConfiguration,
+};
+use s3bundler::manifest::{ManifestEntry, ManifestWriter};
+
+use super::put_object;
+
+/// One object of a test, as put into the source bucket.
+#[derive(Clone, Default)]
+pub struct Source {
+    pub key: String,
+    pub body: Vec<u8>,
+    pub content_type: Option<&'static str>,
+    pub cache_control: Option<&'static str>,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    /// Uploaded in parts of this size (ETag `-N`).
+    pub multipart: Option<usize>,
+    pub storage_class: Option<&'static str>,
+}
+
+/// An object with content headers, user metadata (with `=` and `%`) and tags.
+pub fn with_metadata(content_type: &'static str) -> Source {
+    Source {
+        key: "meta/with metadata.txt".into(),
+        body: b"hello metadata".to_vec(),
+        content_type: Some(content_type),
+        cache_control: Some("max-age=60"),
+        metadata: BTreeMap::from([
+            ("owner".into(), "ops".into()),
+            ("note".into(), "a=b%c".into()),
+        ]),
+        tags: BTreeMap::from([("team".into(), "data".into()), ("a=b".into(), "x y".into())]),
+        ..Source::default()
+    }
+}
+
+/// Turns on versioning.
+pub async fn enable_versioning(client: &aws_sdk_s3::Client, bucket: &str) {
+    client
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("versioning on {bucket}: {e:?}"));
+}
+
+pub fn body(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Puts an object; returns its version ID (versioned buckets).
+pub async fn put(client: &aws_sdk_s3::Client, bucket: &str, source: &Source) -> Option<String> {
+    let tagging = (!source.tags.is_empty()).then(|| {
+        source
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let metadata = Some(source.metadata.clone().into_iter().collect());
+    if let Some(part_size) = source.multipart {
+        let created = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(&source.key)
+            .set_content_type(source.content_type.map(str::to_string))
+            .set_metadata(metadata)
+            .set_tagging(tagging)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let upload_id = created.upload_id().unwrap_or_default();
+        let mut parts = Vec::new();
+        for (n, chunk) in source.body.chunks(part_size).enumerate() {
+            let number = n as i32 + 1;
+            let out = client
+                .upload_part()
+                .bucket(bucket)
+                .key(&source.key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(chunk.to_vec().into())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        let done = client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(&source.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        return done.version_id().map(str::to_string);
+    }
+    let out = client
+        .put_object()
+        .bucket(bucket)
+        .key(&source.key)
+        .body(source.body.clone().into())
+        .set_content_type(source.content_type.map(str::to_string))
+        .set_cache_control(source.cache_control.map(str::to_string))
+        .set_metadata(metadata)
+        .set_tagging(tagging)
+        .set_storage_class(source.storage_class.map(StorageClass::from))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {}: {e:?}", source.key));
+    out.version_id().map(str::to_string)
+}
+
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn entry(
+    bucket: &str,
+    key: &str,
+    size: u64,
+    version_id: Option<&str>,
+) -> ManifestEntry<'static> {
+    ManifestEntry {
+        bucket: Cow::Owned(bucket.to_string()),
+        key: Cow::Owned(key.to_string()),
+        size,
+        version_id: version_id.map(|v| Cow::Owned(v.to_string())),
+        etag: None,
+        last_modified: None,
+        storage_class: None,
+    }
+}
+
+pub async fn write_manifest(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    entries: &[ManifestEntry<'_>],
+) -> String {
+    let mut writer = ManifestWriter::default();
+    for e in entries {
+        writer.push(e);
+    }
+    put_object(client, bucket, key, writer.finish()).await;
+    format!("s3://{bucket}/{key}")
+}

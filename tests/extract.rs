@@ -1,0 +1,412 @@
+//! `s3bundler extract` and `cat`: round trips through moto (bytes, content headers, metadata,
+//! tags, versions) for plain, gzip and zstd archives, and local extraction (escaping names
+//! refused, xattrs written) from archives crafted on the local server.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use md5::{Digest, Md5};
+use s3bundler::archive::pax::{member_header, padding, END_OF_ARCHIVE};
+use s3bundler::archive::records::{IndexRow, IndexWriter};
+
+fn sources() -> Vec<Source> {
+    vec![
+        Source {
+            key: "zero".into(),
+            ..Source::default()
+        },
+        with_metadata("text/plain; charset=utf-8"),
+        Source {
+            key: "odd/caf\u{e9} \u{65e5}\u{672c} +plus %percent &amp;\"q\",c.txt".into(),
+            body: b"odd".to_vec(),
+            content_type: Some("application/x-odd"),
+            ..Source::default()
+        },
+        Source {
+            key: "multi/part.bin".into(),
+            body: body((5 << 20) + 1000, 3),
+            multipart: Some(5 << 20),
+            metadata: BTreeMap::from([("parts".into(), "2".into())]),
+            ..Source::default()
+        },
+        Source {
+            key: "big/streamed-9MiB.bin".into(),
+            body: body(9 << 20, 2),
+            tags: BTreeMap::from([("size".into(), "large".into())]),
+            ..Source::default()
+        },
+    ]
+}
+
+async fn tags_of(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> BTreeMap<String, String> {
+    client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("tags of {key}: {e:?}"))
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+/// Checks that `bucket/prefix<key>` holds `source` with its headers, metadata and tags.
+async fn assert_restored(client: &aws_sdk_s3::Client, bucket: &str, key: &str, source: &Source) {
+    let got = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+    let content_type = got.content_type().map(str::to_string);
+    let cache_control = got.cache_control().map(str::to_string);
+    let metadata: BTreeMap<String, String> = got
+        .metadata()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let bytes = got
+        .body
+        .collect()
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    assert!(bytes == source.body, "{key}: bytes differ");
+    if let Some(expected) = source.content_type {
+        assert_eq!(content_type.as_deref(), Some(expected), "{key}");
+    }
+    assert_eq!(cache_control.as_deref(), source.cache_control, "{key}");
+    assert_eq!(metadata, source.metadata, "{key}");
+    assert_eq!(tags_of(client, bucket, key).await, source.tags, "{key}");
+}
+
+async fn round_trip(compress: Option<&str>) {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "xsrc").await;
+    let arch = new_bucket(&client, "xarch").await;
+    let dst = new_bucket(&client, "xdst").await;
+    enable_versioning(&client, &src).await;
+    let sources = sources();
+    let mut entries = Vec::new();
+    let mut versions = BTreeMap::new();
+    for source in &sources {
+        versions.insert(source.key.clone(), put(&client, &src, source).await);
+        entries.push(entry(&src, &source.key, source.body.len() as u64, None));
+    }
+    let manifest = write_manifest(&client, &arch, "m/x-manifest.0.index", &entries).await;
+    let mut args = vec!["bundle", "-m", &manifest, "-b", &arch, "-p", "b", "--json"];
+    if let Some(compress) = compress {
+        args.extend(["--compress", compress]);
+    }
+    let out = s3bundler(endpoint, &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let archive = out.json()["archive"].as_str().unwrap_or("").to_string();
+
+    let to = format!("s3://{dst}/restored");
+    let out = s3bundler(endpoint, &["extract", &archive, "--to", &to, "--json"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let restored = out.json();
+    assert_eq!(
+        restored.as_array().map(Vec::len),
+        Some(sources.len()),
+        "{restored}"
+    );
+    for source in &sources {
+        assert_restored(&client, &dst, &format!("restored/{}", source.key), source).await;
+        let listed = restored
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["key"] == source.key.as_str())
+            .unwrap_or_else(|| panic!("{} not listed: {restored}", source.key));
+        // S3 cannot restore a version ID: the archived one is listed beside the new one.
+        assert_eq!(
+            listed["archived_version_id"].as_str(),
+            versions[&source.key].as_deref(),
+            "{listed}"
+        );
+    }
+
+    // One object back where it was, by key.
+    let odd = &sources[2];
+    client
+        .delete_object()
+        .bucket(&src)
+        .key(&odd.key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let original = format!("s3://{src}");
+    let out = s3bundler(
+        endpoint,
+        &["extract", &archive, "--key", &odd.key, "--to", &original],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("archived-version=") && out.stdout.contains("restored 1 objects"),
+        "{}",
+        out.stdout
+    );
+    assert_restored(&client, &src, &odd.key, odd).await;
+
+    // cat: one object's bytes on stdout.
+    let out = s3bundler(endpoint, &["cat", &archive, &sources[1].key]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.as_bytes(), sources[1].body.as_slice());
+    let out = s3bundler(endpoint, &["cat", &archive, "no/such/key"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no/such/key"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn round_trip_through_an_uncompressed_archive_restores_bytes_headers_metadata_and_tags() {
+    round_trip(None).await;
+}
+
+#[tokio::test]
+async fn round_trip_through_tar_gz() {
+    round_trip(Some("gzip")).await;
+}
+
+#[tokio::test]
+async fn round_trip_through_tar_zst() {
+    round_trip(Some("zstd")).await;
+}
+
+/// A member of a crafted archive: (name, data, S3 attributes).
+type Crafted<'a> = (&'a str, &'a [u8], Vec<(String, String)>);
+
+/// Puts a crafted archive and its index on the local server; returns the archive's URI.
+async fn put_crafted(client: &aws_sdk_s3::Client, bucket: &str, members: &[Crafted<'_>]) -> String {
+    let mut tar = Vec::new();
+    let mut index = IndexWriter::default();
+    for (name, data, attributes) in members {
+        let header_offset = tar.len() as u64;
+        tar.extend(member_header(
+            name,
+            data.len() as u64,
+            1_700_000_000,
+            attributes,
+        ));
+        let data_offset = tar.len() as u64;
+        tar.extend_from_slice(data);
+        tar.resize(tar.len() + padding(data.len() as u64) as usize, 0);
+        let (bucket, key) = name.split_once('/').unwrap_or(("", name));
+        index.push(&IndexRow {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size: data.len() as u64,
+            md5: hex::encode(Md5::digest(data)),
+            member: name.to_string(),
+            header_offset: Some(header_offset),
+            data_offset: Some(data_offset),
+            ..IndexRow::default()
+        });
+    }
+    tar.extend_from_slice(&END_OF_ARCHIVE);
+    put_object(client, bucket, "crafted/x.tar", tar).await;
+    put_object(client, bucket, "crafted/x.index", index.finish()).await;
+    format!("s3://{bucket}/crafted/x.tar")
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            found.push(
+                path.strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+            );
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn members_that_would_escape_the_folder_are_refused_and_nothing_is_written() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "xevil").await;
+    let archive = put_crafted(
+        &client,
+        &bucket,
+        &[
+            ("src/fine.txt", b"fine", vec![]),
+            ("../evil", b"evil", vec![]),
+            ("/abs", b"abs", vec![]),
+            ("a/../../b", b"b", vec![]),
+        ],
+    )
+    .await;
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.path().join("out");
+    let dir_text = dir.display().to_string();
+    let out = s3bundler(&server.endpoint, &["extract", &archive, "-C", &dir_text]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    for name in ["../evil", "/abs", "a/../../b"] {
+        assert!(
+            out.stderr.contains(&format!("`{name}`")),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        files_under(scratch.path()),
+        Vec::<String>::new(),
+        "nothing written"
+    );
+    assert!(!Path::new("/abs").exists());
+    // Asking for the safe member alone works.
+    let out = s3bundler(
+        &server.endpoint,
+        &["extract", &archive, "--key", "fine.txt", "-C", &dir_text],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        files_under(scratch.path()),
+        vec!["out", "out/src", "out/src/fine.txt"]
+    );
+}
+
+/// Reads extended attribute `name` of `path`.
+fn get_xattr(path: &Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buffer = vec![0u8; 4096];
+    // SAFETY: NUL-terminated strings and a buffer of the length given, all alive for the call.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    String::from_utf8(buffer[..n].to_vec()).ok()
+}
+
+/// True when files under `dir` can carry user extended attributes.
+fn user_xattrs_supported(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let probe = dir.join(".xattr-probe");
+    if std::fs::write(&probe, b"").is_err() {
+        return false;
+    }
+    let c_path = std::ffi::CString::new(probe.as_os_str().as_bytes()).unwrap_or_default();
+    // SAFETY: NUL-terminated strings and a one-byte value, all alive for the call.
+    let result = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c"user.probe".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    let _ = std::fs::remove_file(&probe);
+    result == 0
+}
+
+#[tokio::test]
+async fn local_extract_writes_files_and_s3_attributes_as_xattrs() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "xlocal").await;
+    let attributes = vec![
+        ("etag".to_string(), "abc".to_string()),
+        ("content-type".to_string(), "text/plain".to_string()),
+        ("meta.owner".to_string(), "ops".to_string()),
+        ("tag.a=b".to_string(), "x y".to_string()),
+    ];
+    let big = body(300_000, 5);
+    let archive = put_crafted(
+        &client,
+        &bucket,
+        &[
+            ("src/a.txt", b"hello", attributes),
+            ("src/dir/deeper/big.bin", &big, vec![]),
+            ("src/empty", b"", vec![]),
+        ],
+    )
+    .await;
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.path().join("out");
+    let dir_text = dir.display().to_string();
+    let out = s3bundler(&server.endpoint, &["extract", &archive, "-C", &dir_text]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read(dir.join("src/a.txt")).unwrap_or_default(),
+        b"hello"
+    );
+    assert!(std::fs::read(dir.join("src/dir/deeper/big.bin")).unwrap_or_default() == big);
+    assert_eq!(
+        std::fs::metadata(dir.join("src/empty"))
+            .map(|m| m.len())
+            .ok(),
+        Some(0)
+    );
+    if !user_xattrs_supported(&dir) {
+        eprintln!(
+            "skipped the xattr checks: the filesystem of {} does not support user extended attributes",
+            dir.display()
+        );
+        return;
+    }
+    let file = dir.join("src/a.txt");
+    assert_eq!(
+        get_xattr(&file, "user.s3.content-type").as_deref(),
+        Some("text/plain")
+    );
+    assert_eq!(
+        get_xattr(&file, "user.s3.meta.owner").as_deref(),
+        Some("ops")
+    );
+    assert_eq!(get_xattr(&file, "user.s3.tag.a=b").as_deref(), Some("x y"));
+    assert_eq!(get_xattr(&file, "user.s3.etag").as_deref(), Some("abc"));
+}
+
+#[tokio::test]
+async fn a_damaged_member_fails_the_extract_with_exit_2() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "xdamaged").await;
+    let archive = put_crafted(&client, &bucket, &[("src/a.txt", b"hello", vec![])]).await;
+    let mut tar = get_object(&client, &bucket, "crafted/x.tar").await;
+    tar[512] = b'j';
+    put_object(&client, &bucket, "crafted/x.tar", tar).await;
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir_text = scratch.path().display().to_string();
+    let out = s3bundler(&server.endpoint, &["extract", &archive, "-C", &dir_text]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("MD5"), "{}", out.stderr);
+    assert!(
+        !files_under(scratch.path())
+            .iter()
+            .any(|f| f.ends_with("a.txt")),
+        "no file with the wrong bytes is left"
+    );
+    let out = s3bundler(
+        &server.endpoint,
+        &["extract", "s3://b/not-an-archive.zip", "-C", "x"],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+}
