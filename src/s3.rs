@@ -197,6 +197,30 @@ impl S3 {
         })
     }
 
+    /// Reads `length` bytes of an object from `start` (a ranged GET).
+    pub async fn get_range(
+        &self,
+        uri: &S3Uri,
+        start: u64,
+        length: u64,
+    ) -> Result<Bytes, RemoteFailure> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .range(format!("bytes={start}-{}", start + length.max(1) - 1))
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(failure)?;
+        let collected =
+            output.body.collect().await.map_err(|e| {
+                RemoteFailure::Transient(format!("body cut off: {}", error_chain(&e)))
+            })?;
+        Ok(collected.into_bytes())
+    }
+
     /// Reads a small object whole; refuses one larger than `limit` bytes.
     pub async fn get_bytes(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, RemoteFailure> {
         let stream = self.get_stream(uri).await?;
