@@ -214,11 +214,18 @@ impl S3 {
             .send()
             .await
             .map_err(failure)?;
-        let collected =
-            output.body.collect().await.map_err(|e| {
-                RemoteFailure::Transient(format!("body cut off: {}", error_chain(&e)))
-            })?;
-        Ok(collected.into_bytes())
+        // One buffer of the final size: collecting and then joining the chunks would hold the
+        // range twice.
+        let mut body = output.body;
+        let mut buffer = bytes::BytesMut::with_capacity(length as usize);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| RemoteFailure::Transient(format!("body cut off: {}", error_chain(&e))))?
+        {
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(buffer.freeze())
     }
 
     /// Reads a small object whole; refuses one larger than `limit` bytes.

@@ -41,27 +41,39 @@ fn manifest_key(n: u64) -> String {
     format!("s3grouper-output/inventory-filemanager-inventory-test-cfg-2024-05-06T01-00Z-manifest.{n}.index")
 }
 
-#[tokio::test]
-async fn real_versioned_csv_sample_groups_latest_versions_through_moto() {
+/// The bundle manifest of the versioned samples' latest versions (the same in every format).
+const SAMPLE_LATEST_MANIFEST: &str = "filemanager-inventory-test,inventory-test/,0,,d41d8cd98f00b204e9800998ecf8427e,2024-05-06T22:37:48.000Z,STANDARD\n\
+     filemanager-inventory-test,inventory-test/key1,5,tpinzcbxOfWpZsmjvVgdHEvSohsY4TA0,d8e8fca2dc0f896fd7cb4cb0031ba249,2024-05-06T22:44:22.000Z,STANDARD\n";
+
+/// Groups one of the versioned samples (5 rows: 2 latest, 2 noncurrent, 1 delete marker)
+/// through moto, from its manifest.json or its manifest.checksum, and checks the exact manifest.
+async fn group_versioned_sample(stem: &str, data: &str, through_checksum: bool) {
     let endpoint = moto::endpoint();
     let client = s3_client(endpoint);
     let bucket = new_bucket(&client, "inv").await;
-    let Some(uri) = upload_sample(&client, &bucket, "csv_inventory", "csv_inventory.csv.gz").await
-    else {
+    let Some(uri) = upload_sample(&client, &bucket, stem, data).await else {
         return;
     };
-
-    let out = s3bundler(endpoint, &["group", "-m", &uri, "-b", &bucket, "--json"]).await;
-    assert_eq!(out.code, 0, "{out:?}");
+    let given = if through_checksum {
+        uri.replace("manifest.json", "manifest.checksum")
+    } else {
+        uri.clone()
+    };
+    let out = s3bundler(endpoint, &["group", "-m", &given, "-b", &bucket, "--json"]).await;
+    assert_eq!(out.code, 0, "{data}: {out:?}");
     let summary = out.json();
-    assert_eq!(summary["rows_seen"], 5);
-    assert_eq!(summary["objects_selected"], 2);
-    assert_eq!(summary["skipped"]["delete_marker"], 1);
-    assert_eq!(summary["skipped"]["noncurrent_version"], 2);
+    assert_eq!(summary["rows_seen"], 5, "{data}");
+    assert_eq!(summary["objects_selected"], 2, "{data}");
+    assert_eq!(summary["skipped"]["delete_marker"], 1, "{data}");
+    assert_eq!(summary["skipped"]["noncurrent_version"], 2, "{data}");
     let body = get_object(&client, &bucket, &manifest_key(0)).await;
-    assert_eq!(String::from_utf8_lossy(&body), SAMPLE_LATEST_MANIFEST);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        SAMPLE_LATEST_MANIFEST,
+        "{data}"
+    );
     assert!(
-        out.stderr.contains(&format!("begin processing {uri}")),
+        out.stderr.contains(&format!("begin processing {given}")),
         "{}",
         out.stderr
     );
@@ -82,65 +94,21 @@ async fn real_versioned_csv_sample_groups_latest_versions_through_moto() {
         ],
     )
     .await;
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.json()["objects_selected"], 4);
+    assert_eq!(out.code, 0, "{data}: {out:?}");
+    assert_eq!(out.json()["objects_selected"], 4, "{data}");
 }
 
-/// The bundle manifest of the versioned samples' latest versions (the same in every format).
-const SAMPLE_LATEST_MANIFEST: &str = "filemanager-inventory-test,inventory-test/,0,,d41d8cd98f00b204e9800998ecf8427e,2024-05-06T22:37:48.000Z,STANDARD\n\
-     filemanager-inventory-test,inventory-test/key1,5,tpinzcbxOfWpZsmjvVgdHEvSohsY4TA0,d8e8fca2dc0f896fd7cb4cb0031ba249,2024-05-06T22:44:22.000Z,STANDARD\n";
+#[tokio::test]
+async fn real_versioned_csv_sample_groups_latest_versions_through_moto() {
+    group_versioned_sample("csv_inventory", "csv_inventory.csv.gz", false).await;
+}
 
-/// The real ORC and Parquet samples hold the same 5 rows as the CSV one: the same manifest, the
-/// same counts, and with --all-versions the noncurrent versions too.
+/// The real ORC and Parquet samples hold the same 5 rows as the CSV one (literal keys, snake_case
+/// columns, timestamp columns): the same manifest, byte for byte.
 #[tokio::test]
 async fn real_orc_and_parquet_samples_group_like_the_csv_sample_through_moto() {
-    let endpoint = moto::endpoint();
-    let client = s3_client(endpoint);
-    for (stem, data) in [
-        ("orc_inventory", "orc_inventory.orc"),
-        ("parquet_inventory", "parquet_inventory.parquet"),
-    ] {
-        let bucket = new_bucket(&client, "inv").await;
-        let Some(uri) = upload_sample(&client, &bucket, stem, data).await else {
-            return;
-        };
-        let checksum_uri = uri.replace("manifest.json", "manifest.checksum");
-        let out = s3bundler(
-            endpoint,
-            &["group", "-m", &checksum_uri, "-b", &bucket, "--json"],
-        )
-        .await;
-        assert_eq!(out.code, 0, "{data}: {out:?}");
-        let summary = out.json();
-        assert_eq!(summary["rows_seen"], 5, "{data}");
-        assert_eq!(summary["objects_selected"], 2, "{data}");
-        assert_eq!(summary["skipped"]["delete_marker"], 1, "{data}");
-        assert_eq!(summary["skipped"]["noncurrent_version"], 2, "{data}");
-        let body = get_object(&client, &bucket, &manifest_key(0)).await;
-        assert_eq!(
-            String::from_utf8_lossy(&body),
-            SAMPLE_LATEST_MANIFEST,
-            "{data}"
-        );
-
-        let out = s3bundler(
-            endpoint,
-            &[
-                "group",
-                "-m",
-                &uri,
-                "-b",
-                &bucket,
-                "-p",
-                "all",
-                "--all-versions",
-                "--json",
-            ],
-        )
-        .await;
-        assert_eq!(out.code, 0, "{data}: {out:?}");
-        assert_eq!(out.json()["objects_selected"], 4, "{data}");
-    }
+    group_versioned_sample("orc_inventory", "orc_inventory.orc", true).await;
+    group_versioned_sample("parquet_inventory", "parquet_inventory.parquet", true).await;
 }
 
 #[tokio::test]

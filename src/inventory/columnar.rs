@@ -234,6 +234,23 @@ fn integers(array: &dyn Array) -> Vec<Option<i128>> {
     }
 }
 
+/// Decodes every batch of a file's reader; `read_error` turns a reader's error into ours.
+pub fn decode_batches<E>(
+    batches: impl Iterator<Item = std::result::Result<RecordBatch, E>>,
+    columns: &BatchColumns,
+    file: &str,
+    read_error: impl Fn(E) -> Error,
+    mut on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut rows = 0u64;
+    for batch in batches {
+        let batch = batch.map_err(&read_error)?;
+        decode_batch(&batch, columns, file, rows, &mut on_row)?;
+        rows += batch.num_rows() as u64;
+    }
+    Ok(())
+}
+
 /// Calls `on_row` for every row of `batch`. `rows_before` is the number of rows of the file
 /// before this batch, for row numbers in errors.
 pub fn decode_batch(

@@ -7,7 +7,7 @@ use orc_rust::projection::ProjectionMask;
 use orc_rust::reader::ChunkReader;
 use orc_rust::ArrowReaderBuilder;
 
-use super::columnar::{decode_batch, used_columns, BatchColumns};
+use super::columnar::{decode_batches, used_columns, BatchColumns};
 use super::parquet::BATCH_ROWS;
 use super::ranges::{RangeRead, RangeSource};
 use super::{InventoryRow, RowPosition};
@@ -24,7 +24,7 @@ fn orc_error(file: &str, error: impl std::fmt::Display) -> Error {
 pub fn read_orc<R: ChunkReader + Send + 'static>(
     reader: R,
     file: &str,
-    mut on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
+    on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
 ) -> Result<()> {
     let builder = ArrowReaderBuilder::try_new(reader).map_err(|e| orc_error(file, e))?;
     let schema = builder.schema();
@@ -38,13 +38,7 @@ pub fn read_orc<R: ChunkReader + Send + 'static>(
         .with_batch_size(BATCH_ROWS)
         .build();
     let columns = BatchColumns::new(&arrow_array::RecordBatchReader::schema(&batches), file)?;
-    let mut rows = 0u64;
-    for batch in batches {
-        let batch = batch.map_err(|e| orc_error(file, e))?;
-        decode_batch(&batch, &columns, file, rows, &mut on_row)?;
-        rows += batch.num_rows() as u64;
-    }
-    Ok(())
+    decode_batches(batches, &columns, file, |e| orc_error(file, e), on_row)
 }
 
 impl ChunkReader for RangeSource {

@@ -190,6 +190,8 @@ impl RangeSource {
             if let Some(ahead) = window.ahead.take() {
                 ahead.fetch.abort();
             }
+            // Let go of the old window before fetching the new one.
+            window.bytes = Bytes::new();
             // Reads reaching the end (the footer) fetch the tail; others a window onwards.
             let (offset, fetch) = if end == inner.len {
                 let offset = end.saturating_sub(length.max(TAIL));
@@ -203,7 +205,8 @@ impl RangeSource {
                 .map_err(|f| self.failed(f))?;
             window.bytes = self.complete(fetched, offset, fetch)?;
             window.offset = offset;
-            if end != inner.len {
+            // A read larger than a window is a whole row group: what follows is read the same way.
+            if end != inner.len && length < WINDOW {
                 window.ahead = self.fetch_ahead(offset + fetch);
             }
         }
