@@ -296,6 +296,28 @@ impl S3 {
         })
     }
 
+    /// Reads `length` bytes of an object from `start` into one buffer of that size
+    /// (collecting and then joining the chunks would hold the range twice).
+    pub async fn get_range_bytes(
+        &self,
+        uri: &S3Uri,
+        start: u64,
+        length: u64,
+    ) -> Result<Bytes, RemoteFailure> {
+        let mut stream = self
+            .get_range(uri, start, start + length.max(1) - 1)
+            .await?;
+        let mut buffer = bytes::BytesMut::with_capacity(length as usize);
+        while let Some(chunk) =
+            stream.body.try_next().await.map_err(|e| {
+                RemoteFailure::Transient(format!("body cut off: {}", error_chain(&e)))
+            })?
+        {
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(buffer.freeze())
+    }
+
     /// Reads a small object whole; refuses one larger than `limit` bytes. A body cut off
     /// mid-way is read again (the SDK retries failed requests, not cut bodies).
     pub async fn get_bytes(&self, uri: &S3Uri, limit: u64) -> Result<Bytes, RemoteFailure> {

@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use s3bundler::manifest::parse_manifest;
-use s3bundler_testkit::generate::{csv_report, rows, upload_report, InventorySpec};
+use s3bundler_testkit::generate::{
+    csv_report, report, rows, upload_report, DataFormat, InventorySpec,
+};
 
 const FIXTURE_MANIFEST_KEY: &str = "inventory/filemanager-inventory-test/cfg/2024-05-06T01-00Z";
 
@@ -39,31 +41,39 @@ fn manifest_key(n: u64) -> String {
     format!("s3grouper-output/inventory-filemanager-inventory-test-cfg-2024-05-06T01-00Z-manifest.{n}.index")
 }
 
-#[tokio::test]
-async fn real_versioned_csv_sample_groups_latest_versions_through_moto() {
+/// The bundle manifest of the versioned samples' latest versions (the same in every format).
+const SAMPLE_LATEST_MANIFEST: &str = "filemanager-inventory-test,inventory-test/,0,,d41d8cd98f00b204e9800998ecf8427e,2024-05-06T22:37:48.000Z,STANDARD\n\
+     filemanager-inventory-test,inventory-test/key1,5,tpinzcbxOfWpZsmjvVgdHEvSohsY4TA0,d8e8fca2dc0f896fd7cb4cb0031ba249,2024-05-06T22:44:22.000Z,STANDARD\n";
+
+/// Groups one of the versioned samples (5 rows: 2 latest, 2 noncurrent, 1 delete marker)
+/// through moto, from its manifest.json or its manifest.checksum, and checks the exact manifest.
+async fn group_versioned_sample(stem: &str, data: &str, through_checksum: bool) {
     let endpoint = moto::endpoint();
     let client = s3_client(endpoint);
     let bucket = new_bucket(&client, "inv").await;
-    let Some(uri) = upload_sample(&client, &bucket, "csv_inventory", "csv_inventory.csv.gz").await
-    else {
+    let Some(uri) = upload_sample(&client, &bucket, stem, data).await else {
         return;
     };
-
-    let out = s3bundler(endpoint, &["group", "-m", &uri, "-b", &bucket, "--json"]).await;
-    assert_eq!(out.code, 0, "{out:?}");
+    let given = if through_checksum {
+        uri.replace("manifest.json", "manifest.checksum")
+    } else {
+        uri.clone()
+    };
+    let out = s3bundler(endpoint, &["group", "-m", &given, "-b", &bucket, "--json"]).await;
+    assert_eq!(out.code, 0, "{data}: {out:?}");
     let summary = out.json();
-    assert_eq!(summary["rows_seen"], 5);
-    assert_eq!(summary["objects_selected"], 2);
-    assert_eq!(summary["skipped"]["delete_marker"], 1);
-    assert_eq!(summary["skipped"]["noncurrent_version"], 2);
+    assert_eq!(summary["rows_seen"], 5, "{data}");
+    assert_eq!(summary["objects_selected"], 2, "{data}");
+    assert_eq!(summary["skipped"]["delete_marker"], 1, "{data}");
+    assert_eq!(summary["skipped"]["noncurrent_version"], 2, "{data}");
     let body = get_object(&client, &bucket, &manifest_key(0)).await;
     assert_eq!(
         String::from_utf8_lossy(&body),
-        "filemanager-inventory-test,inventory-test/,0,,d41d8cd98f00b204e9800998ecf8427e,2024-05-06T22:37:48.000Z,STANDARD\n\
-         filemanager-inventory-test,inventory-test/key1,5,tpinzcbxOfWpZsmjvVgdHEvSohsY4TA0,d8e8fca2dc0f896fd7cb4cb0031ba249,2024-05-06T22:44:22.000Z,STANDARD\n"
+        SAMPLE_LATEST_MANIFEST,
+        "{data}"
     );
     assert!(
-        out.stderr.contains(&format!("begin processing {uri}")),
+        out.stderr.contains(&format!("begin processing {given}")),
         "{}",
         out.stderr
     );
@@ -84,8 +94,21 @@ async fn real_versioned_csv_sample_groups_latest_versions_through_moto() {
         ],
     )
     .await;
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.json()["objects_selected"], 4);
+    assert_eq!(out.code, 0, "{data}: {out:?}");
+    assert_eq!(out.json()["objects_selected"], 4, "{data}");
+}
+
+#[tokio::test]
+async fn real_versioned_csv_sample_groups_latest_versions_through_moto() {
+    group_versioned_sample("csv_inventory", "csv_inventory.csv.gz", false).await;
+}
+
+/// The real ORC and Parquet samples hold the same 5 rows as the CSV one (literal keys, snake_case
+/// columns, timestamp columns): the same manifest, byte for byte.
+#[tokio::test]
+async fn real_orc_and_parquet_samples_group_like_the_csv_sample_through_moto() {
+    group_versioned_sample("orc_inventory", "orc_inventory.orc", true).await;
+    group_versioned_sample("parquet_inventory", "parquet_inventory.parquet", true).await;
 }
 
 #[tokio::test]
@@ -118,8 +141,22 @@ async fn real_current_version_sample_read_through_its_checksum_file() {
     assert_eq!(entries[1].version_id, None);
 }
 
-/// Generates a report on the fast local server; returns (client, bucket, spec, manifest URI).
+/// Generates a CSV report on the fast local server; returns (client, bucket, spec, manifest URI).
 async fn generated(
+    spec_of: impl FnOnce(&str) -> InventorySpec,
+) -> (
+    aws_sdk_s3::Client,
+    String,
+    InventorySpec,
+    String,
+    s3bundler_testkit::generate::Expected,
+) {
+    generated_as(DataFormat::Csv, spec_of).await
+}
+
+/// Generates a report in `format` on the fast local server.
+async fn generated_as(
+    format: DataFormat,
     spec_of: impl FnOnce(&str) -> InventorySpec,
 ) -> (
     aws_sdk_s3::Client,
@@ -137,7 +174,7 @@ async fn generated(
         &bucket,
         "inventory/",
         &spec,
-        csv_report(&spec, false),
+        report(&spec, format, false),
     )
     .await;
     (client, bucket, spec, report.manifest_uri, report.expected)
@@ -642,4 +679,167 @@ async fn bad_usage_exit_2() {
     )
     .await;
     assert_eq!(out.code, 2, "{out:?}");
+}
+
+/// One generated versioned inventory (odd keys, delete markers, noncurrent versions, archived
+/// objects, several data files) written as CSV, ORC and Parquet gives byte-identical manifests,
+/// with default options and with --all-versions.
+#[tokio::test]
+async fn csv_orc_and_parquet_of_one_inventory_give_identical_manifests() {
+    for options in [&[][..], &["--all-versions"][..]] {
+        let mut outputs = Vec::new();
+        for format in DataFormat::ALL {
+            let (client, bucket, _, uri, expected) = generated_as(format, |_| InventorySpec {
+                versioned: true,
+                data_files: 3,
+                long_keys: false,
+                ..InventorySpec::new("source-bucket", 3000)
+            })
+            .await;
+            let mut args = vec!["group", "-m", &uri, "-b", &bucket, "-c", "700", "--json"];
+            args.extend_from_slice(options);
+            let out = s3bundler(&LocalS3::shared().endpoint, &args).await;
+            assert_eq!(out.code, 0, "{format:?}: {out:?}");
+            assert_eq!(out.json()["rows_seen"], expected.rows, "{format:?}");
+            let manifests = read_manifests(&client, &bucket, "s3grouper-output/").await;
+            assert!(
+                manifests.len() > 3,
+                "{format:?}: {} manifests",
+                manifests.len()
+            );
+            outputs.push((format, manifests));
+        }
+        for (format, manifests) in &outputs[1..] {
+            assert!(
+                *manifests == outputs[0].1,
+                "{format:?} manifests differ from CSV's ({options:?})"
+            );
+        }
+    }
+}
+
+/// Points the report at one ORC or Parquet data file with these (correctly checksummed) bytes.
+async fn use_single_columnar_file(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    spec: &InventorySpec,
+    format: DataFormat,
+    uri: &str,
+    key: &str,
+    data: Vec<u8>,
+) {
+    let json = s3bundler_testkit::generate::manifest_json_as(
+        format,
+        spec,
+        bucket,
+        &[key.to_string()],
+        std::slice::from_ref(&data),
+    );
+    put_object(client, bucket, key, data).await;
+    replace_manifest(client, uri, |_| json).await;
+}
+
+/// A one-row ORC or Parquet file with these columns.
+fn columnar_file(format: DataFormat, columns: Vec<(&str, arrow_array::ArrayRef)>) -> Vec<u8> {
+    let schema = arrow_schema::Schema::new(
+        columns
+            .iter()
+            .map(|(name, a)| arrow_schema::Field::new(*name, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    );
+    let batch = arrow_array::RecordBatch::try_new(
+        std::sync::Arc::new(schema),
+        columns.into_iter().map(|c| c.1).collect(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    if format == DataFormat::Orc {
+        let mut out = Vec::new();
+        let mut writer = orc_rust::ArrowWriterBuilder::new(&mut out, batch.schema())
+            .try_build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+        writer.close().unwrap_or_else(|e| panic!("{e}"));
+        return out;
+    }
+    let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    writer.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+    writer.into_inner().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Missing columns, wrong types, truncated files and checksum mismatches in ORC and Parquet
+/// reports: exit 2, the data file named, nothing written.
+#[tokio::test]
+async fn bad_orc_and_parquet_files_exit_2_naming_the_file() {
+    use std::sync::Arc;
+    let text = |v: &str| Arc::new(arrow_array::StringArray::from(vec![v])) as arrow_array::ArrayRef;
+    for format in [DataFormat::Orc, DataFormat::Parquet] {
+        let ext = if format == DataFormat::Orc {
+            "orc"
+        } else {
+            "parquet"
+        };
+        let generate = || {
+            generated_as(format, |_| InventorySpec {
+                long_keys: false,
+                ..InventorySpec::new("source-bucket", 2000)
+            })
+        };
+
+        let (client, bucket, spec, uri, _) = generate().await;
+        let key = format!("inventory/nosize.{ext}");
+        let data = columnar_file(format, vec![("bucket", text("b")), ("key", text("k"))]);
+        use_single_columnar_file(&client, &bucket, &spec, format, &uri, &key, data).await;
+        assert_rejected(&bucket, &uri, 2, &[&key, "no `Size` column"]).await;
+
+        let (client, bucket, spec, uri, _) = generate().await;
+        let key = format!("inventory/textsize.{ext}");
+        let data = columnar_file(
+            format,
+            vec![
+                ("bucket", text("b")),
+                ("key", text("k")),
+                ("size", text("12")),
+            ],
+        );
+        use_single_columnar_file(&client, &bucket, &spec, format, &uri, &key, data).await;
+        assert_rejected(&bucket, &uri, 2, &[&key, "column `size` has type Utf8"]).await;
+
+        let (client, bucket, spec, uri, _) = generate().await;
+        let key = format!("inventory/cut.{ext}");
+        let mut data = report(&spec, format, false).data_files.remove(0);
+        data.truncate(data.len() / 2);
+        use_single_columnar_file(&client, &bucket, &spec, format, &uri, &key, data).await;
+        assert_rejected(&bucket, &uri, 2, &[&key, "truncated"]).await;
+
+        // A later data file whose MD5 does not match: earlier manifests are not committed.
+        let (client, bucket, _, uri, _) = generated_as(format, |_| InventorySpec {
+            data_files: 3,
+            long_keys: false,
+            ..InventorySpec::new("source-bucket", 120)
+        })
+        .await;
+        let path = uri
+            .trim_start_matches(&format!("s3://{bucket}/"))
+            .to_string();
+        let json = String::from_utf8(get_object(&client, &bucket, &path).await).unwrap_or_default();
+        let marker = "\"MD5checksum\" : \"";
+        let at = json.rfind(marker).unwrap_or_default() + marker.len();
+        let last = json[at..at + 32].to_string();
+        replace_manifest(&client, &uri, |j| {
+            j.replace(&last, "0123456789abcdef0123456789abcdef")
+        })
+        .await;
+        assert_rejected(
+            &bucket,
+            &uri,
+            2,
+            &[
+                "MD5",
+                "0123456789abcdef0123456789abcdef",
+                &format!("-2.{ext}"),
+            ],
+        )
+        .await;
+    }
 }

@@ -16,7 +16,7 @@ use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
 use crate::group::{entry_for, ClosedManifest, GroupStats, Selection, Splitter};
 use crate::inventory::columns::ColumnMap;
-use crate::inventory::fetch::{read_data_file, spawn_download, ChannelReader};
+use crate::inventory::fetch::{open_data_file, read_data_file, DataSource};
 use crate::inventory::manifest::verify_checksum;
 use crate::inventory::{FileFormat, InventoryManifest};
 use crate::manifest::{bundle_manifest_key, bundle_manifest_stem, join_prefix};
@@ -189,16 +189,18 @@ pub async fn group_inventory(
 }
 
 /// Reads the inventory's manifest and maps its columns; returns the manifest.json location.
-pub async fn open_inventory(s3: &S3, uri: &S3Uri) -> Result<(S3Uri, InventoryManifest, ColumnMap)> {
+pub async fn open_inventory(
+    s3: &S3,
+    uri: &S3Uri,
+) -> Result<(S3Uri, InventoryManifest, Option<ColumnMap>)> {
     let (inventory_uri, inventory) = load_inventory_manifest(s3, uri).await?;
+    // CSV columns come from fileSchema; ORC and Parquet files carry their own schema.
     let columns = match inventory.file_format {
-        FileFormat::Csv => ColumnMap::from_csv_schema(&inventory.file_schema, &inventory_uri.to_string())?,
-        other => {
-            return Err(Error::bad_input(
-                inventory_uri.to_string(),
-                format!("{other:?} inventories are not supported by this version of s3bundler; configure the inventory as CSV"),
-            ))
-        }
+        FileFormat::Csv => Some(ColumnMap::from_csv_schema(
+            &inventory.file_schema,
+            &inventory_uri.to_string(),
+        )?),
+        FileFormat::Orc | FileFormat::Parquet => None,
     };
     Ok((inventory_uri, inventory, columns))
 }
@@ -325,7 +327,7 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
     s3: &S3,
     inventory_uri: &S3Uri,
     inventory: &InventoryManifest,
-    columns: ColumnMap,
+    columns: Option<ColumnMap>,
     grouping: &GroupingOptions,
     sink: &mut S,
     mut shutdown: Shutdown,
@@ -337,15 +339,21 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
         .collect();
 
     // Downloads run one file ahead of the parser at most.
-    let (readers_tx, mut readers_rx) = mpsc::channel::<ChannelReader>(1);
+    let (readers_tx, mut readers_rx) = mpsc::channel::<DataSource>(1);
     let download_s3 = s3.clone();
-    let download_files = files.clone();
+    let download_files: Vec<_> = inventory.files.iter().cloned().zip(files.clone()).collect();
+    let format = inventory.file_format;
     let progress = crate::progress::bytes_bar(inventory.total_data_bytes(), "reading inventory");
     let download_progress = progress.clone();
     let downloader = tokio::spawn(async move {
-        for uri in download_files {
-            let (reader, task) =
-                spawn_download(download_s3.clone(), uri.clone(), download_progress.clone());
+        for (file, uri) in download_files {
+            let (reader, task) = open_data_file(
+                download_s3.clone(),
+                uri.clone(),
+                &file,
+                format,
+                download_progress.clone(),
+            );
             if readers_tx.send(reader).await.is_err() {
                 task.abort();
                 return Ok(());
@@ -367,7 +375,6 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
     let (closed_tx, mut closed_rx) = mpsc::channel::<ClosedManifest>(2);
     let selection = grouping.selection();
     let mut splitter = Splitter::new(grouping.count_threshold, grouping.size_threshold.0);
-    let format = inventory.file_format;
     let data_files = inventory.files.clone();
     let parser_progress = progress.clone();
     let parser = tokio::task::spawn_blocking(move || {
@@ -378,26 +385,33 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
                 return ParseEnd::Stopped;
             };
             let location = uri.to_string();
-            let result = read_data_file(reader, format, &columns, file, &location, |row, _| {
-                stats.rows_seen += 1;
-                if stats.rows_seen.is_multiple_of(65536) {
-                    parser_progress.set_message(format!("{} rows", stats.rows_seen));
-                }
-                match selection.check(row) {
-                    Err(reason) => stats.record_skip(reason),
-                    Ok(()) => {
-                        stats.objects_selected += 1;
-                        stats.bytes_selected += row.size.unwrap_or(0);
-                        if let Some(closed) = splitter.push(&entry_for(row)) {
-                            if closed_tx.blocking_send(closed).is_err() {
-                                stopped = true;
-                                return Err(Error::Interrupted);
+            let result = read_data_file(
+                reader,
+                format,
+                columns.as_ref(),
+                file,
+                &location,
+                |row, _| {
+                    stats.rows_seen += 1;
+                    if stats.rows_seen.is_multiple_of(65536) {
+                        parser_progress.set_message(format!("{} rows", stats.rows_seen));
+                    }
+                    match selection.check(row) {
+                        Err(reason) => stats.record_skip(reason),
+                        Ok(()) => {
+                            stats.objects_selected += 1;
+                            stats.bytes_selected += row.size.unwrap_or(0);
+                            if let Some(closed) = splitter.push(&entry_for(row)) {
+                                if closed_tx.blocking_send(closed).is_err() {
+                                    stopped = true;
+                                    return Err(Error::Interrupted);
+                                }
                             }
                         }
                     }
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
             match result {
                 Ok(()) => {}
                 Err(_) if stopped => return ParseEnd::Stopped,

@@ -9,6 +9,7 @@ use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
 use super::columns::ColumnMap;
+use super::ranges::RangeSource;
 use super::{DataFile, FileFormat, InventoryRow, RowPosition};
 use crate::error::{Error, Result};
 use crate::s3::{error_chain, S3};
@@ -116,29 +117,94 @@ pub fn spawn_download(
     (ChannelReader::new(receiver), task)
 }
 
-/// Reads one data file from `reader`, calling `on_row` for every row, then checks the file's
-/// size and MD5 against the manifest. Blocking: call it from a blocking thread.
-pub fn read_data_file<R: Read + Send>(
-    reader: R,
+/// A data file's bytes as the parser gets them.
+pub enum DataSource {
+    /// Streamed whole, in order (CSV); hashed as it is parsed.
+    Stream(ChannelReader),
+    /// Read by ranged GETs (ORC, Parquet) while a second, streaming download of the same file
+    /// computes its MD5 and size on another thread.
+    Ranges {
+        source: RangeSource,
+        hash: tokio::task::JoinHandle<io::Result<(String, u64)>>,
+    },
+}
+
+/// Starts reading one data file: a streaming download (CSV, or the MD5 pass of a columnar
+/// file). The task's result tells whether the download completed. Call it on the runtime.
+pub fn open_data_file(
+    s3: S3,
+    uri: S3Uri,
+    file: &DataFile,
     format: FileFormat,
-    columns: &ColumnMap,
+    progress: indicatif::ProgressBar,
+) -> (DataSource, tokio::task::JoinHandle<Result<()>>) {
+    let (reader, task) = spawn_download(s3.clone(), uri.clone(), progress);
+    let source = match format {
+        FileFormat::Csv => DataSource::Stream(reader),
+        FileFormat::Orc | FileFormat::Parquet => DataSource::Ranges {
+            source: RangeSource::new(s3, uri, file.size, tokio::runtime::Handle::current()),
+            hash: tokio::task::spawn_blocking(move || Md5Reader::new(reader).finish()),
+        },
+    };
+    (source, task)
+}
+
+/// Reads one data file, calling `on_row` for every row, then checks the file's size and MD5
+/// against the manifest. `columns` is the CSV `fileSchema` (ORC and Parquet files carry their
+/// own). Blocking: call it from a blocking thread.
+pub fn read_data_file(
+    source: DataSource,
+    format: FileFormat,
+    columns: Option<&ColumnMap>,
     file: &DataFile,
     location: &str,
     on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
 ) -> Result<()> {
-    let hashing = Md5Reader::new(reader);
-    let hashing = match format {
-        FileFormat::Csv => super::csv::read_gzip_csv(hashing, columns, location, on_row)?,
-        FileFormat::Orc | FileFormat::Parquet => {
-            return Err(Error::bad_input(
-                location,
-                format!("{format:?} inventories are not supported by this version of s3bundler; configure the inventory as CSV"),
-            ))
+    match source {
+        DataSource::Stream(reader) => {
+            let hashing = Md5Reader::new(reader);
+            let hashing = match (format, columns) {
+                (FileFormat::Csv, Some(columns)) => {
+                    super::csv::read_gzip_csv(hashing, columns, location, on_row)?
+                }
+                _ => {
+                    return Err(Error::bad_input(
+                        location,
+                        "internal: a CSV reader without a fileSchema",
+                    ))
+                }
+            };
+            let (md5, bytes) = hashing
+                .finish()
+                .map_err(|e| Error::bad_input(location, format!("cannot read to the end: {e}")))?;
+            verify(&md5, bytes, file, location)
         }
-    };
-    let (md5, bytes) = hashing
-        .finish()
-        .map_err(|e| Error::bad_input(location, format!("cannot read to the end: {e}")))?;
+        DataSource::Ranges { source, hash } => {
+            let parsed = match format {
+                FileFormat::Parquet => {
+                    super::parquet::read_parquet(source.clone(), location, on_row)
+                }
+                _ => super::orc::read_orc(source.clone(), location, on_row),
+            };
+            // A failed ranged GET explains the reader's error.
+            let parsed = parsed.map_err(|e| source.take_failure().unwrap_or(e));
+            if let Err(Error::Interrupted) = parsed {
+                hash.abort();
+                return parsed;
+            }
+            let hashed = tokio::runtime::Handle::current()
+                .block_on(hash)
+                .map_err(|e| Error::bad_input(location, format!("the MD5 pass failed: {e}")))?
+                .map_err(|e| Error::bad_input(location, format!("cannot read to the end: {e}")))?;
+            // A file that is not what manifest.json says explains any parse error.
+            verify(&hashed.0, hashed.1, file, location)?;
+            parsed
+        }
+    }
+}
+
+/// Checks the size and MD5 of what was read against manifest.json.
+fn verify(md5: &str, bytes: u64, file: &DataFile, location: &str) -> Result<()> {
     if bytes != file.size {
         return Err(Error::bad_input(
             location,

@@ -1,10 +1,14 @@
 //! S3 Inventory reports: the manifest.json model and readers that turn data files into
 //! [`InventoryRow`]s. Pure: readers take any `Read`, the network lives in `inventory::fetch`.
 
+pub mod columnar;
 pub mod columns;
 pub mod csv;
 pub mod fetch;
 pub mod manifest;
+pub mod orc;
+pub mod parquet;
+pub mod ranges;
 
 pub use manifest::{DataFile, FileFormat, InventoryManifest};
 

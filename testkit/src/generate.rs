@@ -345,16 +345,66 @@ pub fn csv_line(spec: &InventorySpec, row: &Row, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-/// A generated report in memory: gzipped CSV data files and the counts to expect.
+/// The `fileFormat` of a generated report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFormat {
+    Csv,
+    Orc,
+    Parquet,
+}
+
+impl DataFormat {
+    pub const ALL: [DataFormat; 3] = [DataFormat::Csv, DataFormat::Orc, DataFormat::Parquet];
+
+    /// As manifest.json's `fileFormat` spells it.
+    pub fn manifest_name(self) -> &'static str {
+        match self {
+            DataFormat::Csv => "CSV",
+            DataFormat::Orc => "ORC",
+            DataFormat::Parquet => "Parquet",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            DataFormat::Csv => "csv.gz",
+            DataFormat::Orc => "orc",
+            DataFormat::Parquet => "parquet",
+        }
+    }
+
+    /// Parses `csv`, `orc` or `parquet`.
+    pub fn parse(name: &str) -> Option<Self> {
+        DataFormat::ALL
+            .into_iter()
+            .find(|f| f.manifest_name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// A generated report in memory: its data files and the counts to expect.
 pub struct GeneratedReport {
+    pub format: DataFormat,
     pub data_files: Vec<Vec<u8>>,
     pub expected: Expected,
 }
 
+/// Builds the report's data files in `format`.
+pub fn report(spec: &InventorySpec, format: DataFormat, real_etags: bool) -> GeneratedReport {
+    match format {
+        DataFormat::Csv => csv_report(spec, real_etags),
+        columnar => crate::columnar::columnar_report(spec, columnar, real_etags),
+    }
+}
+
+/// Rows per data file when the report's rows are split over `spec.data_files` files.
+pub(crate) fn rows_per_file(spec: &InventorySpec) -> u64 {
+    let total_rows: u64 = rows(spec, false).count() as u64;
+    total_rows.div_ceil(spec.data_files.max(1) as u64).max(1)
+}
+
 /// Builds the gzipped CSV data files.
 pub fn csv_report(spec: &InventorySpec, real_etags: bool) -> GeneratedReport {
-    let total_rows: u64 = rows(spec, false).count() as u64;
-    let per_file = total_rows.div_ceil(spec.data_files.max(1) as u64).max(1);
+    let per_file = rows_per_file(spec);
     let mut expected = Expected::default();
     let mut files = Vec::new();
     let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -379,13 +429,26 @@ pub fn csv_report(spec: &InventorySpec, real_etags: bool) -> GeneratedReport {
         files.push(encoder.finish().unwrap_or_default());
     }
     GeneratedReport {
+        format: DataFormat::Csv,
         data_files: files,
         expected,
     }
 }
 
-/// manifest.json for data files stored at `keys`, in the whitespace style AWS uses.
+/// manifest.json of a CSV report whose data files are stored at `keys`, in the whitespace
+/// style AWS uses.
 pub fn manifest_json(
+    spec: &InventorySpec,
+    destination_bucket: &str,
+    keys: &[String],
+    files: &[Vec<u8>],
+) -> String {
+    manifest_json_as(DataFormat::Csv, spec, destination_bucket, keys, files)
+}
+
+/// manifest.json of a report in `format`.
+pub fn manifest_json_as(
+    format: DataFormat,
     spec: &InventorySpec,
     destination_bucket: &str,
     keys: &[String],
@@ -403,13 +466,14 @@ pub fn manifest_json(
             )
         })
         .collect();
-    let schema = if spec.versioned {
-        VERSIONED_SCHEMA
-    } else {
-        CURRENT_SCHEMA
+    let schema = match format {
+        DataFormat::Csv if spec.versioned => VERSIONED_SCHEMA.to_string(),
+        DataFormat::Csv => CURRENT_SCHEMA.to_string(),
+        columnar => crate::columnar::file_schema(spec, columnar),
     };
+    let file_format = format.manifest_name();
     format!(
-        "{{\n  \"sourceBucket\" : \"{}\",\n  \"destinationBucket\" : \"arn:aws:s3:::{destination_bucket}\",\n  \"version\" : \"2016-11-30\",\n  \"creationTimestamp\" : \"1763773200000\",\n  \"fileFormat\" : \"CSV\",\n  \"fileSchema\" : \"{schema}\",\n  \"files\" : [ {} ]\n}}\n",
+        "{{\n  \"sourceBucket\" : \"{}\",\n  \"destinationBucket\" : \"arn:aws:s3:::{destination_bucket}\",\n  \"version\" : \"2016-11-30\",\n  \"creationTimestamp\" : \"1763773200000\",\n  \"fileFormat\" : \"{file_format}\",\n  \"fileSchema\" : \"{schema}\",\n  \"files\" : [ {} ]\n}}\n",
         spec.source_bucket,
         entries.join(", ")
     )
@@ -424,7 +488,7 @@ pub struct UploadedReport {
     pub expected: Expected,
 }
 
-/// Writes a generated CSV report to `bucket` under the layout S3 uses:
+/// Writes a generated report to `bucket` under the layout S3 uses:
 /// `<prefix><source>/<config>/data/<n>.csv.gz` and `<prefix><source>/<config>/<date>/manifest.json`
 /// (plus manifest.checksum).
 pub async fn upload_report(
@@ -436,12 +500,18 @@ pub async fn upload_report(
 ) -> UploadedReport {
     let base = format!("{prefix}{}/daily", spec.source_bucket);
     let data_keys: Vec<String> = (0..report.data_files.len())
-        .map(|n| format!("{base}/data/{:08x}-{n}.csv.gz", mix(spec.seed, 99)))
+        .map(|n| {
+            format!(
+                "{base}/data/{:08x}-{n}.{}",
+                mix(spec.seed, 99),
+                report.format.extension()
+            )
+        })
         .collect();
     for (key, data) in data_keys.iter().zip(&report.data_files) {
         crate::put_object(client, bucket, key, data.clone()).await;
     }
-    let json = manifest_json(spec, bucket, &data_keys, &report.data_files);
+    let json = manifest_json_as(report.format, spec, bucket, &data_keys, &report.data_files);
     let manifest_key = format!("{base}/2026-11-22T01-00Z/manifest.json");
     let checksum = format!("{}\n", hex::encode(Md5::digest(json.as_bytes())));
     crate::put_object(

@@ -1,6 +1,7 @@
 //! Test kit for s3bundler: S3-compatible servers on 127.0.0.1 (moto for fidelity, an in-process
 //! s3s server for speed), SDK clients for them, and a generator of realistic inventories.
 
+pub mod columnar;
 pub mod faults;
 pub mod generate;
 pub mod measure;

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use s3bundler_testkit::generate::{csv_report, upload_report, InventorySpec};
+use s3bundler_testkit::generate::{report, upload_report, DataFormat, InventorySpec};
 use s3bundler_testkit::measure::measure;
 use s3bundler_testkit::server::LocalS3;
 
@@ -20,10 +20,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Group a generated CSV.gz inventory and compare with `gzip -dc` of the same files.
+    /// Group a generated inventory (CSV.gz, ORC or Parquet); for CSV, compare with `gzip -dc`
+    /// of the same files.
     Group {
         #[arg(long, default_value_t = 5_000_000)]
         rows: u64,
+        /// csv, orc or parquet.
+        #[arg(long, default_value = "csv", value_parser = parse_format)]
+        format: DataFormat,
         /// Rows per data file.
         #[arg(long, default_value_t = 1_000_000)]
         rows_per_file: u64,
@@ -70,12 +74,16 @@ enum Bench {
     },
 }
 
+fn parse_format(name: &str) -> Result<DataFormat, String> {
+    DataFormat::parse(name).ok_or_else(|| format!("unknown format `{name}`: csv, orc or parquet"))
+}
+
 fn s3bundler_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     exe.with_file_name("s3bundler")
 }
 
-async fn bench_group(rows: u64, rows_per_file: u64) {
+async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64) {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let server = LocalS3::start(&scratch.path().join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
     let client = s3bundler_testkit::s3_client(&server.endpoint);
@@ -87,13 +95,13 @@ async fn bench_group(rows: u64, rows_per_file: u64) {
         ..InventorySpec::new("bench-source", rows)
     };
     let generated = Instant::now();
-    let report = csv_report(&spec, false);
+    let report = report(&spec, format, false);
     let local_files: Vec<PathBuf> = report
         .data_files
         .iter()
         .enumerate()
         .map(|(n, data)| {
-            let path = scratch.path().join(format!("data-{n}.csv.gz"));
+            let path = scratch.path().join(format!("data-{n}"));
             std::fs::write(&path, data).unwrap_or_else(|e| panic!("{e}"));
             path
         })
@@ -101,7 +109,8 @@ async fn bench_group(rows: u64, rows_per_file: u64) {
     let compressed: u64 = report.data_files.iter().map(|f| f.len() as u64).sum();
     let uploaded = upload_report(&client, bucket, "inventory/", &spec, report).await;
     eprintln!(
-        "generated {rows} rows ({compressed} bytes gzipped) in {:.1}s",
+        "generated {rows} rows ({compressed} bytes of {}) in {:.1}s",
+        format.manifest_name(),
         generated.elapsed().as_secs_f64()
     );
 
@@ -129,9 +138,12 @@ async fn bench_group(rows: u64, rows_per_file: u64) {
         "group read every row"
     );
 
-    let gzip = gzip_dc(&local_files);
     let rows_f = rows as f64;
-    println!("group benchmark: {rows} rows in {} CSV.gz data files ({:.1} MiB), local s3s server in the bench process", local_files.len(), compressed as f64 / 1048576.0);
+    let name = match format {
+        DataFormat::Csv => "CSV.gz",
+        other => other.manifest_name(),
+    };
+    println!("group benchmark: {rows} rows in {} {name} data files ({:.1} MiB), local s3s server in the bench process", local_files.len(), compressed as f64 / 1048576.0);
     println!(
         "  s3bundler group wall       {:.2} s  ({:.0} rows/s)",
         group.wall_seconds,
@@ -142,11 +154,14 @@ async fn bench_group(rows: u64, rows_per_file: u64) {
         group.cpu_seconds,
         rows_f / group.cpu_seconds
     );
-    println!("  gzip -dc of the same files {:.2} s", gzip);
-    println!(
-        "  wall time / gzip -dc       {:.2}x",
-        group.wall_seconds / gzip
-    );
+    if format == DataFormat::Csv {
+        let gzip = gzip_dc(&local_files);
+        println!("  gzip -dc of the same files {:.2} s", gzip);
+        println!(
+            "  wall time / gzip -dc       {:.2}x",
+            group.wall_seconds / gzip
+        );
+    }
     println!("  peak RSS                   {:.1} MiB", group.max_rss_mib);
 }
 
@@ -392,8 +407,9 @@ async fn main() {
     match Cli::parse().command {
         Bench::Group {
             rows,
+            format,
             rows_per_file,
-        } => bench_group(rows, rows_per_file).await,
+        } => bench_group(format, rows, rows_per_file).await,
         Bench::Bundle {
             objects,
             size,

@@ -1,0 +1,253 @@
+//! Random access to an S3 object by ranged GETs, for the columnar readers (ORC, Parquet), which
+//! read a file's footer first and then one stripe or row group at a time. Blocking: call it from
+//! a blocking thread; each request runs on the async runtime through `runtime`.
+//!
+//! Reads go through a window of at least [`WINDOW`] bytes, so the many small reads of a stripe's
+//! or row group's column streams become a few large requests, and while the reader decodes one
+//! window the next one is already being fetched. Memory stays bounded by two windows plus the
+//! largest single read (one column chunk).
+
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, RemoteFailure};
+use crate::s3::S3;
+use crate::s3uri::S3Uri;
+
+/// Bytes fetched at least per ranged GET.
+pub const WINDOW: u64 = 8 << 20;
+
+/// Bytes fetched at least when a read reaches the end of the file (the footer).
+const TAIL: u64 = 64 << 10;
+
+/// A data file on S3 read by ranges. Cheap to clone (clones share the window).
+#[derive(Clone)]
+pub struct RangeSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    s3: S3,
+    uri: S3Uri,
+    len: u64,
+    runtime: tokio::runtime::Handle,
+    window: Mutex<Window>,
+    /// The typed error of a failed request: the readers only see an `io::Error`.
+    failure: Mutex<Option<Error>>,
+}
+
+/// The bytes fetched last, and the fetch of the bytes after them.
+#[derive(Default)]
+struct Window {
+    offset: u64,
+    bytes: Bytes,
+    ahead: Option<Ahead>,
+}
+
+struct Ahead {
+    offset: u64,
+    length: u64,
+    fetch: JoinHandle<Result<Bytes, RemoteFailure>>,
+}
+
+impl Window {
+    fn end(&self) -> u64 {
+        self.offset + self.bytes.len() as u64
+    }
+
+    fn slice(&self, start: u64, end: u64) -> Option<Bytes> {
+        (start >= self.offset && end <= self.end()).then(|| {
+            self.bytes
+                .slice((start - self.offset) as usize..(end - self.offset) as usize)
+        })
+    }
+}
+
+impl RangeSource {
+    /// `len` is the size manifest.json gives (the MD5 pass checks it against the real object).
+    pub fn new(s3: S3, uri: S3Uri, len: u64, runtime: tokio::runtime::Handle) -> Self {
+        RangeSource {
+            inner: Arc::new(Inner {
+                s3,
+                uri,
+                len,
+                runtime,
+                window: Mutex::new(Window::default()),
+                failure: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.inner.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// The error of a failed ranged GET, if one failed: it explains a reader's error.
+    pub fn take_failure(&self) -> Option<Error> {
+        self.inner
+            .failure
+            .lock()
+            .ok()
+            .and_then(|mut failure| failure.take())
+    }
+
+    /// Starts fetching the window after `offset`, unless the file ends there.
+    fn fetch_ahead(&self, offset: u64) -> Option<Ahead> {
+        let inner = &self.inner;
+        let length = WINDOW.min(inner.len.checked_sub(offset)?);
+        if length == 0 {
+            return None;
+        }
+        let (s3, uri) = (inner.s3.clone(), inner.uri.clone());
+        let fetch = inner
+            .runtime
+            .spawn(async move { s3.get_range_bytes(&uri, offset, length).await });
+        Some(Ahead {
+            offset,
+            length,
+            fetch,
+        })
+    }
+
+    fn failed(&self, failure: RemoteFailure) -> io::Error {
+        let message = failure.to_string();
+        if let Ok(mut slot) = self.inner.failure.lock() {
+            *slot = Some(Error::reading(
+                "GetObject",
+                self.inner.uri.to_string(),
+                failure,
+            ));
+        }
+        io::Error::other(message)
+    }
+
+    fn complete(&self, fetched: Bytes, offset: u64, wanted: u64) -> io::Result<Bytes> {
+        if (fetched.len() as u64) < wanted {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "asked for {wanted} bytes at {offset}, got {}: the object is shorter than manifest.json says",
+                    fetched.len()
+                ),
+            ));
+        }
+        Ok(fetched)
+    }
+
+    /// Reads `length` bytes at `start`.
+    pub fn read_at(&self, start: u64, length: u64) -> io::Result<Bytes> {
+        let inner = &self.inner;
+        let end = start.saturating_add(length);
+        if end > inner.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of bytes {start}..{end} past the end of the {}-byte file",
+                    inner.len
+                ),
+            ));
+        }
+        let mut window = inner
+            .window
+            .lock()
+            .map_err(|_| io::Error::other("range window poisoned"))?;
+        if let Some(bytes) = window.slice(start, end) {
+            return Ok(bytes);
+        }
+        // The read continues into the window being fetched ahead: wait for it.
+        let continues = window.ahead.as_ref().is_some_and(|ahead| {
+            ahead.offset == window.end()
+                && start >= window.offset
+                && end <= ahead.offset + ahead.length
+        });
+        if let (true, Some(ahead)) = (continues, window.ahead.take()) {
+            let next = inner
+                .runtime
+                .block_on(ahead.fetch)
+                .map_err(|e| io::Error::other(format!("ranged GET task: {e}")))?
+                .map_err(|f| self.failed(f))?;
+            let next = self.complete(next, ahead.offset, ahead.length)?;
+            if start >= ahead.offset {
+                window.offset = ahead.offset;
+                window.bytes = next;
+            } else {
+                let kept = window.bytes.slice((start - window.offset) as usize..);
+                let mut joined = BytesMut::with_capacity(kept.len() + next.len());
+                joined.extend_from_slice(&kept);
+                joined.extend_from_slice(&next);
+                window.offset = start;
+                window.bytes = joined.freeze();
+            }
+            window.ahead = self.fetch_ahead(ahead.offset + ahead.length);
+        } else {
+            if let Some(ahead) = window.ahead.take() {
+                ahead.fetch.abort();
+            }
+            // Let go of the old window before fetching the new one.
+            window.bytes = Bytes::new();
+            // Reads reaching the end (the footer) fetch the tail; others a window onwards.
+            let (offset, fetch) = if end == inner.len {
+                let offset = end.saturating_sub(length.max(TAIL));
+                (offset, end - offset)
+            } else {
+                (start, length.max(WINDOW).min(inner.len - start))
+            };
+            let fetched = inner
+                .runtime
+                .block_on(inner.s3.get_range_bytes(&inner.uri, offset, fetch))
+                .map_err(|f| self.failed(f))?;
+            window.bytes = self.complete(fetched, offset, fetch)?;
+            window.offset = offset;
+            // A read larger than a window is a whole row group: what follows is read the same way.
+            if end != inner.len && length < WINDOW {
+                window.ahead = self.fetch_ahead(offset + fetch);
+            }
+        }
+        window.slice(start, end).ok_or_else(|| {
+            io::Error::other(format!("internal: bytes {start}..{end} not in the window"))
+        })
+    }
+
+    /// A sequential reader from `start` to the end of the file.
+    pub fn reader_from(&self, start: u64) -> RangeRead {
+        RangeRead {
+            source: self.clone(),
+            position: start,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.window.get_mut().ok().and_then(|w| w.ahead.take()) {
+            ahead.fetch.abort();
+        }
+    }
+}
+
+/// Sequential reads through a [`RangeSource`].
+pub struct RangeRead {
+    source: RangeSource,
+    position: u64,
+}
+
+impl Read for RangeRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.source.len().saturating_sub(self.position);
+        let n = (buf.len() as u64).min(left);
+        if n == 0 {
+            return Ok(0);
+        }
+        let bytes = self.source.read_at(self.position, n)?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        self.position += n;
+        Ok(bytes.len())
+    }
+}
