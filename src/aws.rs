@@ -36,6 +36,47 @@ pub struct AwsOptions {
     /// never read or written.
     #[arg(long, global = true, value_name = "ACCOUNT")]
     pub expected_bucket_owner: Option<String>,
+    /// SHA-256-sign uploaded bodies: `auto` signs them only over plain HTTP. Over HTTPS, TLS and
+    /// the CRC32 checksum S3 verifies already protect them (AWS's Java and Go SDKs skip it too).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = PayloadSigning::Auto,
+        env = "S3BUNDLER_SIGN_PAYLOAD"
+    )]
+    pub sign_payload: PayloadSigning,
+}
+
+/// When upload bodies are signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadSigning {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl PayloadSigning {
+    /// Whether to sign, for requests to `endpoint` (`None`: AWS's, which is HTTPS).
+    fn signs(self, endpoint: Option<&str>) -> bool {
+        match self {
+            PayloadSigning::Always => true,
+            PayloadSigning::Never => false,
+            PayloadSigning::Auto => {
+                endpoint.is_some_and(|url| !url.to_ascii_lowercase().starts_with("https://"))
+            }
+        }
+    }
+}
+
+/// The S3 endpoint requests go to, when it is not AWS's.
+fn custom_s3_endpoint(option: Option<&str>) -> Option<String> {
+    option.map(str::to_string).or_else(|| {
+        ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    })
 }
 
 fn env_set(name: &str) -> bool {
@@ -89,6 +130,9 @@ impl AwsOptions {
                 sse: self.sse,
                 sse_kms_key_id: self.sse_kms_key_id.clone(),
                 expected_bucket_owner: self.expected_bucket_owner.clone(),
+                sign_payload: self
+                    .sign_payload
+                    .signs(custom_s3_endpoint(self.endpoint_url.as_deref()).as_deref()),
             },
         )
     }
@@ -100,5 +144,20 @@ impl AwsOptions {
     /// Resolves a queue name or URL.
     pub async fn queue(&self, config: &SdkConfig, name_or_url: &str) -> Result<Queue> {
         Queue::resolve(aws_sdk_sqs::Client::new(config), name_or_url).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_signed_only_over_plain_http_unless_told() {
+        let auto = PayloadSigning::Auto;
+        assert!(!auto.signs(None), "AWS endpoints are HTTPS");
+        assert!(!auto.signs(Some("HTTPS://s3.example.com")));
+        assert!(auto.signs(Some("http://127.0.0.1:9000")));
+        assert!(PayloadSigning::Always.signs(None));
+        assert!(!PayloadSigning::Never.signs(Some("http://127.0.0.1:9000")));
     }
 }

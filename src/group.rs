@@ -4,8 +4,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::inventory::ordered::RowBatch;
 use crate::inventory::InventoryRow;
-use crate::manifest::{ManifestEntry, ManifestWriter};
+use crate::manifest::{write_line, ManifestEntry, ManifestWriter};
 
 /// Why a row was not selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,6 +136,16 @@ impl Splitter {
     /// Adds an entry; returns the manifest it closed, if any.
     pub fn push(&mut self, entry: &ManifestEntry<'_>) -> Option<ClosedManifest> {
         self.current.push(entry);
+        self.close_if_full()
+    }
+
+    /// Adds a line written by [`write_line`]; returns the manifest it closed, if any.
+    pub fn push_line(&mut self, line: &[u8], size: u64) -> Option<ClosedManifest> {
+        self.current.push_line(line, size);
+        self.close_if_full()
+    }
+
+    fn close_if_full(&mut self) -> Option<ClosedManifest> {
         if self.current.objects() >= self.count_threshold
             || self.current.bytes() >= self.size_threshold
         {
@@ -175,8 +186,84 @@ pub struct GroupStats {
 }
 
 impl GroupStats {
-    pub fn record_skip(&mut self, reason: SkipReason) {
-        *self.skipped.entry(reason.as_str()).or_default() += 1;
+    /// Adds what one batch of rows counted.
+    pub fn add(&mut self, tally: &Tally) {
+        self.rows_seen += tally.rows_seen;
+        self.objects_selected += tally.objects_selected;
+        self.bytes_selected += tally.bytes_selected;
+        for (reason, &count) in SkipReason::ALL.iter().zip(&tally.skipped) {
+            if count > 0 {
+                *self.skipped.entry(reason.as_str()).or_default() += count;
+            }
+        }
+    }
+}
+
+/// Counts of one batch of rows; cheaper to update per row than [`GroupStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub rows_seen: u64,
+    pub objects_selected: u64,
+    pub bytes_selected: u64,
+    /// By [`SkipReason::ALL`] order.
+    pub skipped: [u64; SkipReason::ALL.len()],
+}
+
+/// Lines written per batch: large enough that handing a batch between threads costs nothing
+/// per row, small enough that a few batches in flight per data file stay around a MiB.
+const BATCH_LINE_BYTES: usize = 1 << 20;
+const BATCH_ROWS: u64 = 1 << 16;
+
+/// The selected rows of a stretch of one data file, already written as manifest lines. Reader
+/// threads fill batches in parallel; the splitter takes them in inventory order, so the
+/// manifests do not depend on which thread was faster.
+pub struct SelectedRows {
+    selection: std::sync::Arc<Selection>,
+    lines: Vec<u8>,
+    /// End of each line in `lines`, and its object's size.
+    ends: Vec<(usize, u64)>,
+    pub tally: Tally,
+}
+
+impl SelectedRows {
+    pub fn new(selection: std::sync::Arc<Selection>) -> Self {
+        SelectedRows {
+            selection,
+            lines: Vec::with_capacity(BATCH_LINE_BYTES + 4096),
+            ends: Vec::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Each selected line with its object's size, in row order.
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(end, _)| end));
+        starts
+            .zip(&self.ends)
+            .map(|(start, &(end, size))| (&self.lines[start..end], size))
+    }
+}
+
+impl RowBatch for SelectedRows {
+    /// Counts `row`, and writes its manifest line when it is selected.
+    fn add(&mut self, row: &InventoryRow<'_>) {
+        self.tally.rows_seen += 1;
+        match self.selection.check(row) {
+            Err(reason) => self.tally.skipped[reason as usize] += 1,
+            Ok(()) => {
+                let size = row.size.unwrap_or(0);
+                self.tally.objects_selected += 1;
+                self.tally.bytes_selected += size;
+                write_line(&mut self.lines, &entry_for(row));
+                self.ends.push((self.lines.len(), size));
+            }
+        }
+    }
+
+    /// True once the batch is worth handing on (by rows too, so that progress and
+    /// cancellation are timely when most rows are skipped).
+    fn is_full(&self) -> bool {
+        self.lines.len() >= BATCH_LINE_BYTES || self.tally.rows_seen >= BATCH_ROWS
     }
 }
 
@@ -305,6 +392,55 @@ mod tests {
         assert_eq!(split(&[4, 6, 3, 3], 100, 10), vec![(0, 2, 10), (1, 2, 6)]);
         // One object bigger than the threshold makes a manifest of its own.
         assert_eq!(split(&[1, 50, 1], 100, 10), vec![(0, 2, 51), (1, 1, 1)]);
+    }
+
+    #[test]
+    fn batches_hold_the_lines_and_counts_that_row_by_row_splitting_gives() {
+        let selection = Selection {
+            include_prefix: Some("k1".into()),
+            ..Selection::default()
+        };
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        let rows: Vec<InventoryRow<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| InventoryRow {
+                size: Some(i as u64),
+                ..row(key)
+            })
+            .collect();
+        let mut batch = SelectedRows::new(std::sync::Arc::new(selection.clone()));
+        rows.iter().for_each(|r| batch.add(r));
+        let mut by_line = Splitter::new(4, u64::MAX);
+        let mut closed = Vec::new();
+        for (line, size) in batch.lines() {
+            closed.extend(by_line.push_line(line, size));
+        }
+        closed.extend(by_line.finish());
+        let mut by_entry = Splitter::new(4, u64::MAX);
+        let mut expected = Vec::new();
+        for r in rows.iter().filter(|r| selection.check(r).is_ok()) {
+            expected.extend(by_entry.push(&entry_for(r)));
+        }
+        expected.extend(by_entry.finish());
+        assert_eq!(closed, expected);
+        assert_eq!(closed.len(), 3, "k1 and k10..k19: 11 objects");
+
+        let mut stats = GroupStats::default();
+        stats.add(&batch.tally);
+        stats.add(&batch.tally);
+        assert_eq!(stats.rows_seen, 40);
+        assert_eq!(stats.objects_selected, 22);
+        assert_eq!(stats.bytes_selected, 2 * (1 + (10..20).sum::<u64>()));
+        assert_eq!(stats.skipped.get("outside_prefix"), Some(&18));
+        assert_eq!(stats.skipped.len(), 1);
+    }
+
+    #[test]
+    fn skip_reasons_are_listed_in_declaration_order() {
+        for (index, reason) in SkipReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index, "{reason}: tallies index by it");
+        }
     }
 
     #[test]

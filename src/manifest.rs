@@ -44,41 +44,57 @@ pub struct ManifestWriter {
     bytes: u64,
 }
 
+/// Appends `entry` to `out` as one manifest line, newline included.
+pub fn write_line(out: &mut Vec<u8>, entry: &ManifestEntry<'_>) {
+    let mut size = itoa::Buffer::new();
+    let key = encode_key(&entry.key);
+    let fields = [
+        entry.bucket.as_ref(),
+        key.as_ref(),
+        size.format(entry.size),
+        text_or_empty(&entry.version_id),
+        text_or_empty(&entry.etag),
+        text_or_empty(&entry.last_modified),
+        text_or_empty(&entry.storage_class),
+    ];
+    // The encoded key and the size never need quoting.
+    let plain = |field: &str| {
+        !field
+            .bytes()
+            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+    };
+    if [0, 3, 4, 5, 6].iter().all(|&i| plain(fields[i])) {
+        // The common case, measured as the parser's hot spot: plain fields, written as they are.
+        out.reserve(fields.iter().map(|f| f.len() + 1).sum());
+        for (n, field) in fields.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(field.as_bytes());
+        }
+        out.push(b'\n');
+    } else {
+        // Rare: a field that needs RFC 4180 quoting goes through the csv writer.
+        let mut quoted = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(out);
+        let _ = quoted.write_record(fields);
+        let _ = quoted.flush();
+    }
+}
+
 impl ManifestWriter {
     pub fn push(&mut self, entry: &ManifestEntry<'_>) {
-        let mut size = itoa::Buffer::new();
-        let key = encode_key(&entry.key);
-        let fields = [
-            entry.bucket.as_ref(),
-            key.as_ref(),
-            size.format(entry.size),
-            text_or_empty(&entry.version_id),
-            text_or_empty(&entry.etag),
-            text_or_empty(&entry.last_modified),
-            text_or_empty(&entry.storage_class),
-        ];
-        if fields
-            .iter()
-            .any(|f| f.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')))
-        {
-            // Rare: a field that needs RFC 4180 quoting goes through the csv writer.
-            let mut quoted = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(&mut self.body);
-            let _ = quoted.write_record(fields);
-            let _ = quoted.flush();
-        } else {
-            // The common case, measured as the parser's hot spot: plain fields, written as they are.
-            for (n, field) in fields.iter().enumerate() {
-                if n > 0 {
-                    self.body.push(b',');
-                }
-                self.body.extend_from_slice(field.as_bytes());
-            }
-            self.body.push(b'\n');
-        }
+        write_line(&mut self.body, entry);
         self.objects += 1;
         self.bytes += entry.size;
+    }
+
+    /// Appends a line made by [`write_line`] for an object of `size` bytes.
+    pub fn push_line(&mut self, line: &[u8], size: u64) {
+        self.body.extend_from_slice(line);
+        self.objects += 1;
+        self.bytes += size;
     }
 
     pub fn objects(&self) -> u64 {

@@ -38,6 +38,20 @@ pub struct WriteSettings {
     pub sse: Option<Sse>,
     pub sse_kms_key_id: Option<String>,
     pub expected_bucket_owner: Option<String>,
+    /// SHA-256-sign PutObject and UploadPart bodies (see `--sign-payload`).
+    pub sign_payload: bool,
+}
+
+/// Sends a PutObject or UploadPart request, its body signed only if `settings` say so.
+#[macro_export]
+macro_rules! send_upload {
+    ($request:expr, $settings:expr) => {
+        if $settings.sign_payload {
+            $request.send().await
+        } else {
+            $request.customize().disable_payload_signing().send().await
+        }
+    };
 }
 
 impl WriteSettings {
@@ -397,7 +411,7 @@ impl S3 {
         body: Bytes,
         content_type: &str,
     ) -> Result<Option<String>, RemoteFailure> {
-        let output = self
+        let request = self
             .client
             .put_object()
             .bucket(&uri.bucket)
@@ -406,10 +420,8 @@ impl S3 {
             .body(ByteStream::from(body))
             .set_server_side_encryption(self.settings.encryption())
             .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(failure)?;
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone());
+        let output = crate::send_upload!(request, self.settings).map_err(failure)?;
         Ok(output.e_tag().map(str::to_string))
     }
 

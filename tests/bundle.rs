@@ -681,6 +681,7 @@ async fn injected_faults_never_lose_an_object() {
             always_fail_keys_containing: Some("always-fail".into()),
             corrupt_keys_containing: Some("corrupt/".into()),
             get_delay: None,
+            delay_keys_containing: None,
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use s3bundler::manifest::parse_manifest;
+use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
 use s3bundler_testkit::generate::{
     csv_report, report, rows, upload_report, DataFormat, InventorySpec,
 };
@@ -841,5 +842,66 @@ async fn bad_orc_and_parquet_files_exit_2_naming_the_file() {
             ],
         )
         .await;
+    }
+}
+
+/// Data files are read several at a time; a first file that arrives last must not change
+/// which objects go into which manifest.
+#[tokio::test]
+async fn a_slow_first_data_file_does_not_change_the_manifests() {
+    for format in [DataFormat::Csv, DataFormat::Parquet] {
+        let (client, bucket, _, uri, expected) = generated_as(format, |b| InventorySpec {
+            data_files: 4,
+            ..InventorySpec::new(b, 4000)
+        })
+        .await;
+        let inventory_key = uri.trim_start_matches(&format!("s3://{bucket}/"));
+        let inventory: serde_json::Value =
+            serde_json::from_slice(&get_object(&client, &bucket, inventory_key).await)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let first_file = inventory["files"][0]["key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{inventory}"))
+            .to_string();
+        let endpoint = &LocalS3::shared().endpoint;
+        let group = |endpoint: String, prefix: &'static str, readers: &'static str| {
+            let (uri, bucket) = (uri.clone(), bucket.clone());
+            async move {
+                let args = [
+                    "group",
+                    "-m",
+                    &uri,
+                    "-b",
+                    &bucket,
+                    "-p",
+                    prefix,
+                    "-c",
+                    "300",
+                    "--readers",
+                    readers,
+                    "--json",
+                ];
+                let out = s3bundler(&endpoint, &args).await;
+                assert_eq!(out.code, 0, "{format:?}: {out:?}");
+                assert_eq!(out.json()["rows_seen"], expected.rows, "{format:?}");
+            }
+        };
+        group(endpoint.clone(), "one-at-a-time", "1").await;
+        let proxy = FaultProxy::start(
+            endpoint,
+            FaultPlan {
+                get_delay: Some(std::time::Duration::from_millis(1500)),
+                delay_keys_containing: Some(first_file),
+                ..FaultPlan::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        group(proxy.endpoint.clone(), "first-file-last", "4").await;
+        let one_at_a_time = read_manifests(&client, &bucket, "one-at-a-time/").await;
+        assert!(one_at_a_time.len() > 4, "{format:?}");
+        assert!(
+            read_manifests(&client, &bucket, "first-file-last/").await == one_at_a_time,
+            "{format:?}: the manifests depend on the order files were read in"
+        );
     }
 }

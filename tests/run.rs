@@ -168,3 +168,33 @@ async fn a_killed_run_resumes_and_archives_every_object_exactly_once() {
         "every selected object exactly once after the resume"
     );
 }
+
+/// Over HTTPS s3bundler sends bodies as UNSIGNED-PAYLOAD; the local server checks signatures,
+/// so this proves such PutObject and UploadPart requests are well formed.
+#[tokio::test]
+async fn unsigned_upload_bodies_are_accepted() {
+    let (client, spec, uri, selected) = inventory_with_objects(400).await;
+    let bucket = spec.source_bucket.clone();
+    let args = [
+        "run",
+        "-m",
+        &uri,
+        "-b",
+        &bucket,
+        "-c",
+        "200",
+        "--archive-prefix",
+        "unsigned",
+        "--json",
+    ];
+    let out = s3bundler_with_env(
+        &LocalS3::shared().endpoint,
+        &args,
+        &[("S3BUNDLER_SIGN_PAYLOAD", "never")],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["objects_archived"], selected);
+    let seen = archived_keys(&client, &bucket, "unsigned/").await;
+    assert!(selected_keys(&spec).iter().all(|k| seen.get(k) == Some(&1)));
+}

@@ -111,7 +111,7 @@ impl MultipartUpload {
         self.running.spawn(async move {
             let mut retries = 0;
             let output = loop {
-                let sent = s3
+                let request = s3
                     .client()
                     .upload_part()
                     .bucket(&target.bucket)
@@ -119,9 +119,8 @@ impl MultipartUpload {
                     .upload_id(&upload_id)
                     .part_number(number)
                     .body(body.clone().into())
-                    .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-                    .send()
-                    .await;
+                    .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone());
+                let sent = crate::send_upload!(request, s3.settings());
                 match sent.map_err(failure) {
                     Ok(output) => break output,
                     // A whole archive is at stake: a transient failure gets more patience than

@@ -1,10 +1,12 @@
 //! `group`: read an S3 Inventory report and write bundle manifests.
 //!
-//! Data files stream from S3 through a blocking parser thread; closed manifests are uploaded to
-//! a staging area while parsing goes on. Only when every data file has been read and verified
+//! Data files are read from S3 several at a time (`inventory::ordered`), their rows selected and
+//! written as manifest lines on the readers' threads, and cut into manifests in inventory order
+//! on one thread; closed manifests are uploaded to a staging area while reading goes on. Only when every data file has been read and verified
 //! are the manifests committed under their final names (so a damaged report leaves no manifest
 //! that a bundler could pick up), unchanged ones left alone, and their queue messages sent.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use aws_config::SdkConfig;
@@ -14,10 +16,10 @@ use tracing::{info, warn};
 
 use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
-use crate::group::{entry_for, ClosedManifest, GroupStats, Selection, Splitter};
+use crate::group::{ClosedManifest, GroupStats, SelectedRows, Selection, Splitter};
 use crate::inventory::columns::ColumnMap;
-use crate::inventory::fetch::{open_data_file, read_data_file, DataSource};
 use crate::inventory::manifest::verify_checksum;
+use crate::inventory::ordered::{default_parallelism, OrderedBatches, ReadPlan};
 use crate::inventory::{FileFormat, InventoryManifest};
 use crate::manifest::{bundle_manifest_key, bundle_manifest_stem, join_prefix};
 use crate::s3::{is_plain_md5, S3};
@@ -29,7 +31,7 @@ use crate::sqs::Queue;
 /// manifest.json files are small; refuse anything absurd rather than hold it in memory.
 const MANIFEST_JSON_LIMIT: u64 = 256 << 20;
 
-/// Selection and splitting options, shared with `run`.
+/// Selection, splitting and reading options, shared with `run` and `plan`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GroupingOptions {
     /// Close a bundle manifest when its objects' total size reaches this.
@@ -58,6 +60,10 @@ pub struct GroupingOptions {
     /// Bundle noncurrent versions too (versioned inventories); by default only the latest.
     #[arg(long)]
     pub all_versions: bool,
+    /// Inventory data files read at once [default: one per core, at most 4]. Each holds a few
+    /// tens of MiB while it is read; the manifests do not depend on it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub readers: Option<u16>,
 }
 
 impl GroupingOptions {
@@ -313,16 +319,16 @@ impl Staging {
     }
 }
 
-/// How the parser thread ended.
-enum ParseEnd {
+/// How the splitting thread ended.
+enum SplitEnd {
     Done(GroupStats),
-    /// The uploader or downloader went away; their error is the one to report.
+    /// The sink went away; its error is the one to report.
     Stopped,
     Failed(Error),
 }
 
-/// Streams every data file through selection and splitting and hands each closed manifest to
-/// `sink`, in order.
+/// Reads every data file (several at a time) through selection and splitting and hands each
+/// closed manifest to `sink`, in inventory order.
 pub(crate) async fn read_inventory<S: ManifestSink>(
     s3: &S3,
     inventory_uri: &S3Uri,
@@ -332,137 +338,80 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
     sink: &mut S,
     mut shutdown: Shutdown,
 ) -> Result<GroupStats> {
-    let files: Vec<S3Uri> = inventory
-        .files
-        .iter()
-        .map(|f| S3Uri::new(inventory_uri.bucket.clone(), f.key.clone()))
-        .collect();
-
-    // Downloads run one file ahead of the parser at most.
-    let (readers_tx, mut readers_rx) = mpsc::channel::<DataSource>(1);
-    let download_s3 = s3.clone();
-    let download_files: Vec<_> = inventory.files.iter().cloned().zip(files.clone()).collect();
-    let format = inventory.file_format;
     let progress = crate::progress::bytes_bar(inventory.total_data_bytes(), "reading inventory");
-    let download_progress = progress.clone();
-    let downloader = tokio::spawn(async move {
-        for (file, uri) in download_files {
-            let (reader, task) = open_data_file(
-                download_s3.clone(),
-                uri.clone(),
-                &file,
-                format,
-                download_progress.clone(),
-            );
-            if readers_tx.send(reader).await.is_err() {
-                task.abort();
-                return Ok(());
-            }
-            match task.await {
-                Ok(result) => result?,
-                Err(join) => {
-                    return Err(Error::Remote {
-                        operation: "GetObject",
-                        location: uri.to_string(),
-                        detail: join.to_string(),
-                    })
-                }
-            }
-        }
-        Ok::<(), Error>(())
+    let plan = ReadPlan {
+        s3: s3.clone(),
+        bucket: inventory_uri.bucket.clone(),
+        columns,
+        parallel: grouping
+            .readers
+            .map_or_else(default_parallelism, usize::from),
+        progress: progress.clone(),
+    };
+    let selection = Arc::new(grouping.selection());
+    let mut batches = OrderedBatches::start(plan, inventory, move || {
+        SelectedRows::new(selection.clone())
     });
-
     let (closed_tx, mut closed_rx) = mpsc::channel::<ClosedManifest>(2);
-    let selection = grouping.selection();
     let mut splitter = Splitter::new(grouping.count_threshold, grouping.size_threshold.0);
-    let data_files = inventory.files.clone();
-    let parser_progress = progress.clone();
-    let parser = tokio::task::spawn_blocking(move || {
+    let split_progress = progress.clone();
+    let splitting = tokio::task::spawn_blocking(move || {
         let mut stats = GroupStats::default();
-        let mut stopped = false;
-        for (file, uri) in data_files.iter().zip(&files) {
-            let Some(reader) = readers_rx.blocking_recv() else {
-                return ParseEnd::Stopped;
+        loop {
+            let batch = match batches.next_blocking() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(error) => return SplitEnd::Failed(error),
             };
-            let location = uri.to_string();
-            let result = read_data_file(
-                reader,
-                format,
-                columns.as_ref(),
-                file,
-                &location,
-                |row, _| {
-                    stats.rows_seen += 1;
-                    if stats.rows_seen.is_multiple_of(65536) {
-                        parser_progress.set_message(format!("{} rows", stats.rows_seen));
+            if closed_tx.is_closed() {
+                return SplitEnd::Stopped;
+            }
+            stats.add(&batch.tally);
+            split_progress.set_message(format!("{} rows", stats.rows_seen));
+            for (line, size) in batch.lines() {
+                if let Some(closed) = splitter.push_line(line, size) {
+                    if closed_tx.blocking_send(closed).is_err() {
+                        return SplitEnd::Stopped;
                     }
-                    match selection.check(row) {
-                        Err(reason) => stats.record_skip(reason),
-                        Ok(()) => {
-                            stats.objects_selected += 1;
-                            stats.bytes_selected += row.size.unwrap_or(0);
-                            if let Some(closed) = splitter.push(&entry_for(row)) {
-                                if closed_tx.blocking_send(closed).is_err() {
-                                    stopped = true;
-                                    return Err(Error::Interrupted);
-                                }
-                            }
-                        }
-                    }
-                    Ok(())
-                },
-            );
-            match result {
-                Ok(()) => {}
-                Err(_) if stopped => return ParseEnd::Stopped,
-                Err(error) => return ParseEnd::Failed(error),
+                }
             }
         }
         if let Some(last) = splitter.finish() {
             if closed_tx.blocking_send(last).is_err() {
-                return ParseEnd::Stopped;
+                return SplitEnd::Stopped;
             }
         }
-        ParseEnd::Done(stats)
+        SplitEnd::Done(stats)
     });
 
-    let mut upload_error = None;
+    let mut sink_error = None;
     loop {
         let closed = tokio::select! {
             closed = closed_rx.recv() => closed,
             _ = shutdown.requested() => {
-                upload_error = Some(Error::Interrupted);
+                sink_error = Some(Error::Interrupted);
                 break;
             }
         };
         let Some(closed) = closed else { break };
         if let Err(error) = sink.accept(closed).await {
-            upload_error = Some(error);
+            sink_error = Some(error);
             break;
         }
     }
     drop(closed_rx);
     progress.finish_and_clear();
-    let parse_end = parser.await.unwrap_or_else(|join| {
-        ParseEnd::Failed(Error::bad_input(
+    let split_end = splitting.await.unwrap_or_else(|join| {
+        SplitEnd::Failed(Error::bad_input(
             inventory_uri.to_string(),
             format!("the inventory reader crashed: {join}"),
         ))
     });
-    let download = downloader.await.unwrap_or_else(|join| {
-        Err(Error::Remote {
-            operation: "GetObject",
-            location: inventory_uri.to_string(),
-            detail: join.to_string(),
-        })
-    });
-    // A failed download explains a truncated stream; a parse error explains a stopped download.
-    download?;
-    match (parse_end, upload_error) {
-        (ParseEnd::Failed(error), _) => Err(error),
+    match (split_end, sink_error) {
+        (SplitEnd::Failed(error), _) => Err(error),
         (_, Some(error)) => Err(error),
-        (ParseEnd::Done(stats), None) => Ok(stats),
-        (ParseEnd::Stopped, None) => Err(Error::Interrupted),
+        (SplitEnd::Done(stats), None) => Ok(stats),
+        (SplitEnd::Stopped, None) => Err(Error::Interrupted),
     }
 }
 

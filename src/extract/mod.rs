@@ -285,12 +285,10 @@ impl S3Sink {
                     .bucket(&self.target.bucket)
                     .key(&self.target.key)
                     .body(Bytes::from(std::mem::take(&mut self.buffer)).into());
-                let output = with_object_headers!(request, &self.headers, self.s3.settings())
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        Error::writing("PutObject", self.target.to_string(), crate::s3::failure(e))
-                    })?;
+                let request = with_object_headers!(request, &self.headers, self.s3.settings());
+                let output = crate::send_upload!(request, self.s3.settings()).map_err(|e| {
+                    Error::writing("PutObject", self.target.to_string(), crate::s3::failure(e))
+                })?;
                 Ok(output.version_id().map(str::to_string))
             }
         }

@@ -190,13 +190,36 @@ pub fn format_timestamp(units: i64, per_second: i64, out: &mut String) {
     let days = seconds.div_euclid(86_400);
     let of_day = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-    );
+    if !(0..=9999).contains(&year) {
+        let _ = write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60,
+        );
+        return;
+    }
+    // Every row has one: digits are placed directly, which measured several times faster
+    // than the formatting machinery.
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let fields = [
+        (0..4, year),
+        (5..7, i64::from(month)),
+        (8..10, i64::from(day)),
+        (11..13, of_day / 3600),
+        (14..16, of_day / 60 % 60),
+        (17..19, of_day % 60),
+        (20..23, millis),
+    ];
+    for (range, value) in fields {
+        let mut value = value;
+        for digit in text[range].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// Gregorian (year, month, day) of a day number since 1970-01-01 (Howard Hinnant's algorithm).
@@ -548,6 +571,12 @@ mod tests {
         out.clear();
         format_timestamp(951_782_400, 1, &mut out);
         assert_eq!(out, "2000-02-29T00:00:00.000Z");
+        out.clear();
+        format_timestamp(253_402_300_800, 1, &mut out);
+        assert_eq!(out, "10000-01-01T00:00:00.000Z");
+        out.clear();
+        format_timestamp(-62_167_219_201, 1, &mut out);
+        assert_eq!(out, "-001-12-31T23:59:59.000Z");
     }
 
     fn sample(name: &str) -> Option<Vec<u8>> {

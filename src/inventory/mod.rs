@@ -7,6 +7,7 @@ pub mod csv;
 pub mod fetch;
 pub mod manifest;
 pub mod orc;
+pub mod ordered;
 pub mod parquet;
 pub mod ranges;
 

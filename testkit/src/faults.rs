@@ -37,6 +37,8 @@ pub struct FaultPlan {
     /// Every GetObject waits this long before it is forwarded: a slow manifest, for tests that
     /// stop or outlast a worker mid-manifest.
     pub get_delay: Option<std::time::Duration>,
+    /// With `get_delay`: only GetObject of keys containing this text waits.
+    pub delay_keys_containing: Option<String>,
 }
 
 /// What the proxy did, for assertions.
@@ -230,7 +232,13 @@ async fn handle(
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
         }
         if let Some(delay) = plan.get_delay {
-            tokio::time::sleep(delay).await;
+            let delayed = plan
+                .delay_keys_containing
+                .as_deref()
+                .is_none_or(|needle| decoded.contains(needle));
+            if delayed {
+                tokio::time::sleep(delay).await;
+            }
         }
         cut = hits(n, plan.get_cut_every);
         corrupt = plan
