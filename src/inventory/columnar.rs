@@ -200,27 +200,39 @@ pub fn format_timestamp(units: i64, per_second: i64, out: &mut String) {
         );
         return;
     }
-    // Every row has one: digits are placed directly, which measured several times faster
-    // than the formatting machinery.
+    // Every row has one: digit pairs are placed directly, which measured several times faster
+    // than the formatting machinery. The values are in range, so u32 arithmetic is exact.
+    let (year, of_day, millis) = (year as u32, of_day as u32, millis as u32);
     let mut text = *b"0000-00-00T00:00:00.000Z";
-    let fields = [
-        (0..4, year),
-        (5..7, i64::from(month)),
-        (8..10, i64::from(day)),
-        (11..13, of_day / 3600),
-        (14..16, of_day / 60 % 60),
-        (17..19, of_day % 60),
-        (20..23, millis),
+    let pairs = [
+        (0, year / 100),
+        (2, year % 100),
+        (5, month),
+        (8, day),
+        (11, of_day / 3600),
+        (14, of_day / 60 % 60),
+        (17, of_day % 60),
+        (21, millis % 100),
     ];
-    for (range, value) in fields {
-        let mut value = value;
-        for digit in text[range].iter_mut().rev() {
-            *digit = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
+    for (at, value) in pairs {
+        let pair = 2 * value as usize;
+        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
     }
+    text[20] = b'0' + (millis / 100) as u8;
     out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
+
+/// "00" to "99".
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
 
 /// Gregorian (year, month, day) of a day number since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

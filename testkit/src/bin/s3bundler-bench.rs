@@ -31,6 +31,9 @@ enum Bench {
         /// Rows per data file.
         #[arg(long, default_value_t = 1_000_000)]
         rows_per_file: u64,
+        /// Data files s3bundler reads at once (its default: one per core, at most 4).
+        #[arg(long)]
+        readers: Option<u16>,
     },
     /// Bundle objects of one size and compare with a plain GET of the same objects at the
     /// same concurrency (the raw ceiling).
@@ -83,7 +86,7 @@ fn s3bundler_binary() -> PathBuf {
     exe.with_file_name("s3bundler")
 }
 
-async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64) {
+async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64, readers: Option<u16>) {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let server = LocalS3::start(&scratch.path().join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
     let client = s3bundler_testkit::s3_client(&server.endpoint);
@@ -124,7 +127,10 @@ async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64) {
             bucket,
             "--json",
         ])
-        .envs(s3bundler_testkit::cli_env(&server.endpoint));
+        .args(readers.map(|n| format!("--readers={n}")))
+        .envs(s3bundler_testkit::cli_env(&server.endpoint))
+        // As over HTTPS to AWS, where bodies are not SHA-256-signed.
+        .env("S3BUNDLER_SIGN_PAYLOAD", "never");
     let group = measure(&mut command);
     assert!(
         group.status.success(),
@@ -143,7 +149,8 @@ async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64) {
         DataFormat::Csv => "CSV.gz",
         other => other.manifest_name(),
     };
-    println!("group benchmark: {rows} rows in {} {name} data files ({:.1} MiB), local s3s server in the bench process", local_files.len(), compressed as f64 / 1048576.0);
+    let readers = readers.map_or("default".to_string(), |n| n.to_string());
+    println!("group benchmark: {rows} rows in {} {name} data files ({:.1} MiB), {readers} readers, local s3s server in the bench process", local_files.len(), compressed as f64 / 1048576.0);
     println!(
         "  s3bundler group wall       {:.2} s  ({:.0} rows/s)",
         group.wall_seconds,
@@ -409,7 +416,8 @@ async fn main() {
             rows,
             format,
             rows_per_file,
-        } => bench_group(format, rows, rows_per_file).await,
+            readers,
+        } => bench_group(format, rows, rows_per_file, readers).await,
         Bench::Bundle {
             objects,
             size,
