@@ -244,7 +244,7 @@ mod tests {
             let text: Vec<u8> = (0..len)
                 .map(|i| {
                     let b = (state >> (i % 56)) as u8;
-                    if b % 61 == 0 {
+                    if b.is_multiple_of(61) {
                         b",\"\r\n"[usize::from(b % 4)]
                     } else {
                         b | 0x20
