@@ -1,6 +1,10 @@
 //! Parquet inventory data files: read one row group at a time, only the columns s3bundler
-//! uses, decoded by [`super::columnar`]. Pure: takes any Parquet `ChunkReader` (bytes in
-//! memory in tests, [`RangeSource`] for S3).
+//! uses, decoded by [`super::columnar`]. Pure: takes any [`RowGroupSource`] (bytes in memory
+//! in tests, [`RangeSource`] for S3).
+//!
+//! From S3, each used column of a row group is read through its own window of
+//! [`COLUMN_WINDOW`] bytes (all columns' first windows fetched at once), so memory depends on
+//! the window and the page size, not on how large the writer made its row groups.
 
 use bytes::{Buf, Bytes};
 use parquet::arrow::arrow_reader::{
@@ -17,6 +21,41 @@ use crate::error::{Error, Result};
 /// Rows decoded at a time.
 pub const BATCH_ROWS: usize = 8192;
 
+/// Bytes fetched per ranged GET of one column of a row group; one more is fetched ahead.
+pub const COLUMN_WINDOW: u64 = 2 << 20;
+
+/// Where a Parquet file's row groups come from.
+pub trait RowGroupSource: ChunkReader + 'static {
+    /// A reader for one row group whose used column chunks are `chunks` (start, end), sorted.
+    fn row_group(&self, chunks: &[(u64, u64)]) -> parquet::errors::Result<RowGroupReader>;
+}
+
+/// In memory (tests): the used columns' bytes, sliced.
+impl RowGroupSource for Bytes {
+    fn row_group(&self, chunks: &[(u64, u64)]) -> parquet::errors::Result<RowGroupReader> {
+        let start = chunks.first().map_or(0, |c| c.0);
+        let end = chunks.iter().map(|c| c.1).max().unwrap_or(start);
+        Ok(RowGroupReader::Whole(RowGroupBytes {
+            offset: start,
+            bytes: self.get_bytes(start, (end - start) as usize)?,
+            len: self.len() as u64,
+        }))
+    }
+}
+
+/// On S3: a window per column.
+impl RowGroupSource for RangeSource {
+    fn row_group(&self, chunks: &[(u64, u64)]) -> parquet::errors::Result<RowGroupReader> {
+        let spans = chunks
+            .iter()
+            .map(|&(start, end)| (start, end, self.span(start, end, COLUMN_WINDOW)))
+            .collect();
+        Ok(RowGroupReader::Columns {
+            spans,
+            len: self.len(),
+        })
+    }
+}
 fn parquet_error(file: &str, error: impl std::fmt::Display) -> Error {
     Error::bad_input(
         file,
@@ -27,7 +66,7 @@ fn parquet_error(file: &str, error: impl std::fmt::Display) -> Error {
 /// Reads every row of a Parquet data file, calling `on_row` for each. Row groups are read one
 /// at a time: the byte range of the used columns of a row group is fetched in one read (the
 /// row-by-row page reads of the Parquet reader then come from memory), decoded, and dropped.
-pub fn read_parquet<R: ChunkReader + 'static>(
+pub fn read_parquet<R: RowGroupSource>(
     reader: R,
     file: &str,
     mut on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
@@ -39,28 +78,24 @@ pub fn read_parquet<R: ChunkReader + 'static>(
     let mask = ProjectionMask::roots(&parquet_schema, used.iter().copied());
     let mut rows = 0u64;
     for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
-        let ranges = group
+        let mut chunks: Vec<(u64, u64)> = group
             .columns()
             .iter()
             .enumerate()
             .filter(|(leaf, _)| used.contains(&parquet_schema.get_column_root_idx(*leaf)))
-            .map(|(_, column)| column.byte_range());
-        let (start, end) = ranges.fold((u64::MAX, 0), |(start, end), (offset, length)| {
-            (start.min(offset), end.max(offset + length))
-        });
-        if start >= end {
+            .map(|(_, column)| column.byte_range())
+            .filter(|&(_, length)| length > 0)
+            .map(|(offset, length)| (offset, offset.saturating_add(length)))
+            .collect();
+        if chunks.is_empty() {
             continue;
         }
-        let bytes = reader
-            .get_bytes(start, (end - start) as usize)
+        chunks.sort_unstable();
+        let group_reader = reader
+            .row_group(&chunks)
             .map_err(|e| parquet_error(file, e))?;
-        let group_bytes = RowGroupBytes {
-            offset: start,
-            bytes,
-            len: reader.len(),
-        };
         let batches =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(group_bytes, metadata.clone())
+            ParquetRecordBatchReaderBuilder::new_with_metadata(group_reader, metadata.clone())
                 .with_projection(mask.clone())
                 .with_row_groups(vec![index])
                 .with_batch_size(BATCH_ROWS)
@@ -88,8 +123,64 @@ pub fn read_parquet<R: ChunkReader + 'static>(
     Ok(())
 }
 
+/// One row group's used columns, as a `ChunkReader` over the whole file.
+pub enum RowGroupReader {
+    Whole(RowGroupBytes),
+    Columns {
+        /// (start, end, window) of each used column chunk, by start.
+        spans: Vec<(u64, u64, RangeSource)>,
+        len: u64,
+    },
+}
+
+impl RowGroupReader {
+    fn span(
+        spans: &[(u64, u64, RangeSource)],
+        start: u64,
+    ) -> parquet::errors::Result<&RangeSource> {
+        let index = spans.partition_point(|span| span.0 <= start);
+        match index.checked_sub(1).map(|i| &spans[i]) {
+            Some((_, end, source)) if start < *end => Ok(source),
+            _ => Err(parquet::errors::ParquetError::General(format!(
+                "byte {start} is outside the row group's columns"
+            ))),
+        }
+    }
+}
+
+impl Length for RowGroupReader {
+    fn len(&self) -> u64 {
+        match self {
+            RowGroupReader::Whole(bytes) => bytes.len,
+            RowGroupReader::Columns { len, .. } => *len,
+        }
+    }
+}
+
+impl ChunkReader for RowGroupReader {
+    type T = Box<dyn std::io::Read + Send>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            RowGroupReader::Whole(bytes) => Box::new(bytes.get_read(start)?),
+            RowGroupReader::Columns { spans, .. } => {
+                Box::new(Self::span(spans, start)?.reader_from(start))
+            }
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self {
+            RowGroupReader::Whole(bytes) => bytes.get_bytes(start, length),
+            RowGroupReader::Columns { spans, .. } => Self::span(spans, start)?
+                .read_at(start, length as u64)
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e))),
+        }
+    }
+}
+
 /// The bytes of one row group's used columns, as a `ChunkReader` over the whole file.
-struct RowGroupBytes {
+pub struct RowGroupBytes {
     offset: u64,
     bytes: Bytes,
     len: u64,

@@ -5,7 +5,8 @@
 //! Reads go through a window of at least [`WINDOW`] bytes, so the many small reads of a stripe's
 //! or row group's column streams become a few large requests, and while the reader decodes one
 //! window the next one is already being fetched. Memory stays bounded by two windows plus the
-//! largest single read (one column chunk).
+//! largest single read. A [`RangeSource::span`] reads one column chunk through its own window,
+//! so that columns decoded side by side do not evict each other's bytes.
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -33,10 +34,15 @@ struct Inner {
     s3: S3,
     uri: S3Uri,
     len: u64,
+    /// Reads and fetches stay below this: the file's length, or the end of a span.
+    limit: u64,
+    /// Bytes fetched at least per ranged GET.
+    window_size: u64,
     runtime: tokio::runtime::Handle,
     window: Mutex<Window>,
-    /// The typed error of a failed request: the readers only see an `io::Error`.
-    failure: Mutex<Option<Error>>,
+    /// The typed error of a failed request: the readers only see an `io::Error`. Shared with
+    /// spans, so that the file's source can tell.
+    failure: Arc<Mutex<Option<Error>>>,
 }
 
 /// The bytes fetched last, and the fetch of the bytes after them.
@@ -74,15 +80,47 @@ impl RangeSource {
                 s3,
                 uri,
                 len,
+                limit: len,
+                window_size: WINDOW,
                 runtime,
                 window: Mutex::new(Window::default()),
-                failure: Mutex::new(None),
+                failure: Arc::new(Mutex::new(None)),
             }),
         }
     }
 
+    /// A source for bytes `start..end` only, with its own window of `window_size` bytes whose
+    /// first fetch starts now: a column read sequentially beside others, each from its own
+    /// window, so memory depends on the window and not on the column's length.
+    pub fn span(&self, start: u64, end: u64, window_size: u64) -> RangeSource {
+        let inner = &self.inner;
+        let span = RangeSource {
+            inner: Arc::new(Inner {
+                s3: inner.s3.clone(),
+                uri: inner.uri.clone(),
+                len: inner.len,
+                limit: end.min(inner.limit),
+                window_size: window_size.max(1),
+                runtime: inner.runtime.clone(),
+                window: Mutex::new(Window::default()),
+                failure: inner.failure.clone(),
+            }),
+        };
+        let ahead = span.fetch_ahead(start);
+        if let Ok(mut window) = span.inner.window.lock() {
+            window.offset = start;
+            window.ahead = ahead;
+        }
+        span
+    }
+
     pub fn len(&self) -> u64 {
         self.inner.len
+    }
+
+    /// Where reads must end: the file's length, or the end of a span.
+    pub fn limit(&self) -> u64 {
+        self.inner.limit
     }
 
     pub fn is_empty(&self) -> bool {
@@ -98,10 +136,10 @@ impl RangeSource {
             .and_then(|mut failure| failure.take())
     }
 
-    /// Starts fetching the window after `offset`, unless the file ends there.
+    /// Starts fetching the window after `offset`, unless the file (or span) ends there.
     fn fetch_ahead(&self, offset: u64) -> Option<Ahead> {
         let inner = &self.inner;
-        let length = WINDOW.min(inner.len.checked_sub(offset)?);
+        let length = inner.window_size.min(inner.limit.checked_sub(offset)?);
         if length == 0 {
             return None;
         }
@@ -145,12 +183,12 @@ impl RangeSource {
     pub fn read_at(&self, start: u64, length: u64) -> io::Result<Bytes> {
         let inner = &self.inner;
         let end = start.saturating_add(length);
-        if end > inner.len {
+        if end > inner.limit {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
-                    "read of bytes {start}..{end} past the end of the {}-byte file",
-                    inner.len
+                    "read of bytes {start}..{end} past the end of the {}-byte file or its column at {}",
+                    inner.len, inner.limit
                 ),
             ));
         }
@@ -192,12 +230,16 @@ impl RangeSource {
             }
             // Let go of the old window before fetching the new one.
             window.bytes = Bytes::new();
-            // Reads reaching the end (the footer) fetch the tail; others a window onwards.
+            // Reads reaching the end of the file (the footer) fetch the tail; others a window
+            // onwards.
             let (offset, fetch) = if end == inner.len {
                 let offset = end.saturating_sub(length.max(TAIL));
                 (offset, end - offset)
             } else {
-                (start, length.max(WINDOW).min(inner.len - start))
+                (
+                    start,
+                    length.max(inner.window_size).min(inner.limit - start),
+                )
             };
             let fetched = inner
                 .runtime
@@ -206,7 +248,7 @@ impl RangeSource {
             window.bytes = self.complete(fetched, offset, fetch)?;
             window.offset = offset;
             // A read larger than a window is a whole row group: what follows is read the same way.
-            if end != inner.len && length < WINDOW {
+            if end != inner.limit && length < inner.window_size {
                 window.ahead = self.fetch_ahead(offset + fetch);
             }
         }
@@ -240,7 +282,7 @@ pub struct RangeRead {
 
 impl Read for RangeRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.source.len().saturating_sub(self.position);
+        let left = self.source.limit().saturating_sub(self.position);
         let n = (buf.len() as u64).min(left);
         if n == 0 {
             return Ok(0);
