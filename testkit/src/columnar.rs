@@ -214,6 +214,7 @@ impl Writer {
         }
         let properties = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(spec.row_group_rows.max(1)))
             .build();
         let writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, Some(properties))
             .unwrap_or_else(|e| panic!("Parquet writer: {e}"));

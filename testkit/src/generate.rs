@@ -26,6 +26,8 @@ pub struct InventorySpec {
     pub long_keys: bool,
     /// Largest object size.
     pub max_object_size: u64,
+    /// Rows per Parquet row group (the parquet crate's default: 1,048,576).
+    pub row_group_rows: usize,
 }
 
 impl InventorySpec {
@@ -39,6 +41,7 @@ impl InventorySpec {
             newline_keys: true,
             long_keys: true,
             max_object_size: 64 << 10,
+            row_group_rows: 1 << 20,
         }
     }
 }

@@ -34,6 +34,9 @@ enum Bench {
         /// Data files s3bundler reads at once (its default: one per core, at most 4).
         #[arg(long)]
         readers: Option<u16>,
+        /// Rows per Parquet row group.
+        #[arg(long, default_value_t = 1 << 20)]
+        row_group_rows: usize,
     },
     /// Bundle objects of one size and compare with a plain GET of the same objects at the
     /// same concurrency (the raw ceiling).
@@ -86,7 +89,13 @@ fn s3bundler_binary() -> PathBuf {
     exe.with_file_name("s3bundler")
 }
 
-async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64, readers: Option<u16>) {
+async fn bench_group(
+    format: DataFormat,
+    rows: u64,
+    rows_per_file: u64,
+    readers: Option<u16>,
+    row_group_rows: usize,
+) {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let server = LocalS3::start(&scratch.path().join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
     let client = s3bundler_testkit::s3_client(&server.endpoint);
@@ -95,6 +104,7 @@ async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64, readers:
 
     let spec = InventorySpec {
         data_files: rows.div_ceil(rows_per_file).max(1) as usize,
+        row_group_rows,
         ..InventorySpec::new("bench-source", rows)
     };
     let generated = Instant::now();
@@ -150,7 +160,12 @@ async fn bench_group(format: DataFormat, rows: u64, rows_per_file: u64, readers:
         other => other.manifest_name(),
     };
     let readers = readers.map_or("default".to_string(), |n| n.to_string());
-    println!("group benchmark: {rows} rows in {} {name} data files ({:.1} MiB), {readers} readers, local s3s server in the bench process", local_files.len(), compressed as f64 / 1048576.0);
+    let groups = if format == DataFormat::Parquet {
+        format!(", {row_group_rows}-row row groups")
+    } else {
+        String::new()
+    };
+    println!("group benchmark: {rows} rows in {} {name} data files ({:.1} MiB{groups}), {readers} readers, local s3s server in the bench process", local_files.len(), compressed as f64 / 1048576.0);
     println!(
         "  s3bundler group wall       {:.2} s  ({:.0} rows/s)",
         group.wall_seconds,
@@ -417,7 +432,8 @@ async fn main() {
             format,
             rows_per_file,
             readers,
-        } => bench_group(format, rows, rows_per_file, readers).await,
+            row_group_rows,
+        } => bench_group(format, rows, rows_per_file, readers, row_group_rows).await,
         Bench::Bundle {
             objects,
             size,
