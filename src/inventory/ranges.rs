@@ -293,3 +293,59 @@ impl Read for RangeRead {
         Ok(bytes.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use s3bundler_testkit::{new_bucket, put_object, s3_client, server::LocalS3};
+
+    use super::*;
+    use crate::s3::WriteSettings;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_span_reads_its_bytes_through_small_windows_and_stops_at_its_end() {
+        let client = s3_client(&LocalS3::shared().endpoint);
+        let bucket = new_bucket(&client, "ranges").await;
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        put_object(&client, &bucket, "file", data.clone()).await;
+        let settings = WriteSettings {
+            sse: None,
+            sse_kms_key_id: None,
+            expected_bucket_owner: None,
+            sign_payload: true,
+        };
+        let source = RangeSource::new(
+            S3::new(client, settings),
+            S3Uri::new(bucket, "file"),
+            data.len() as u64,
+            tokio::runtime::Handle::current(),
+        );
+        let checked = tokio::task::spawn_blocking(move || {
+            let (start, end) = (1000u64, 2_900_000u64);
+            let span = source.span(start, end, 64 << 10);
+            // Reads of varied sizes: within a window, across two, larger than a window.
+            let (mut at, mut size) = (start, 1u64);
+            while at < end {
+                let n = size.min(end - at);
+                let got = span.read_at(at, n)?;
+                assert_eq!(
+                    got,
+                    data[at as usize..(at + n) as usize],
+                    "{n} bytes at {at}"
+                );
+                at += n;
+                size = size * 3 % 200_000 + 1;
+            }
+            let mut all = Vec::new();
+            span.reader_from(start).read_to_end(&mut all)?;
+            assert!(all == data[start as usize..end as usize], "sequential read");
+            assert!(span.read_at(end - 10, 20).is_err(), "past the span's end");
+            Ok::<(), io::Error>(())
+        })
+        .await;
+        checked
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
