@@ -867,20 +867,8 @@ async fn a_slow_first_data_file_does_not_change_the_manifests() {
         let group = |endpoint: String, prefix: &'static str, readers: &'static str| {
             let (uri, bucket) = (uri.clone(), bucket.clone());
             async move {
-                let args = [
-                    "group",
-                    "-m",
-                    &uri,
-                    "-b",
-                    &bucket,
-                    "-p",
-                    prefix,
-                    "-c",
-                    "300",
-                    "--readers",
-                    readers,
-                    "--json",
-                ];
+                let mut args = vec!["group", "-m", &uri, "-b", &bucket, "-p", prefix];
+                args.extend(["-c", "300", "--readers", readers, "--json"]);
                 let out = s3bundler(&endpoint, &args).await;
                 assert_eq!(out.code, 0, "{format:?}: {out:?}");
                 assert_eq!(out.json()["rows_seen"], expected.rows, "{format:?}");

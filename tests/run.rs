@@ -175,18 +175,8 @@ async fn a_killed_run_resumes_and_archives_every_object_exactly_once() {
 async fn unsigned_upload_bodies_are_accepted() {
     let (client, spec, uri, selected) = inventory_with_objects(400).await;
     let bucket = spec.source_bucket.clone();
-    let args = [
-        "run",
-        "-m",
-        &uri,
-        "-b",
-        &bucket,
-        "-c",
-        "200",
-        "--archive-prefix",
-        "unsigned",
-        "--json",
-    ];
+    let mut args = vec!["run", "-m", &uri, "-b", &bucket];
+    args.extend(["-c", "200", "--archive-prefix", "unsigned", "--json"]);
     let out = s3bundler_with_env(
         &LocalS3::shared().endpoint,
         &args,
