@@ -38,6 +38,26 @@ pub struct BundleOptions {
     pub multipart_copy_threshold: ByteSize,
 }
 
+/// Where archives go (`bundle`) or were put (`verify`, `prune`): `-b`, `-p`, `-s`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArchiveLocation {
+    /// Bucket of the archives, indexes and big-object copies.
+    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
+    pub bucket: String,
+    /// Key prefix in the archive bucket.
+    #[arg(short = 'p', long = "prefix", default_value = "")]
+    pub prefix: String,
+    /// Objects bigger than this are copied server-side to bigobjects/ instead of archived (give
+    /// `verify` and `prune` the value `bundle` ran with).
+    #[arg(
+        short = 's',
+        long = "maxsize",
+        value_name = "SIZE",
+        default_value = "2GiB"
+    )]
+    pub max_size: ByteSize,
+}
+
 /// `s3bundler bundle`: one manifest (`-m`), or a worker taking manifests from a queue (`-q`).
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["manifest", "queue"])))]
@@ -51,20 +71,8 @@ pub struct BundleArgs {
     pub queue: Option<String>,
     #[command(flatten)]
     pub worker: WorkerOptions,
-    /// Bucket for archives, indexes and big-object copies.
-    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
-    pub bucket: String,
-    /// Key prefix in the archive bucket.
-    #[arg(short = 'p', long = "prefix", default_value = "")]
-    pub prefix: String,
-    /// Objects bigger than this are copied server-side to bigobjects/ instead of archived.
-    #[arg(
-        short = 's',
-        long = "maxsize",
-        value_name = "SIZE",
-        default_value = "2GiB"
-    )]
-    pub max_size: ByteSize,
+    #[command(flatten)]
+    pub archives: ArchiveLocation,
     /// Compress with gzip, like the original tools' flag (same as --compress gzip).
     #[arg(short = 'c', conflicts_with = "compress")]
     pub gzip: bool,
@@ -136,9 +144,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<ExitCode> {
     let s3 = aws.s3(config);
-    let mut settings = args
-        .options
-        .settings(&args.bucket, &args.prefix, args.max_size);
+    let mut settings = args.options.settings(
+        &args.archives.bucket,
+        &args.archives.prefix,
+        args.archives.max_size,
+    );
     if args.gzip {
         settings.compression = Compression::Gzip;
     }

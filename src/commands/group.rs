@@ -76,9 +76,9 @@ impl GroupingOptions {
     }
 }
 
-/// `s3bundler group`.
+/// The inventory to read (`-m`): shared by `group`, `run` and `plan`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct GroupArgs {
+pub struct InventoryArg {
     /// The inventory report's manifest.json (or manifest.checksum, which is then verified).
     #[arg(
         short = 'm',
@@ -86,6 +86,13 @@ pub struct GroupArgs {
         value_name = "s3://BUCKET/…/manifest.json"
     )]
     pub manifest: S3Uri,
+}
+
+/// `s3bundler group`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
     /// Bucket to write the bundle manifests to.
     #[arg(short = 'b', long = "bucket", value_name = "BUCKET")]
     pub bucket: String,
@@ -153,8 +160,9 @@ pub async fn group_inventory(
         Some(name) => Some(aws.queue(config, name).await?),
         None => None,
     };
-    info!("begin processing {}", args.manifest);
-    let (inventory_uri, inventory, columns) = open_inventory(&s3, &args.manifest).await?;
+    let manifest = &args.inventory.manifest;
+    info!("begin processing {manifest}");
+    let (inventory_uri, inventory, columns) = open_inventory(&s3, manifest).await?;
     let staging = Staging::new(&args.bucket, &args.prefix, &inventory_uri.key, &args.key);
     let mut sink = StagingSink {
         s3: &s3,

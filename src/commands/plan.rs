@@ -5,27 +5,21 @@ use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 
-use super::group::{open_inventory, read_inventory, GroupingOptions, ManifestSink};
+use super::group::{open_inventory, read_inventory, GroupingOptions, InventoryArg, ManifestSink};
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, Result};
 use crate::group::ClosedManifest;
 use crate::manifest::parse_manifest;
 use crate::plan::{estimate, render, Census};
 use crate::pricing::Prices;
-use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
 use crate::size::ByteSize;
 
 /// `s3bundler plan`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
-    /// The inventory report's manifest.json (or manifest.checksum).
-    #[arg(
-        short = 'm',
-        long = "manifest",
-        value_name = "s3://BUCKET/…/manifest.json"
-    )]
-    pub manifest: S3Uri,
+    #[command(flatten)]
+    pub inventory: InventoryArg,
     #[command(flatten)]
     pub grouping: GroupingOptions,
     /// Objects bigger than this are copied whole instead of archived (bundle's -s).
@@ -93,7 +87,7 @@ pub async fn run(
         )));
     }
     let s3 = aws.s3(config);
-    let (inventory_uri, inventory, columns) = open_inventory(&s3, &args.manifest).await?;
+    let (inventory_uri, inventory, columns) = open_inventory(&s3, &args.inventory.manifest).await?;
     let mut sink = CensusSink {
         census: Census::new(inventory.files.len() as u64),
         max_size: args.max_size.0,

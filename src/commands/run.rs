@@ -10,7 +10,7 @@ use serde::Serialize;
 use tracing::error;
 
 use super::bundle::BundleOptions;
-use super::group::{group_inventory, GroupArgs, GroupOutcome, GroupingOptions};
+use super::group::{group_inventory, GroupArgs, GroupOutcome, GroupingOptions, InventoryArg};
 use crate::archive::records::DlqReason;
 use crate::aws::AwsOptions;
 use crate::bundle::{bundle_manifest, BundleReport, BundleSettings};
@@ -25,13 +25,8 @@ use crate::size::{human_bytes, ByteSize};
 /// that would clash with them are long only (`--archive-prefix`, `--maxsize`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The inventory report's manifest.json (or manifest.checksum).
-    #[arg(
-        short = 'm',
-        long = "manifest",
-        value_name = "s3://BUCKET/…/manifest.json"
-    )]
-    pub manifest: S3Uri,
+    #[command(flatten)]
+    pub inventory: InventoryArg,
     /// Bucket for archives, indexes, big-object copies and (unless --manifest-bucket) the bundle
     /// manifests.
     #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
@@ -96,7 +91,7 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let group_args = GroupArgs {
-        manifest: args.manifest.clone(),
+        inventory: args.inventory.clone(),
         bucket: args
             .manifest_bucket
             .clone()

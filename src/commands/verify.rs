@@ -6,11 +6,11 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 use futures_util::{stream, StreamExt};
 
+use super::bundle::ArchiveLocation;
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, Result};
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
-use crate::size::ByteSize;
 use crate::verify::check::{check_manifest, list_manifests, CheckSettings, ManifestCheck};
 use crate::verify::{table, VerifyReport};
 
@@ -25,20 +25,8 @@ pub struct CheckOptions {
     /// Every bundle manifest (`*.index`) under this prefix is checked.
     #[arg(long = "manifests", value_name = "s3://BUCKET/PREFIX/")]
     pub manifests: S3Uri,
-    /// Bucket of the archives, indexes and big-object copies.
-    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
-    pub bucket: String,
-    /// Key prefix in the archive bucket (bundle's -p).
-    #[arg(short = 'p', long = "prefix", default_value = "")]
-    pub prefix: String,
-    /// Objects bigger than this were copied to bigobjects/ (bundle's -s).
-    #[arg(
-        short = 's',
-        long = "maxsize",
-        value_name = "SIZE",
-        default_value = "2GiB"
-    )]
-    pub max_size: ByteSize,
+    #[command(flatten)]
+    pub archives: ArchiveLocation,
     /// Also re-read every member and check its MD5 against the index and, where the source
     /// still exists with a plain-MD5 ETag, against the source.
     #[arg(long)]
@@ -51,11 +39,11 @@ pub struct CheckOptions {
 impl CheckOptions {
     fn settings(&self) -> CheckSettings {
         CheckSettings {
-            archive_bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
+            archive_bucket: self.archives.bucket.clone(),
+            prefix: self.archives.prefix.clone(),
             deep: self.deep,
             concurrency: self.concurrency.max(1),
-            max_size: self.max_size.0,
+            max_size: self.archives.max_size.0,
         }
     }
 
