@@ -482,16 +482,10 @@ async fn archive_holds_every_object_with_metadata_tags_and_checksums_through_mot
             ("gone/obj".to_string(), DlqReason::NoSuchKey),
         ])
     );
-    let uploads = client
-        .list_multipart_uploads()
-        .bucket(&arch)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    assert!(
-        uploads.uploads().is_empty(),
-        "incomplete uploads left: {:?}",
-        uploads.uploads()
+    assert_eq!(
+        incomplete_uploads(&client, &arch).await,
+        0,
+        "incomplete uploads left"
     );
 }
 
@@ -899,16 +893,10 @@ async fn failed_part_uploads_abort_the_archive_and_leave_no_index_or_incomplete_
         ["m/doomed.0.index"],
         "no DLQ either"
     );
-    let uploads = client
-        .list_multipart_uploads()
-        .bucket(&arch)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    assert!(
-        uploads.uploads().is_empty(),
-        "incomplete uploads left: {:?}",
-        uploads.uploads()
+    assert_eq!(
+        incomplete_uploads(&client, &arch).await,
+        0,
+        "incomplete uploads left"
     );
 }
 
@@ -1012,13 +1000,7 @@ async fn interrupting_a_bundle_aborts_its_upload_and_exits_130() {
     // Wait until the archive's multipart upload exists, then interrupt.
     let mut started = false;
     for _ in 0..300 {
-        let uploads = client
-            .list_multipart_uploads()
-            .bucket(&arch)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        if !uploads.uploads().is_empty() {
+        if incomplete_uploads(&client, &arch).await > 0 {
             started = true;
             break;
         }
@@ -1033,16 +1015,10 @@ async fn interrupting_a_bundle_aborts_its_upload_and_exits_130() {
         .unwrap_or_else(|_| panic!("s3bundler did not exit within 15 s of SIGINT"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(130));
-    let uploads = client
-        .list_multipart_uploads()
-        .bucket(&arch)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    assert!(
-        uploads.uploads().is_empty(),
-        "the upload was aborted: {:?}",
-        uploads.uploads()
+    assert_eq!(
+        incomplete_uploads(&client, &arch).await,
+        0,
+        "the upload was aborted"
     );
     assert!(
         list_keys(&client, &arch, "").await.is_empty(),

@@ -163,17 +163,6 @@ async fn versions_per_key(
     versions
 }
 
-async fn incomplete_uploads(client: &aws_sdk_s3::Client, bucket: &str) -> usize {
-    client
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .uploads()
-        .len()
-}
-
 /// How many times each object appears across the indexes under `archive_prefix` and the DLQs
 /// under `manifest_prefix`.
 async fn accounted(

@@ -143,3 +143,15 @@ pub fn aws_samples() -> Option<PathBuf> {
     );
     None
 }
+
+/// Multipart uploads started and neither completed nor aborted in `bucket`.
+pub async fn incomplete_uploads(client: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .uploads()
+        .len()
+}
