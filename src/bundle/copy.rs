@@ -8,7 +8,9 @@ use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass, TaggingDirective,
 };
 
-use super::object::{check_size, entry_uri, fetch_tags, object_info, ObjectInfo, ReadFailure};
+use super::object::{
+    check_size, entry_uri, fetch_tags, object_info, send_for_object, ObjectInfo, ReadFailure,
+};
 use super::upload::part_size_for;
 use crate::archive::layout::big_object_key;
 use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
@@ -31,16 +33,7 @@ pub struct CopySettings {
 async fn describe(s3: &S3, entry: &ManifestEntry<'_>) -> Result<ObjectInfo, ReadFailure> {
     let uri = entry_uri(entry);
     let version_id = entry.version_id.as_deref().map(str::to_string);
-    let head = s3
-        .client()
-        .head_object()
-        .bucket(&uri.bucket)
-        .key(&uri.key)
-        .set_version_id(version_id.clone())
-        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-        .send()
-        .await
-        .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
+    let head = send_for_object!(s3.client().head_object(), s3, uri, version_id)?;
     let mut info = object_info!(head, entry, version_id);
     check_size(&info, entry)?;
     info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;

@@ -123,6 +123,22 @@ pub fn entry_uri(entry: &ManifestEntry<'_>) -> S3Uri {
     S3Uri::new(entry.bucket.as_ref(), entry.key.as_ref())
 }
 
+/// Sends a HeadObject or GetObject request for the object at `uri` (the version when one is
+/// named) with the configured expected owner; a failure names the object.
+macro_rules! send_for_object {
+    ($request:expr, $s3:expr, $uri:expr, $version_id:expr) => {
+        $request
+            .bucket(&$uri.bucket)
+            .key(&$uri.key)
+            .set_version_id($version_id.clone())
+            .set_expected_bucket_owner($s3.settings().expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| ReadFailure::from_remote_for(failure(e), &$uri))
+    };
+}
+pub(crate) use send_for_object;
+
 /// The description HeadObject and GetObject both return, read through the accessors their
 /// outputs share. Tags come separately.
 macro_rules! object_info {
@@ -210,16 +226,7 @@ impl ObjectReader {
     ) -> Result<(ObjectInfo, ObjectReader), ReadFailure> {
         let uri = entry_uri(entry);
         let version_id = entry.version_id.as_deref().map(str::to_string);
-        let output = s3
-            .client()
-            .get_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .set_version_id(version_id.clone())
-            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
+        let output = send_for_object!(s3.client().get_object(), s3, uri, version_id)?;
         let mut info = object_info!(output, entry, version_id);
         check_size(&info, entry)?;
         if output.tag_count().unwrap_or(0) > 0 {
