@@ -288,24 +288,12 @@ pub fn render(report: &PlanReport) -> String {
         report.manifests,
         report.objects_copied
     );
-    let _ = writeln!(out, "\nby storage class          objects        bytes");
-    for (class, count) in &report.by_class {
-        let _ = writeln!(
-            out,
-            "  {class:<20} {:>12} {:>12}",
-            count.objects,
-            bytes(count.bytes)
-        );
-    }
-    let _ = writeln!(out, "\nby size                   objects        bytes");
-    for (band, count) in &report.by_band {
-        let _ = writeln!(
-            out,
-            "  {band:<20} {:>12} {:>12}",
-            count.objects,
-            bytes(count.bytes)
-        );
-    }
+    write_counts(&mut out, "by storage class", &report.by_class);
+    write_counts(
+        &mut out,
+        "by size",
+        report.by_band.iter().map(|(band, count)| (band, count)),
+    );
     let r = &report.requests;
     let _ = writeln!(out, "\nS3 requests");
     for (what, n) in [
@@ -365,6 +353,23 @@ pub fn render(report: &PlanReport) -> String {
         let _ = writeln!(out, "  {what:<40} {value}");
     }
     out
+}
+
+/// One table of the report: objects and bytes per storage class or size band.
+fn write_counts<'a>(
+    out: &mut String,
+    title: &str,
+    rows: impl IntoIterator<Item = (&'a String, &'a SizeCount)>,
+) {
+    let _ = writeln!(out, "\n{title:<20}      objects        bytes");
+    for (name, count) in rows {
+        let _ = writeln!(
+            out,
+            "  {name:<20} {:>12} {:>12}",
+            count.objects,
+            crate::size::human_bytes(count.bytes)
+        );
+    }
 }
 
 #[cfg(test)]
