@@ -142,16 +142,18 @@ async fn real_current_version_sample_read_through_its_checksum_file() {
     assert_eq!(entries[1].version_id, None);
 }
 
-/// Generates a CSV report on the fast local server; returns (client, bucket, spec, manifest URI).
-async fn generated(
-    spec_of: impl FnOnce(&str) -> InventorySpec,
-) -> (
+/// A generated report on the fast local server: (client, bucket, spec, manifest URI, expected
+/// counts).
+type Generated = (
     aws_sdk_s3::Client,
     String,
     InventorySpec,
     String,
     s3bundler_testkit::generate::Expected,
-) {
+);
+
+/// Generates a CSV report on the fast local server.
+async fn generated(spec_of: impl FnOnce(&str) -> InventorySpec) -> Generated {
     generated_as(DataFormat::Csv, spec_of).await
 }
 
@@ -159,13 +161,7 @@ async fn generated(
 async fn generated_as(
     format: DataFormat,
     spec_of: impl FnOnce(&str) -> InventorySpec,
-) -> (
-    aws_sdk_s3::Client,
-    String,
-    InventorySpec,
-    String,
-    s3bundler_testkit::generate::Expected,
-) {
+) -> Generated {
     let server = LocalS3::shared();
     let client = s3_client(&server.endpoint);
     let bucket = new_bucket(&client, "gen").await;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
-use s3bundler_testkit::generate::{create_objects, csv_report, upload_report, InventorySpec};
+use s3bundler_testkit::generate::{csv_report_with_objects, InventorySpec};
 
 fn diff(after: &BTreeMap<&str, u64>, before: &BTreeMap<&str, u64>, name: &str) -> u64 {
     after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0)
@@ -23,15 +23,7 @@ async fn plan_counts_the_requests_run_then_makes() {
         newline_keys: false,
         ..InventorySpec::new(&bucket, 1500)
     };
-    let report = upload_report(
-        &client,
-        &bucket,
-        "inventory/",
-        &spec,
-        csv_report(&spec, true),
-    )
-    .await;
-    create_objects(&client, &spec, 16, true).await;
+    let report = csv_report_with_objects(&client, &spec, 16, true).await;
     let proxy = FaultProxy::start(endpoint, FaultPlan::default()).unwrap_or_else(|e| panic!("{e}"));
 
     // Objects above 32 KiB are copied whole, so the plan has copies too.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use s3bundler::archive::records::parse_index;
-use s3bundler_testkit::generate::{create_objects, csv_report, rows, upload_report, InventorySpec};
+use s3bundler_testkit::generate::{csv_report_with_objects, rows, InventorySpec};
 
 /// An inventory of `objects` objects with the objects themselves on the fast local server.
 async fn inventory_with_objects(objects: u64) -> (aws_sdk_s3::Client, InventorySpec, String, u64) {
@@ -18,15 +18,7 @@ async fn inventory_with_objects(objects: u64) -> (aws_sdk_s3::Client, InventoryS
         long_keys: false,
         ..InventorySpec::new(&bucket, objects)
     };
-    let report = upload_report(
-        &client,
-        &bucket,
-        "inventory/",
-        &spec,
-        csv_report(&spec, true),
-    )
-    .await;
-    create_objects(&client, &spec, 32, false).await;
+    let report = csv_report_with_objects(&client, &spec, 32, false).await;
     (client, spec, report.manifest_uri, report.expected.selected)
 }
 

@@ -491,6 +491,21 @@ pub struct UploadedReport {
     pub expected: Expected,
 }
 
+/// A CSV report of `spec` (real ETags) uploaded under `inventory/` of its source bucket, and
+/// its objects created (`concurrency` PUTs at a time; storage classes only where the server
+/// keeps them).
+pub async fn csv_report_with_objects(
+    client: &aws_sdk_s3::Client,
+    spec: &InventorySpec,
+    concurrency: usize,
+    storage_classes: bool,
+) -> UploadedReport {
+    let report = csv_report(spec, true);
+    let uploaded = upload_report(client, &spec.source_bucket, "inventory/", spec, report).await;
+    create_objects(client, spec, concurrency, storage_classes).await;
+    uploaded
+}
+
 /// Writes a generated report to `bucket` under the layout S3 uses:
 /// `<prefix><source>/<config>/data/<n>.csv.gz` and `<prefix><source>/<config>/<date>/manifest.json`
 /// (plus manifest.checksum).
