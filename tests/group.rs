@@ -470,16 +470,18 @@ async fn replace_manifest(
     put_object(client, bucket, key, edit(json).into_bytes()).await;
 }
 
-/// Points the report at one data file with these (correctly checksummed) bytes.
+/// Points the report at one data file in `format` with these (correctly checksummed) bytes.
 async fn use_single_data_file(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     spec: &InventorySpec,
+    format: DataFormat,
     uri: &str,
     key: &str,
     data: Vec<u8>,
 ) {
-    let json = s3bundler_testkit::generate::manifest_json(
+    let json = s3bundler_testkit::generate::manifest_json_as(
+        format,
         spec,
         bucket,
         &[key.to_string()],
@@ -567,7 +569,16 @@ async fn truncated_gzip_exit_2() {
     let report = csv_report(&spec, false);
     let data = &report.data_files[0];
     let cut = data[..data.len() / 2].to_vec();
-    use_single_data_file(&client, &bucket, &spec, &uri, "inventory/cut.csv.gz", cut).await;
+    use_single_data_file(
+        &client,
+        &bucket,
+        &spec,
+        DataFormat::Csv,
+        &uri,
+        "inventory/cut.csv.gz",
+        cut,
+    )
+    .await;
     assert_rejected(&bucket, &uri, 2, &["inventory/cut.csv.gz", "truncated"]).await;
 }
 
@@ -582,7 +593,16 @@ async fn row_with_wrong_number_of_fields_exit_2() {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut encoder, &text).unwrap_or_else(|e| panic!("{e}"));
     let data = encoder.finish().unwrap_or_default();
-    use_single_data_file(&client, &bucket, &spec, &uri, "inventory/bad.csv.gz", data).await;
+    use_single_data_file(
+        &client,
+        &bucket,
+        &spec,
+        DataFormat::Csv,
+        &uri,
+        "inventory/bad.csv.gz",
+        data,
+    )
+    .await;
     assert_rejected(
         &bucket,
         &uri,
@@ -715,27 +735,6 @@ async fn csv_orc_and_parquet_of_one_inventory_give_identical_manifests() {
     }
 }
 
-/// Points the report at one ORC or Parquet data file with these (correctly checksummed) bytes.
-async fn use_single_columnar_file(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    spec: &InventorySpec,
-    format: DataFormat,
-    uri: &str,
-    key: &str,
-    data: Vec<u8>,
-) {
-    let json = s3bundler_testkit::generate::manifest_json_as(
-        format,
-        spec,
-        bucket,
-        &[key.to_string()],
-        std::slice::from_ref(&data),
-    );
-    put_object(client, bucket, key, data).await;
-    replace_manifest(client, uri, |_| json).await;
-}
-
 /// A one-row ORC or Parquet file with these columns.
 fn columnar_file(format: DataFormat, columns: Vec<(&str, arrow_array::ArrayRef)>) -> Vec<u8> {
     let schema = arrow_schema::Schema::new(
@@ -786,7 +785,7 @@ async fn bad_orc_and_parquet_files_exit_2_naming_the_file() {
         let (client, bucket, spec, uri, _) = generate().await;
         let key = format!("inventory/nosize.{ext}");
         let data = columnar_file(format, vec![("bucket", text("b")), ("key", text("k"))]);
-        use_single_columnar_file(&client, &bucket, &spec, format, &uri, &key, data).await;
+        use_single_data_file(&client, &bucket, &spec, format, &uri, &key, data).await;
         assert_rejected(&bucket, &uri, 2, &[&key, "no `Size` column"]).await;
 
         let (client, bucket, spec, uri, _) = generate().await;
@@ -799,14 +798,14 @@ async fn bad_orc_and_parquet_files_exit_2_naming_the_file() {
                 ("size", text("12")),
             ],
         );
-        use_single_columnar_file(&client, &bucket, &spec, format, &uri, &key, data).await;
+        use_single_data_file(&client, &bucket, &spec, format, &uri, &key, data).await;
         assert_rejected(&bucket, &uri, 2, &[&key, "column `size` has type Utf8"]).await;
 
         let (client, bucket, spec, uri, _) = generate().await;
         let key = format!("inventory/cut.{ext}");
         let mut data = report(&spec, format, false).data_files.remove(0);
         data.truncate(data.len() / 2);
-        use_single_columnar_file(&client, &bucket, &spec, format, &uri, &key, data).await;
+        use_single_data_file(&client, &bucket, &spec, format, &uri, &key, data).await;
         assert_rejected(&bucket, &uri, 2, &[&key, "truncated"]).await;
 
         // A later data file whose MD5 does not match: earlier manifests are not committed.
