@@ -11,7 +11,7 @@ use crate::s3::{Sse, WriteSettings, S3};
 use crate::sqs::Queue;
 
 /// Options every command shares.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct AwsOptions {
     /// Send requests to this S3/SQS-compatible endpoint instead of AWS (also AWS_ENDPOINT_URL,
     /// AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_SQS).
@@ -46,6 +46,13 @@ pub struct AwsOptions {
         env = "S3BUNDLER_SIGN_PAYLOAD"
     )]
     pub sign_payload: PayloadSigning,
+    /// How long a request that keeps failing transiently (503 SlowDown, 5xx, timeouts, dropped
+    /// connections) is tried again, with backoff, before it counts as failed: seconds, or 90s,
+    /// 5m, 1h. A throttling storm at fleet scale is normal; only after this does an object go
+    /// to the DLQ as `Retry`.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5m",
+          value_parser = crate::retry::parse_duration, env = "S3BUNDLER_RETRY_FOR")]
+    pub retry_for: std::time::Duration,
 }
 
 /// When upload bodies are signed.
@@ -133,6 +140,7 @@ impl AwsOptions {
                 sign_payload: self
                     .sign_payload
                     .signs(custom_s3_endpoint(self.endpoint_url.as_deref()).as_deref()),
+                retry: crate::retry::RetryPolicy::for_duration(self.retry_for),
             },
         )
     }

@@ -32,17 +32,25 @@ pub enum RemoteFailure {
     /// The object is archived (GLACIER, DEEP_ARCHIVE) and needs a restore before it can be read.
     InvalidObjectState,
     PreconditionFailed,
-    /// Throttling, a 5xx answer, a timeout or a broken connection that outlasted the retries.
+    /// S3 asked the caller to slow down (503 SlowDown, 429): the request rate must fall.
+    Throttled(String),
+    /// A 5xx answer, a timeout or a broken connection: another try may succeed.
     Transient(String),
-    /// No usable credentials were found or they were refused before any request was sent.
+    /// The caller, not the object, was refused: no usable credentials, or credentials S3 does
+    /// not accept (InvalidAccessKeyId, SignatureDoesNotMatch, ExpiredToken, InvalidToken).
+    /// Every other request would fail the same way.
     Credentials(String),
     /// Any other answer the service gave; retrying will not change it.
     Permanent(String),
 }
 
 impl RemoteFailure {
+    /// Worth another try after a pause: throttling, 5xx, timeouts, dropped connections.
     pub fn is_transient(&self) -> bool {
-        matches!(self, RemoteFailure::Transient(_))
+        matches!(
+            self,
+            RemoteFailure::Transient(_) | RemoteFailure::Throttled(_)
+        )
     }
 }
 
@@ -55,10 +63,12 @@ impl fmt::Display for RemoteFailure {
                 f.write_str("object is archived (InvalidObjectState) and must be restored first")
             }
             RemoteFailure::PreconditionFailed => f.write_str("precondition failed"),
-            RemoteFailure::Transient(m) => write!(f, "{m} (still failing after retries)"),
+            RemoteFailure::Throttled(m) | RemoteFailure::Transient(m) => {
+                write!(f, "{m} (still failing after retries)")
+            }
             RemoteFailure::Credentials(m) => write!(
                 f,
-                "no usable AWS credentials ({m}); set AWS_PROFILE or --profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws sso login`"
+                "the credentials were refused or are missing ({m}); refresh or fix them (AWS_PROFILE or --profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, `aws sso login`, the task role)"
             ),
             RemoteFailure::Permanent(m) => f.write_str(m),
         }
@@ -97,6 +107,28 @@ pub enum Error {
         location: String,
         detail: String,
     },
+
+    /// The caller was refused, not one object: bad or expired credentials, or a role denied
+    /// every object of a bucket. Nothing was committed; the work can be redone once fixed.
+    #[error("{operation} on {location} was refused: {detail}; nothing was committed, run it again once fixed")]
+    Refused {
+        operation: &'static str,
+        location: String,
+        detail: String,
+    },
+
+    /// Another worker holds the lease on this manifest and is bundling it now.
+    #[error("{manifest} is being bundled by another worker (its lease {lease} is held for {remaining_seconds} more seconds); nothing was done")]
+    Busy {
+        manifest: String,
+        lease: String,
+        remaining_seconds: u64,
+    },
+
+    /// The archive's outputs do not account for every object of the manifest: nothing is
+    /// committed rather than lose an object.
+    #[error("{manifest}: {detail}; nothing was committed, run it again")]
+    Incomplete { manifest: String, detail: String },
 
     /// A local file could not be read or written.
     #[error("{location}: {source}")]
@@ -157,10 +189,15 @@ impl Error {
         permanent: impl FnOnce(String, RemoteFailure) -> Error,
     ) -> Self {
         match failure {
-            RemoteFailure::Transient(detail) => Error::Remote {
+            RemoteFailure::Transient(detail) | RemoteFailure::Throttled(detail) => Error::Remote {
                 operation,
                 location,
                 detail,
+            },
+            failure @ RemoteFailure::Credentials(_) => Error::Refused {
+                operation,
+                location,
+                detail: failure.to_string(),
             },
             failure => permanent(location, failure),
         }
@@ -170,8 +207,12 @@ impl Error {
         match self {
             Error::Usage(_) | Error::BadInput { .. } => ExitCode::BadInput,
             Error::Read { .. } => ExitCode::ReadFailed,
-            Error::Write { .. } | Error::Io { .. } => ExitCode::WriteFailed,
-            Error::Remote { .. } => ExitCode::RemoteFailed,
+            Error::Write { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
+                ExitCode::WriteFailed
+            }
+            Error::Remote { .. } | Error::Refused { .. } | Error::Busy { .. } => {
+                ExitCode::RemoteFailed
+            }
             Error::Interrupted => ExitCode::Interrupted,
         }
     }
@@ -201,6 +242,21 @@ mod tests {
         assert!(r.to_string().contains("credentials"), "{r}");
         let w = Error::writing("PutObject", "s3://b/k", RemoteFailure::NotFound);
         assert_eq!(w.exit_code(), ExitCode::WriteFailed);
+    }
+
+    #[test]
+    fn refused_credentials_exit_5_and_say_nothing_was_committed() {
+        let e = Error::reading(
+            "GetObject",
+            "s3://b/k",
+            RemoteFailure::Credentials("HTTP 400 ExpiredToken".into()),
+        );
+        assert_eq!(e.exit_code(), ExitCode::RemoteFailed);
+        let text = e.to_string();
+        assert!(
+            text.contains("ExpiredToken") && text.contains("nothing was committed"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,13 +2,19 @@
 //!
 //! Every third of the queue's visibility timeout the message's visibility is extended to a
 //! full timeout from now, so a long manifest is never handed to a second worker, while a worker
-//! that dies stops beating and its message reappears within one timeout.
+//! that dies stops beating and its message reappears within one timeout. If the extensions keep
+//! failing until the message may be visible again, another worker may be handed it: the
+//! manifest is then stopped (its uploads aborted, nothing committed) through its [`Stopper`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
 
+use crate::shutdown::Stopper;
 use crate::sqs::{Message, Queue};
 
 /// How often to extend a message hidden for `visibility`.
@@ -16,32 +22,67 @@ pub fn interval_for(visibility: Duration) -> Duration {
     (visibility / 3).max(Duration::from_secs(1))
 }
 
+/// How long a failed manifest's message stays hidden before it is tried again, by how many
+/// times it was received: 30 s, 1, 2, 4… minutes, at most 15, so a manifest that fails for a
+/// while (an expired role, a policy being fixed) does not spin through its retries at once.
+pub fn backoff_for(receive_count: u32) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(10);
+    (Duration::from_secs(30) * (1u32 << doublings)).min(Duration::from_secs(15 * 60))
+}
+
 /// A running heartbeat; it stops when dropped.
 pub struct Heartbeat {
     task: JoinHandle<()>,
+    lost: Arc<AtomicBool>,
 }
 
 impl Heartbeat {
-    pub fn start(queue: Queue, message: Message, visibility: Duration) -> Heartbeat {
+    /// Starts beating; `stopper` stops the manifest if the message cannot be kept hidden.
+    pub fn start(
+        queue: Queue,
+        message: Message,
+        visibility: Duration,
+        stopper: Stopper,
+    ) -> Heartbeat {
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
         let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval_for(visibility));
+            let interval = interval_for(visibility);
+            let mut ticks = tokio::time::interval(interval);
             // The first tick is immediate: the message was just received with a full timeout.
             ticks.tick().await;
+            let mut hidden_until = Instant::now() + visibility;
             loop {
                 ticks.tick().await;
                 match queue.set_visibility(&message, visibility).await {
                     Ok(()) => {
+                        hidden_until = Instant::now() + visibility;
                         debug!(message_id = %message.id, "visibility extended by {visibility:?}")
                     }
-                    Err(error) => warn!(
+                    Err(problem) if Instant::now() + interval < hidden_until => warn!(
                         message_id = %message.id,
-                        "could not extend the message's visibility: {error}; another worker may \
-                         receive it once the timeout passes"
+                        "could not extend the message's visibility: {problem}; trying again"
                     ),
+                    Err(problem) => {
+                        error!(
+                            message_id = %message.id,
+                            "ERROR could not keep message {} hidden ({problem}): another worker \
+                             may receive it, so this manifest is stopped without committing",
+                            message.id
+                        );
+                        flag.store(true, Ordering::Relaxed);
+                        stopper.stop();
+                        return;
+                    }
                 }
             }
         });
-        Heartbeat { task }
+        Heartbeat { task, lost }
+    }
+
+    /// True once the message could no longer be kept hidden and the manifest was stopped.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 }
 
@@ -63,5 +104,14 @@ mod tests {
         );
         assert_eq!(interval_for(Duration::from_secs(2)), Duration::from_secs(1));
         assert_eq!(interval_for(Duration::ZERO), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn failed_manifests_wait_longer_each_time_they_come_back() {
+        assert_eq!(backoff_for(1), Duration::from_secs(30));
+        assert_eq!(backoff_for(2), Duration::from_secs(60));
+        assert_eq!(backoff_for(4), Duration::from_secs(240));
+        assert_eq!(backoff_for(50), Duration::from_secs(900));
+        assert!(backoff_for(0) > Duration::ZERO);
     }
 }

@@ -2,7 +2,8 @@
 //! goes out.
 //!
 //! The request model is what `run` does (see `bundle` and `group`): per manifest one GET of the
-//! manifest, a ListMultipartUploads, a HEAD of its index and of its DLQ (the resume check),
+//! manifest, a HEAD of its index and of its DLQ (the resume check) before and again after
+//! taking its lease (a PUT; deleting it is free), a ListMultipartUploads,
 //! CreateMultipartUpload, the parts and CompleteMultipartUpload of the archive, and a PUT of
 //! the index; per object one GET, plus one GetObjectTagging for objects that have tags (the
 //! inventory does not say which, so that figure is an upper bound); per object too big to
@@ -128,15 +129,15 @@ pub struct Requests {
     pub tagging_gets_at_most: u64,
     /// GETs of manifest.json, the data files and the bundle manifests.
     pub inventory_and_manifest_gets: u64,
-    /// HEADs of manifests (unchanged?), indexes and DLQs (the resume check), and of objects
-    /// copied whole.
+    /// HEADs of manifests (unchanged?), indexes and DLQs (the resume check, before and under
+    /// the lease), and of objects copied whole.
     pub heads: u64,
     /// ListMultipartUploads (stale uploads of the same archive).
     pub lists: u64,
     /// CreateMultipartUpload, UploadPart and CompleteMultipartUpload of the archives.
     pub archive_puts: u64,
-    /// PUTs of indexes, staged manifests and `.metadata` files, and COPYs of manifests into
-    /// place.
+    /// PUTs of indexes, leases, staged manifests and `.metadata` files, and COPYs of manifests
+    /// into place.
     pub other_puts: u64,
     /// CopyObject of objects too big to bundle.
     pub copies: u64,
@@ -193,10 +194,10 @@ pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
         object_gets: archived.objects,
         tagging_gets_at_most: all.objects,
         inventory_and_manifest_gets: 1 + census.data_files + census.manifests,
-        heads: 3 * census.manifests + copied.objects,
+        heads: 5 * census.manifests + copied.objects,
         lists: census.manifests,
         archive_puts: 2 * census.archives + census.archive_parts,
-        other_puts: census.archives + 2 * census.manifests + copied.objects,
+        other_puts: census.archives + 3 * census.manifests + copied.objects,
         copies: copied.objects,
     };
 
@@ -411,15 +412,15 @@ mod tests {
         assert_eq!(r.object_gets, 100_000);
         assert_eq!(r.tagging_gets_at_most, 100_002);
         assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 3);
-        assert_eq!((r.heads, r.lists), (11, 3));
+        assert_eq!((r.heads, r.lists), (17, 3));
         let parts = 2 * 36; // 294,401,024 / 8 MiB, rounded up
         assert_eq!(r.archive_puts, 4 + parts);
-        assert_eq!(r.other_puts, 2 + 6 + 2);
+        assert_eq!(r.other_puts, 2 + 9 + 2);
         assert_eq!(r.copies, 2);
         // GETs at 0.0004/1000 (objects, tagging, inventory, heads); lists and other PUTs at
         // 0.005/1000; archive PUTs and copies at Deep Archive's 0.05/1000.
-        let requests = (100_000.0 + 100_002.0 + 6.0 + 11.0) / 1000.0 * 0.0004
-            + (3.0 + 10.0) / 1000.0 * 0.005
+        let requests = (100_000.0 + 100_002.0 + 6.0 + 17.0) / 1000.0 * 0.0004
+            + (3.0 + 13.0) / 1000.0 * 0.005
             + (76.0 + 2.0) / 1000.0 * 0.05;
         assert!(
             (report.request_cost - requests).abs() < 1e-9,

@@ -198,6 +198,7 @@ mod tests {
             version_id: version.map(str::to_string),
             last_modified: None,
             opaque_etag: false,
+            metadata: Default::default(),
         }
     }
 

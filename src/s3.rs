@@ -7,6 +7,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use bytes::Bytes;
+use futures_util::TryFutureExt;
 
 use crate::error::RemoteFailure;
 use crate::s3uri::S3Uri;
@@ -40,6 +41,8 @@ pub struct WriteSettings {
     pub expected_bucket_owner: Option<String>,
     /// SHA-256-sign PutObject and UploadPart bodies (see `--sign-payload`).
     pub sign_payload: bool,
+    /// How long transient failures are tried again (`--retry-for`).
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// Sends a PutObject or UploadPart request, its body signed only if `settings` say so.
@@ -73,6 +76,8 @@ pub struct ObjectHead {
     pub last_modified: Option<String>,
     /// SSE-KMS, DSSE-KMS or SSE-C: the ETag is then not the MD5 of the bytes.
     pub opaque_etag: bool,
+    /// User metadata (`x-amz-meta-*`).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl ObjectHead {
@@ -80,6 +85,29 @@ impl ObjectHead {
     pub fn plain_md5(&self) -> Option<String> {
         let etag = self.etag.as_deref()?.trim_matches('"');
         (!self.opaque_etag && is_plain_md5(etag)).then(|| etag.to_ascii_lowercase())
+    }
+}
+
+/// How an object is written by [`S3::put`].
+#[derive(Debug, Clone, Default)]
+pub struct Put {
+    pub content_type: &'static str,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Write only if the object's ETag is this one (S3 conditional writes).
+    pub if_match: Option<String>,
+    /// Write only if no object has this key.
+    pub if_none_match: bool,
+    /// Give up transient failures sooner than `--retry-for` (a lease renewal must land before
+    /// the lease expires).
+    pub retry_for: Option<std::time::Duration>,
+}
+
+impl Put {
+    pub fn new(content_type: &'static str) -> Self {
+        Put {
+            content_type,
+            ..Put::default()
+        }
     }
 }
 
@@ -186,30 +214,22 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
             match (code, status) {
                 // S3 answers 403 for an archived object: the code decides, before the status.
                 ("InvalidObjectState", _) => RemoteFailure::InvalidObjectState,
+                (code, _) if is_caller_refused(code) => RemoteFailure::Credentials(detail()),
                 (
                     "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" | "NoSuchUpload",
                     _,
                 )
                 | (_, Some(404)) => RemoteFailure::NotFound,
-                (
-                    "AccessDenied"
-                    | "AllAccessDisabled"
-                    | "InvalidAccessKeyId"
-                    | "SignatureDoesNotMatch",
-                    _,
-                )
-                | (_, Some(403)) => RemoteFailure::AccessDenied,
+                ("AccessDenied" | "AllAccessDisabled", _) | (_, Some(403)) => {
+                    RemoteFailure::AccessDenied
+                }
                 ("PreconditionFailed", _) | (_, Some(412)) => RemoteFailure::PreconditionFailed,
-                (
-                    "SlowDown"
-                    | "Throttling"
-                    | "ThrottlingException"
-                    | "RequestTimeout"
-                    | "InternalError"
-                    | "ServiceUnavailable",
-                    _,
-                ) => RemoteFailure::Transient(detail()),
-                (_, Some(s)) if s >= 500 || s == 429 => RemoteFailure::Transient(detail()),
+                ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded", _)
+                | (_, Some(429 | 503)) => RemoteFailure::Throttled(detail()),
+                ("RequestTimeout" | "InternalError" | "ServiceUnavailable", _) => {
+                    RemoteFailure::Transient(detail())
+                }
+                (_, Some(s)) if s >= 500 => RemoteFailure::Transient(detail()),
                 _ => RemoteFailure::Permanent(detail()),
             }
         }
@@ -230,6 +250,23 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
         }
         other => RemoteFailure::Permanent(error_chain(other)),
     }
+}
+
+/// Error codes that refuse the caller rather than the object: every other request with the
+/// same credentials fails the same way, so no object is to blame.
+pub fn is_caller_refused(code: &str) -> bool {
+    matches!(
+        code,
+        "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidToken"
+            | "TokenRefreshRequired"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "AccountProblem"
+    )
 }
 
 /// An error and its sources on one line.
@@ -290,16 +327,17 @@ impl S3 {
     }
 
     async fn get(&self, uri: &S3Uri, range: Option<String>) -> Result<GetStream, RemoteFailure> {
-        let output = self
-            .client
-            .get_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .set_range(range)
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(failure)?;
+        let output = crate::retry::retrying(self.settings.retry, uri, || {
+            self.client
+                .get_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .set_range(range.clone())
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await?;
         Ok(GetStream {
             size: output
                 .content_length()
@@ -372,15 +410,17 @@ impl S3 {
         uri: &S3Uri,
         version_id: Option<&str>,
     ) -> Result<Option<ObjectHead>, RemoteFailure> {
-        let result = self
-            .client
-            .head_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .set_version_id(version_id.map(str::to_string))
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .send()
-            .await;
+        let result = crate::retry::retrying(self.settings.retry, uri, || {
+            self.client
+                .head_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .set_version_id(version_id.map(str::to_string))
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await;
         match result {
             Ok(output) => Ok(Some(ObjectHead {
                 size: output
@@ -396,11 +436,13 @@ impl S3 {
                     output.server_side_encryption(),
                     Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
                 ) || output.sse_customer_algorithm().is_some(),
+                metadata: output
+                    .metadata()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
             })),
-            Err(error) => match failure(error) {
-                RemoteFailure::NotFound => Ok(None),
-                other => Err(other),
-            },
+            Err(RemoteFailure::NotFound) => Ok(None),
+            Err(other) => Err(other),
         }
     }
 
@@ -409,36 +451,65 @@ impl S3 {
         &self,
         uri: &S3Uri,
         body: Bytes,
-        content_type: &str,
+        content_type: &'static str,
     ) -> Result<Option<String>, RemoteFailure> {
-        let request = self
-            .client
-            .put_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .set_server_side_encryption(self.settings.encryption())
-            .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone());
-        let output = crate::send_upload!(request, self.settings).map_err(failure)?;
+        self.put(uri, body, &Put::new(content_type)).await
+    }
+
+    /// PutObject of an in-memory body with user metadata and a condition, with the configured
+    /// encryption; a transient failure is tried again within the retry policy. Returns the ETag.
+    pub async fn put(
+        &self,
+        uri: &S3Uri,
+        body: Bytes,
+        put: &Put,
+    ) -> Result<Option<String>, RemoteFailure> {
+        let policy = match put.retry_for {
+            Some(limit) => crate::retry::RetryPolicy {
+                max_elapsed: limit.min(self.settings.retry.max_elapsed),
+                ..self.settings.retry
+            },
+            None => self.settings.retry,
+        };
+        let output = crate::retry::retrying(policy, uri, || {
+            let request = self
+                .client
+                .put_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .content_type(put.content_type)
+                .set_metadata(
+                    Some(put.metadata.clone().into_iter().collect())
+                        .filter(|m: &std::collections::HashMap<_, _>| !m.is_empty()),
+                )
+                .set_if_match(put.if_match.clone())
+                .set_if_none_match(put.if_none_match.then(|| "*".to_string()))
+                .body(ByteStream::from(body.clone()))
+                .set_server_side_encryption(self.settings.encryption())
+                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone());
+            async move { crate::send_upload!(request, self.settings).map_err(failure) }
+        })
+        .await?;
         Ok(output.e_tag().map(str::to_string))
     }
 
     /// Server-side copy of an object of at most 5 GiB, with the configured encryption.
     pub async fn copy_small(&self, from: &S3Uri, to: &S3Uri) -> Result<(), RemoteFailure> {
-        self.client
-            .copy_object()
-            .copy_source(copy_source(from, None))
-            .bucket(&to.bucket)
-            .key(&to.key)
-            .set_server_side_encryption(self.settings.encryption())
-            .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .set_expected_source_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(failure)?;
+        crate::retry::retrying(self.settings.retry, to, || {
+            self.client
+                .copy_object()
+                .copy_source(copy_source(from, None))
+                .bucket(&to.bucket)
+                .key(&to.key)
+                .set_server_side_encryption(self.settings.encryption())
+                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .set_expected_source_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await?;
         Ok(())
     }
 
@@ -509,15 +580,29 @@ impl S3 {
             .collect())
     }
 
+    /// DeleteObject, tried again while it fails transiently. Deleting a key that does not
+    /// exist succeeds (S3 answers 204).
     pub async fn delete(&self, uri: &S3Uri) -> Result<(), RemoteFailure> {
-        self.client
-            .delete_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(failure)?;
+        self.delete_if(uri, None).await
+    }
+
+    /// DeleteObject only if the object's ETag is `if_match` (when given).
+    pub async fn delete_if(
+        &self,
+        uri: &S3Uri,
+        if_match: Option<&str>,
+    ) -> Result<(), RemoteFailure> {
+        crate::retry::retrying(self.settings.retry, uri, || {
+            self.client
+                .delete_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .set_if_match(if_match.map(str::to_string))
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await?;
         Ok(())
     }
 
@@ -529,15 +614,16 @@ impl S3 {
         uri: &S3Uri,
         before: i64,
     ) -> Result<usize, RemoteFailure> {
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&uri.bucket)
-            .prefix(&uri.key)
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(failure)?;
+        let listed = crate::retry::retrying(self.settings.retry, uri, || {
+            self.client
+                .list_multipart_uploads()
+                .bucket(&uri.bucket)
+                .prefix(&uri.key)
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await?;
         let mut aborted = 0;
         for upload in listed.uploads() {
             let started = upload.initiated().map_or(i64::MAX, |t| t.secs());

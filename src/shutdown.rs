@@ -59,6 +59,41 @@ impl Shutdown {
     }
 }
 
+impl Shutdown {
+    /// A handle that fires when this one does, or when the returned [`Stopper`] is used: one
+    /// piece of work (a queue message) can then be stopped alone, cleaning up as on a signal.
+    pub fn child(&self) -> (Shutdown, Stopper) {
+        let (sender, requested) = watch::channel(self.signal());
+        let sender = std::sync::Arc::new(sender);
+        let mut parent = self.clone();
+        let forward = sender.clone();
+        let task = tokio::spawn(async move {
+            parent.requested().await;
+            let _ = forward.send(parent.signal());
+        });
+        (Shutdown { requested }, Stopper { sender, task })
+    }
+}
+
+/// Stops a [`Shutdown::child`] handle.
+#[derive(Debug)]
+pub struct Stopper {
+    sender: std::sync::Arc<watch::Sender<Option<StopSignal>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        let _ = self.sender.send(Some(StopSignal::Interrupt));
+    }
+}
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn wait_for_signal() -> StopSignal {
     #[cfg(unix)]
     {
@@ -77,6 +112,21 @@ async fn wait_for_signal() -> StopSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_child_fires_alone_or_with_its_parent() {
+        let parent = Shutdown::never();
+        let (mut child, stopper) = parent.child();
+        assert!(!child.is_requested());
+        stopper.stop();
+        tokio::time::timeout(std::time::Duration::from_secs(5), child.requested())
+            .await
+            .unwrap_or_else(|_| panic!("the child did not fire"));
+        assert!(
+            !parent.is_requested(),
+            "the parent is not stopped by its child"
+        );
+    }
 
     #[tokio::test]
     async fn never_does_not_fire() {

@@ -674,8 +674,7 @@ async fn injected_faults_never_lose_an_object() {
             upload_part_500_every: 2,
             always_fail_keys_containing: Some("always-fail".into()),
             corrupt_keys_containing: Some("corrupt/".into()),
-            get_delay: None,
-            delay_keys_containing: None,
+            ..FaultPlan::default()
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -693,6 +692,9 @@ async fn injected_faults_never_lose_an_object() {
             "32MiB",
             "--concurrency",
             "8",
+            // The always-failing object is given up after this (the default is minutes).
+            "--retry-for",
+            "3s",
             "--json",
         ],
         &[("AWS_MAX_ATTEMPTS", "3")],
@@ -874,7 +876,7 @@ async fn failed_part_uploads_abort_the_archive_and_leave_no_index_or_incomplete_
     .unwrap_or_else(|e| panic!("{e}"));
     let out = s3bundler_with_env(
         &proxy.endpoint,
-        &["bundle", "-m", &manifest, "-b", &arch],
+        &["bundle", "-m", &manifest, "-b", &arch, "--retry-for", "2s"],
         &[("AWS_MAX_ATTEMPTS", "1")],
     )
     .await;

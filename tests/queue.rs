@@ -706,3 +706,76 @@ async fn a_message_delivered_twice_is_bundled_once() {
     assert_eq!(versions.len(), 2, "one archive and one index: {versions:?}");
     assert!(versions.values().all(|&n| n == 1), "{versions:?}");
 }
+
+/// Old main wrote the index before the DLQ: when the DLQ PUT failed, the index existed, the
+/// redelivered message found the manifest done, and its missing objects were recorded nowhere.
+#[tokio::test]
+async fn a_failed_dlq_write_leaves_no_index_and_the_redelivery_records_every_object() {
+    use s3bundler_testkit::faults::FailPut;
+
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "dlqfail").await;
+    // Ten objects to archive, twenty listed but gone.
+    let mut lines = String::new();
+    for i in 0..30 {
+        let key = format!("data/{i:02}");
+        if i < 10 {
+            put_object(&client, &bucket, &key, vec![i as u8; 100]).await;
+        }
+        lines.push_str(&format!("{bucket},{key},100\n"));
+    }
+    put_object(
+        &client,
+        &bucket,
+        "manifests/gone.0.index",
+        lines.into_bytes(),
+    )
+    .await;
+    let manifest = format!("s3://{bucket}/manifests/gone.0.index");
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("dlqfail"), 30, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let faults = FaultProxy::start(
+        moto,
+        FaultPlan {
+            fail_put_keys_ending_with: Some(FailPut::internal_error(".dlq")),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--max-messages", "1", "--retry-for", "1s", "--json"];
+    let first = finish(
+        spawn_s3bundler(&faults.endpoint, &worker_args(&queue, &bucket, &args)),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(first.code, 5, "{}", first.stderr);
+    let keys = list_keys(&client, &bucket, "").await;
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.starts_with("archives/") && k.ends_with(".index")),
+        "no index without its DLQ: {keys:?}"
+    );
+    // The failed message waits out its backoff; a second delivery of it stands for its return.
+    assert!(
+        receive_bodies(moto, &queue, 1).await.is_empty(),
+        "released with a pause, not at once"
+    );
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let second = finish(
+        spawn_s3bundler(moto, &worker_args(&queue, &bucket, &args)),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    let seen = accounted(&client, &bucket, "archives/", &bucket, "manifests/").await;
+    assert_eq!(seen.len(), 30, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+    let dlq = parse_dlq(
+        &get_object(&client, &bucket, "manifests/gone.0.index.dlq").await,
+        "dlq",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dlq.len(), 20);
+}

@@ -11,13 +11,15 @@ use aws_sdk_s3::types::{
 use super::object::{
     check_size, entry_uri, fetch_tags, object_info, send_for_object, ObjectInfo, ReadFailure,
 };
-use super::upload::part_size_for;
+use super::upload::{abort_upload, part_size_for};
 use crate::archive::layout::big_object_key;
 use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::ManifestEntry;
-use crate::s3::{copy_source, failure, tagging_header, S3};
+use crate::retry::retrying;
+use crate::s3::{copy_source, failure, with_object_headers, ObjectHeaders, S3};
 use crate::s3uri::S3Uri;
+use futures_util::TryFutureExt;
 
 /// Where and how big objects are copied.
 #[derive(Debug, Clone)]
@@ -27,6 +29,8 @@ pub struct CopySettings {
     pub storage_class: Option<StorageClass>,
     /// Objects larger than this are copied with UploadPartCopy.
     pub multipart_threshold: u64,
+    /// Multipart copies under way, so that a stopped manifest aborts them.
+    pub open_uploads: super::OpenUploads,
 }
 
 /// HeadObject and GetObjectTagging: what the copy must keep.
@@ -55,22 +59,25 @@ pub async fn copy_big_object(
     if info.size > settings.multipart_threshold {
         multipart_copy(s3, &source, &info, &target, settings).await?;
     } else {
-        s3.client()
-            .copy_object()
-            .copy_source(copy_source(&source, info.version_id.as_deref()))
-            .copy_source_if_match(format!("\"{}\"", info.etag))
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .metadata_directive(MetadataDirective::Copy)
-            .tagging_directive(TaggingDirective::Copy)
-            .set_storage_class(settings.storage_class.clone())
-            .set_server_side_encryption(s3.settings().encryption())
-            .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
-            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-            .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(|e| copy_failure(failure(e), &target))?;
+        retrying(s3.settings().retry, &target, || {
+            s3.client()
+                .copy_object()
+                .copy_source(copy_source(&source, info.version_id.as_deref()))
+                .copy_source_if_match(format!("\"{}\"", info.etag))
+                .bucket(&target.bucket)
+                .key(&target.key)
+                .metadata_directive(MetadataDirective::Copy)
+                .tagging_directive(TaggingDirective::Copy)
+                .set_storage_class(settings.storage_class.clone())
+                .set_server_side_encryption(s3.settings().encryption())
+                .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
+                .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+                .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await
+        .map_err(|f| copy_failure(f, &target))?;
     }
     let row = IndexRow {
         bucket: source.bucket.clone(),
@@ -103,14 +110,23 @@ pub async fn copy_big_object(
     Ok(row)
 }
 
-/// A failure writing the copy is the archive bucket's, not the object's: fatal. A failure
-/// reading the source is the object's.
-fn copy_failure(failure: crate::error::RemoteFailure, target: &S3Uri) -> ReadFailure {
+/// What a failed copy request means, after its retries. The source changed or vanished, was
+/// denied, or kept failing: the object's, a DLQ row. Refused credentials or anything else
+/// (the archive bucket cannot be written): the whole manifest's.
+fn copy_failure(failure: RemoteFailure, target: &S3Uri) -> ReadFailure {
     match failure {
-        crate::error::RemoteFailure::PreconditionFailed => ReadFailure::ChangedDuringRead,
-        crate::error::RemoteFailure::NotFound => {
+        RemoteFailure::PreconditionFailed => ReadFailure::ChangedDuringRead,
+        RemoteFailure::NotFound => {
             ReadFailure::Dlq(DlqReason::NoSuchKey, "the object no longer exists".into())
         }
+        RemoteFailure::AccessDenied => ReadFailure::Dlq(
+            DlqReason::AccessDenied,
+            format!("copying it to {target} was denied"),
+        ),
+        RemoteFailure::Throttled(detail) | RemoteFailure::Transient(detail) => ReadFailure::Dlq(
+            DlqReason::Retry,
+            format!("copying it to {target}: {detail}"),
+        ),
         other => ReadFailure::Fatal(Error::writing("CopyObject", target.to_string(), other)),
     }
 }
@@ -130,95 +146,114 @@ async fn multipart_copy(
     target: &S3Uri,
     settings: &CopySettings,
 ) -> Result<(), ReadFailure> {
-    let fatal = |operation: &'static str, failure: crate::error::RemoteFailure| {
+    let fatal = |operation: &'static str, failure: RemoteFailure| {
         ReadFailure::Fatal(Error::writing(operation, target.to_string(), failure))
     };
-    let created = s3
-        .client()
-        .create_multipart_upload()
-        .bucket(&target.bucket)
-        .key(&target.key)
-        .set_content_type(info.content_type.clone())
-        .set_content_encoding(info.content_encoding.clone())
-        .set_content_language(info.content_language.clone())
-        .set_content_disposition(info.content_disposition.clone())
-        .set_cache_control(info.cache_control.clone())
-        .set_metadata(Some(info.metadata.clone().into_iter().collect()))
-        .set_tagging(tagging_header(&info.tags))
-        .set_storage_class(settings.storage_class.clone())
-        .set_server_side_encryption(s3.settings().encryption())
-        .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
-        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-        .send()
-        .await
-        .map_err(|e| fatal("CreateMultipartUpload", failure(e)))?;
-    let upload_id = created.upload_id().unwrap_or_default().to_string();
-    let part_size = part_size_for(info.size, 512 << 20);
-    let mut parts = Vec::new();
-    let mut outcome = Ok(());
-    for (n, (first, last)) in copy_ranges(info.size, part_size).into_iter().enumerate() {
-        let number = n as i32 + 1;
-        let result = s3
+    let headers = ObjectHeaders {
+        content_type: info.content_type.clone(),
+        content_encoding: info.content_encoding.clone(),
+        content_language: info.content_language.clone(),
+        content_disposition: info.content_disposition.clone(),
+        cache_control: info.cache_control.clone(),
+        expires: None,
+        metadata: info.metadata.clone(),
+        tags: info.tags.clone(),
+    };
+    let created = retrying(s3.settings().retry, target, || {
+        let request = s3
             .client()
-            .upload_part_copy()
+            .create_multipart_upload()
             .bucket(&target.bucket)
             .key(&target.key)
-            .upload_id(&upload_id)
-            .part_number(number)
-            .copy_source(copy_source(source, info.version_id.as_deref()))
-            .copy_source_if_match(format!("\"{}\"", info.etag))
-            .copy_source_range(format!("bytes={first}-{last}"))
-            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-            .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .set_storage_class(settings.storage_class.clone());
+        with_object_headers!(request, &headers, s3.settings())
             .send()
-            .await;
-        match result {
-            Ok(output) => parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(
-                        output
-                            .copy_part_result()
-                            .and_then(|r| r.e_tag())
-                            .map(str::to_string),
-                    )
-                    .build(),
-            ),
-            Err(e) => {
-                outcome = Err(copy_failure(failure(e), target));
-                break;
-            }
+            .map_err(failure)
+    })
+    .await
+    .map_err(|f| fatal("CreateMultipartUpload", f))?;
+    let upload_id = created.upload_id().unwrap_or_default().to_string();
+    settings.open_uploads.opened(target, &upload_id);
+    let outcome = copy_parts(s3, source, info, target, &upload_id).await;
+    match &outcome {
+        Ok(()) => settings.open_uploads.closed(&upload_id),
+        Err(_) => {
+            abort_upload(s3, target, &upload_id).await;
+            settings.open_uploads.closed(&upload_id);
         }
     }
-    if outcome.is_ok() {
-        outcome = s3
-            .client()
+    outcome
+}
+
+/// UploadPartCopy of every range, then CompleteMultipartUpload.
+async fn copy_parts(
+    s3: &S3,
+    source: &S3Uri,
+    info: &ObjectInfo,
+    target: &S3Uri,
+    upload_id: &str,
+) -> Result<(), ReadFailure> {
+    let part_size = part_size_for(info.size, 512 << 20);
+    let mut parts = Vec::new();
+    for (n, (first, last)) in copy_ranges(info.size, part_size).into_iter().enumerate() {
+        let number = n as i32 + 1;
+        let output = retrying(
+            s3.settings().retry,
+            format!("part {number} of {target}"),
+            || {
+                s3.client()
+                    .upload_part_copy()
+                    .bucket(&target.bucket)
+                    .key(&target.key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .copy_source(copy_source(source, info.version_id.as_deref()))
+                    .copy_source_if_match(format!("\"{}\"", info.etag))
+                    .copy_source_range(format!("bytes={first}-{last}"))
+                    .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+                    .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
+                    .send()
+                    .map_err(failure)
+            },
+        )
+        .await
+        .map_err(|f| copy_failure(f, target))?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(
+                    output
+                        .copy_part_result()
+                        .and_then(|r| r.e_tag())
+                        .map(str::to_string),
+                )
+                .build(),
+        );
+    }
+    retrying(s3.settings().retry, target, || {
+        s3.client()
             .complete_multipart_upload()
             .bucket(&target.bucket)
             .key(&target.key)
-            .upload_id(&upload_id)
+            .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(parts.clone()))
                     .build(),
             )
             .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| fatal("CompleteMultipartUpload", failure(e)));
-    }
-    if outcome.is_err() {
-        let _ = s3
-            .client()
-            .abort_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .upload_id(&upload_id)
-            .send()
-            .await;
-    }
-    outcome
+            .map_err(failure)
+    })
+    .await
+    .map_err(|f| {
+        ReadFailure::Fatal(Error::writing(
+            "CompleteMultipartUpload",
+            target.to_string(),
+            f,
+        ))
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -226,6 +261,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::s3::tagging_header;
 
     #[test]
     fn ranges_cover_every_byte_once() {

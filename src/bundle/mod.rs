@@ -1,16 +1,21 @@
 //! Bundling one manifest: fetch its objects concurrently within a byte budget, frame them as pax
 //! tar members in completion order, upload the archive as a multipart upload while it is being
-//! written, copy objects too big to bundle, and commit: archive, then index, then DLQ.
+//! written, copy objects too big to bundle, and commit in an order that never loses a record:
+//! archive, then DLQ (or removal of an earlier one), then the index, written last as the commit
+//! marker. A lease keeps a second worker off the same manifest meanwhile.
 
 pub mod budget;
 pub mod copy;
+pub mod lease;
 pub mod object;
+pub mod pacer;
 pub mod upload;
 pub mod writer;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::types::StorageClass;
 use bytes::Bytes;
@@ -21,17 +26,32 @@ use tracing::{debug, info, warn};
 
 use self::budget::{BudgetPermit, ByteBudget};
 use self::copy::{copy_big_object, CopySettings};
+use self::lease::Lease;
 use self::object::{read_whole, ObjectInfo, ObjectReader, ReadFailure, WholeObject};
-use self::upload::part_size_for;
-use self::writer::ArchiveWriter;
+use self::pacer::Pacer;
+use self::upload::{abort_upload, part_size_for};
+use self::writer::{ArchiveWriter, FinishedArchive};
 use crate::archive::layout::{BundleLayout, Compression};
 use crate::archive::pax::{member_header, padding};
 use crate::archive::records::{DlqReason, DlqRow, DlqWriter, IndexRow, IndexWriter};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{parse_manifest, ManifestEntry};
-use crate::s3::S3;
+use crate::retry::{Retrier, RetryPolicy};
+use crate::s3::{Put, S3};
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
+
+/// User metadata of an index: the ETag and version of the archive it describes, so that
+/// `verify` can prove they belong together.
+pub const ARCHIVE_ETAG_METADATA: &str = "s3bundler-archive-etag";
+pub const ARCHIVE_VERSION_METADATA: &str = "s3bundler-archive-version-id";
+/// User metadata of a DLQ that is its manifest's only output (every object failed): the DLQ is
+/// then the commit marker. Any other DLQ is complete only once the index beside the archive
+/// exists.
+pub const DLQ_FINAL_METADATA: &str = "s3bundler-final";
+/// Objects that must all be denied before AccessDenied is taken as the bucket's, not the
+/// objects'.
+const DENIED_TO_FAIL: u64 = 50;
 
 /// A bundle manifest holds at most `-c` lines; refuse absurd ones rather than hold them.
 const MANIFEST_LIMIT: u64 = 4 << 30;
@@ -50,7 +70,7 @@ pub struct BundleSettings {
     pub prefix: String,
     /// Objects bigger than this are copied to `bigobjects/` instead of archived.
     pub max_size: u64,
-    /// Object GETs in flight.
+    /// Object GETs in flight at most (fewer while S3 throttles).
     pub concurrency: usize,
     /// Bytes of object data held in memory at most (raised to 4 parts if smaller).
     pub max_in_flight: u64,
@@ -63,6 +83,9 @@ pub struct BundleSettings {
     /// Leave a manifest alone when its index (or, if every object failed, its DLQ) is at least
     /// as new as the manifest: it was bundled already (a resumed run, a message delivered twice).
     pub skip_done: bool,
+    /// How long a worker's lease on a manifest lasts without renewal: how soon another worker
+    /// may take over a manifest whose worker died.
+    pub lease_ttl: Duration,
 }
 
 /// What bundling one manifest did.
@@ -133,14 +156,46 @@ struct Outputs {
     dlq: DlqWriter,
     report: BundleReport,
     progress: indicatif::ProgressBar,
+    /// Objects with an outcome so far, and how many of them were denied.
+    decided: u64,
+    denied: u64,
 }
 
 impl Outputs {
-    fn fail(&mut self, entry: &ManifestEntry<'_>, reason: DlqReason, detail: String) {
+    fn new(progress: indicatif::ProgressBar) -> Self {
+        Outputs {
+            index: IndexWriter::default(),
+            dlq: DlqWriter::default(),
+            report: BundleReport::default(),
+            progress,
+            decided: 0,
+            denied: 0,
+        }
+    }
+
+    fn fail(&mut self, entry: &ManifestEntry<'_>, reason: DlqReason, detail: String) -> Result<()> {
         warn!(object = %format!("s3://{}/{}", entry.bucket, entry.key), reason = reason.as_str(), "could not archive: {detail}");
         self.dlq.push(&dlq_row(entry, reason, detail));
         *self.report.failed.entry(reason).or_default() += 1;
         self.progress.inc(1);
+        self.decided += 1;
+        if reason == DlqReason::AccessDenied {
+            self.denied += 1;
+            if self.denied == self.decided && self.denied >= DENIED_TO_FAIL {
+                return Err(Error::Refused {
+                    operation: "GetObject",
+                    location: format!("s3://{}/", entry.bucket),
+                    detail: format!(
+                        "each of the first {} objects tried was denied (AccessDenied): the \
+                         credentials lack access to the bucket (or --expected-bucket-owner does \
+                         not own it), not to single objects; fix the policy, then put the \
+                         manifest back",
+                        self.denied
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn archived(&mut self, row: IndexRow) {
@@ -148,6 +203,33 @@ impl Outputs {
         self.report.bytes_archived += row.size;
         self.index.push(&row);
         self.progress.inc(1);
+        self.decided += 1;
+    }
+
+    fn copied(&mut self, row: &IndexRow) {
+        self.report.objects_copied += 1;
+        self.report.bytes_copied += row.size;
+        self.progress.inc(1);
+        self.decided += 1;
+    }
+
+    /// Every object of the manifest must be archived, copied or in the DLQ before anything is
+    /// committed: an object unaccounted for would be lost once the originals are pruned.
+    fn check_accounted(&self, manifest: &S3Uri, entries: u64) -> Result<()> {
+        let report = &self.report;
+        let failed = report.failed.values().sum::<u64>();
+        let accounted = report.objects_archived + report.objects_copied + failed;
+        if accounted == entries {
+            return Ok(());
+        }
+        Err(Error::Incomplete {
+            manifest: manifest.to_string(),
+            detail: format!(
+                "{} archived + {} copied + {failed} failed = {accounted}, but the manifest lists \
+                 {entries} objects",
+                report.objects_archived, report.objects_copied
+            ),
+        })
     }
 }
 
@@ -182,15 +264,14 @@ fn member_name(entry: &ManifestEntry<'_>) -> String {
 }
 
 /// Bundles the manifest at `manifest_uri`.
-/// On `shutdown` the archive upload is aborted and nothing is committed.
+/// On `shutdown` every upload is aborted and nothing is committed.
 pub async fn bundle_manifest(
     s3: &S3,
     manifest_uri: &S3Uri,
     settings: &BundleSettings,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<BundleReport> {
     let started = Instant::now();
-    let started_at = epoch_seconds();
     info!("begin processing {manifest_uri}");
     let bytes = s3
         .get_bytes(manifest_uri, MANIFEST_LIMIT)
@@ -215,119 +296,32 @@ pub async fn bundle_manifest(
         &manifest_uri.key,
         settings.compression,
     );
+    let places = OutputPlaces::new(settings, manifest_uri, &layout);
     if settings.skip_done {
-        if let Some(marker) = done_marker(s3, manifest_uri, settings, &layout).await? {
-            info!("skipping {manifest_uri}: already bundled ({marker} is not older than it)");
-            report.already_done = true;
-            report.index = Some(marker.to_string());
-            return Ok(report);
+        if let Some(marker) = done_marker(s3, manifest_uri, &places).await? {
+            return Ok(already_done(report, marker));
         }
     }
-    let (big, small): (Vec<Entry>, Vec<Entry>) = entries
-        .into_iter()
-        .partition(|e| e.size > settings.max_size);
-
-    let estimate = small.iter().map(|e| e.size + MEMBER_OVERHEAD).sum::<u64>() + 1024;
-    let part_size = part_size_for(estimate, 8 << 20);
-    let budget = ByteBudget::new(settings.max_in_flight.max(4 * part_size));
-    let archive_uri = S3Uri::new(settings.archive_bucket.clone(), layout.archive_key.clone());
-    abort_earlier_attempts(s3, &archive_uri, started_at).await;
-    let mut writer = ArchiveWriter::new(
-        s3,
-        archive_uri.clone(),
-        settings.compression,
-        settings.storage_class.clone(),
-        part_size,
-        CONCURRENT_PARTS,
-    )?;
-    let mut outputs = Outputs {
-        index: IndexWriter::default(),
-        dlq: DlqWriter::default(),
-        report: BundleReport::default(),
-        progress: settings.progress.clone(),
-    };
-
-    let copy_settings = CopySettings {
-        bucket: settings.archive_bucket.clone(),
-        prefix: settings.prefix.clone(),
-        storage_class: settings.storage_class.clone(),
-        multipart_threshold: settings.multipart_copy_threshold,
-    };
-    let mut copies = spawn_copies(s3, big, copy_settings);
-    let (ready_tx, mut ready_rx) = mpsc::channel::<Ready>(settings.concurrency.max(1));
-    let scheduler = tokio::spawn(schedule(
-        s3.clone(),
-        small,
-        budget.clone(),
-        settings.concurrency,
-        ready_tx,
-    ));
-
-    let written = async {
-        loop {
-            let ready = tokio::select! {
-                ready = ready_rx.recv() => ready,
-                _ = shutdown.requested() => return Err(Error::Interrupted),
-            };
-            let Some(ready) = ready else { break };
-            match ready {
-                Ready::Member(entry, object, permit) => {
-                    append_member(&mut writer, &entry, *object, &mut outputs).await?;
-                    writer.hold(permit);
-                }
-                Ready::Failed(entry, failure) => record_failure(&entry, failure, &mut outputs)?,
-                Ready::Stream(entry) => {
-                    stream_member(s3, &mut writer, &entry, &mut outputs).await?
-                }
-            }
-        }
-        Ok::<(), Error>(())
-    }
-    .await;
-    drop(ready_rx);
-    // On success every sender is gone, so the scheduler has finished; on failure it may be
-    // waiting for budget the writer holds, so it is stopped with its fetches.
-    scheduler.abort();
-    let copied = match written {
-        Ok(()) => collect_copies(&mut copies, &settings.archive_bucket, &mut outputs).await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = copied {
-        copies.abort_all();
-        writer.abort().await;
-        return Err(error);
-    }
-    let archive_bytes = writer.finish().await?;
-
-    // Commit: the archive is complete; now the index, then the DLQ.
-    report.objects_archived = outputs.report.objects_archived;
-    report.bytes_archived = outputs.report.bytes_archived;
-    report.objects_copied = outputs.report.objects_copied;
-    report.bytes_copied = outputs.report.bytes_copied;
-    report.failed = outputs.report.failed;
-    if let Some(size) = archive_bytes {
-        report.archive = Some(archive_uri.to_string());
-        report.archive_bytes = size;
-    }
-    if report.objects_archived + report.objects_copied > 0 {
-        let index_uri = S3Uri::new(settings.archive_bucket.clone(), layout.index_key.clone());
-        s3.put_bytes(&index_uri, outputs.index.finish().into(), "text/csv")
-            .await
-            .map_err(|f| Error::writing("PutObject", index_uri.to_string(), f))?;
-        report.index = Some(index_uri.to_string());
-    }
-    let dlq_uri = S3Uri::new(manifest_uri.bucket.clone(), layout.dlq_key.clone());
-    if outputs.dlq.rows() > 0 {
-        s3.put_bytes(&dlq_uri, outputs.dlq.finish().into(), "text/csv")
-            .await
-            .map_err(|f| Error::writing("PutObject", dlq_uri.to_string(), f))?;
-        report.dlq = Some(dlq_uri.to_string());
-    } else if let Err(failure) = s3.delete(&dlq_uri).await {
-        // A DLQ left by an earlier run of this manifest would now be wrong.
-        if failure != RemoteFailure::NotFound {
-            warn!("could not remove the earlier DLQ {dlq_uri}: {failure}");
+    let mut lease = Lease::acquire(s3, places.lease(), settings.lease_ttl, manifest_uri).await?;
+    // Checked again under the lease: another worker may have committed it meanwhile.
+    if settings.skip_done {
+        if let Some(marker) = done_marker(s3, manifest_uri, &places).await? {
+            lease.release().await;
+            return Ok(already_done(report, marker));
         }
     }
+    let bundled = bundle_leased(s3, entries, settings, &places, &mut lease, shutdown).await;
+    lease.release().await;
+    let committed = bundled?;
+    report.objects_archived = committed.report.objects_archived;
+    report.bytes_archived = committed.report.bytes_archived;
+    report.objects_copied = committed.report.objects_copied;
+    report.bytes_copied = committed.report.bytes_copied;
+    report.failed = committed.report.failed;
+    report.archive = committed.report.archive;
+    report.archive_bytes = committed.report.archive_bytes;
+    report.index = committed.report.index;
+    report.dlq = committed.report.dlq;
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     info!(
         objects = report.objects_archived,
@@ -343,15 +337,214 @@ pub async fn bundle_manifest(
     Ok(report)
 }
 
+fn already_done(mut report: BundleReport, marker: S3Uri) -> BundleReport {
+    info!(
+        "skipping {}: already bundled ({marker} is not older than it)",
+        report.manifest
+    );
+    report.already_done = true;
+    report.index = Some(marker.to_string());
+    report
+}
+
+/// Where one manifest's outputs go.
+struct OutputPlaces {
+    archive: S3Uri,
+    index: S3Uri,
+    dlq: S3Uri,
+    manifest: S3Uri,
+}
+
+impl OutputPlaces {
+    fn new(settings: &BundleSettings, manifest: &S3Uri, layout: &BundleLayout) -> Self {
+        let bucket = &settings.archive_bucket;
+        OutputPlaces {
+            archive: S3Uri::new(bucket.clone(), layout.archive_key.clone()),
+            index: S3Uri::new(bucket.clone(), layout.index_key.clone()),
+            dlq: S3Uri::new(manifest.bucket.clone(), layout.dlq_key.clone()),
+            manifest: manifest.clone(),
+        }
+    }
+
+    /// Beside the manifest, like its DLQ: one manifest, one lease, and nothing but the
+    /// record of the archives under the archive prefix.
+    fn lease(&self) -> S3Uri {
+        S3Uri::new(
+            self.manifest.bucket.clone(),
+            format!("{}.lease", self.manifest.key),
+        )
+    }
+}
+
+/// What a committed manifest produced.
+struct Committed {
+    report: BundleReport,
+}
+
+/// Bundles a manifest whose lease this worker holds, then commits it.
+async fn bundle_leased(
+    s3: &S3,
+    entries: Vec<Entry>,
+    settings: &BundleSettings,
+    places: &OutputPlaces,
+    lease: &mut Lease,
+    shutdown: Shutdown,
+) -> Result<Committed> {
+    let started_at = epoch_seconds();
+    let total = entries.len() as u64;
+    let (big, small): (Vec<Entry>, Vec<Entry>) = entries
+        .into_iter()
+        .partition(|e| e.size > settings.max_size);
+    let estimate = small.iter().map(|e| e.size + MEMBER_OVERHEAD).sum::<u64>() + 1024;
+    let part_size = part_size_for(estimate, 8 << 20);
+    let budget = ByteBudget::new(settings.max_in_flight.max(4 * part_size));
+    // Only the lease holder gets here: uploads of this archive started earlier belong to an
+    // attempt that stopped.
+    abort_earlier_attempts(s3, &places.archive, started_at).await;
+    let mut writer = ArchiveWriter::new(
+        s3,
+        places.archive.clone(),
+        settings.compression,
+        settings.storage_class.clone(),
+        part_size,
+        CONCURRENT_PARTS,
+    )?;
+    let mut outputs = Outputs::new(settings.progress.clone());
+    let fetching = Fetching {
+        s3: s3.clone(),
+        policy: s3.settings().retry,
+        pacer: Pacer::new(settings.concurrency),
+    };
+    let open_copies = OpenUploads::default();
+    let copy_settings = CopySettings {
+        bucket: settings.archive_bucket.clone(),
+        prefix: settings.prefix.clone(),
+        storage_class: settings.storage_class.clone(),
+        multipart_threshold: settings.multipart_copy_threshold,
+        open_uploads: open_copies.clone(),
+    };
+    let mut copies = spawn_copies(&fetching, big, copy_settings);
+    let (ready_tx, ready_rx) = mpsc::channel::<Ready>(settings.concurrency.max(1));
+    let mut scheduler = tokio::spawn(schedule(
+        fetching.clone(),
+        small,
+        budget.clone(),
+        settings.concurrency,
+        ready_tx,
+    ));
+    let mut members = Members {
+        fetching: &fetching,
+        writer: &mut writer,
+        outputs: &mut outputs,
+        shutdown,
+    };
+    let archived = async {
+        members.write_all(ready_rx, lease).await?;
+        // Every fetch has reported: the scheduler ends now, or it failed (a task panicked).
+        match (&mut scheduler).await {
+            Ok(result) => result?,
+            Err(e) => return Err(lost_task(&places.manifest, "the fetch scheduler", e)),
+        }
+        members
+            .collect_copies(&mut copies, &places.manifest)
+            .await?;
+        members.outputs.check_accounted(&places.manifest, total)?;
+        lease.ensure_held()?;
+        tokio::select! {
+            finished = members.writer.finish() => finished,
+            _ = members.shutdown.requested() => Err(Error::Interrupted),
+        }
+    }
+    .await;
+    let finished = match archived {
+        Ok(finished) => finished,
+        Err(error) => {
+            scheduler.abort();
+            copies.abort_all();
+            while copies.join_next().await.is_some() {}
+            open_copies.abort_all(s3).await;
+            writer.abort().await;
+            return Err(error);
+        }
+    };
+    commit(s3, places, lease, outputs, finished).await
+}
+
+/// The commit, in the order that never loses a record: the archive is complete; now the DLQ
+/// (or the removal of one an earlier attempt left), then the index, the commit marker, last.
+async fn commit(
+    s3: &S3,
+    places: &OutputPlaces,
+    lease: &Lease,
+    outputs: Outputs,
+    finished: Option<FinishedArchive>,
+) -> Result<Committed> {
+    let Outputs {
+        index,
+        dlq,
+        mut report,
+        ..
+    } = outputs;
+    let writes_index = report.objects_archived + report.objects_copied > 0;
+    if let Some(archive) = &finished {
+        report.archive = Some(places.archive.to_string());
+        report.archive_bytes = archive.tar_bytes;
+    }
+    lease.ensure_held()?;
+    if dlq.rows() > 0 {
+        let mut put = Put::new("text/csv");
+        if !writes_index {
+            put.metadata
+                .insert(DLQ_FINAL_METADATA.to_string(), "true".to_string());
+        }
+        s3.put(&places.dlq, dlq.finish().into(), &put)
+            .await
+            .map_err(|f| Error::writing("PutObject", places.dlq.to_string(), f))?;
+        report.dlq = Some(places.dlq.to_string());
+    } else {
+        // A DLQ left by an earlier attempt would now be wrong, and verify and prune trust it.
+        s3.delete(&places.dlq)
+            .await
+            .map_err(|f| Error::writing("DeleteObject", places.dlq.to_string(), f))?;
+    }
+    if writes_index {
+        lease.ensure_held()?;
+        let mut put = Put::new("text/csv");
+        if let Some(archive) = &finished {
+            let etag = archive.completed.etag.as_deref().unwrap_or_default();
+            put.metadata.insert(
+                ARCHIVE_ETAG_METADATA.to_string(),
+                etag.trim_matches('"').to_string(),
+            );
+            if let Some(version) = &archive.completed.version_id {
+                put.metadata
+                    .insert(ARCHIVE_VERSION_METADATA.to_string(), version.clone());
+            }
+        }
+        s3.put(&places.index, index.finish().into(), &put)
+            .await
+            .map_err(|f| Error::writing("PutObject", places.index.to_string(), f))?;
+        report.index = Some(places.index.to_string());
+    }
+    Ok(Committed { report })
+}
+
+fn lost_task(manifest: &S3Uri, what: &str, error: tokio::task::JoinError) -> Error {
+    Error::Incomplete {
+        manifest: manifest.to_string(),
+        detail: format!("{what} ended without reporting its objects ({error})"),
+    }
+}
+
 fn epoch_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A worker killed mid-manifest leaves its multipart upload behind; the next attempt at the
-/// same archive aborts it so no storage is billed for it (the bucket's lifecycle rule is the
-/// backstop for archives never attempted again). Best effort: a failure is only logged.
+/// A worker killed mid-manifest leaves its multipart upload behind; the next holder of the
+/// manifest's lease aborts it so no storage is billed for it (the bucket's lifecycle rule is
+/// the backstop for archives never attempted again). Best effort: a failure is only logged.
 async fn abort_earlier_attempts(s3: &S3, archive: &S3Uri, started_at: i64) {
     match s3.abort_uploads_before(archive, started_at).await {
         Ok(0) => {}
@@ -370,71 +563,126 @@ fn epoch(time: &str) -> Option<i64> {
     .map(|t| t.secs())
 }
 
-/// The index of an earlier bundling of this manifest, or its DLQ when every object failed,
-/// if it is at least as new as the manifest (a manifest rewritten since is bundled again).
+/// The index of an earlier bundling of this manifest, or its DLQ when that DLQ is the only
+/// output (every object failed), if it is at least as new as the manifest (a manifest rewritten
+/// since is bundled again). A DLQ without its index is an attempt that stopped before its
+/// commit: not done.
 async fn done_marker(
     s3: &S3,
     manifest_uri: &S3Uri,
-    settings: &BundleSettings,
-    layout: &BundleLayout,
+    places: &OutputPlaces,
 ) -> Result<Option<S3Uri>> {
     let head = |uri: S3Uri| async move {
         match s3.head(&uri).await {
-            Ok(found) => Ok(found.map(|head| (uri, head.last_modified.as_deref().and_then(epoch)))),
+            Ok(found) => Ok(found.map(|head| (uri, head))),
             Err(failure) => Err(Error::reading("HeadObject", uri.to_string(), failure)),
         }
     };
-    let index = S3Uri::new(settings.archive_bucket.clone(), layout.index_key.clone());
-    let dlq = S3Uri::new(manifest_uri.bucket.clone(), layout.dlq_key.clone());
-    let marker = match head(index).await? {
+    let marker = match head(places.index.clone()).await? {
         Some(found) => found,
-        None => match head(dlq).await? {
-            Some(found) => found,
-            None => return Ok(None),
+        None => match head(places.dlq.clone()).await? {
+            Some(found) if found.1.metadata.contains_key(DLQ_FINAL_METADATA) => found,
+            _ => return Ok(None),
         },
     };
     let manifest = head(manifest_uri.clone()).await?;
-    let written = manifest.and_then(|(_, modified)| modified);
-    Ok(match (marker, written) {
-        ((uri, Some(marker)), Some(written)) if marker < written => {
-            info!("{uri} is older than {manifest_uri}: the manifest changed, bundling it again");
-            None
-        }
-        ((uri, _), _) => Some(uri),
-    })
+    let written = manifest.and_then(|(_, head)| head.last_modified.as_deref().and_then(epoch));
+    let (uri, head) = marker;
+    Ok(
+        match (head.last_modified.as_deref().and_then(epoch), written) {
+            (Some(marker), Some(written)) if marker < written => {
+                info!(
+                    "{uri} is older than {manifest_uri}: the manifest changed, bundling it again"
+                );
+                None
+            }
+            _ => Some(uri),
+        },
+    )
 }
 
-/// Starts fetches in manifest order: each waits for its bytes in the budget and a GET slot.
-/// Objects too big to buffer are passed to the writer to stream. Ends when every fetch has
-/// handed its result over, or when the writer stops listening.
-async fn schedule(
+/// What every fetch shares: the client, the retry policy and the adaptive GET gate.
+#[derive(Clone)]
+struct Fetching {
     s3: S3,
+    policy: RetryPolicy,
+    pacer: Arc<Pacer>,
+}
+
+impl Fetching {
+    /// Runs one read of an object through the GET gate, trying it again while it fails
+    /// transiently (throttled answers also lower the gate's limit) until the retry policy's
+    /// time is up; then it is a `Retry` DLQ row.
+    async fn patiently<T, F, Fut>(&self, mut read: F) -> std::result::Result<T, ReadFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, ReadFailure>>,
+    {
+        let mut retrier = Retrier::new(self.policy);
+        loop {
+            let slot = self.pacer.acquire().await;
+            let outcome = read().await;
+            drop(slot);
+            match outcome {
+                Ok(value) => {
+                    self.pacer.succeeded();
+                    return Ok(value);
+                }
+                Err(ReadFailure::Transient(failure)) => {
+                    if matches!(failure, RemoteFailure::Throttled(_)) {
+                        self.pacer.throttled();
+                    }
+                    if !retrier.again(&failure).await {
+                        return Err(ReadFailure::Dlq(
+                            DlqReason::Retry,
+                            retrier.gave_up(&failure).to_string(),
+                        ));
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+}
+
+/// Starts fetches in manifest order: each waits for its bytes in the budget and a task slot;
+/// its GETs go through the adaptive gate. Objects too big to buffer are passed to the writer to
+/// stream. Ends when every fetch has handed its result over, or when the writer stops
+/// listening; a fetch task that panicked fails the manifest.
+async fn schedule(
+    fetching: Fetching,
     entries: Vec<Entry>,
     budget: ByteBudget,
     concurrency: usize,
     ready: mpsc::Sender<Ready>,
-) {
+) -> Result<()> {
     // A third: at the default budget, three 64 MiB objects are fetched at once.
     let stream_threshold = budget.capacity() / 3;
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut fetches = JoinSet::new();
+    let failed_task = |e: tokio::task::JoinError| Error::Incomplete {
+        manifest: "the manifest".into(),
+        detail: format!("a fetch task ended without reporting its object ({e})"),
+    };
     for entry in entries {
         if entry.size > stream_threshold {
             if ready.send(Ready::Stream(entry)).await.is_err() {
-                return;
+                return Ok(());
             }
             continue;
         }
         let permit = budget.acquire(entry.size).await;
         let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+            return Ok(());
         };
         if ready.is_closed() {
-            return;
+            return Ok(());
         }
-        let (s3, ready) = (s3.clone(), ready.clone());
+        let (fetching, ready) = (fetching.clone(), ready.clone());
         fetches.spawn(async move {
-            let outcome = read_whole(&s3, &entry).await;
+            let outcome = fetching
+                .patiently(|| read_whole(&fetching.s3, &entry))
+                .await;
             drop(slot);
             let message = match outcome {
                 Ok(object) => Ready::Member(entry, Box::new(object), permit),
@@ -442,9 +690,14 @@ async fn schedule(
             };
             let _ = ready.send(message).await;
         });
-        while fetches.try_join_next().is_some() {}
+        while let Some(joined) = fetches.try_join_next() {
+            joined.map_err(failed_task)?;
+        }
     }
-    while fetches.join_next().await.is_some() {}
+    while let Some(joined) = fetches.join_next().await {
+        joined.map_err(failed_task)?;
+    }
+    Ok(())
 }
 
 fn record_failure(
@@ -460,9 +713,11 @@ fn record_failure(
             "the object changed while it was being read".into(),
         ),
         ReadFailure::Corrupt(detail) => outputs.fail(entry, DlqReason::ChecksumMismatch, detail),
-        ReadFailure::Fatal(error) => return Err(error),
+        ReadFailure::Transient(failure) => {
+            outputs.fail(entry, DlqReason::Retry, failure.to_string())
+        }
+        ReadFailure::Fatal(error) => Err(error),
     }
-    Ok(())
 }
 
 /// Where a member's header and data start in the tar stream.
@@ -495,121 +750,210 @@ async fn begin_member(
     })
 }
 
-/// Pads the member's data to a whole block and records it in the index.
+/// Pads the member's data to a whole block; returns its index row.
 async fn end_member(
     writer: &mut ArchiveWriter,
     entry: &ManifestEntry<'_>,
     info: &ObjectInfo,
     md5: String,
     start: MemberStart,
-    outputs: &mut Outputs,
-) -> Result<()> {
+) -> Result<IndexRow> {
     writer
         .write(&[0u8; 512][..padding(info.size) as usize])
         .await?;
-    outputs.archived(index_row(
+    Ok(index_row(
         entry,
         info,
         md5,
         start.name,
         start.header_offset,
         start.data_offset,
-    ));
-    Ok(())
+    ))
 }
 
-async fn append_member(
-    writer: &mut ArchiveWriter,
-    entry: &ManifestEntry<'_>,
-    object: WholeObject,
-    outputs: &mut Outputs,
-) -> Result<()> {
-    let WholeObject { info, data, md5 } = object;
-    let start = begin_member(writer, entry, &info).await?;
-    writer.write_owned(Bytes::from(data)).await?;
-    end_member(writer, entry, &info, md5, start, outputs).await
+/// The archive writer's side of a manifest: members in completion order, then the copies.
+struct Members<'a> {
+    fetching: &'a Fetching,
+    writer: &'a mut ArchiveWriter,
+    outputs: &'a mut Outputs,
+    shutdown: Shutdown,
 }
 
-/// Streams an object too big to buffer straight into the archive. Once its header is written
-/// its bytes cannot be taken back, so a failure past that point fails the manifest (the upload
-/// is aborted) instead of leaving a damaged member.
-async fn stream_member(
-    s3: &S3,
-    writer: &mut ArchiveWriter,
-    entry: &ManifestEntry<'_>,
-    outputs: &mut Outputs,
-) -> Result<()> {
-    let (info, mut reader) = match ObjectReader::open(s3, entry).await {
-        Ok(opened) => opened,
-        Err(failure) => return record_failure(entry, failure, outputs),
-    };
-    let uri = format!("s3://{}/{}", entry.bucket, entry.key);
-    let fatal = |detail: String| Error::Remote {
-        operation: "GetObject",
-        location: uri.clone(),
-        detail,
-    };
-    let midway = |failure: ReadFailure| match failure {
-        ReadFailure::Fatal(error) => error,
-        ReadFailure::Dlq(_, detail) => fatal(detail),
-        ReadFailure::ChangedDuringRead => {
-            fatal("the object changed while it was being archived; run the manifest again".into())
+impl Members<'_> {
+    /// Writes every fetched member until the fetchers are done. Stops on a stop request or
+    /// when the lease is lost.
+    async fn write_all(
+        &mut self,
+        mut ready_rx: mpsc::Receiver<Ready>,
+        lease: &mut Lease,
+    ) -> Result<()> {
+        let mut stop = self.shutdown.clone();
+        loop {
+            let ready = tokio::select! {
+                ready = ready_rx.recv() => ready,
+                _ = stop.requested() => return Err(Error::Interrupted),
+                _ = lease.lost() => return Err(lease.lost_error()),
+            };
+            let Some(ready) = ready else { return Ok(()) };
+            // A stop request is honoured inside a member too (a streamed object, a part
+            // upload waiting for its turn): the upload is aborted, so no half member remains.
+            let written = async {
+                match ready {
+                    Ready::Member(entry, object, permit) => {
+                        self.append(&entry, *object).await?;
+                        self.writer.hold(permit);
+                        Ok(())
+                    }
+                    Ready::Failed(entry, failure) => record_failure(&entry, failure, self.outputs),
+                    Ready::Stream(entry) => self.stream(&entry).await,
+                }
+            };
+            tokio::select! {
+                written = written => written?,
+                _ = stop.requested() => return Err(Error::Interrupted),
+            }
         }
-        ReadFailure::Corrupt(detail) => fatal(format!(
-            "{detail}; the member cannot be taken back out of the archive, run the manifest again"
-        )),
-    };
-    let start = begin_member(writer, entry, &info).await?;
-    while let Some(chunk) = reader.next_chunk().await.map_err(midway)? {
-        writer.write(&chunk).await?;
     }
-    let md5 = reader.md5_hex();
-    if info.md5_checkable() && md5 != info.etag.to_ascii_lowercase() {
-        return Err(fatal(format!(
-            "read MD5 {md5} differs from the ETag {}; run the manifest again",
-            info.etag
-        )));
+
+    async fn append(&mut self, entry: &ManifestEntry<'_>, object: WholeObject) -> Result<()> {
+        let WholeObject { info, data, md5 } = object;
+        let start = begin_member(self.writer, entry, &info).await?;
+        self.writer.write_owned(Bytes::from(data)).await?;
+        let row = end_member(self.writer, entry, &info, md5, start).await?;
+        self.outputs.archived(row);
+        Ok(())
     }
-    end_member(writer, entry, &info, md5, start, outputs).await
+
+    /// Streams an object too big to buffer straight into the archive. If it fails for good
+    /// mid-way (cut beyond its resumes, changed, an MD5 that differs from its ETag), the member
+    /// is taken back out of the archive and the object goes to the DLQ; the manifest goes on.
+    async fn stream(&mut self, entry: &ManifestEntry<'_>) -> Result<()> {
+        let s3 = &self.fetching.s3;
+        let opened = self
+            .fetching
+            .patiently(|| ObjectReader::open(s3, entry))
+            .await;
+        let (info, reader) = match opened {
+            Ok(opened) => opened,
+            Err(failure) => return record_failure(entry, failure, self.outputs),
+        };
+        let checkpoint = self.writer.checkpoint().await?;
+        match self.stream_body(entry, &info, reader).await {
+            Ok(row) => {
+                self.outputs.archived(row);
+                Ok(())
+            }
+            Err(ReadFailure::Fatal(error)) => Err(error),
+            Err(failure) => {
+                self.writer.rollback(checkpoint).await?;
+                debug!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "taken back out of the archive");
+                record_failure(entry, failure, self.outputs)
+            }
+        }
+    }
+
+    async fn stream_body(
+        &mut self,
+        entry: &ManifestEntry<'_>,
+        info: &ObjectInfo,
+        mut reader: ObjectReader,
+    ) -> std::result::Result<IndexRow, ReadFailure> {
+        let start = begin_member(self.writer, entry, info)
+            .await
+            .map_err(ReadFailure::Fatal)?;
+        while let Some(chunk) = reader.next_chunk().await? {
+            self.writer
+                .write(&chunk)
+                .await
+                .map_err(ReadFailure::Fatal)?;
+        }
+        let md5 = reader.md5_hex();
+        if info.md5_checkable() && md5 != info.etag.to_ascii_lowercase() {
+            return Err(ReadFailure::Dlq(
+                DlqReason::ChecksumMismatch,
+                format!("read MD5 {md5} differs from the ETag {}", info.etag),
+            ));
+        }
+        end_member(self.writer, entry, info, md5, start)
+            .await
+            .map_err(ReadFailure::Fatal)
+    }
+
+    /// Waits for the big-object copies; a stop request interrupts them.
+    async fn collect_copies(
+        &mut self,
+        copies: &mut JoinSet<CopyResult>,
+        manifest: &S3Uri,
+    ) -> Result<()> {
+        loop {
+            let joined = tokio::select! {
+                joined = copies.join_next() => joined,
+                _ = self.shutdown.requested() => return Err(Error::Interrupted),
+            };
+            let Some(joined) = joined else { return Ok(()) };
+            let (entry, result) =
+                joined.map_err(|e| lost_task(manifest, "a big-object copy", e))?;
+            match result {
+                Ok(row) => {
+                    info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to {}", row.member);
+                    self.outputs.copied(&row);
+                }
+                Err(failure) => record_failure(&entry, failure, self.outputs)?,
+            }
+        }
+    }
 }
 
 type CopyResult = (Entry, std::result::Result<IndexRow, ReadFailure>);
 
-fn spawn_copies(s3: &S3, big: Vec<Entry>, settings: CopySettings) -> JoinSet<CopyResult> {
+fn spawn_copies(
+    fetching: &Fetching,
+    big: Vec<Entry>,
+    settings: CopySettings,
+) -> JoinSet<CopyResult> {
     let mut copies = JoinSet::new();
     let slots = Arc::new(Semaphore::new(CONCURRENT_COPIES));
     let settings = Arc::new(settings);
     for entry in big {
-        let (s3, slots, settings) = (s3.clone(), slots.clone(), settings.clone());
+        let (fetching, slots, settings) = (fetching.clone(), slots.clone(), settings.clone());
         copies.spawn(async move {
             let _slot = slots.acquire_owned().await;
-            let result = copy_big_object(&s3, &entry, &settings).await;
+            let result = fetching
+                .patiently(|| copy_big_object(&fetching.s3, &entry, &settings))
+                .await;
             (entry, result)
         });
     }
     copies
 }
 
-async fn collect_copies(
-    copies: &mut JoinSet<CopyResult>,
-    archive_bucket: &str,
-    outputs: &mut Outputs,
-) -> Result<()> {
-    while let Some(joined) = copies.join_next().await {
-        let (entry, result) = joined.map_err(|e| Error::Remote {
-            operation: "CopyObject",
-            location: "a big-object copy".into(),
-            detail: format!("the copy task failed: {e}"),
-        })?;
-        match result {
-            Ok(row) => {
-                info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to s3://{archive_bucket}/{}", row.member);
-                outputs.report.objects_copied += 1;
-                outputs.progress.inc(1);
-                outputs.report.bytes_copied += row.size;
-            }
-            Err(failure) => record_failure(&entry, failure, outputs)?,
+/// Multipart uploads started for big-object copies and not yet completed or aborted: when a
+/// manifest stops (a failure, a stop request), its copy tasks are cancelled wherever they are,
+/// and these are aborted so that no upload is left behind.
+#[derive(Clone, Default, Debug)]
+pub struct OpenUploads(Arc<Mutex<BTreeMap<String, S3Uri>>>);
+
+impl OpenUploads {
+    pub fn opened(&self, target: &S3Uri, upload_id: &str) {
+        if let Ok(mut open) = self.0.lock() {
+            open.insert(upload_id.to_string(), target.clone());
         }
     }
-    Ok(())
+
+    pub fn closed(&self, upload_id: &str) {
+        if let Ok(mut open) = self.0.lock() {
+            open.remove(upload_id);
+        }
+    }
+
+    async fn abort_all(&self, s3: &S3) {
+        let open = self
+            .0
+            .lock()
+            .map(|mut open| std::mem::take(&mut *open))
+            .unwrap_or_default();
+        for (upload_id, target) in open {
+            abort_upload(s3, &target, &upload_id).await;
+        }
+    }
 }

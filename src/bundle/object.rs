@@ -4,15 +4,16 @@
 //! that partial bytes never reach the archive.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use futures_util::TryFutureExt;
 use md5::{Digest, Md5};
 
 use crate::archive::records::DlqReason;
 use crate::error::{Error, RemoteFailure};
 use crate::manifest::ManifestEntry;
+use crate::retry::retrying;
 use crate::s3::{error_chain, failure, is_plain_md5, S3};
 use crate::s3uri::S3Uri;
 
@@ -90,6 +91,9 @@ pub enum ReadFailure {
     /// The bytes did not match a checksum S3 sent with them (the SDK checks the CRC32/SHA
     /// checksums of responses that carry one).
     Corrupt(String),
+    /// Throttled, a 5xx answer, a timeout or a cut: worth another try after a pause. Becomes a
+    /// `Retry` DLQ row only once the retry policy's time is up.
+    Transient(RemoteFailure),
     /// Not the object's fault: the whole manifest fails (bad credentials, for instance).
     Fatal(Error),
 }
@@ -109,7 +113,9 @@ impl ReadFailure {
                 ReadFailure::Dlq(DlqReason::AccessDenied, "access denied".into())
             }
             RemoteFailure::PreconditionFailed => ReadFailure::ChangedDuringRead,
-            RemoteFailure::Transient(detail) => ReadFailure::Dlq(DlqReason::Retry, detail),
+            transient @ (RemoteFailure::Transient(_) | RemoteFailure::Throttled(_)) => {
+                ReadFailure::Transient(transient)
+            }
             RemoteFailure::Permanent(detail) => ReadFailure::Dlq(DlqReason::Retry, detail),
             credentials @ RemoteFailure::Credentials(_) => {
                 ReadFailure::Fatal(Error::reading("GetObject", uri.to_string(), credentials))
@@ -285,39 +291,33 @@ impl ObjectReader {
         }
     }
 
-    /// Reopens the object from the first byte not yet received.
+    /// Reopens the object from the first byte not yet received. The reopening GET is tried
+    /// again while it fails transiently, within the retry policy.
     async fn resume(&mut self, why: String) -> Result<(), ReadFailure> {
         if self.resumes >= RESUMES {
-            return Err(ReadFailure::Dlq(
-                DlqReason::Retry,
-                format!("{why}; gave up after {RESUMES} resumed reads"),
-            ));
+            return Err(ReadFailure::Transient(RemoteFailure::Transient(format!(
+                "{why}; gave up after {RESUMES} resumed reads"
+            ))));
         }
         self.resumes += 1;
         tracing::debug!(object = %self.uri, "{why}; resuming (attempt {})", self.resumes);
-        tokio::time::sleep(Duration::from_millis(50 << self.resumes)).await;
-        let output = self
-            .s3
-            .client()
-            .get_object()
-            .bucket(&self.uri.bucket)
-            .key(&self.uri.key)
-            .set_version_id(self.version_id.clone())
-            .set_if_match(self.if_match.clone())
-            .range(format!("bytes={}-", self.received))
-            .set_expected_bucket_owner(self.s3.settings().expected_bucket_owner.clone())
-            .send()
-            .await;
-        match output {
-            Ok(output) => {
-                self.body = output.body;
-                Ok(())
-            }
-            Err(e) => match ReadFailure::from_remote_for(failure(e), &self.uri) {
-                ReadFailure::Dlq(DlqReason::Retry, _) => Box::pin(self.resume(why)).await,
-                other => Err(other),
-            },
-        }
+        let s3 = &self.s3;
+        let output = retrying(s3.settings().retry, &self.uri, || {
+            s3.client()
+                .get_object()
+                .bucket(&self.uri.bucket)
+                .key(&self.uri.key)
+                .set_version_id(self.version_id.clone())
+                .set_if_match(self.if_match.clone())
+                .range(format!("bytes={}-", self.received))
+                .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await
+        .map_err(|f| ReadFailure::from_remote_for(f, &self.uri))?;
+        self.body = output.body;
+        Ok(())
     }
 
     /// Lowercase hex MD5 of every byte read.

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use bytes::Bytes;
+use futures_util::TryFutureExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::budget::BudgetPermit;
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteFailure, Result};
+use crate::retry::retrying;
 use crate::s3::{failure, with_object_headers, ObjectHeaders, S3};
 use crate::s3uri::S3Uri;
 
@@ -19,8 +21,6 @@ use crate::s3uri::S3Uri;
 pub const MAX_PARTS: u64 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 pub const MAX_PART_SIZE: u64 = 5 << 30;
-/// Rounds of the SDK's retries a part gets before the upload is given up.
-const PART_RETRIES: u32 = 4;
 
 /// A part size that fits `estimated_bytes` in at most 9,000 parts (leaving room for estimates
 /// that fall short), never below `minimum`, rounded up to a MiB.
@@ -34,6 +34,16 @@ pub fn part_size_for(estimated_bytes: u64, minimum: u64) -> u64 {
         .min(MAX_PART_SIZE)
 }
 
+/// What CompleteMultipartUpload answered: the index records it, so that `verify` can prove the
+/// index and the archive belong together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// As S3 sent it, with quotes.
+    pub etag: Option<String>,
+    /// When the bucket is versioned.
+    pub version_id: Option<String>,
+}
+
 pub struct MultipartUpload {
     s3: S3,
     target: S3Uri,
@@ -41,6 +51,8 @@ pub struct MultipartUpload {
     slots: Arc<Semaphore>,
     running: JoinSet<Result<CompletedPart>>,
     done: Vec<CompletedPart>,
+    /// Completed or aborted: nothing is left to clean up.
+    closed: bool,
 }
 
 impl MultipartUpload {
@@ -66,16 +78,19 @@ impl MultipartUpload {
         storage_class: Option<&StorageClass>,
         concurrent_parts: usize,
     ) -> Result<Self> {
-        let request = s3
-            .client()
-            .create_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .set_storage_class(storage_class.cloned());
-        let output = with_object_headers!(request, headers, s3.settings())
-            .send()
-            .await
-            .map_err(|e| Error::writing("CreateMultipartUpload", target.to_string(), failure(e)))?;
+        let output = retrying(s3.settings().retry, target, || {
+            let request = s3
+                .client()
+                .create_multipart_upload()
+                .bucket(&target.bucket)
+                .key(&target.key)
+                .set_storage_class(storage_class.cloned());
+            with_object_headers!(request, headers, s3.settings())
+                .send()
+                .map_err(failure)
+        })
+        .await
+        .map_err(|f| Error::writing("CreateMultipartUpload", target.to_string(), f))?;
         let upload_id = output.upload_id().unwrap_or_default().to_string();
         Ok(MultipartUpload {
             s3: s3.clone(),
@@ -84,6 +99,7 @@ impl MultipartUpload {
             slots: Arc::new(Semaphore::new(concurrent_parts.max(1))),
             running: JoinSet::new(),
             done: Vec::new(),
+            closed: false,
         })
     }
 
@@ -109,38 +125,27 @@ impl MultipartUpload {
         let (s3, target, upload_id) =
             (self.s3.clone(), self.target.clone(), self.upload_id.clone());
         self.running.spawn(async move {
-            let mut retries = 0;
-            let output = loop {
-                let request = s3
-                    .client()
-                    .upload_part()
-                    .bucket(&target.bucket)
-                    .key(&target.key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .body(body.clone().into())
-                    .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone());
-                let sent = crate::send_upload!(request, s3.settings());
-                match sent.map_err(failure) {
-                    Ok(output) => break output,
-                    // A whole archive is at stake: a transient failure gets more patience than
-                    // the SDK's own retries before the manifest is given up.
-                    Err(failure) if failure.is_transient() && retries < PART_RETRIES => {
-                        retries += 1;
-                        tracing::debug!(
-                            "part {number} of {target} failed ({failure}); retry {retries}"
-                        );
-                        tokio::time::sleep(std::time::Duration::from_millis(250 << retries)).await;
-                    }
-                    Err(failure) => {
-                        return Err(Error::writing(
-                            "UploadPart",
-                            format!("{target} part {number}"),
-                            failure,
-                        ))
-                    }
-                }
-            };
+            // A whole archive is at stake: a transient failure is tried again for as long as
+            // the retry policy allows before the manifest is given up.
+            let output = retrying(
+                s3.settings().retry,
+                format!("part {number} of {target}"),
+                || {
+                    let s3 = &s3;
+                    let request = s3
+                        .client()
+                        .upload_part()
+                        .bucket(&target.bucket)
+                        .key(&target.key)
+                        .upload_id(&upload_id)
+                        .part_number(number)
+                        .body(body.clone().into())
+                        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone());
+                    async move { crate::send_upload!(request, s3.settings()).map_err(failure) }
+                },
+            )
+            .await
+            .map_err(|f| Error::writing("UploadPart", format!("{target} part {number}"), f))?;
             drop((slot, permit));
             Ok(CompletedPart::builder()
                 .part_number(number)
@@ -150,91 +155,96 @@ impl MultipartUpload {
         Ok(())
     }
 
+    /// Forgets parts `from` and later: their bytes were taken back (a streamed member that
+    /// failed mid-way), and those numbers are uploaded again with other bytes. Every part in
+    /// flight is waited for first, so none can land after its number was reused.
+    pub async fn forget_parts_from(&mut self, from: i32) -> Result<()> {
+        while let Some(joined) = self.running.join_next().await {
+            let part = joined.map_err(|e| self.part_failed(e))??;
+            self.done.push(part);
+        }
+        self.done
+            .retain(|part| part.part_number().unwrap_or(0) < from);
+        Ok(())
+    }
+
+    fn part_failed(&self, error: tokio::task::JoinError) -> Error {
+        Error::writing(
+            "UploadPart",
+            self.target.to_string(),
+            RemoteFailure::Permanent(format!("the part upload task failed: {error}")),
+        )
+    }
+
     fn reap_finished(&mut self) -> Result<()> {
         while let Some(joined) = self.running.try_join_next() {
-            self.done.push(joined.map_err(|e| {
-                Error::writing(
-                    "UploadPart",
-                    self.target.to_string(),
-                    crate::error::RemoteFailure::Permanent(e.to_string()),
-                )
-            })??);
+            let part = joined.map_err(|e| self.part_failed(e))??;
+            self.done.push(part);
         }
         Ok(())
     }
 
-    /// Waits for every part and completes the upload; returns the new object's version ID.
-    pub async fn complete(mut self) -> Result<Option<String>> {
-        while let Some(joined) = self.running.join_next().await {
-            let part = joined.map_err(|e| {
-                Error::writing(
-                    "UploadPart",
-                    self.target.to_string(),
-                    crate::error::RemoteFailure::Permanent(e.to_string()),
-                )
-            });
-            match part {
-                Ok(Ok(part)) => self.done.push(part),
-                Ok(Err(error)) | Err(error) => {
-                    self.abort().await;
-                    return Err(error);
-                }
-            }
-        }
-        let mut parts = std::mem::take(&mut self.done);
+    /// Waits for every part and completes the upload. On failure the caller aborts it.
+    pub async fn complete(&mut self) -> Result<Completed> {
+        self.forget_parts_from(i32::MAX).await?;
+        let mut parts: Vec<CompletedPart> = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.part_number());
-        let result = self
-            .s3
-            .client()
-            .complete_multipart_upload()
-            .bucket(&self.target.bucket)
-            .key(&self.target.key)
-            .upload_id(&self.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .set_expected_bucket_owner(self.s3.settings().expected_bucket_owner.clone())
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(output.version_id().map(str::to_string)),
-            Err(e) => {
-                let error = Error::writing(
-                    "CompleteMultipartUpload",
-                    self.target.to_string(),
-                    failure(e),
-                );
-                self.abort().await;
-                Err(error)
-            }
-        }
+        let (s3, target, upload_id) = (&self.s3, &self.target, &self.upload_id);
+        let output = retrying(s3.settings().retry, target, || {
+            s3.client()
+                .complete_multipart_upload()
+                .bucket(&target.bucket)
+                .key(&target.key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts.clone()))
+                        .build(),
+                )
+                .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await
+        .map_err(|f| Error::writing("CompleteMultipartUpload", target.to_string(), f))?;
+        self.closed = true;
+        Ok(Completed {
+            etag: output.e_tag().map(str::to_string),
+            version_id: output.version_id().map(str::to_string),
+        })
     }
 
-    /// Stops every part and aborts the upload; failures are logged, since the lifecycle rule
-    /// that aborts incomplete uploads is the backstop.
-    pub async fn abort(mut self) {
+    /// Stops every part and aborts the upload (unless it completed); failures are logged,
+    /// since the lifecycle rule that aborts incomplete uploads is the backstop.
+    pub async fn abort(&mut self) {
         self.running.abort_all();
         while self.running.join_next().await.is_some() {}
-        let result = self
-            .s3
-            .client()
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        abort_upload(&self.s3, &self.target, &self.upload_id).await;
+    }
+}
+
+/// AbortMultipartUpload, with the expected bucket owner like every other request, tried again
+/// while it fails transiently. A failure is logged: the lifecycle rule is the backstop.
+pub async fn abort_upload(s3: &S3, target: &S3Uri, upload_id: &str) {
+    let result = retrying(s3.settings().retry, target, || {
+        s3.client()
             .abort_multipart_upload()
-            .bucket(&self.target.bucket)
-            .key(&self.target.key)
-            .upload_id(&self.upload_id)
-            .set_expected_bucket_owner(self.s3.settings().expected_bucket_owner.clone())
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(upload_id)
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
             .send()
-            .await;
-        match result {
-            Ok(_) => tracing::info!("aborted the upload of {}", self.target),
-            Err(e) => tracing::warn!(
-                "could not abort the upload of {} ({}): {}",
-                self.target,
-                self.upload_id,
-                failure(e)
-            ),
+            .map_err(failure)
+    })
+    .await;
+    match result {
+        Ok(_) => tracing::info!("aborted the upload of {target}"),
+        Err(RemoteFailure::NotFound) => {}
+        Err(failure) => {
+            tracing::warn!("could not abort the upload of {target} ({upload_id}): {failure}")
         }
     }
 }

@@ -9,7 +9,7 @@ use aws_sdk_s3::types::StorageClass;
 use bytes::Bytes;
 
 use super::budget::BudgetPermit;
-use super::upload::MultipartUpload;
+use super::upload::{Completed, MultipartUpload};
 use crate::archive::layout::Compression;
 use crate::archive::pax::END_OF_ARCHIVE;
 use crate::error::{Error, Result};
@@ -64,8 +64,24 @@ impl Encoder {
     }
 }
 
+/// Where the archive stood before a streamed member: enough to take the member back out if
+/// its object fails mid-way. The bytes not yet in a part are copied (less than one part).
+pub struct Checkpoint {
+    offset: u64,
+    buffer: Vec<u8>,
+    next_part: i32,
+}
+
+/// The archive as uploaded: its size in the uncompressed tar stream and what S3 answered.
+#[derive(Debug, Clone)]
+pub struct FinishedArchive {
+    pub tar_bytes: u64,
+    pub completed: Completed,
+}
+
 pub struct ArchiveWriter {
     s3: S3,
+    compression: Compression,
     encoder: Option<Encoder>,
     content_type: &'static str,
     target: S3Uri,
@@ -101,6 +117,7 @@ impl ArchiveWriter {
         };
         Ok(ArchiveWriter {
             s3: s3.clone(),
+            compression,
             encoder,
             content_type,
             target,
@@ -221,9 +238,48 @@ impl ArchiveWriter {
         }
     }
 
+    /// Marks where the archive stands, so that what is written next can be taken back with
+    /// [`ArchiveWriter::rollback`]. A compressed stream ends its frame here (gzip members and
+    /// zstd frames may follow one another in one file), so it can resume from this point.
+    pub async fn checkpoint(&mut self) -> Result<Checkpoint> {
+        if let Some(encoder) = self.encoder.take() {
+            let last = encoder
+                .finish()
+                .map_err(|source| self.encoder_error(source))?;
+            self.append(&last).await?;
+            self.encoder =
+                Encoder::new(self.compression).map_err(|source| self.encoder_error(source))?;
+        }
+        Ok(Checkpoint {
+            offset: self.offset,
+            buffer: self.buffer.clone(),
+            next_part: self.next_part,
+        })
+    }
+
+    /// Takes back everything written since `checkpoint`: the parts uploaded since are
+    /// forgotten and their numbers reused, and the unsent bytes are those of the checkpoint
+    /// again (a compressed stream starts a new frame).
+    pub async fn rollback(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        if let Some(upload) = self.upload.as_mut() {
+            upload.forget_parts_from(checkpoint.next_part).await?;
+        }
+        self.next_part = checkpoint.next_part;
+        self.offset = checkpoint.offset;
+        self.buffer = checkpoint.buffer;
+        if self.encoder.is_some() {
+            self.encoder =
+                Encoder::new(self.compression).map_err(|source| self.encoder_error(source))?;
+        }
+        Ok(())
+    }
+
     /// Ends the archive and completes the upload; `None` when nothing was written (no archive).
-    pub async fn finish(mut self) -> Result<Option<u64>> {
+    /// On failure the caller aborts the upload.
+    pub async fn finish(&mut self) -> Result<Option<FinishedArchive>> {
         if self.offset == 0 {
+            // Every member was taken back: parts may have been sent, none is wanted.
+            self.abort().await;
             return Ok(None);
         }
         self.write(&END_OF_ARCHIVE).await?;
@@ -236,15 +292,18 @@ impl ArchiveWriter {
         if !self.buffer.is_empty() {
             self.flush_part().await?;
         }
-        match self.upload.take() {
-            Some(upload) => upload.complete().await.map(|_| Some(self.offset)),
+        match self.upload.as_mut() {
+            Some(upload) => Ok(Some(FinishedArchive {
+                tar_bytes: self.offset,
+                completed: upload.complete().await?,
+            })),
             None => Ok(None),
         }
     }
 
-    /// Aborts the upload, if one was started.
-    pub async fn abort(mut self) {
-        if let Some(upload) = self.upload.take() {
+    /// Aborts the upload, if one was started and not completed.
+    pub async fn abort(&mut self) {
+        if let Some(upload) = self.upload.as_mut() {
             upload.abort().await;
         }
     }

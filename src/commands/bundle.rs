@@ -36,6 +36,11 @@ pub struct BundleOptions {
     /// to 5 GiB).
     #[arg(long, value_name = "SIZE", default_value = "5GiB", hide = true)]
     pub multipart_copy_threshold: ByteSize,
+    /// Seconds a worker's lease on a manifest lasts unless renewed (it is renewed every quarter
+    /// of that): how long a manifest whose worker was killed waits before another takes it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, hide = true,
+          value_parser = clap::value_parser!(u64).range(4..))]
+    pub lease_seconds: u64,
 }
 
 /// Where archives go (`bundle`) or were put (`verify`, `prune`): `-b`, `-p`, `-s`.
@@ -132,6 +137,7 @@ impl BundleOptions {
             multipart_copy_threshold: self.multipart_copy_threshold.0,
             progress: indicatif::ProgressBar::hidden(),
             skip_done: false,
+            lease_ttl: std::time::Duration::from_secs(self.lease_seconds),
             compression: self.compress.map(Compression::from).unwrap_or_default(),
         }
     }

@@ -1,7 +1,8 @@
 //! `bundle -q`: a queue worker. Takes one message at a time, bundles the manifests it names
-//! while a heartbeat keeps it hidden, then deletes it (commit order: archive, index, DLQ,
-//! message). A manifest that fails is released for another attempt; a stop request aborts the
-//! upload and releases the message at once.
+//! while a heartbeat keeps it hidden, then deletes it (commit order: archive, DLQ, index,
+//! message). A manifest that fails is released for another attempt after a pause that grows
+//! with its receive count; one that another worker holds comes back when that worker's lease
+//! would expire; a stop request aborts the upload and releases the message at once.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use tracing::{error, info, warn};
 use super::bundle::{print_summary, report_error, BundleArgs};
 use crate::bundle::{bundle_manifest, BundleSettings};
 use crate::error::{Error, ExitCode, Result};
-use crate::heartbeat::Heartbeat;
+use crate::heartbeat::{backoff_for, Heartbeat};
 use crate::metrics;
 use crate::queue_message::{parse_message, Request};
 use crate::s3::S3;
@@ -93,17 +94,32 @@ pub async fn work(
             }
             Ok(Request::Bundle(manifests)) => {
                 handled += 1;
-                let heartbeat = Heartbeat::start(queue.clone(), message.clone(), visibility);
+                let (this_message, stopper) = shutdown.child();
+                let heartbeat =
+                    Heartbeat::start(queue.clone(), message.clone(), visibility, stopper);
                 let outcome =
-                    bundle_all(s3, &manifests, &settings, args, &shutdown, &mut tally).await;
+                    bundle_all(s3, &manifests, &settings, args, &this_message, &mut tally).await;
+                let lost = heartbeat.lost();
                 drop(heartbeat);
                 match outcome {
                     Ok(()) => queue.delete(&message).await?,
+                    // Another worker may hold it now: leave its visibility alone.
+                    Err(Error::Interrupted) if lost && !shutdown.is_requested() => {
+                        report_error(args.options.metrics_format());
+                    }
+                    Err(Error::Interrupted) => {
+                        release(queue, &message, Duration::ZERO).await;
+                        break;
+                    }
+                    Err(Error::Busy {
+                        remaining_seconds, ..
+                    }) => {
+                        // Not a failure: it comes back once the other worker's lease would
+                        // have expired, and is then done (or taken over).
+                        release(queue, &message, Duration::from_secs(remaining_seconds + 1)).await;
+                    }
                     Err(error) => {
-                        release(queue, &message).await;
-                        if matches!(error, Error::Interrupted) {
-                            break;
-                        }
+                        release(queue, &message, backoff_for(message.receive_count)).await;
                         tally.first_error.get_or_insert(error);
                     }
                 }
@@ -141,6 +157,10 @@ async fn bundle_all(
                 tally.manifests += 1;
                 tally.some_objects_failed |= report.objects_failed() > 0;
             }
+            Err(error @ Error::Busy { .. }) => {
+                info!("{error}; its message comes back later");
+                return Err(error);
+            }
             Err(error) => {
                 if !matches!(error, Error::Interrupted) {
                     error!("ERROR {manifest} was not bundled: {error}; its message is released for another attempt");
@@ -153,10 +173,10 @@ async fn bundle_all(
     Ok(())
 }
 
-/// Makes a message visible again at once, for another worker (or this one) to retry.
-async fn release(queue: &Queue, message: &Message) {
-    match queue.set_visibility(message, Duration::ZERO).await {
-        Ok(()) => info!(message_id = %message.id, "message released"),
+/// Makes a message visible again after `delay`, for another worker (or this one) to retry.
+async fn release(queue: &Queue, message: &Message, delay: Duration) {
+    match queue.set_visibility(message, delay).await {
+        Ok(()) => info!(message_id = %message.id, "message released; visible again in {delay:?}"),
         Err(error) => warn!(
             message_id = %message.id,
             "could not release the message: {error}; it reappears when its visibility timeout ends"

@@ -269,13 +269,20 @@ impl S3Sink {
     async fn finish(mut self) -> Result<Option<String>> {
         match self.upload.take() {
             Some(mut upload) => {
-                if !self.buffer.is_empty() {
-                    let body = Bytes::from(std::mem::take(&mut self.buffer));
-                    upload
-                        .send_part(self.next_part, body, BudgetPermit::default())
-                        .await?;
+                let completed = async {
+                    if !self.buffer.is_empty() {
+                        let body = Bytes::from(std::mem::take(&mut self.buffer));
+                        upload
+                            .send_part(self.next_part, body, BudgetPermit::default())
+                            .await?;
+                    }
+                    upload.complete().await
                 }
-                upload.complete().await
+                .await;
+                if completed.is_err() {
+                    upload.abort().await;
+                }
+                completed.map(|done| done.version_id)
             }
             None => {
                 let request = self
@@ -295,7 +302,7 @@ impl S3Sink {
     }
 
     async fn abort(mut self) {
-        if let Some(upload) = self.upload.take() {
+        if let Some(mut upload) = self.upload.take() {
             upload.abort().await;
         }
     }

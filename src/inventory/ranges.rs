@@ -314,6 +314,7 @@ mod tests {
             sse_kms_key_id: None,
             expected_bucket_owner: None,
             sign_payload: true,
+            retry: Default::default(),
         };
         let source = RangeSource::new(
             S3::new(client, settings),

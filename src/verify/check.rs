@@ -12,10 +12,11 @@ use super::{reconcile, BigCopy, ManifestReport, Outputs, Status};
 use crate::archive::layout::{big_object_key, is_bundle_output, BundleLayout, Compression};
 use crate::archive::records::{parse_dlq, parse_index, DlqRow, IndexRow};
 use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
+use crate::bundle::{ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{parse_manifest, ManifestEntry};
 use crate::reading::{decompressed, Chunks, ReadError};
-use crate::s3::S3;
+use crate::s3::{ObjectHead, S3};
 use crate::s3uri::S3Uri;
 
 /// Limit on the size of a manifest, index, DLQ or `.metadata` read whole.
@@ -118,7 +119,9 @@ pub async fn check_manifest(
         layout_keys.index_key.clone(),
     );
     let dlq_uri = S3Uri::new(manifest_uri.bucket.clone(), layout_keys.dlq_key.clone());
+    let mut claimed = ArchiveClaim::default();
     if let Some(bytes) = get_optional(s3, &index_uri).await? {
+        claimed = ArchiveClaim::of_index(s3, &index_uri).await?;
         check.report.index = Some(index_uri.to_string());
         match parse_index(&bytes, &index_uri.to_string()) {
             Ok(rows) => check.index = rows,
@@ -133,7 +136,8 @@ pub async fn check_manifest(
         }
     }
 
-    let index_problems = check_archive(s3, &mut check, &source, manifest_uri, settings).await?;
+    let index_problems =
+        check_archive(s3, &mut check, &source, manifest_uri, settings, &claimed).await?;
     check.big = find_big_copies(s3, &check, settings).await?;
     let outputs = Outputs {
         index: &check.index,
@@ -152,13 +156,57 @@ pub async fn check_manifest(
     Ok(check)
 }
 
-/// Finds the archive, checks its length and members; returns a problem per index row.
+/// The archive an index was committed for: its ETag and version, from the index's metadata
+/// (indexes written before they carried it claim nothing).
+#[derive(Debug, Default)]
+struct ArchiveClaim {
+    etag: Option<String>,
+    version_id: Option<String>,
+}
+
+impl ArchiveClaim {
+    async fn of_index(s3: &S3, index: &S3Uri) -> Result<Self> {
+        let head = s3
+            .head(index)
+            .await
+            .map_err(|f| Error::reading("HeadObject", index.to_string(), f))?;
+        let mut metadata = head.map(|h| h.metadata).unwrap_or_default();
+        Ok(ArchiveClaim {
+            etag: metadata.remove(ARCHIVE_ETAG_METADATA),
+            version_id: metadata.remove(ARCHIVE_VERSION_METADATA),
+        })
+    }
+
+    /// Why `head` is not the archive claimed, if it is not.
+    fn mismatch(&self, archive: &S3Uri, head: &ObjectHead) -> Option<String> {
+        let etag = head.etag.as_deref().unwrap_or_default().trim_matches('"');
+        let replaced = |what: &str, found: &str, claimed: &str| {
+            format!(
+                "{archive} is not the archive its index was committed for ({what} {found}, the \
+                 index names {claimed}): it was replaced since; bundle the manifest again"
+            )
+        };
+        if let Some(claimed) = self.etag.as_deref().filter(|c| *c != etag) {
+            return Some(replaced("ETag", etag, claimed));
+        }
+        // An unversioned bucket's objects have no version, or the version `null`.
+        let version = head.version_id.as_deref().unwrap_or("null");
+        match self.version_id.as_deref() {
+            Some(claimed) if claimed != version => Some(replaced("version", version, claimed)),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the archive, checks that it is the one its index was committed for, its length and
+/// members; returns a problem per index row.
 async fn check_archive(
     s3: &S3,
     check: &mut ManifestCheck,
     source: &str,
     manifest_uri: &S3Uri,
     settings: &CheckSettings,
+    claimed: &ArchiveClaim,
 ) -> Result<Vec<Option<String>>> {
     let mut problems: Vec<Option<String>> = vec![None; check.index.len()];
     if check.index.is_empty() {
@@ -174,6 +222,9 @@ async fn check_archive(
             .await
             .map_err(|f| Error::reading("HeadObject", uri.to_string(), f))?;
         if let Some(head) = head {
+            if let Some(problem) = claimed.mismatch(&uri, &head) {
+                check.report.manifest_problem(problem);
+            }
             archive = Some((uri, compression, head.size));
             break;
         }

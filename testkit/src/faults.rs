@@ -2,10 +2,14 @@
 //! requests with 503 SlowDown or 500 InternalError, cuts some response bodies in the middle,
 //! fails some part uploads, and can slow every GET down, so tests can show that every object still ends archived intact
 //! or in the DLQ, never lost. Faults are chosen by a counter per request kind, so runs repeat.
+//! It can also reject chosen PUTs, expire the credentials after some GETs, hold a commit or copy
+//! back long enough for a test to stop the process, and record requests missing a required header.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -36,15 +40,85 @@ pub struct FaultPlan {
     pub corrupt_keys_containing: Option<String>,
     /// Every GetObject waits this long before it is forwarded: a slow manifest, for tests that
     /// stop or outlast a worker mid-manifest.
-    pub get_delay: Option<std::time::Duration>,
+    pub get_delay: Option<Duration>,
     /// With `get_delay`: only GetObject of keys containing this text waits.
     pub delay_keys_containing: Option<String>,
+    /// PutObject of keys ending with a suffix answered with an error: a commit step (a bundle's
+    /// index, a report) that fails, once or always, so a test sees what is left and what a re-run does.
+    pub fail_put_keys_ending_with: Option<FailPut>,
+    /// GetObject answered with an error once some GetObjects went through: credentials that
+    /// expire or lose access in the middle of a run.
+    pub gets_fail_after: Option<FailAfter>,
+    /// The first this many GetObject attempts of each key answered 503 SlowDown, then it is
+    /// served: a healthy object throttled many times in a row must still end archived.
+    pub slowdown_first_tries: u64,
+    /// Headers (name, value) every request S3 accepts them on must carry with this value (see
+    /// `header_required`): requests are still forwarded, each miss is recorded in
+    /// `FaultCounts::header_violations`, so a test shows a setting reaches every request.
+    pub require_headers: Vec<(String, String)>,
+    /// PutObject and CompleteMultipartUpload wait this long before they are forwarded: a commit
+    /// in flight, for tests that stop a worker during it.
+    pub put_delay: Option<Duration>,
+    /// With `put_delay`: only keys ending with this text wait.
+    pub delay_put_keys_ending_with: Option<String>,
+    /// Every CompleteMultipartUpload waits this long before it is forwarded (or `put_delay` if
+    /// that applies and is longer): a test stops a worker while an upload finishes.
+    pub complete_delay: Option<Duration>,
+    /// Every UploadPartCopy and CopyObject waits this long before it is forwarded: a test stops a
+    /// worker during a copy.
+    pub upload_part_copy_delay: Option<Duration>,
+}
+
+/// PutObject of keys ending with `suffix` answered `status` with S3 error `code`.
+#[derive(Debug, Clone)]
+pub struct FailPut {
+    pub suffix: String,
+    pub status: u16,
+    pub code: String,
+    /// Only the first this many such PUTs fail (so a re-run succeeds); None: every one.
+    pub times: Option<u64>,
+}
+
+impl FailPut {
+    /// Every PutObject of keys ending with `suffix` answered 500 InternalError.
+    pub fn internal_error(suffix: &str) -> FailPut {
+        FailPut {
+            suffix: suffix.to_string(),
+            status: 500,
+            code: "InternalError".to_string(),
+            times: None,
+        }
+    }
+}
+
+/// Every GetObject after the first `after` answered `status` with S3 error `code`, such as 400
+/// ExpiredToken, 403 AccessDenied or 403 InvalidAccessKeyId.
+#[derive(Debug, Clone)]
+pub struct FailAfter {
+    pub after: u64,
+    pub status: u16,
+    pub code: String,
+    /// HeadObject and GetObjectTagging fail too once `after` GetObjects went through.
+    pub all_object_reads: bool,
+}
+
+impl FailAfter {
+    /// GetObjects after the first `after` answered `status` and `code`.
+    pub fn new(after: u64, status: u16, code: &str) -> FailAfter {
+        FailAfter {
+            after,
+            status,
+            code: code.to_string(),
+            all_object_reads: false,
+        }
+    }
 }
 
 /// What the proxy did, for assertions.
 #[derive(Debug, Default)]
 pub struct FaultCounts {
     pub gets: AtomicU64,
+    /// GetObject answered 503 SlowDown, `slowdown_first_tries` included.
     pub injected_503: AtomicU64,
     pub injected_500: AtomicU64,
     pub cut_bodies: AtomicU64,
@@ -53,7 +127,13 @@ pub struct FaultCounts {
     /// GetObjectTagging requests seen.
     pub tagging_gets: AtomicU64,
     /// Every request forwarded or answered, by S3 operation (see `operation`).
-    pub operations: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub operations: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// PutObject answered with the error of `fail_put_keys_ending_with`.
+    pub rejected_puts: AtomicU64,
+    /// Reads answered with the error of `gets_fail_after`.
+    pub injected_after: AtomicU64,
+    /// "Operation path: problem" for each request without a header of `require_headers`.
+    pub header_violations: Mutex<Vec<String>>,
 }
 
 impl FaultCounts {
@@ -63,6 +143,31 @@ impl FaultCounts {
             .lock()
             .map(|counts| counts.clone())
             .unwrap_or_default()
+    }
+
+    /// The requests that lacked a header of `require_headers`, or had another value.
+    pub fn header_violations(&self) -> Vec<String> {
+        self.header_violations
+            .lock()
+            .map(|violations| violations.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether a request of `operation` must carry `header` when a test requires it, as S3 accepts
+/// it: server-side encryption settings only on requests that create an object (UploadPart and
+/// CompleteMultipartUpload take them from CreateMultipartUpload), the expected bucket owner and any
+/// other header on every request.
+fn header_required(operation: &str, header: &str) -> bool {
+    match header.to_ascii_lowercase().as_str() {
+        "x-amz-server-side-encryption"
+        | "x-amz-server-side-encryption-aws-kms-key-id"
+        | "x-amz-server-side-encryption-context"
+        | "x-amz-server-side-encryption-bucket-key-enabled" => matches!(
+            operation,
+            "PutObject" | "CreateMultipartUpload" | "CopyObject"
+        ),
+        _ => true,
     }
 }
 
@@ -123,6 +228,15 @@ fn error_response(status: StatusCode, code: &str) -> Response<ProxyBody> {
     response
 }
 
+/// An error the proxy answers instead of the upstream server: its status and S3 error code.
+type Injected<'a> = (StatusCode, &'a str);
+
+/// The error a plan chose by number; a number that is no HTTP status becomes 500.
+fn chosen_error(status: u16, code: &str) -> Injected<'_> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, code)
+}
+
 fn hits(counter: u64, every: u64) -> bool {
     every > 0 && counter.is_multiple_of(every)
 }
@@ -135,7 +249,11 @@ impl FaultProxy {
         let address = listener.local_addr()?;
         let upstream: http::Uri = upstream.parse().map_err(std::io::Error::other)?;
         let counts = Arc::new(FaultCounts::default());
-        let state = Arc::new((plan, counts.clone(), AtomicU64::new(0), AtomicU64::new(0)));
+        let state = Arc::new(State {
+            plan,
+            counts: counts.clone(),
+            ..State::default()
+        });
         std::thread::Builder::new()
             .name("fault-proxy".into())
             .spawn(move || {
@@ -182,7 +300,163 @@ impl FaultProxy {
     }
 }
 
-type State = (FaultPlan, Arc<FaultCounts>, AtomicU64, AtomicU64);
+/// The plan, what happened, and the counters that pick the faults.
+#[derive(Default)]
+struct State {
+    plan: FaultPlan,
+    counts: Arc<FaultCounts>,
+    /// GetObjects seen.
+    gets: AtomicU64,
+    /// UploadParts and UploadPartCopys seen.
+    parts: AtomicU64,
+    /// PutObjects of keys `fail_put_keys_ending_with` matches seen.
+    failing_puts: AtomicU64,
+    /// GetObject attempts by bucket/key, for `slowdown_first_tries`.
+    tries: Mutex<HashMap<String, u64>>,
+}
+
+/// How to spoil the body of a forwarded GetObject's answer.
+#[derive(Default)]
+struct Spoil {
+    cut: bool,
+    corrupt: bool,
+}
+
+impl State {
+    /// An injected answer to a request of `operation` on `key` (bucket/key), or how to spoil
+    /// the answer of the upstream server.
+    fn decide(&self, operation: &str, key: &str) -> Result<Spoil, Injected<'_>> {
+        let injected = match operation {
+            "GetObject" => return self.get_object(key),
+            "HeadObject" | "GetObjectTagging" => {
+                self.failed_after(self.gets.load(Ordering::Relaxed), false)
+            }
+            "UploadPart" | "UploadPartCopy" => self.failed_part(),
+            "PutObject" => self.rejected_put(key),
+            _ => None,
+        };
+        injected.map_or(Ok(Spoil::default()), Err)
+    }
+
+    fn get_object(&self, key: &str) -> Result<Spoil, Injected<'_>> {
+        let (plan, counts) = (&self.plan, &self.counts);
+        let n = self.gets.fetch_add(1, Ordering::Relaxed) + 1;
+        counts.gets.fetch_add(1, Ordering::Relaxed);
+        if let Some(response) = self.failed_after(n - 1, true) {
+            return Err(response);
+        }
+        if self.throttled_try(key)
+            || plan
+                .always_fail_keys_containing
+                .as_deref()
+                .is_some_and(|needle| key.contains(needle))
+            || hits(n, plan.get_503_every)
+        {
+            counts.injected_503.fetch_add(1, Ordering::Relaxed);
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
+        }
+        if hits(n, plan.get_500_every) {
+            counts.injected_500.fetch_add(1, Ordering::Relaxed);
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, "InternalError"));
+        }
+        Ok(Spoil {
+            cut: hits(n, plan.get_cut_every),
+            corrupt: plan
+                .corrupt_keys_containing
+                .as_deref()
+                .is_some_and(|needle| key.contains(needle)),
+        })
+    }
+
+    /// The error of `gets_fail_after` for a read that comes after `gets_before` GetObjects.
+    fn failed_after(&self, gets_before: u64, get_object: bool) -> Option<Injected<'_>> {
+        let fail = self.plan.gets_fail_after.as_ref()?;
+        if gets_before < fail.after || !(get_object || fail.all_object_reads) {
+            return None;
+        }
+        self.counts.injected_after.fetch_add(1, Ordering::Relaxed);
+        Some(chosen_error(fail.status, &fail.code))
+    }
+
+    /// Whether this GetObject of `key` is one of its first `slowdown_first_tries`.
+    fn throttled_try(&self, key: &str) -> bool {
+        let limit = self.plan.slowdown_first_tries;
+        if limit == 0 {
+            return false;
+        }
+        let Ok(mut tries) = self.tries.lock() else {
+            return false;
+        };
+        let tried = tries.entry(key.to_string()).or_default();
+        *tried += 1;
+        *tried <= limit
+    }
+
+    fn failed_part(&self) -> Option<Injected<'static>> {
+        let n = self.parts.fetch_add(1, Ordering::Relaxed) + 1;
+        if !hits(n, self.plan.upload_part_500_every) {
+            return None;
+        }
+        self.counts.failed_parts.fetch_add(1, Ordering::Relaxed);
+        Some((StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
+    }
+
+    fn rejected_put(&self, key: &str) -> Option<Injected<'_>> {
+        let fail = self
+            .plan
+            .fail_put_keys_ending_with
+            .as_ref()
+            .filter(|fail| key.ends_with(&fail.suffix))?;
+        let n = self.failing_puts.fetch_add(1, Ordering::Relaxed) + 1;
+        if fail.times.is_some_and(|times| n > times) {
+            return None;
+        }
+        self.counts.rejected_puts.fetch_add(1, Ordering::Relaxed);
+        Some(chosen_error(fail.status, &fail.code))
+    }
+
+    /// How long a request of `operation` on `key` waits before it is forwarded.
+    fn delay(&self, operation: &str, key: &str) -> Option<Duration> {
+        let plan = &self.plan;
+        let commit = plan.put_delay.filter(|_| {
+            plan.delay_put_keys_ending_with
+                .as_deref()
+                .is_none_or(|suffix| key.ends_with(suffix))
+        });
+        match operation {
+            "GetObject" => plan.get_delay.filter(|_| {
+                plan.delay_keys_containing
+                    .as_deref()
+                    .is_none_or(|needle| key.contains(needle))
+            }),
+            "PutObject" => commit,
+            "CompleteMultipartUpload" => commit.max(plan.complete_delay),
+            "UploadPartCopy" | "CopyObject" => plan.upload_part_copy_delay,
+            _ => None,
+        }
+    }
+
+    /// Records each header of `require_headers` this request should carry with its value and
+    /// does not.
+    fn check_headers(&self, operation: &str, path: &str, headers: &http::HeaderMap) {
+        for (name, expected) in &self.plan.require_headers {
+            if !header_required(operation, name) {
+                continue;
+            }
+            let problem = match headers.get(name.as_str()) {
+                None => format!("missing {name}"),
+                Some(value) if value.as_bytes() == expected.as_bytes() => continue,
+                Some(value) => format!(
+                    "{name} is {:?}, not {expected:?}",
+                    String::from_utf8_lossy(value.as_bytes())
+                ),
+            };
+            if let Ok(mut violations) = self.counts.header_violations.lock() {
+                violations.push(format!("{operation} {path}: {problem}"));
+            }
+        }
+    }
+}
 
 async fn handle(
     request: Request<Incoming>,
@@ -190,16 +464,9 @@ async fn handle(
     upstream: &http::Uri,
     state: &State,
 ) -> Response<ProxyBody> {
-    let (plan, counts, gets, parts) = state;
+    let counts = &state.counts;
     let query = request.uri().query().unwrap_or("").to_string();
     let path = request.uri().path().to_string();
-    let is_get_object = request.method() == http::Method::GET
-        && !query.contains("tagging")
-        && !query.contains("uploads")
-        && path.matches('/').count() >= 2;
-    let is_upload_part = request.method() == http::Method::PUT
-        && query.contains("uploadId")
-        && query.contains("partNumber");
     let name = operation(
         request.method(),
         &path,
@@ -209,49 +476,17 @@ async fn handle(
     if let Ok(mut operations) = counts.operations.lock() {
         *operations.entry(name).or_default() += 1;
     }
-    let mut cut = false;
-    let mut corrupt = false;
-    if request.method() == http::Method::GET && query.contains("tagging") {
+    if name == "GetObjectTagging" {
         counts.tagging_gets.fetch_add(1, Ordering::Relaxed);
     }
-    if is_get_object {
-        let n = gets.fetch_add(1, Ordering::Relaxed) + 1;
-        counts.gets.fetch_add(1, Ordering::Relaxed);
-        let decoded = percent_decode(&path);
-        if plan
-            .always_fail_keys_containing
-            .as_deref()
-            .is_some_and(|needle| decoded.contains(needle))
-            || hits(n, plan.get_503_every)
-        {
-            counts.injected_503.fetch_add(1, Ordering::Relaxed);
-            return error_response(StatusCode::SERVICE_UNAVAILABLE, "SlowDown");
-        }
-        if hits(n, plan.get_500_every) {
-            counts.injected_500.fetch_add(1, Ordering::Relaxed);
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
-        }
-        if let Some(delay) = plan.get_delay {
-            let delayed = plan
-                .delay_keys_containing
-                .as_deref()
-                .is_none_or(|needle| decoded.contains(needle));
-            if delayed {
-                tokio::time::sleep(delay).await;
-            }
-        }
-        cut = hits(n, plan.get_cut_every);
-        corrupt = plan
-            .corrupt_keys_containing
-            .as_deref()
-            .is_some_and(|needle| decoded.contains(needle));
-    }
-    if is_upload_part {
-        let n = parts.fetch_add(1, Ordering::Relaxed) + 1;
-        if hits(n, plan.upload_part_500_every) {
-            counts.failed_parts.fetch_add(1, Ordering::Relaxed);
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
-        }
+    state.check_headers(name, &path, request.headers());
+    let key = percent_decode(&path);
+    let spoil = match state.decide(name, &key) {
+        Ok(spoil) => spoil,
+        Err((status, code)) => return error_response(status, code),
+    };
+    if let Some(delay) = state.delay(name, &key) {
+        tokio::time::sleep(delay).await;
     }
     let (mut parts_of_request, body) = request.into_parts();
     let mut uri = http::uri::Parts::from(parts_of_request.uri.clone());
@@ -274,12 +509,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let (head, body) = response.into_parts();
-    if corrupt && head.status.is_success() {
+    if spoil.corrupt && head.status.is_success() {
         counts.corrupted.fetch_add(1, Ordering::Relaxed);
         return Response::from_parts(head, corrupt_body(body));
     }
     match length {
-        Some(length) if cut && head.status.is_success() && length > 1 => {
+        Some(length) if spoil.cut && head.status.is_success() && length > 1 => {
             counts.cut_bodies.fetch_add(1, Ordering::Relaxed);
             Response::from_parts(head, cut_body(body, length / 2))
         }
@@ -357,6 +592,156 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sse_headers_are_required_only_where_objects_are_created() {
+        let creating = ["PutObject", "CreateMultipartUpload", "CopyObject"];
+        let others = [
+            "UploadPart",
+            "UploadPartCopy",
+            "CompleteMultipartUpload",
+            "AbortMultipartUpload",
+            "ListMultipartUploads",
+            "GetObject",
+            "HeadObject",
+            "GetObjectTagging",
+            "DeleteObject",
+            "DeleteObjects",
+            "ListObjects",
+        ];
+        for operation in creating.iter().chain(&others) {
+            assert!(header_required(operation, "x-amz-expected-bucket-owner"));
+            assert!(header_required(operation, "X-Amz-Expected-Bucket-Owner"));
+            for sse in [
+                "x-amz-server-side-encryption",
+                "x-amz-server-side-encryption-aws-kms-key-id",
+            ] {
+                assert_eq!(
+                    header_required(operation, sse),
+                    creating.contains(operation),
+                    "{operation} {sse}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn commits_and_copies_wait_as_planned() {
+        let second = Duration::from_secs(1);
+        let state = State {
+            plan: FaultPlan {
+                put_delay: Some(second),
+                delay_put_keys_ending_with: Some(".index".into()),
+                complete_delay: Some(2 * second),
+                upload_part_copy_delay: Some(3 * second),
+                ..FaultPlan::default()
+            },
+            ..State::default()
+        };
+        let cases = [
+            ("PutObject", "b/x.index", Some(second)),
+            ("PutObject", "b/x.tar", None),
+            ("CompleteMultipartUpload", "b/x.tar", Some(2 * second)),
+            ("CompleteMultipartUpload", "b/x.index", Some(2 * second)),
+            ("UploadPartCopy", "b/x.tar", Some(3 * second)),
+            ("CopyObject", "b/x.index", Some(3 * second)),
+            ("UploadPart", "b/x.index", None),
+            ("GetObject", "b/x.index", None),
+        ];
+        for (operation, key, expected) in cases {
+            assert_eq!(state.delay(operation, key), expected, "{operation} {key}");
+        }
+    }
+
+    /// The S3 error code of a failed request, or "ok".
+    fn code<T, E, R>(result: Result<T, aws_sdk_s3::error::SdkError<E, R>>) -> String
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata,
+    {
+        match result {
+            Ok(_) => "ok".into(),
+            Err(error) => error
+                .as_service_error()
+                .and_then(|error| error.code())
+                .unwrap_or("unknown")
+                .into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_fail_then_pass_gets_expire_and_missing_headers_are_recorded() {
+        let server = crate::server::LocalS3::shared();
+        let bucket = crate::new_bucket(&crate::s3_client(&server.endpoint), "faults").await;
+        let owner = "123456789012";
+        let proxy = FaultProxy::start(
+            &server.endpoint,
+            FaultPlan {
+                fail_put_keys_ending_with: Some(FailPut {
+                    times: Some(1),
+                    ..FailPut::internal_error(".index")
+                }),
+                gets_fail_after: Some(FailAfter {
+                    all_object_reads: true,
+                    ..FailAfter::new(2, 400, "ExpiredToken")
+                }),
+                slowdown_first_tries: 1,
+                require_headers: vec![
+                    ("x-amz-expected-bucket-owner".into(), owner.into()),
+                    ("x-amz-server-side-encryption".into(), "AES256".into()),
+                ],
+                ..FaultPlan::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let client = aws_sdk_s3::Client::from_conf(
+            crate::s3_client(&proxy.endpoint)
+                .config()
+                .to_builder()
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        let put = |key: &str| {
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key(key)
+                .body(b"body".to_vec().into())
+                .send()
+        };
+        assert_eq!(code(put("a.index").await), "InternalError");
+        assert_eq!(code(put("a.index").await), "ok");
+        assert_eq!(code(put("a.tar").await), "ok");
+        let get = || {
+            client
+                .get_object()
+                .bucket(&bucket)
+                .key("a.tar")
+                .expected_bucket_owner(owner)
+                .send()
+        };
+        assert_eq!(code(get().await), "SlowDown");
+        assert_eq!(code(get().await), "ok");
+        assert_eq!(code(get().await), "ExpiredToken");
+        let head = client.head_object().bucket(&bucket).key("a.tar").send();
+        assert!(head.await.is_err());
+        let counts = &proxy.counts;
+        assert_eq!(counts.rejected_puts.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.injected_503.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.injected_after.load(Ordering::Relaxed), 2);
+        let path = format!("/{bucket}/a.tar");
+        assert_eq!(
+            counts.header_violations(),
+            [
+                format!("PutObject /{bucket}/a.index: missing x-amz-expected-bucket-owner"),
+                format!("PutObject /{bucket}/a.index: missing x-amz-server-side-encryption"),
+                format!("PutObject /{bucket}/a.index: missing x-amz-expected-bucket-owner"),
+                format!("PutObject /{bucket}/a.index: missing x-amz-server-side-encryption"),
+                format!("PutObject {path}: missing x-amz-expected-bucket-owner"),
+                format!("PutObject {path}: missing x-amz-server-side-encryption"),
+                format!("HeadObject {path}: missing x-amz-expected-bucket-owner"),
+            ]
+        );
+    }
 
     #[test]
     fn requests_are_named_by_s3_operation() {
