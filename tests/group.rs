@@ -97,6 +97,26 @@ async fn group_versioned_sample(stem: &str, data: &str, through_checksum: bool) 
     .await;
     assert_eq!(out.code, 0, "{data}: {out:?}");
     assert_eq!(out.json()["objects_selected"], 4, "{data}");
+    // key1's noncurrent version was written before versioning was enabled: its empty VersionId
+    // is the null version, named `null` so that bundle reads it and not the current key1
+    // (the old code left it empty).
+    let body = get_object(
+        &client,
+        &bucket,
+        &manifest_key(0).replace("s3grouper-output", "all"),
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("filemanager-inventory-test,inventory-test/key1,0,null,d41d8cd98f00b204e9800998ecf8427e,"),
+        "{data}: {body}"
+    );
+    assert!(
+        body.contains(
+            "filemanager-inventory-test,inventory-test/key2,5,zl_C7NLxrkBsMFD5HQUdybrmuV9VpvkN,"
+        ),
+        "{data}: {body}"
+    );
 }
 
 #[tokio::test]
