@@ -6,7 +6,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::ecs::Ecs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::s3::{Sse, WriteSettings, S3};
 use crate::sqs::Queue;
 
@@ -84,6 +84,19 @@ fn env_set(name: &str) -> bool {
 }
 
 impl AwsOptions {
+    /// Rejects combinations clap cannot express.
+    pub fn check(&self) -> Result<()> {
+        if self.sse_kms_key_id.is_some() && self.sse != Some(Sse::Kms) {
+            return Err(Error::Usage(
+                "--sse-kms-key-id is only used with --sse aws:kms: add --sse aws:kms to encrypt \
+                 with that key, or leave --sse-kms-key-id out to use the bucket's default \
+                 encryption"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// True when requests go to a custom endpoint, where path-style addressing is the default.
     fn custom_endpoint(&self) -> bool {
         self.endpoint_url.is_some() || env_set("AWS_ENDPOINT_URL") || env_set("AWS_ENDPOINT_URL_S3")
@@ -150,6 +163,26 @@ impl AwsOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fails on the old code, which accepted the key without --sse aws:kms and wrote with the
+    /// bucket's default encryption instead.
+    #[test]
+    fn a_kms_key_without_sse_kms_is_a_usage_error() {
+        let with_key = |sse| AwsOptions {
+            sse,
+            sse_kms_key_id: Some("alias/archive".into()),
+            ..AwsOptions::default()
+        };
+        for sse in [None, Some(Sse::Aes256)] {
+            let error = with_key(sse).check().err();
+            assert!(
+                matches!(&error, Some(Error::Usage(m)) if m.contains("--sse aws:kms")),
+                "{error:?}"
+            );
+        }
+        assert!(with_key(Some(Sse::Kms)).check().is_ok());
+        assert!(AwsOptions::default().check().is_ok());
+    }
 
     #[test]
     fn bodies_are_signed_only_over_plain_http_unless_told() {

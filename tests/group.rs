@@ -718,6 +718,33 @@ async fn bad_usage_exit_2() {
     assert_eq!(out.code, 2, "{out:?}");
 }
 
+/// A KMS key given without `--sse aws:kms` would be ignored and everything written with the
+/// bucket's default encryption. Fails on the old code, which accepted it and ran the command.
+#[tokio::test]
+async fn sse_kms_key_id_without_sse_kms_is_a_usage_error() {
+    let endpoint = &LocalS3::shared().endpoint;
+    let (client, bucket, _, uri, _) = generated(|bucket| InventorySpec::new(bucket, 5)).await;
+    let group = ["group", "-m", &uri, "-b", &bucket];
+    for sse in [&[][..], &["--sse", "AES256"][..]] {
+        let mut args = group.to_vec();
+        args.extend_from_slice(sse);
+        args.extend(["--sse-kms-key-id", "alias/archive"]);
+        let out = s3bundler(endpoint, &args).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("--sse-kms-key-id") && out.stderr.contains("add --sse aws:kms"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            list_keys(&client, &bucket, "s3grouper-output/")
+                .await
+                .is_empty(),
+            "nothing written"
+        );
+    }
+}
+
 /// One generated versioned inventory (odd keys, delete markers, noncurrent versions, archived
 /// objects, several data files) written as CSV, ORC and Parquet gives byte-identical manifests,
 /// with default options and with --all-versions.
