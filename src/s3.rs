@@ -213,7 +213,10 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
                 _ => RemoteFailure::Permanent(detail()),
             }
         }
-        SdkError::TimeoutError(_) => RemoteFailure::Transient("timed out".into()),
+        SdkError::TimeoutError(_) => RemoteFailure::Transient(
+            "no answer within the request timeout (--request-timeout, S3BUNDLER_REQUEST_TIMEOUT)"
+                .into(),
+        ),
         SdkError::DispatchFailure(dispatch) if dispatch.is_user() || dispatch.is_other() => {
             let chain = error_chain(error);
             if chain.contains("credential") {
