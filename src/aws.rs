@@ -1,12 +1,13 @@
 //! The one place that builds AWS clients from the common options: the standard credential and
-//! region chain, custom endpoints (path-style unless told otherwise), retries.
+//! region chain, custom endpoints (path-style unless told otherwise), retries, timeouts.
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::ecs::Ecs;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::request_timeout::{parse_seconds, AttemptTimeouts, DEFAULT_REQUEST_TIMEOUT};
 use crate::s3::{Sse, WriteSettings, S3};
 use crate::sqs::Queue;
 
@@ -53,6 +54,36 @@ pub struct AwsOptions {
     #[arg(long, global = true, value_name = "DURATION", default_value = "5m",
           value_parser = crate::retry::parse_duration, env = "S3BUNDLER_RETRY_FOR")]
     pub retry_for: std::time::Duration,
+    /// Seconds one attempt of an AWS request may wait for its answer before it is retried,
+    /// plus one second per MiB it uploads or S3 copies (stalled bodies are cut after seconds
+    /// anyway).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        value_parser = parse_seconds,
+        default_value = "60",
+        env = "S3BUNDLER_REQUEST_TIMEOUT"
+    )]
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for AwsOptions {
+    /// What an empty command line gives.
+    fn default() -> Self {
+        AwsOptions {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            virtual_hosted_style: false,
+            sse: None,
+            sse_kms_key_id: None,
+            expected_bucket_owner: None,
+            sign_payload: PayloadSigning::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry_for: crate::retry::RetryPolicy::default().max_elapsed,
+        }
+    }
 }
 
 /// When upload bodies are signed.
@@ -91,6 +122,26 @@ fn env_set(name: &str) -> bool {
 }
 
 impl AwsOptions {
+    /// Rejects combinations clap cannot express.
+    pub fn check(&self) -> Result<()> {
+        if self.sse_kms_key_id.is_some() && self.sse != Some(Sse::Kms) {
+            return Err(Error::Usage(
+                "--sse-kms-key-id is only used with --sse aws:kms: add --sse aws:kms to encrypt \
+                 with that key, or leave --sse-kms-key-id out to use the bucket's default \
+                 encryption"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sets each request's attempt timeout (see [`crate::request_timeout`]).
+    fn attempt_timeouts(&self) -> AttemptTimeouts {
+        AttemptTimeouts {
+            base: self.request_timeout,
+        }
+    }
+
     /// True when requests go to a custom endpoint, where path-style addressing is the default.
     fn custom_endpoint(&self) -> bool {
         self.endpoint_url.is_some() || env_set("AWS_ENDPOINT_URL") || env_set("AWS_ENDPOINT_URL_S3")
@@ -98,9 +149,12 @@ impl AwsOptions {
 
     /// Loads the shared SDK configuration through the standard chain.
     pub async fn load(&self) -> SdkConfig {
+        // The attempt timeout is raised per request by [`AttemptTimeouts`]; this is the floor
+        // for any client built from the shared configuration.
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
+                .operation_attempt_timeout(self.request_timeout)
                 .build(),
         );
         if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
@@ -130,6 +184,7 @@ impl AwsOptions {
     pub fn s3(&self, config: &SdkConfig) -> S3 {
         let s3_config = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(self.custom_endpoint() && !self.virtual_hosted_style)
+            .interceptor(self.attempt_timeouts())
             .build();
         S3::new(
             aws_sdk_s3::Client::from_conf(s3_config),
@@ -146,18 +201,60 @@ impl AwsOptions {
     }
 
     pub fn ecs(&self, config: &SdkConfig) -> Ecs {
-        Ecs::new(aws_sdk_ecs::Client::new(config))
+        let ecs_config = aws_sdk_ecs::config::Builder::from(config)
+            .interceptor(self.attempt_timeouts())
+            .build();
+        Ecs::new(aws_sdk_ecs::Client::from_conf(ecs_config))
     }
 
     /// Resolves a queue name or URL.
     pub async fn queue(&self, config: &SdkConfig, name_or_url: &str) -> Result<Queue> {
-        Queue::resolve(aws_sdk_sqs::Client::new(config), name_or_url).await
+        let sqs_config = aws_sdk_sqs::config::Builder::from(config)
+            .interceptor(self.attempt_timeouts())
+            .build();
+        Queue::resolve(aws_sdk_sqs::Client::from_conf(sqs_config), name_or_url).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fails on the old code, which accepted the key without --sse aws:kms and wrote with the
+    /// bucket's default encryption instead.
+    #[test]
+    fn a_kms_key_without_sse_kms_is_a_usage_error() {
+        let with_key = |sse| AwsOptions {
+            sse,
+            sse_kms_key_id: Some("alias/archive".into()),
+            ..AwsOptions::default()
+        };
+        for sse in [None, Some(Sse::Aes256)] {
+            let error = with_key(sse).check().err();
+            assert!(
+                matches!(&error, Some(Error::Usage(m)) if m.contains("--sse aws:kms")),
+                "{error:?}"
+            );
+        }
+        assert!(with_key(Some(Sse::Kms)).check().is_ok());
+        assert!(AwsOptions::default().check().is_ok());
+    }
+
+    #[test]
+    fn the_default_request_timeout_is_the_documented_one() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Options {
+            #[command(flatten)]
+            aws: AwsOptions,
+        }
+        let parsed = Options::try_parse_from(["s3bundler"]).map(|o| o.aws.request_timeout);
+        assert_eq!(parsed.ok(), Some(DEFAULT_REQUEST_TIMEOUT));
+        assert_eq!(
+            AwsOptions::default().request_timeout,
+            DEFAULT_REQUEST_TIMEOUT
+        );
+    }
 
     #[test]
     fn bodies_are_signed_only_over_plain_http_unless_told() {

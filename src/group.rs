@@ -92,13 +92,28 @@ impl Selection {
     }
 }
 
+/// The version id S3 gives an object written while the bucket was unversioned (or versioning
+/// suspended). Inventory reports leave it empty; GET, HEAD, GetObjectTagging and CopySource
+/// accept it as `versionId=null`.
+pub const NULL_VERSION: &str = "null";
+
+/// The version a manifest entry names for `row`. A noncurrent row with an empty VersionId is the
+/// null version: without a version id, `bundle` would read the current object instead, a
+/// different one. A current row without one is read as the current object, as before.
+fn version_for<'a>(row: &InventoryRow<'a>) -> Option<&'a str> {
+    match (row.version_id, row.is_latest) {
+        (None, Some(false)) => Some(NULL_VERSION),
+        (version, _) => version,
+    }
+}
+
 /// The manifest entry for a selected row.
 pub fn entry_for<'a>(row: &'a InventoryRow<'a>) -> ManifestEntry<'a> {
     ManifestEntry {
         bucket: Cow::Borrowed(row.bucket),
         key: Cow::Borrowed(row.key.as_ref()),
         size: row.size.unwrap_or(0),
-        version_id: row.version_id.map(Cow::Borrowed),
+        version_id: version_for(row).map(Cow::Borrowed),
         etag: row.etag.map(Cow::Borrowed),
         last_modified: row.last_modified.map(Cow::Borrowed),
         storage_class: row.storage_class.map(Cow::Borrowed),
@@ -326,6 +341,46 @@ mod tests {
             prefixed.check(&row("data/x")),
             Err(SkipReason::OutsidePrefix)
         );
+    }
+
+    /// Fails on the old code, which wrote the noncurrent null version with an empty VersionId,
+    /// so that `bundle` read the current version, a different object.
+    #[test]
+    fn a_noncurrent_null_version_is_named_null_in_the_manifest() {
+        let all_versions = Selection {
+            all_versions: true,
+            ..Selection::default()
+        };
+        let null_noncurrent = InventoryRow {
+            is_latest: Some(false),
+            ..row("k")
+        };
+        assert_eq!(all_versions.check(&null_noncurrent), Ok(()));
+        let entry = entry_for(&null_noncurrent);
+        assert_eq!(entry.version_id.as_deref(), Some("null"));
+        let mut line = Vec::new();
+        write_line(&mut line, &entry);
+        assert_eq!(line, b"src,k,10,null,,,STANDARD\n");
+
+        // Named versions keep their id; a current null version and rows of reports without
+        // versions are read as the current object.
+        let named = InventoryRow {
+            version_id: Some("v1"),
+            is_latest: Some(false),
+            ..row("k")
+        };
+        assert_eq!(entry_for(&named).version_id.as_deref(), Some("v1"));
+        assert_eq!(entry_for(&row("k")).version_id, None);
+        let unversioned = InventoryRow {
+            is_latest: None,
+            ..row("k")
+        };
+        assert_eq!(entry_for(&unversioned).version_id, None);
+
+        // The batch path writes the same line.
+        let mut batch = SelectedRows::new(std::sync::Arc::new(all_versions));
+        batch.add(&null_noncurrent);
+        assert_eq!(batch.lines().next().map(|(l, _)| l), Some(line.as_slice()));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod progress;
 pub mod prune;
 pub mod queue_message;
 pub mod reading;
+pub mod request_timeout;
 pub mod retry;
 pub mod s3;
 pub mod s3uri;

@@ -121,13 +121,62 @@ pub struct DeleteError {
 }
 
 impl DeleteError {
-    /// Throttling or an internal error: worth another try.
+    /// Throttling, an internal error or a conditional delete racing another write: worth
+    /// another try.
     pub fn is_transient(&self) -> bool {
         matches!(
             self.code.as_str(),
-            "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" | "Throttling"
+            "SlowDown"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "RequestTimeout"
+                | "Throttling"
+                | "ConditionalRequestConflict"
         )
     }
+
+    /// S3 refused a conditional delete: the object's ETag is no longer the one given.
+    pub fn is_precondition_failed(&self) -> bool {
+        self.code == "PreconditionFailed"
+    }
+}
+
+/// One object of a DeleteObjects request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteTarget {
+    pub key: String,
+    pub version_id: Option<String>,
+    /// Delete only while the object's ETag is this one (S3 conditional delete, evaluated on
+    /// the current version); `None` deletes unconditionally.
+    pub if_match: Option<String>,
+}
+
+/// `"etag"`: an ETag in the quoted form S3 gives it, whether it was stored with quotes or not.
+pub fn quoted_etag(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
+}
+
+/// The body of a DeleteObjects request (quiet: S3 answers with the failures only).
+pub fn delete_request(
+    objects: &[DeleteTarget],
+) -> Result<aws_sdk_s3::types::Delete, RemoteFailure> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let identifiers = objects
+        .iter()
+        .map(|target| {
+            ObjectIdentifier::builder()
+                .key(&target.key)
+                .set_version_id(target.version_id.clone())
+                .set_e_tag(target.if_match.as_deref().map(quoted_etag))
+                .build()
+                .map_err(|e| RemoteFailure::Permanent(format!("key `{}`: {e}", target.key)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Delete::builder()
+        .set_objects(Some(identifiers))
+        .quiet(true)
+        .build()
+        .map_err(|e| RemoteFailure::Permanent(e.to_string()))
 }
 
 /// Content headers, user metadata and tags an object is written with.
@@ -233,7 +282,10 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
                 _ => RemoteFailure::Permanent(detail()),
             }
         }
-        SdkError::TimeoutError(_) => RemoteFailure::Transient("timed out".into()),
+        SdkError::TimeoutError(_) => RemoteFailure::Transient(
+            "no answer within the request timeout (--request-timeout, S3BUNDLER_REQUEST_TIMEOUT)"
+                .into(),
+        ),
         SdkError::DispatchFailure(dispatch) if dispatch.is_user() || dispatch.is_other() => {
             let chain = error_chain(error);
             if chain.contains("credential") {
@@ -536,34 +588,19 @@ impl S3 {
         Ok(keys)
     }
 
-    /// DeleteObjects of up to 1,000 (key, version) of one bucket; returns the keys S3 did not
-    /// delete, with its reason. The request as a whole failing is an error.
+    /// DeleteObjects of up to 1,000 objects of one bucket, each only while its ETag is the one
+    /// given; returns the keys S3 did not delete, with its reason. The request as a whole
+    /// failing is an error.
     pub async fn delete_objects(
         &self,
         bucket: &str,
-        objects: &[(String, Option<String>)],
+        objects: &[DeleteTarget],
     ) -> Result<Vec<DeleteError>, RemoteFailure> {
-        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-        let identifiers = objects
-            .iter()
-            .map(|(key, version)| {
-                ObjectIdentifier::builder()
-                    .key(key)
-                    .set_version_id(version.clone())
-                    .build()
-                    .map_err(|e| RemoteFailure::Permanent(format!("key `{key}`: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let delete = Delete::builder()
-            .set_objects(Some(identifiers))
-            .quiet(true)
-            .build()
-            .map_err(|e| RemoteFailure::Permanent(e.to_string()))?;
         let output = self
             .client
             .delete_objects()
             .bucket(bucket)
-            .delete(delete)
+            .delete(delete_request(objects)?)
             .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
             .send()
             .await
@@ -677,6 +714,51 @@ mod tests {
             copy_source(&S3Uri::new("b", "k"), Some("v1")),
             "b/k?versionId=v1"
         );
+    }
+
+    /// Fails on the old code, which sent no ETag, so that S3 deleted an object overwritten
+    /// after prune had verified it.
+    #[test]
+    fn delete_requests_carry_the_etag_each_object_must_still_have() {
+        let targets = [
+            DeleteTarget {
+                key: "a".into(),
+                version_id: None,
+                if_match: Some("0123abc".into()),
+            },
+            DeleteTarget {
+                key: "b".into(),
+                version_id: Some("v1".into()),
+                if_match: Some("\"4567def\"".into()),
+            },
+            DeleteTarget {
+                key: "c".into(),
+                version_id: None,
+                if_match: None,
+            },
+        ];
+        let delete = delete_request(&targets).unwrap_or_else(|e| panic!("{e}"));
+        let sent: Vec<(&str, Option<&str>, Option<&str>)> = delete
+            .objects()
+            .iter()
+            .map(|o| (o.key(), o.version_id(), o.e_tag()))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                ("a", None, Some("\"0123abc\"")),
+                ("b", Some("v1"), Some("\"4567def\"")),
+                ("c", None, None),
+            ]
+        );
+        assert_eq!(delete.quiet(), Some(true));
+        let refused = DeleteError {
+            key: "a".into(),
+            version_id: None,
+            code: "PreconditionFailed".into(),
+            message: String::new(),
+        };
+        assert!(refused.is_precondition_failed() && !refused.is_transient());
     }
 
     #[test]

@@ -410,3 +410,55 @@ async fn a_damaged_member_fails_the_extract_with_exit_2() {
     .await;
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+/// A server that accepts connections and never answers: each attempt is abandoned after
+/// `--request-timeout` (or S3BUNDLER_REQUEST_TIMEOUT), and `cat` fails with exit 5 naming the
+/// index it was reading. Fails on the old code, which only had a connect timeout and waited
+/// for the answer forever.
+#[tokio::test]
+async fn a_server_that_never_answers_fails_the_command_after_the_request_timeout() {
+    use std::time::{Duration, Instant};
+    let (listener, endpoint) = local_listener().await;
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let cat = ["cat", "s3://b/a.tar", "k"];
+    for (flag, env, attempts) in [
+        (&[][..], Some(("S3BUNDLER_REQUEST_TIMEOUT", "1")), 2u32),
+        (&["--request-timeout", "1"][..], None, 1),
+    ] {
+        let mut args = cat.to_vec();
+        args.extend_from_slice(flag);
+        let attempts_text = attempts.to_string();
+        // No patience beyond the SDK's attempts: this measures one request's timeout.
+        let mut envs = vec![
+            ("AWS_MAX_ATTEMPTS", attempts_text.as_str()),
+            ("S3BUNDLER_RETRY_FOR", "0"),
+        ];
+        envs.extend(env);
+        let started = Instant::now();
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            s3bundler_with_env(&endpoint, &args, &envs),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} {envs:?}: still waiting after 30 s"));
+        let elapsed = started.elapsed();
+        assert_eq!(out.code, 5, "{args:?} {envs:?}: {out:?}");
+        assert!(
+            out.stderr.contains("s3://b/a.index") && out.stderr.contains("--request-timeout"),
+            "{}",
+            out.stderr
+        );
+        // Each attempt waited its second; the whole command took well under 3x that.
+        let budget = Duration::from_secs(u64::from(attempts));
+        assert!(
+            elapsed >= budget && elapsed < 3 * budget,
+            "{args:?} {envs:?}: {elapsed:?}"
+        );
+    }
+    silent.abort();
+}

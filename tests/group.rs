@@ -97,6 +97,26 @@ async fn group_versioned_sample(stem: &str, data: &str, through_checksum: bool) 
     .await;
     assert_eq!(out.code, 0, "{data}: {out:?}");
     assert_eq!(out.json()["objects_selected"], 4, "{data}");
+    // key1's noncurrent version was written before versioning was enabled: its empty VersionId
+    // is the null version, named `null` so that bundle reads it and not the current key1
+    // (the old code left it empty).
+    let body = get_object(
+        &client,
+        &bucket,
+        &manifest_key(0).replace("s3grouper-output", "all"),
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("filemanager-inventory-test,inventory-test/key1,0,null,d41d8cd98f00b204e9800998ecf8427e,"),
+        "{data}: {body}"
+    );
+    assert!(
+        body.contains(
+            "filemanager-inventory-test,inventory-test/key2,5,zl_C7NLxrkBsMFD5HQUdybrmuV9VpvkN,"
+        ),
+        "{data}: {body}"
+    );
 }
 
 #[tokio::test]
@@ -696,6 +716,33 @@ async fn bad_usage_exit_2() {
     )
     .await;
     assert_eq!(out.code, 2, "{out:?}");
+}
+
+/// A KMS key given without `--sse aws:kms` would be ignored and everything written with the
+/// bucket's default encryption. Fails on the old code, which accepted it and ran the command.
+#[tokio::test]
+async fn sse_kms_key_id_without_sse_kms_is_a_usage_error() {
+    let endpoint = &LocalS3::shared().endpoint;
+    let (client, bucket, _, uri, _) = generated(|bucket| InventorySpec::new(bucket, 5)).await;
+    let group = ["group", "-m", &uri, "-b", &bucket];
+    for sse in [&[][..], &["--sse", "AES256"][..]] {
+        let mut args = group.to_vec();
+        args.extend_from_slice(sse);
+        args.extend(["--sse-kms-key-id", "alias/archive"]);
+        let out = s3bundler(endpoint, &args).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("--sse-kms-key-id") && out.stderr.contains("add --sse aws:kms"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            list_keys(&client, &bucket, "s3grouper-output/")
+                .await
+                .is_empty(),
+            "nothing written"
+        );
+    }
 }
 
 /// One generated versioned inventory (odd keys, delete markers, noncurrent versions, archived

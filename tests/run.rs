@@ -180,3 +180,120 @@ async fn unsigned_upload_bodies_are_accepted() {
     let seen = archived_keys(&client, &bucket, "unsigned/").await;
     assert!(selected_keys(&spec).iter().all(|k| seen.get(k) == Some(&1)));
 }
+
+/// An object written before versioning was enabled and overwritten since: the inventory lists
+/// its null version as noncurrent with an empty VersionId. With --all-versions both versions are
+/// archived, each with its own bytes. Fails on the old code, which wrote the null version to the
+/// manifest without a version id, so `bundle` read the current version in its place (and sent
+/// it to the DLQ as changed, its size being another).
+#[tokio::test]
+async fn all_versions_archives_a_noncurrent_null_version_itself() {
+    use md5::{Digest, Md5};
+    use s3bundler_testkit::generate::{
+        csv_line, upload_report, DataFormat, Expected, GeneratedReport, Row,
+    };
+    use std::io::Write;
+
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "nullv").await;
+    let old = b"written before versioning was enabled".to_vec();
+    let new = b"the current version".to_vec();
+    put_object(&client, &bucket, "k", old.clone()).await;
+    enable_versioning(&client, &bucket).await;
+    put_object(&client, &bucket, "k", new.clone()).await;
+    let current = client
+        .head_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .version_id()
+        .map(str::to_string);
+    assert!(current.as_deref().is_some_and(|v| v != "null"));
+
+    let spec = InventorySpec {
+        versioned: true,
+        ..InventorySpec::new(&bucket, 1)
+    };
+    let md5_hex = |bytes: &[u8]| hex::encode(Md5::digest(bytes));
+    let latest = Row {
+        key: "k".into(),
+        version_id: current.clone(),
+        is_latest: true,
+        is_delete_marker: false,
+        size: new.len() as u64,
+        last_modified: "2026-11-21T10:00:00.000Z".into(),
+        etag: md5_hex(&new),
+        storage_class: "STANDARD",
+        access_tier: None,
+    };
+    let null_version = Row {
+        version_id: None,
+        is_latest: false,
+        size: old.len() as u64,
+        last_modified: "2026-11-20T10:00:00.000Z".into(),
+        etag: md5_hex(&old),
+        ..latest.clone()
+    };
+    let mut csv = Vec::new();
+    csv_line(&spec, &latest, &mut csv);
+    csv_line(&spec, &null_version, &mut csv);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&csv).unwrap_or_else(|e| panic!("{e}"));
+    let report = GeneratedReport {
+        format: DataFormat::Csv,
+        data_files: vec![gz.finish().unwrap_or_else(|e| panic!("{e}"))],
+        expected: Expected::default(),
+    };
+    let uri = upload_report(&client, &bucket, "inventory/", &spec, report)
+        .await
+        .manifest_uri;
+
+    let out = s3bundler(
+        endpoint,
+        &[
+            "run",
+            "-m",
+            &uri,
+            "-b",
+            &bucket,
+            "--all-versions",
+            "--archive-prefix",
+            "archives",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["objects_archived"], 2, "{out:?}");
+    let mut archived = Vec::new();
+    let mut tars = 0;
+    for key in list_keys(&client, &bucket, "archives/").await {
+        if key.ends_with(".index") {
+            let index = get_object(&client, &bucket, &key).await;
+            for row in parse_index(&index, &key).unwrap_or_else(|e| panic!("{e}")) {
+                archived.push((row.version_id, row.md5));
+            }
+        } else if key.ends_with(".tar") {
+            tars += 1;
+            let tar = get_object(&client, &bucket, &key).await;
+            for body in [&old, &new] {
+                assert!(
+                    tar.windows(body.len()).any(|w| w == body.as_slice()),
+                    "{key} lacks {}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+    assert_eq!(tars, 1);
+    archived.sort();
+    let mut want = vec![
+        (current, md5_hex(&new)),
+        (Some("null".to_string()), md5_hex(&old)),
+    ];
+    want.sort();
+    assert_eq!(archived, want);
+}

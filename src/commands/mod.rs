@@ -36,6 +36,7 @@ fn counts_line<K: std::fmt::Display>(counts: &std::collections::BTreeMap<K, u64>
 
 /// Runs the command the user asked for; the exit code tells how it went.
 pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
+    cli.aws.check()?;
     let config = cli.aws.load().await;
     match cli.command {
         Command::Group(args) => group::run(&cli.aws, &config, &args, shutdown)

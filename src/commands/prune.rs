@@ -1,5 +1,7 @@
 //! `prune`: deletes the original objects that verification proves archived and that are still
 //! the objects archived. A dry run unless `--yes`; deletions go to `<manifest key>.pruned`.
+//! Every delete is conditional on the ETag verified (If-Match), so an object overwritten
+//! between its check and its delete is kept.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use crate::archive::records::{parse_pruned, IndexRow, PrunedRow, PrunedWriter};
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, RemoteFailure, Result};
 use crate::prune::{decide, pruned_key, triage, Decision, KeptReason, PruneSummary, Triage};
-use crate::s3::S3;
+use crate::s3::{DeleteError, DeleteTarget, S3};
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
 use crate::size::human_bytes;
@@ -188,19 +190,33 @@ async fn prune_manifest(
     outcome
 }
 
-/// Deletes one batch, retrying keys S3 throttled; returns the rows deleted.
+/// What S3 is asked to delete for a candidate: its version (or the current object), and only
+/// while its ETag is still the one archived and verified.
+fn delete_target(row: &IndexRow, version: &Option<String>) -> DeleteTarget {
+    DeleteTarget {
+        key: row.key.clone(),
+        version_id: version.clone(),
+        if_match: (!row.etag.is_empty()).then(|| row.etag.clone()),
+    }
+}
+
+/// Deletes one batch, each object only while it still has the ETag verified (S3 conditional
+/// deletes), retrying keys S3 throttled; returns the rows deleted. An object S3 refuses because
+/// it was overwritten since its check is kept and reported as changed.
 async fn delete_batch(
     s3: &S3,
     bucket: &str,
     batch: &[(&IndexRow, Option<String>)],
     report: &mut Report,
 ) -> Result<Vec<PrunedRow>> {
+    type Id = (String, Option<String>);
     let mut pending: Vec<&(&IndexRow, Option<String>)> = batch.iter().collect();
-    let mut failed: BTreeMap<(String, Option<String>), String> = BTreeMap::new();
+    // Why each key not deleted was refused, as its last attempt was answered.
+    let mut refused: BTreeMap<Id, DeleteError> = BTreeMap::new();
     for round in 0..DELETE_ROUNDS {
-        let request: Vec<(String, Option<String>)> = pending
+        let request: Vec<DeleteTarget> = pending
             .iter()
-            .map(|(row, version)| (row.key.clone(), version.clone()))
+            .map(|(row, version)| delete_target(row, version))
             .collect();
         let errors = match s3.delete_objects(bucket, &request).await {
             Ok(errors) => errors,
@@ -217,14 +233,16 @@ async fn delete_batch(
                 ))
             }
         };
-        failed.clear();
+        for target in &request {
+            refused.remove(&(target.key.clone(), target.version_id.clone()));
+        }
         let mut retry = HashSet::new();
         for e in errors {
             let id = (e.key.clone(), e.version_id.clone());
             if e.is_transient() {
                 retry.insert(id.clone());
             }
-            failed.insert(id, format!("{} {}", e.code, e.message));
+            refused.insert(id, e);
         }
         pending.retain(|(row, version)| retry.contains(&(row.key.clone(), version.clone())));
         if pending.is_empty() {
@@ -238,24 +256,39 @@ async fn delete_batch(
     let mut deleted = Vec::new();
     for (row, version) in batch {
         let object = format!("s3://{bucket}/{}", row.key);
-        if let Some(reason) = failed.get(&(row.key.clone(), version.clone())) {
-            error!("ERROR could not delete {object}: {reason}");
-            report.summary.errors += 1;
-            report.failed.push(KeptObject {
-                object,
-                detail: reason.clone(),
-            });
-            continue;
+        match refused.get(&(row.key.clone(), version.clone())) {
+            Some(e) if e.is_precondition_failed() => {
+                warn!("{object} was overwritten after it was verified; kept");
+                report.summary.keep(KeptReason::Changed);
+                report.changed.push(KeptObject {
+                    object,
+                    detail: format!(
+                        "changed since it was verified: S3 refused to delete it because its ETag is no longer {}",
+                        row.etag
+                    ),
+                });
+            }
+            Some(e) => {
+                let reason = format!("{} {}", e.code, e.message);
+                error!("ERROR could not delete {object}: {reason}");
+                report.summary.errors += 1;
+                report.failed.push(KeptObject {
+                    object,
+                    detail: reason,
+                });
+            }
+            None => {
+                report.summary.delete(row);
+                deleted.push(PrunedRow {
+                    bucket: bucket.to_string(),
+                    key: row.key.clone(),
+                    version_id: version.clone(),
+                    size: row.size,
+                    etag: row.etag.clone(),
+                    deleted_at: now.clone(),
+                });
+            }
         }
-        report.summary.delete(row);
-        deleted.push(PrunedRow {
-            bucket: bucket.to_string(),
-            key: row.key.clone(),
-            version_id: version.clone(),
-            size: row.size,
-            etag: row.etag.clone(),
-            deleted_at: now.clone(),
-        });
     }
     Ok(deleted)
 }

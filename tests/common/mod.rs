@@ -26,6 +26,15 @@ impl Output {
     }
 }
 
+/// A TCP listener on a free port of 127.0.0.1, and its endpoint URL, for servers a test plays.
+pub async fn local_listener() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    (listener, format!("http://{address}"))
+}
+
 /// Runs `s3bundler ARGS` with credentials and endpoint for `endpoint`, logs as JSON.
 pub async fn s3bundler(endpoint: &str, args: &[&str]) -> Output {
     s3bundler_with_env(endpoint, args, &[]).await
