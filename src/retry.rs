@@ -130,7 +130,13 @@ where
                 if !retrier.again(&failure).await {
                     return Err(retrier.gave_up(&failure));
                 }
-                tracing::debug!("{what} failed ({failure}); try {}", retrier.attempts() + 1);
+                let tries = retrier.attempts();
+                // Quiet at first (a storm is normal), then a line now and again for an operator.
+                if tries >= 8 && tries.is_power_of_two() {
+                    tracing::warn!("{what}: still failing after {tries} tries ({failure}); trying again until --retry-for is up");
+                } else {
+                    tracing::debug!("{what} failed ({failure}); try {}", tries + 1);
+                }
             }
         }
     }

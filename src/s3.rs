@@ -273,6 +273,8 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
                     RemoteFailure::AccessDenied
                 }
                 ("PreconditionFailed", _) | (_, Some(412)) => RemoteFailure::PreconditionFailed,
+                // The server lacks the operation: asking again will not add it.
+                ("NotImplemented", _) | (_, Some(501)) => RemoteFailure::Permanent(detail()),
                 ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded", _)
                 | (_, Some(429 | 503)) => RemoteFailure::Throttled(detail()),
                 ("RequestTimeout" | "InternalError" | "ServiceUnavailable", _) => {

@@ -646,8 +646,9 @@ async fn manifest_or_data_file_not_found_exit_3() {
     assert_rejected(&bucket, &uri, 3, &["/gone/", "not found"]).await;
 }
 
+/// Refused credentials concern the caller, not the manifest: exit 5, as for every command.
 #[tokio::test]
-async fn access_denied_exit_3_and_names_the_manifest() {
+async fn refused_credentials_exit_5_and_name_the_manifest() {
     let (_, bucket, _, uri, _) = generated(|b| InventorySpec::new(b, 30)).await;
     let endpoint = &LocalS3::shared().endpoint;
     let out = s3bundler_with_env(
@@ -656,9 +657,9 @@ async fn access_denied_exit_3_and_names_the_manifest() {
         &[("AWS_SECRET_ACCESS_KEY", "wrong")],
     )
     .await;
-    assert_eq!(out.code, 3, "{out:?}");
+    assert_eq!(out.code, 5, "{out:?}");
     assert!(
-        out.stderr.contains("access denied") && out.stderr.contains(&uri),
+        out.stderr.contains("credentials were refused") && out.stderr.contains(&uri),
         "{}",
         out.stderr
     );

@@ -779,3 +779,53 @@ async fn a_failed_dlq_write_leaves_no_index_and_the_redelivery_records_every_obj
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(dlq.len(), 20);
 }
+
+/// Old main had no lease: a worker handed a manifest another worker was bundling bundled it
+/// too (and aborted the other's upload as if it were left by an earlier attempt).
+#[tokio::test]
+async fn a_manifest_another_worker_holds_is_left_alone_and_comes_back_later() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "leased").await;
+    let manifest = slow_manifest(&client, &bucket, 3, 100).await;
+    // Another worker's live lease beside the manifest.
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 60;
+    let lease = serde_json::json!({"owner": "another-worker", "expires_at": expires_at});
+    put_object(
+        &client,
+        &bucket,
+        "manifests/slow.0.index.lease",
+        lease.to_string().into_bytes(),
+    )
+    .await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("leased"), 30, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let out = finish(
+        spawn_s3bundler(
+            moto,
+            &worker_args(&queue, &bucket, &["--max-messages", "1"]),
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code, 0, "not a failure: {}", out.stderr);
+    assert!(
+        out.stderr.contains("being bundled by another worker") && !out.stderr.contains("ERROR"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(messages_left(moto, &queue).await, 1, "the message is kept");
+    assert!(
+        receive_bodies(moto, &queue, 1).await.is_empty(),
+        "hidden until the lease would expire"
+    );
+    let keys = list_keys(&client, &bucket, "").await;
+    assert!(
+        !keys.iter().any(|k| k.starts_with("archives/")),
+        "nothing written: {keys:?}"
+    );
+    assert_eq!(incomplete_uploads(&client, &bucket).await, 0);
+}

@@ -273,35 +273,20 @@ pub async fn bundle_manifest(
 ) -> Result<BundleReport> {
     let started = Instant::now();
     info!("begin processing {manifest_uri}");
-    let bytes = s3
-        .get_bytes(manifest_uri, MANIFEST_LIMIT)
-        .await
-        .map_err(|f| Error::reading("GetObject", manifest_uri.to_string(), f))?;
-    let entries: Vec<Entry> = parse_manifest(&bytes, &manifest_uri.to_string())?
-        .into_iter()
-        .map(|e| Arc::new(e.into_owned()))
-        .collect();
-    drop(bytes);
-    let mut report = BundleReport {
+    let mut stop = shutdown.clone();
+    let read = tokio::select! {
+        read = read_manifest(s3, manifest_uri, settings) => read?,
+        _ = stop.requested() => return Err(Error::Interrupted),
+    };
+    let report = BundleReport {
         manifest: manifest_uri.to_string(),
         ..BundleReport::default()
     };
-    let Some(first) = entries.first() else {
-        warn!("{manifest_uri} lists no objects; nothing to bundle, nothing written");
-        return Ok(report);
+    let (entries, places) = match read {
+        Read::Empty => return Ok(report),
+        Read::Done(marker) => return Ok(already_done(report, marker)),
+        Read::ToDo(entries, places) => (entries, places),
     };
-    let layout = BundleLayout::new(
-        &settings.prefix,
-        &first.bucket,
-        &manifest_uri.key,
-        settings.compression,
-    );
-    let places = OutputPlaces::new(settings, manifest_uri, &layout);
-    if settings.skip_done {
-        if let Some(marker) = done_marker(s3, manifest_uri, &places).await? {
-            return Ok(already_done(report, marker));
-        }
-    }
     let mut lease = Lease::acquire(s3, places.lease(), settings.lease_ttl, manifest_uri).await?;
     // Checked again under the lease: another worker may have committed it meanwhile.
     if settings.skip_done {
@@ -312,16 +297,10 @@ pub async fn bundle_manifest(
     }
     let bundled = bundle_leased(s3, entries, settings, &places, &mut lease, shutdown).await;
     lease.release().await;
-    let committed = bundled?;
-    report.objects_archived = committed.report.objects_archived;
-    report.bytes_archived = committed.report.bytes_archived;
-    report.objects_copied = committed.report.objects_copied;
-    report.bytes_copied = committed.report.bytes_copied;
-    report.failed = committed.report.failed;
-    report.archive = committed.report.archive;
-    report.archive_bytes = committed.report.archive_bytes;
-    report.index = committed.report.index;
-    report.dlq = committed.report.dlq;
+    let mut report = BundleReport {
+        manifest: report.manifest,
+        ..bundled?
+    };
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     info!(
         objects = report.objects_archived,
@@ -335,6 +314,44 @@ pub async fn bundle_manifest(
             .unwrap_or("(no archive: nothing could be read)")
     );
     Ok(report)
+}
+
+/// A manifest as read, before its lease.
+enum Read {
+    Empty,
+    /// Bundled already (see `BundleSettings::skip_done`).
+    Done(S3Uri),
+    ToDo(Vec<Entry>, OutputPlaces),
+}
+
+/// Reads and parses the manifest, and checks whether it was bundled already.
+async fn read_manifest(s3: &S3, manifest_uri: &S3Uri, settings: &BundleSettings) -> Result<Read> {
+    let bytes = s3
+        .get_bytes(manifest_uri, MANIFEST_LIMIT)
+        .await
+        .map_err(|f| Error::reading("GetObject", manifest_uri.to_string(), f))?;
+    let entries: Vec<Entry> = parse_manifest(&bytes, &manifest_uri.to_string())?
+        .into_iter()
+        .map(|e| Arc::new(e.into_owned()))
+        .collect();
+    drop(bytes);
+    let Some(first) = entries.first() else {
+        warn!("{manifest_uri} lists no objects; nothing to bundle, nothing written");
+        return Ok(Read::Empty);
+    };
+    let layout = BundleLayout::new(
+        &settings.prefix,
+        &first.bucket,
+        &manifest_uri.key,
+        settings.compression,
+    );
+    let places = OutputPlaces::new(settings, manifest_uri, &layout);
+    if settings.skip_done {
+        if let Some(marker) = done_marker(s3, manifest_uri, &places).await? {
+            return Ok(Read::Done(marker));
+        }
+    }
+    Ok(Read::ToDo(entries, places))
 }
 
 fn already_done(mut report: BundleReport, marker: S3Uri) -> BundleReport {
@@ -376,11 +393,6 @@ impl OutputPlaces {
     }
 }
 
-/// What a committed manifest produced.
-struct Committed {
-    report: BundleReport,
-}
-
 /// Bundles a manifest whose lease this worker holds, then commits it.
 async fn bundle_leased(
     s3: &S3,
@@ -389,7 +401,7 @@ async fn bundle_leased(
     places: &OutputPlaces,
     lease: &mut Lease,
     shutdown: Shutdown,
-) -> Result<Committed> {
+) -> Result<BundleReport> {
     let started_at = epoch_seconds();
     let total = entries.len() as u64;
     let (big, small): (Vec<Entry>, Vec<Entry>) = entries
@@ -478,7 +490,7 @@ async fn commit(
     lease: &Lease,
     outputs: Outputs,
     finished: Option<FinishedArchive>,
-) -> Result<Committed> {
+) -> Result<BundleReport> {
     let Outputs {
         index,
         dlq,
@@ -526,7 +538,7 @@ async fn commit(
             .map_err(|f| Error::writing("PutObject", places.index.to_string(), f))?;
         report.index = Some(places.index.to_string());
     }
-    Ok(Committed { report })
+    Ok(report)
 }
 
 fn lost_task(manifest: &S3Uri, what: &str, error: tokio::task::JoinError) -> Error {
@@ -955,5 +967,68 @@ impl OpenUploads {
         for (upload_id, target) in open {
             abort_upload(s3, &target, &upload_id).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::ManifestEntry;
+
+    fn entry(key: &str) -> ManifestEntry<'static> {
+        ManifestEntry {
+            bucket: "src".into(),
+            key: key.to_string().into(),
+            size: 10,
+            version_id: None,
+            etag: None,
+            last_modified: None,
+            storage_class: None,
+        }
+    }
+
+    #[test]
+    fn nothing_is_committed_unless_every_object_is_accounted_for() {
+        let manifest = S3Uri::new("m", "a.0.index");
+        let mut outputs = Outputs::new(indicatif::ProgressBar::hidden());
+        outputs.archived(IndexRow {
+            key: "a".into(),
+            size: 10,
+            ..IndexRow::default()
+        });
+        outputs.copied(&IndexRow::default());
+        assert!(outputs
+            .fail(&entry("c"), DlqReason::NoSuchKey, "gone".into())
+            .is_ok());
+        assert!(outputs.check_accounted(&manifest, 3).is_ok());
+        // A fetch that vanished leaves one object without an outcome.
+        let error = outputs.check_accounted(&manifest, 4).err();
+        assert!(
+            matches!(&error, Some(Error::Incomplete { detail, .. }) if detail.contains("lists 4")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn access_denied_fails_the_manifest_only_when_every_object_so_far_was_denied() {
+        let denied = |outputs: &mut Outputs, n: usize| {
+            (0..n)
+                .map(|i| outputs.fail(&entry(&i.to_string()), DlqReason::AccessDenied, "no".into()))
+                .collect::<Vec<_>>()
+        };
+        let mut outputs = Outputs::new(indicatif::ProgressBar::hidden());
+        let results = denied(&mut outputs, 50);
+        assert!(results[..49].iter().all(Result::is_ok));
+        assert!(
+            matches!(results[49], Err(Error::Refused { .. })),
+            "the 50th in a row"
+        );
+
+        let mut mixed = Outputs::new(indicatif::ProgressBar::hidden());
+        mixed.archived(IndexRow::default());
+        assert!(
+            denied(&mut mixed, 80).iter().all(Result::is_ok),
+            "one object was readable"
+        );
     }
 }
