@@ -4,14 +4,12 @@
 //! UploadPartCopy ranges of a multipart upload whose headers, metadata and tags are set
 //! explicitly (a multipart copy does not carry them over by itself).
 
-use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, MetadataDirective, StorageClass, TaggingDirective,
-};
+use aws_sdk_s3::types::{CompletedPart, MetadataDirective, StorageClass, TaggingDirective};
 
 use super::object::{
     check_size, entry_uri, fetch_tags, object_info, send_for_object, ObjectInfo, ReadFailure,
 };
-use super::upload::{abort_upload, part_size_for};
+use super::upload::{abort_upload, complete_upload, part_size_for};
 use crate::archive::layout::big_object_key;
 use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
 use crate::error::{Error, RemoteFailure, Result};
@@ -230,29 +228,9 @@ async fn copy_parts(
                 .build(),
         );
     }
-    retrying(s3.settings().retry, target, || {
-        s3.client()
-            .complete_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts.clone()))
-                    .build(),
-            )
-            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-            .send()
-            .map_err(failure)
-    })
-    .await
-    .map_err(|f| {
-        ReadFailure::Fatal(Error::writing(
-            "CompleteMultipartUpload",
-            target.to_string(),
-            f,
-        ))
-    })?;
+    complete_upload(s3, target, upload_id, parts)
+        .await
+        .map_err(ReadFailure::Fatal)?;
     Ok(())
 }
 

@@ -189,24 +189,7 @@ impl MultipartUpload {
         self.forget_parts_from(i32::MAX).await?;
         let mut parts: Vec<CompletedPart> = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.part_number());
-        let (s3, target, upload_id) = (&self.s3, &self.target, &self.upload_id);
-        let output = retrying(s3.settings().retry, target, || {
-            s3.client()
-                .complete_multipart_upload()
-                .bucket(&target.bucket)
-                .key(&target.key)
-                .upload_id(upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts.clone()))
-                        .build(),
-                )
-                .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-                .send()
-                .map_err(failure)
-        })
-        .await
-        .map_err(|f| Error::writing("CompleteMultipartUpload", target.to_string(), f))?;
+        let output = complete_upload(&self.s3, &self.target, &self.upload_id, parts).await?;
         self.closed = true;
         Ok(Completed {
             etag: output.e_tag().map(str::to_string),
@@ -224,6 +207,33 @@ impl MultipartUpload {
         }
         abort_upload(&self.s3, &self.target, &self.upload_id).await;
     }
+}
+
+/// CompleteMultipartUpload of `parts` (in ascending order), tried again while it fails
+/// transiently; a failure is the target's.
+pub async fn complete_upload(
+    s3: &S3,
+    target: &S3Uri,
+    upload_id: &str,
+    parts: Vec<CompletedPart>,
+) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput> {
+    retrying(s3.settings().retry, target, || {
+        s3.client()
+            .complete_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts.clone()))
+                    .build(),
+            )
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .send()
+            .map_err(failure)
+    })
+    .await
+    .map_err(|f| Error::writing("CompleteMultipartUpload", target.to_string(), f))
 }
 
 /// AbortMultipartUpload, with the expected bucket owner like every other request, tried again
