@@ -829,3 +829,46 @@ async fn a_manifest_another_worker_holds_is_left_alone_and_comes_back_later() {
     );
     assert_eq!(incomplete_uploads(&client, &bucket).await, 0);
 }
+
+/// Old main logged a failed heartbeat and went on, although another worker could then receive
+/// the message and bundle the manifest at the same time.
+#[tokio::test]
+async fn a_heartbeat_that_cannot_extend_the_message_stops_the_manifest() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "nobeat").await;
+    let manifest = slow_manifest(&client, &bucket, 12, 1000).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("nobeat"), 2, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let proxy = FaultProxy::start(
+        moto,
+        FaultPlan {
+            get_delay: Some(Duration::from_millis(1500)),
+            fail_sqs_target_containing: Some("ChangeMessageVisibility".into()),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = finish(
+        spawn_s3bundler(
+            &proxy.endpoint,
+            &worker_args(
+                &queue,
+                &bucket,
+                &["--concurrency", "1", "--max-messages", "1"],
+            ),
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("could not keep message")
+            && !out.stderr.contains("successfully archived"),
+        "{}",
+        out.stderr
+    );
+    let keys = list_keys(&client, &bucket, "").await;
+    assert!(!keys.iter().any(|k| k.starts_with("archives/")), "{keys:?}");
+    assert_eq!(incomplete_uploads(&client, &bucket).await, 0);
+}

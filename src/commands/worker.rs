@@ -38,6 +38,11 @@ pub async fn work(
     settings.skip_done = true;
     let options = &args.worker;
     let visibility = queue.visibility_timeout().await?;
+    // A killed worker's message reappears after one visibility timeout; its lease must have
+    // expired by then, or the next worker would find the manifest still held.
+    settings.lease_ttl = settings
+        .lease_ttl
+        .min(visibility.max(std::time::Duration::from_secs(2)));
     let wait = Duration::from_secs(options.wait_time);
     let idle_timeout = options.idle_timeout.map(Duration::from_secs);
     info!(
@@ -106,6 +111,13 @@ pub async fn work(
                     // Another worker may hold it now: leave its visibility alone.
                     Err(Error::Interrupted) if lost && !shutdown.is_requested() => {
                         report_error(args.options.metrics_format());
+                        tally.first_error.get_or_insert(Error::Remote {
+                            operation: "ChangeMessageVisibility",
+                            location: format!("message {} of {}", message.id, queue.url()),
+                            detail: "the message could not be kept hidden, so its manifest was \
+                                     stopped without committing"
+                                .into(),
+                        });
                     }
                     Err(Error::Interrupted) => {
                         release(queue, &message, Duration::ZERO).await;
