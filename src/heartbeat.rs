@@ -106,6 +106,38 @@ mod tests {
         assert_eq!(interval_for(Duration::ZERO), Duration::from_secs(1));
     }
 
+    /// Old main logged a failed extension and went on, although another worker could then
+    /// receive the message and bundle the manifest at the same time.
+    #[tokio::test]
+    async fn a_heartbeat_that_cannot_extend_the_message_stops_its_manifest() {
+        // Nothing listens there: every ChangeMessageVisibility fails at once.
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "a", "b", None, None, "test",
+            ))
+            .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
+            .build();
+        let url = "http://127.0.0.1:1/123456789012/q";
+        let queue = Queue::resolve(aws_sdk_sqs::Client::from_conf(config), url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let message = Message {
+            id: "m".into(),
+            body: String::new(),
+            receipt: "r".into(),
+            receive_count: 1,
+        };
+        let (mut manifest, stopper) = crate::shutdown::Shutdown::never().child();
+        let heartbeat = Heartbeat::start(queue, message, Duration::from_secs(1), stopper);
+        tokio::time::timeout(Duration::from_secs(10), manifest.requested())
+            .await
+            .unwrap_or_else(|_| panic!("the manifest was not stopped"));
+        assert!(heartbeat.lost());
+    }
+
     #[test]
     fn failed_manifests_wait_longer_each_time_they_come_back() {
         assert_eq!(backoff_for(1), Duration::from_secs(30));

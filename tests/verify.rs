@@ -97,6 +97,34 @@ impl Bundled {
     async fn write_archive(&self, bytes: Vec<u8>) {
         put_object(&self.client, &self.arch, &self.archive_key, bytes).await;
     }
+
+    /// Rewrites the index's metadata to name the archive as it is now.
+    async fn claim_current_archive(&self) {
+        use s3bundler::bundle::ARCHIVE_ETAG_METADATA;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.arch)
+            .key(&self.archive_key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let etag = head
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
+        self.client
+            .copy_object()
+            .copy_source(format!("{}/{}", self.arch, self.index_key))
+            .bucket(&self.arch)
+            .key(&self.index_key)
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .metadata(ARCHIVE_ETAG_METADATA, etag)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
 }
 
 fn totals(json: &serde_json::Value) -> &serde_json::Value {
@@ -279,10 +307,17 @@ async fn a_truncated_archive_is_found() {
     let (out, json) = bundled.verify(&[]).await;
     assert_eq!(out.code, 1, "{out:?}");
     let t = totals(&json);
-    assert_eq!(t["manifest_problems"], 1, "{json}");
+    // Truncated, and (its ETag tells) not the archive the index was committed for.
+    assert_eq!(t["manifest_problems"], 2, "{json}");
     assert!(t["mismatched"].as_u64() >= Some(1), "{json}");
     let kinds = problem_kinds(&json);
     assert!(kinds.iter().any(|k| k.contains("truncated")), "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .any(|k| k.contains("not the archive its index was committed for")),
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test]
@@ -293,6 +328,12 @@ async fn a_changed_member_is_found_only_deep() {
     let at = rows[7].data_offset.unwrap_or(0) as usize;
     archive[at] ^= 0xff;
     bundled.write_archive(archive).await;
+    // The new ETag gives the replacement away; bytes changing under an unchanged ETag (the
+    // case --deep is for) look like this index committed for this archive.
+    let (out, json) = bundled.verify(&[]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(totals(&json)["manifest_problems"], 1, "{json}");
+    bundled.claim_current_archive().await;
     let (out, json) = bundled.verify(&[]).await;
     assert_eq!(out.code, 0, "headers and lengths still agree: {out:?}");
     assert_eq!(json["problems"], 0, "{json}");

@@ -37,6 +37,46 @@ impl LeaseBody {
     }
 }
 
+impl LeaseBody {
+    /// True when the lease was taken by another process of this host that no longer runs (a
+    /// `run` killed, then started again): it is free at once instead of after its time.
+    pub fn holder_is_gone(text: &[u8]) -> bool {
+        let Ok(body) = serde_json::from_slice::<LeaseBody>(text) else {
+            return false;
+        };
+        let mut parts = body.owner.split('/');
+        let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        let Some(pid) = pid.strip_prefix("pid-").and_then(|p| p.parse::<i32>().ok()) else {
+            return false;
+        };
+        host == this_host() && pid != std::process::id() as i32 && !process_runs(pid)
+    }
+}
+
+fn this_host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether a process with this ID exists (signal 0 checks without sending anything).
+fn process_runs(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether the process exists.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -45,9 +85,9 @@ fn now() -> u64 {
 
 /// This process, for the lease's `owner` (and the logs of whoever finds it).
 fn owner() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
     format!(
-        "{host}/pid-{}/{:016x}",
+        "{}/pid-{}/{:016x}",
+        this_host(),
         std::process::id(),
         fastrand::u64(..)
     )
@@ -83,7 +123,12 @@ impl Lease {
             Ok(etag) => etag,
             Err(RemoteFailure::PreconditionFailed) => {
                 let (current, etag) = read_lease(s3, &uri).await?;
-                let remaining = LeaseBody::remaining(&current, now());
+                let remaining = if LeaseBody::holder_is_gone(&current) {
+                    info!("the lease {uri} belongs to a process of this host that has ended");
+                    0
+                } else {
+                    LeaseBody::remaining(&current, now())
+                };
                 if remaining > 0 {
                     return Err(Error::Busy {
                         manifest: manifest.to_string(),
@@ -256,6 +301,38 @@ async fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_of_an_ended_process_of_this_host_is_free() {
+        let body = |owner: String| {
+            serde_json::to_vec(&LeaseBody {
+                owner,
+                expires_at: u64::MAX,
+            })
+            .unwrap_or_default()
+        };
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ended = child.id();
+        let _ = child.wait();
+        let host = this_host();
+        assert!(LeaseBody::holder_is_gone(&body(format!(
+            "{host}/pid-{ended}/1"
+        ))));
+        let me = std::process::id();
+        assert!(!LeaseBody::holder_is_gone(&body(format!(
+            "{host}/pid-{me}/1"
+        ))));
+        assert!(
+            !LeaseBody::holder_is_gone(&body(format!("{host}/pid-1/1"))),
+            "runs"
+        );
+        assert!(!LeaseBody::holder_is_gone(&body(format!(
+            "elsewhere/pid-{ended}/1"
+        ))));
+        assert!(!LeaseBody::holder_is_gone(b"garbage"));
+    }
 
     #[test]
     fn remaining_time_reads_the_body_and_garbage_counts_as_expired() {

@@ -67,9 +67,6 @@ pub struct FaultPlan {
     /// Every UploadPartCopy and CopyObject waits this long before it is forwarded: a test stops a
     /// worker during a copy.
     pub upload_part_copy_delay: Option<Duration>,
-    /// SQS requests whose `X-Amz-Target` contains this text (e.g. `ChangeMessageVisibility`)
-    /// are answered 500: a test makes a worker's heartbeat fail.
-    pub fail_sqs_target_containing: Option<String>,
 }
 
 /// PutObject of keys ending with `suffix` answered `status` with S3 error `code`.
@@ -481,16 +478,6 @@ async fn handle(
     }
     if name == "GetObjectTagging" {
         counts.tagging_gets.fetch_add(1, Ordering::Relaxed);
-    }
-    let sqs_target = request
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if let Some(failing) = state.plan.fail_sqs_target_containing.as_deref() {
-        if sqs_target.contains(failing) {
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
-        }
     }
     state.check_headers(name, &path, request.headers());
     let key = percent_decode(&path);
