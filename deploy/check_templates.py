@@ -64,7 +64,8 @@ EXPECTED_ROLES = {
             "s3:GetObjectTagging",
             "s3:GetObjectVersionTagging",
             "s3:ListBucket",  # a deleted source object answers 404 (NoSuchKey), not 403
-            "s3:PutObject",  # archives (multipart), indexes, big-object copies, .dlq
+            "s3:PutObject",  # archives (multipart), indexes, big-object copies, .dlq, .lease
+            "s3:DeleteObject",  # a stale .dlq, its own .lease: beside the manifests only
             "s3:PutObjectTagging",  # big-object copies keep their tags
             "s3:AbortMultipartUpload",
             "sqs:ReceiveMessage",
@@ -101,6 +102,7 @@ TRUSTED_SERVICE = {
 RESOURCE_MUST_CONTAIN = {
     ("GrouperTaskRole", "s3:DeleteObject"): "/_staging/",
     ("BundlerTaskRole", "s3:AbortMultipartUpload"): "${ArchivePrefix}/",
+    ("BundlerTaskRole", "s3:DeleteObject"): "${ManifestPrefix}/*.",
     ("BundlerTaskRole", "s3:PutObjectTagging"): "${ArchivePrefix}/",
 }
 
@@ -410,7 +412,8 @@ def bucket_props(data):
 # Mutations of the real templates that the checks must catch: (template, description, change,
 # text the failure must contain).
 MUTATIONS = [
-    ("core.yaml", "extra action", lambda d: statement(d, "BundlerTaskRole", "WriteArchives")["Action"].append("s3:DeleteObject"), "BundlerTaskRole"),
+    ("core.yaml", "extra action", lambda d: statement(d, "BundlerTaskRole", "WriteArchives")["Action"].append("s3:DeleteObjectVersion"), "BundlerTaskRole"),
+    ("core.yaml", "bundler delete widened", lambda d: statement(d, "BundlerTaskRole", "WriteArchives")["Action"].append("s3:DeleteObject"), "${ManifestPrefix}/*."),
     ("core.yaml", "wildcard action", lambda d: statement(d, "BundlerTaskRole", "ReadManifests").update(Action="s3:*"), "wildcard"),
     ("core.yaml", "Resource *", lambda d: statement(d, "GrouperTaskRole", "SendManifestMessages").update(Resource="*"), 'Resource "*"'),
     ("core.yaml", "missing action", lambda d: statement(d, "BundlerTaskRole", "ConsumeManifestQueue")["Action"].remove("sqs:ChangeMessageVisibility"), "not granted"),
