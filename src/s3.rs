@@ -569,25 +569,29 @@ impl S3 {
 
     /// Every key under `uri.key` with its size, in key order.
     pub async fn list(&self, uri: &S3Uri) -> Result<Vec<(String, u64)>, RemoteFailure> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&uri.bucket)
-            .prefix(&uri.key)
-            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(failure)?;
-            keys.extend(page.contents().iter().filter_map(|o| {
-                Some((
-                    o.key()?.to_string(),
-                    o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                ))
-            }));
-        }
-        Ok(keys)
+        // A listing cut by a failure is started again whole, within the retry policy.
+        crate::retry::retrying(self.settings.retry, uri, || async {
+            let mut keys = Vec::new();
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&uri.bucket)
+                .prefix(&uri.key)
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(failure)?;
+                keys.extend(page.contents().iter().filter_map(|o| {
+                    Some((
+                        o.key()?.to_string(),
+                        o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    ))
+                }));
+            }
+            Ok(keys)
+        })
+        .await
     }
 
     /// DeleteObjects of up to 1,000 objects of one bucket, each only while its ETag is the one

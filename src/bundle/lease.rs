@@ -35,9 +35,7 @@ impl LeaseBody {
             .map(|body| body.expires_at.saturating_sub(now))
             .unwrap_or(0)
     }
-}
 
-impl LeaseBody {
     /// True when the lease was taken by another process of this host that no longer runs (a
     /// `run` killed, then started again): it is free at once instead of after its time.
     pub fn holder_is_gone(text: &[u8]) -> bool {
