@@ -1305,3 +1305,41 @@ async fn compressing_very_compressible_objects_beyond_the_budget_does_not_stall(
         assert_eq!(out.json()["objects_archived"], 20);
     }
 }
+
+/// Old main silently raised the budget to four parts, so a huge archive took memory far beyond
+/// `--max-in-flight`; now it is refused before anything is read or written.
+#[tokio::test]
+async fn a_budget_smaller_than_two_parts_of_a_huge_archive_is_refused_before_any_write() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "hugearchive").await;
+    // 100 GiB listed (the objects need not exist: nothing is fetched): 12 MiB parts.
+    let entries: Vec<_> = (0..10)
+        .map(|i| entry(&bucket, &format!("big/{i}"), 10 << 30, None))
+        .collect();
+    let manifest = write_manifest(&client, &bucket, "m/huge.0.index", &entries).await;
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "bundle",
+            "-m",
+            &manifest,
+            "-b",
+            &bucket,
+            "-p",
+            "out",
+            "-s",
+            "20GiB",
+            "--max-in-flight",
+            "16MiB",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--max-in-flight") && out.stderr.contains("at least 24 MiB"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(list_keys(&client, &bucket, "").await, ["m/huge.0.index"]);
+}

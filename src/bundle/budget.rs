@@ -19,6 +19,23 @@ pub struct ByteBudget {
 #[derive(Debug, Default)]
 pub struct BudgetPermit(Option<OwnedSemaphorePermit>);
 
+/// The budget of an archive cut in parts of `part_size`: `--max-in-flight` itself, never more.
+/// A part must be able to fill while other objects are in flight (buffered objects are at most
+/// a third of the budget), so a budget under two parts is refused, saying what to change.
+pub fn budget_for(max_in_flight: u64, part_size: u64) -> Result<u64, String> {
+    if max_in_flight >= 2 * part_size {
+        return Ok(max_in_flight);
+    }
+    Err(format!(
+        "--max-in-flight {} is less than two {} MiB parts, the part size this archive needs to \
+         fit S3's 10,000 parts; raise --max-in-flight to at least {} MiB, or split the objects \
+         into smaller manifests (group -s)",
+        crate::size::human_bytes(max_in_flight),
+        part_size >> 20,
+        (2 * part_size).div_ceil(1 << 20)
+    ))
+}
+
 impl ByteBudget {
     pub fn new(bytes: u64) -> Self {
         let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
@@ -65,6 +82,17 @@ impl BudgetPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_is_max_in_flight_and_too_small_a_one_is_refused_with_what_to_do() {
+        assert_eq!(budget_for(192 << 20, 8 << 20), Ok(192 << 20));
+        assert_eq!(budget_for(16 << 20, 8 << 20), Ok(16 << 20));
+        let refused = budget_for(192 << 20, 120 << 20).err().unwrap_or_default();
+        assert!(
+            refused.contains("at least 240 MiB") && refused.contains("group -s"),
+            "{refused}"
+        );
+    }
 
     #[tokio::test]
     async fn permits_are_held_until_dropped_and_merge() {

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use self::budget::{BudgetPermit, ByteBudget};
+use self::budget::{budget_for, BudgetPermit, ByteBudget};
 use self::copy::{copy_big_object, CopySettings};
 use self::lease::Lease;
 use self::object::{read_whole, ObjectInfo, ObjectReader, ReadFailure, WholeObject};
@@ -72,7 +72,7 @@ pub struct BundleSettings {
     pub max_size: u64,
     /// Object GETs in flight at most (fewer while S3 throttles).
     pub concurrency: usize,
-    /// Bytes of object data held in memory at most (raised to 4 parts if smaller).
+    /// Bytes of object data held in memory at most; at least two archive parts.
     pub max_in_flight: u64,
     pub storage_class: Option<StorageClass>,
     pub multipart_copy_threshold: u64,
@@ -287,6 +287,13 @@ pub async fn bundle_manifest(
         Read::Done(marker) => return Ok(already_done(report, marker)),
         Read::ToDo(entries, places) => (entries, places),
     };
+    // Refused before anything is written: the budget cannot hold the parts this archive needs.
+    let archived = entries
+        .iter()
+        .map(|e| e.size)
+        .filter(|&s| s <= settings.max_size);
+    budget_for(settings.max_in_flight, archive_part_size(archived))
+        .map_err(|e| Error::Usage(format!("{manifest_uri}: {e}")))?;
     let mut lease = Lease::acquire(s3, places.lease(), settings.lease_ttl, manifest_uri).await?;
     // Checked again under the lease: another worker may have committed it meanwhile.
     if settings.skip_done {
@@ -407,9 +414,8 @@ async fn bundle_leased(
     let (big, small): (Vec<Entry>, Vec<Entry>) = entries
         .into_iter()
         .partition(|e| e.size > settings.max_size);
-    let estimate = small.iter().map(|e| e.size + MEMBER_OVERHEAD).sum::<u64>() + 1024;
-    let part_size = part_size_for(estimate, 8 << 20);
-    let budget = ByteBudget::new(settings.max_in_flight.max(4 * part_size));
+    let part_size = archive_part_size(small.iter().map(|e| e.size));
+    let budget = ByteBudget::new(settings.max_in_flight);
     // Only the lease holder gets here: uploads of this archive started earlier belong to an
     // attempt that stopped.
     abort_earlier_attempts(s3, &places.archive, started_at).await;
@@ -539,6 +545,12 @@ async fn commit(
         report.index = Some(places.index.to_string());
     }
     Ok(report)
+}
+
+/// The part size of an archive of these objects: 8 MiB, or more so that it fits 10,000 parts.
+fn archive_part_size(sizes: impl Iterator<Item = u64>) -> u64 {
+    let estimate = sizes.map(|size| size + MEMBER_OVERHEAD).sum::<u64>() + 1024;
+    part_size_for(estimate, 8 << 20)
 }
 
 fn lost_task(manifest: &S3Uri, what: &str, error: tokio::task::JoinError) -> Error {
