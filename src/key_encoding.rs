@@ -132,3 +132,35 @@ mod tests {
         assert_eq!(decoded(&encode_key(&all)), all);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage, mutated, odd_text};
+
+    proptest! {
+        #![proptest_config(cases(2048))]
+
+        #[test]
+        fn garbage_keys_never_panic_to_decode(bytes in garbage()) {
+            let _ = decode_key(&bytes);
+        }
+
+        #[test]
+        fn any_key_round_trips_and_leaves_no_csv_characters(key in any::<String>(), odd in odd_text()) {
+            for key in [key, odd] {
+                let encoded = encode_key(&key);
+                prop_assert!(!encoded.contains([',', '"', '\n', '\r', ' ']), "{}", encoded);
+                let decoded = decode_key(encoded.as_bytes()).map(Cow::into_owned);
+                prop_assert_eq!(decoded, Ok(key));
+            }
+        }
+
+        #[test]
+        fn mutated_encoded_keys_never_panic(bytes in mutated(odd_text().prop_map(|k| encode_key(&k).into_owned().into_bytes()))) {
+            let _ = decode_key(&bytes);
+        }
+    }
+}

@@ -12,6 +12,8 @@ pub mod commands;
 pub mod ecs;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzzing;
 pub mod group;
 pub mod heartbeat;
 pub mod inventory;

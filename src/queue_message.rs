@@ -211,3 +211,81 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage_text, mutated_text, odd_text};
+
+    fn s3_event(name: &str, bucket: &str, key: &str) -> Value {
+        json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": name,
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 10}}
+        }]})
+    }
+
+    /// Valid bodies of every accepted shape, with odd buckets and keys.
+    fn valid_body() -> impl Strategy<Value = Vec<u8>> {
+        let names = proptest::sample::select(vec![
+            "ObjectCreated:Put",
+            "ObjectCreated:CompleteMultipartUpload",
+            "ObjectRemoved:Delete",
+        ]);
+        (0u8..4, names, odd_text(), odd_text()).prop_map(|(shape, name, bucket, key)| {
+            let encoded = crate::key_encoding::encode_key(&key).into_owned();
+            let body = match shape {
+                0 => s3_event(name, &bucket, &encoded),
+                1 => json!({"Type": "Notification", "MessageId": "m",
+                    "Message": s3_event(name, &bucket, &encoded).to_string()}),
+                2 => json!({"Bucket": bucket, "Key": key}),
+                _ => json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket}),
+            };
+            body.to_string().into_bytes()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(cases(2048))]
+
+        #[test]
+        fn garbage_queue_bodies_never_panic(body in garbage_text()) {
+            let _ = parse_message(&body);
+        }
+
+        #[test]
+        fn mutated_queue_bodies_never_panic(body in mutated_text(valid_body())) {
+            let _ = parse_message(&body);
+        }
+
+        #[test]
+        fn odd_keys_in_queue_bodies_come_through(bucket in odd_text(), key in odd_text()) {
+            let encoded = crate::key_encoding::encode_key(&key).into_owned();
+            let want = Ok(Request::Bundle(vec![S3Uri::new(bucket.clone(), key.clone())]));
+            let event = s3_event("ObjectCreated:Put", &bucket, &encoded);
+            prop_assert_eq!(parse_message(&event.to_string()), want.clone());
+            let sns = json!({"Type": "Notification", "Message": event.to_string()});
+            prop_assert_eq!(parse_message(&sns.to_string()), want.clone());
+            let direct = json!({"Bucket": bucket, "Key": key});
+            prop_assert_eq!(parse_message(&direct.to_string()), want);
+        }
+    }
+
+    /// JSON nested past serde_json's recursion limit, and SNS envelopes nested in each other, are
+    /// refused rather than overflowing the stack.
+    #[test]
+    fn deeply_nested_bodies_are_refused() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(
+            parse_message(&deep),
+            Err(MessageError::NotJson(_))
+        ));
+        let mut body = r#"{"Bucket":"b","Key":"k"}"#.to_string();
+        for _ in 0..12 {
+            body = json!({"Type": "Notification", "Message": body}).to_string();
+        }
+        assert!(parse_message(&body).is_ok());
+    }
+}

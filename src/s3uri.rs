@@ -112,3 +112,31 @@ mod tests {
         assert_eq!(bucket_name("plain-bucket"), "plain-bucket");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage_text, odd_text};
+
+    proptest! {
+        #![proptest_config(cases(2048))]
+
+        #[test]
+        fn garbage_s3_uris_never_panic(text in garbage_text(), prefixed in garbage_text()) {
+            for text in [text, format!("s3://{prefixed}")] {
+                if let Ok(uri) = text.parse::<S3Uri>() {
+                    let _ = (uri.file_name(), uri.folder(), uri.sibling("x"));
+                }
+                let _ = bucket_name(&text);
+            }
+        }
+
+        #[test]
+        fn s3_uris_round_trip(bucket in "[a-z0-9.-]{1,63}", key in odd_text()) {
+            let uri = S3Uri::new(bucket, key);
+            prop_assert_eq!(uri.to_string().parse::<S3Uri>(), Ok(uri));
+        }
+    }
+}

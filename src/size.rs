@@ -97,3 +97,35 @@ mod tests {
         assert_eq!(human_bytes(4 << 30), "4.0 GiB");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage_text, mutated_text};
+
+    proptest! {
+        #![proptest_config(cases(2048))]
+
+        #[test]
+        fn garbage_sizes_never_panic(text in garbage_text()) {
+            if let Err(e) = text.parse::<ByteSize>() {
+                prop_assert!(e.contains(&format!("`{text}`")), "{}", e);
+            }
+        }
+
+        #[test]
+        fn mutated_sizes_never_panic(text in mutated_text(proptest::sample::select(vec!["4GiB", "512MiB", "64k", "1048576", " 2 tb "]).prop_map(|s| s.as_bytes().to_vec()))) {
+            let _ = text.parse::<ByteSize>();
+        }
+
+        #[test]
+        fn sizes_round_trip_in_every_unit(n in any::<u64>(), unit in 0usize..5, spelling in 0usize..3) {
+            let spellings = [["", "b", "B"], ["k", "KB", "KiB"], ["M", "mb", "MiB"], ["G", "GB", "gib"], ["T", "TB", "TiB"]];
+            let text = format!("{n}{}", spellings[unit][spelling]);
+            let want = n.checked_mul(1 << (10 * unit));
+            prop_assert_eq!(text.parse::<ByteSize>().ok().map(|s| s.0), want);
+        }
+    }
+}

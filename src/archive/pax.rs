@@ -55,10 +55,10 @@ fn ustar_header(name: &[u8], size: u64, mtime: u64, entry_type: EntryType) -> He
     header
 }
 
-/// A name that fits the ustar field: ASCII, at most 100 bytes. Otherwise a pax `path` record
-/// carries the real name and this is a readable stand-in.
+/// A name that fits the ustar field: ASCII without NUL (which ends the field), at most 100
+/// bytes. Otherwise a pax `path` record carries the real name and this is a readable stand-in.
 fn ustar_name(name: &str) -> (Vec<u8>, bool) {
-    if name.is_ascii() && name.len() <= 100 && !name.is_empty() {
+    if name.is_ascii() && name.len() <= 100 && !name.is_empty() && !name.contains('\0') {
         return (name.as_bytes().to_vec(), true);
     }
     let stand_in: Vec<u8> = name
@@ -387,6 +387,18 @@ mod tests {
         assert_eq!(parsed.attribute("meta.a=b%c"), Some("v"));
     }
 
+    /// Found by `member_headers_round_trip`: a key with a NUL went into the ustar name field,
+    /// which NUL ends, so the member read back as `src/` and `verify` called a sound archive
+    /// damaged. Such names now go in a pax `path` record.
+    #[test]
+    fn names_with_nul_survive() {
+        for name in ["\0", "src/a\0b", "src/\0"] {
+            let parsed = parse_member_header(&member_header(name, 0, 0, &[]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.name, name);
+        }
+    }
+
     #[test]
     fn damaged_headers_are_refused() {
         let good = member_header("src/plain", 5, 0, &[("etag".into(), "e".into())]);
@@ -399,5 +411,46 @@ mod tests {
         let mut renamed = good;
         renamed[1024] ^= 1; // the ustar name, checksum now wrong
         assert!(parse_member_header(&renamed).is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage, mutated, odd_text};
+
+    /// (name, size, attributes) of a member.
+    fn member() -> impl Strategy<Value = (String, u64, Vec<(String, String)>)> {
+        let size = prop_oneof![0u64..2048, any::<u64>()];
+        (odd_text(), size, vec((odd_text(), odd_text()), 0..3))
+    }
+
+    proptest! {
+        #![proptest_config(cases(1024))]
+
+        #[test]
+        fn member_headers_round_trip((name, size, attributes) in member()) {
+            let bytes = member_header(&name, size, 7, &attributes);
+            let parsed = parse_member_header(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(parsed.name, name);
+            prop_assert_eq!(parsed.size, size);
+            prop_assert_eq!(parsed.attributes, attributes);
+            prop_assert_eq!(parsed.length, bytes.len() as u64);
+        }
+
+        #[test]
+        fn garbage_tar_headers_never_panic(bytes in garbage()) {
+            let _ = parse_member_header(&bytes);
+        }
+
+        #[test]
+        fn mutated_tar_headers_never_panic(bytes in mutated(member().prop_map(|(n, s, a)| member_header(&n, s, 7, &a)))) {
+            if let Ok(parsed) = parse_member_header(&bytes) {
+                prop_assert!(parsed.length <= bytes.len() as u64);
+            }
+        }
     }
 }

@@ -490,3 +490,162 @@ mod tests {
         assert!(parse_pruned(b"bucket,key\n", "p").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage, mutated, odd_text, ok_or_names};
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), odd_text()]
+    }
+
+    fn optional() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(odd_text())
+    }
+
+    fn index_row() -> impl Strategy<Value = IndexRow> {
+        (
+            (odd_text(), odd_text(), optional(), any::<u64>(), text()),
+            (text(), text(), text(), text()),
+            (
+                btree_map(odd_text(), text(), 0..3),
+                btree_map(odd_text(), text(), 0..3),
+            ),
+            (text(), any::<Option<u64>>(), any::<Option<u64>>()),
+        )
+            .prop_map(
+                |(
+                    (bucket, key, version_id, size, last_modified),
+                    (etag, md5, storage_class, content_type),
+                    (metadata, tags),
+                    (member, header_offset, data_offset),
+                )| IndexRow {
+                    bucket,
+                    key,
+                    version_id,
+                    size,
+                    last_modified,
+                    etag,
+                    md5,
+                    storage_class,
+                    content_type,
+                    metadata,
+                    tags,
+                    member,
+                    header_offset,
+                    data_offset,
+                },
+            )
+    }
+
+    fn dlq_row() -> impl Strategy<Value = DlqRow> {
+        (
+            (odd_text(), odd_text(), optional(), any::<u64>()),
+            (
+                optional(),
+                proptest::sample::select(DlqReason::ALL.to_vec()),
+                text(),
+            ),
+        )
+            .prop_map(
+                |((bucket, key, version_id, size), (last_modified, reason, detail))| DlqRow {
+                    bucket,
+                    key,
+                    version_id,
+                    size,
+                    last_modified,
+                    reason,
+                    detail,
+                },
+            )
+    }
+
+    fn pruned_row() -> impl Strategy<Value = PrunedRow> {
+        (
+            (odd_text(), odd_text(), optional()),
+            (any::<u64>(), text(), text()),
+        )
+            .prop_map(
+                |((bucket, key, version_id), (size, etag, deleted_at))| PrunedRow {
+                    bucket,
+                    key,
+                    version_id,
+                    size,
+                    etag,
+                    deleted_at,
+                },
+            )
+    }
+
+    fn index(rows: &[IndexRow]) -> Vec<u8> {
+        let mut writer = IndexWriter::default();
+        rows.iter().for_each(|r| writer.push(r));
+        writer.finish()
+    }
+
+    fn dlq(rows: &[DlqRow]) -> Vec<u8> {
+        let mut writer = DlqWriter::default();
+        rows.iter().for_each(|r| writer.push(r));
+        writer.finish()
+    }
+
+    fn pruned(rows: &[PrunedRow]) -> Vec<u8> {
+        let mut writer = PrunedWriter::default();
+        rows.iter().for_each(|r| writer.push(r));
+        writer.finish()
+    }
+
+    /// Errors name the table.
+    fn named<T>(result: &Result<T>) -> bool {
+        ok_or_names(result, "s3://b/t")
+    }
+
+    proptest! {
+        #![proptest_config(cases(2048))]
+
+        #[test]
+        fn odd_index_rows_round_trip(rows in vec(index_row(), 0..6)) {
+            prop_assert_eq!(parse_index(&index(&rows), "i").ok(), Some(rows));
+        }
+
+        #[test]
+        fn odd_dlq_rows_round_trip(rows in vec(dlq_row(), 0..6)) {
+            prop_assert_eq!(parse_dlq(&dlq(&rows), "d").ok(), Some(rows));
+        }
+
+        #[test]
+        fn odd_pruned_rows_round_trip(rows in vec(pruned_row(), 0..6)) {
+            prop_assert_eq!(parse_pruned(&pruned(&rows), "p").ok(), Some(rows));
+        }
+
+        #[test]
+        fn garbage_tables_never_panic(bytes in garbage()) {
+            let mut with_header = INDEX_HEADER.join(",").into_bytes();
+            with_header.push(b'\n');
+            with_header.extend_from_slice(&bytes);
+            for bytes in [&bytes, &with_header] {
+                prop_assert!(named(&parse_index(bytes, "s3://b/t")));
+                prop_assert!(named(&parse_dlq(bytes, "s3://b/t")));
+                prop_assert!(named(&parse_pruned(bytes, "s3://b/t")));
+            }
+        }
+
+        #[test]
+        fn mutated_indexes_never_panic(bytes in mutated(vec(index_row(), 1..4).prop_map(|r| index(&r)))) {
+            prop_assert!(named(&parse_index(&bytes, "s3://b/t")));
+        }
+
+        #[test]
+        fn mutated_dlqs_and_pruned_logs_never_panic(
+            dlq_bytes in mutated(vec(dlq_row(), 1..4).prop_map(|r| dlq(&r))),
+            pruned_bytes in mutated(vec(pruned_row(), 1..4).prop_map(|r| pruned(&r))),
+        ) {
+            prop_assert!(named(&parse_dlq(&dlq_bytes, "s3://b/t")));
+            prop_assert!(named(&parse_pruned(&pruned_bytes, "s3://b/t")));
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 use md5::{Digest, Md5};
 
-use super::pax::{padding, parse_member_header, END_OF_ARCHIVE};
+use super::pax::{padding, parse_member_header, BLOCK, END_OF_ARCHIVE};
 use super::records::IndexRow;
 
 /// Header blocks longer than this are not this tool's (pax records with metadata and tags of a
@@ -45,8 +45,13 @@ pub fn span(row: &IndexRow) -> Result<Span, String> {
             MAX_HEADER
         ));
     }
+    // Room for the padding and the end of archive too, so that no sum over spans overflows.
     let end = data
         .checked_add(row.size)
+        .filter(|end| {
+            end.checked_add(BLOCK + END_OF_ARCHIVE.len() as u64)
+                .is_some()
+        })
         .ok_or_else(|| format!("size {} overflows", row.size))?;
     let expected_member = format!("{}/{}", row.bucket, row.key);
     if row.member != expected_member {
@@ -420,6 +425,19 @@ mod tests {
         assert_eq!(layout(&[]).expected_length, 0);
     }
 
+    /// Found reviewing the scanner for the property tests: an index size that fits after
+    /// data_offset but not with the member's padding overflowed `padded_end` (a panic with
+    /// overflow checks, a wrapped, nonsense layout without).
+    #[test]
+    fn sizes_that_overflow_with_padding_are_problems() {
+        let (_, rows) = archive(&[("a", b"hello")]);
+        let mut huge = rows;
+        huge[0].size = u64::MAX - 1024 - 1;
+        let found = layout(&huge);
+        assert!(found.ordered.is_empty(), "{found:?}");
+        assert!(found.problems[0].1.contains("overflows"), "{found:?}");
+    }
+
     #[test]
     fn changed_bytes_are_found_only_deep() {
         let (mut bytes, rows) = archive(&[("a", b"hello"), ("b", b"world")]);
@@ -442,5 +460,66 @@ mod tests {
                 .is_err_and(|e| e.contains("ended before")),
             "{verdicts:?}"
         );
+    }
+
+    mod proptests {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzzing::{cases, mutations, odd_text, Mutations};
+
+        /// An archive of 1 to 4 members with odd keys, and its index rows.
+        fn valid_archive() -> impl Strategy<Value = (Vec<u8>, Vec<IndexRow>)> {
+            vec((odd_text(), vec(any::<u8>(), 0..1200)), 1..4).prop_map(|members| {
+                let members: Vec<(&str, &[u8])> = members
+                    .iter()
+                    .map(|(k, d)| (k.as_str(), d.as_slice()))
+                    .collect();
+                archive(&members)
+            })
+        }
+
+        /// A change to one row's offsets or size, as a damaged index would have.
+        fn damaged_row() -> impl Strategy<Value = (usize, u8, u64)> {
+            let value = prop_oneof![0u64..8192, (0u64..16).prop_map(|b| b * 512), any::<u64>()];
+            (any::<usize>(), 0u8..3, value)
+        }
+
+        proptest! {
+            #![proptest_config(cases(2048))]
+
+            #[test]
+            fn sound_archives_with_odd_names_check_out((bytes, rows) in valid_archive(), chunk in 1usize..2000) {
+                for deep in [false, true] {
+                    let verdicts = scan(&bytes, &rows, deep, chunk);
+                    prop_assert!(all_ok(&verdicts), "{:?}", verdicts);
+                }
+            }
+
+            #[test]
+            fn mutated_archives_never_panic_the_scanner(
+                (valid, rows) in valid_archive(),
+                mutations in proptest::option::of(mutations()),
+                damage in vec(damaged_row(), 0..3),
+                chunk in 1usize..2000,
+            ) {
+                let mut bytes = valid;
+                mutations.iter().for_each(|m: &Mutations| m.apply(&mut bytes));
+                let mut rows = rows;
+                for (row, field, value) in damage {
+                    let count = rows.len();
+                    let row = &mut rows[row % count];
+                    match field {
+                        0 => row.header_offset = Some(value),
+                        1 => row.data_offset = Some(value),
+                        _ => row.size = value,
+                    }
+                }
+                for deep in [false, true] {
+                    let _ = scan(&bytes, &rows, deep, chunk);
+                }
+            }
+        }
     }
 }

@@ -118,6 +118,37 @@ impl Read for BlockReader {
     }
 }
 
+/// The most bytes one row may take. An inventory row is a few KiB at most (a key is at most
+/// 1,024 bytes, three times that URL-encoded); a damaged file with an unclosed quote or no line
+/// ends must not be read into memory as one endless row.
+pub const MAX_ROW: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("a row longer than {MAX_ROW} bytes (an unclosed quote, or not an S3 Inventory CSV file)")]
+struct RowTooLong;
+
+/// Counts bytes read, failing with [`RowTooLong`] once the row in progress passes [`MAX_ROW`]
+/// (plus what the CSV reader buffers ahead).
+struct RowLimit<R> {
+    inner: R,
+    read: u64,
+    row_start: u64,
+}
+
+impl<R: Read> Read for RowLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read - self.row_start > MAX_ROW {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RowTooLong,
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads the rows of one uncompressed CSV data file.
 pub fn read_csv<R: Read>(
     reader: R,
@@ -129,7 +160,11 @@ pub fn read_csv<R: Read>(
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(256 * 1024)
-        .from_reader(reader);
+        .from_reader(RowLimit {
+            inner: reader,
+            read: 0,
+            row_start: 0,
+        });
     // One UTF-8 check per record, instead of one per field.
     let mut record = ::csv::StringRecord::new();
     let mut row_number = 0u64;
@@ -144,6 +179,8 @@ pub fn read_csv<R: Read>(
             Err(e) => return Err(read_error(e, position)),
         }
         row_number += 1;
+        let next_row = csv.position().byte();
+        csv.get_mut().row_start = next_row;
         if record.len() != columns.width {
             return Err(Error::bad_input(
                 position.to_string(),
@@ -161,6 +198,9 @@ pub fn read_csv<R: Read>(
 
 fn read_error(error: ::csv::Error, position: RowPosition<'_>) -> Error {
     match error.kind() {
+        ::csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|e| e.is::<RowTooLong>()) => {
+            Error::bad_input(position.to_string(), io.to_string())
+        }
         ::csv::ErrorKind::Io(io) => Error::bad_input(
             position.file,
             format!(
@@ -334,8 +374,131 @@ mod tests {
         .contains("UTF-8"));
     }
 
+    /// An unclosed quote (or a file with no line ends) made the whole rest of the file one
+    /// row, held in memory: a gzip bomb of a few KiB could take gigabytes. Found reviewing the
+    /// parsers for the property tests (their inputs are too small to show memory).
+    #[test]
+    fn an_endless_row_is_refused_not_held_in_memory() {
+        let mut text =
+            String::from("\"b\",\"k\",\"v\",\"true\",\"false\",\"1\",\"t\",\"e\",\"S\"\n\"b\",\"");
+        text.push_str(&"x\n".repeat(3 << 20));
+        let err = error_of(&gzip(&text));
+        assert!(
+            err.contains("data.csv.gz row 2") && err.contains("longer than"),
+            "{err}"
+        );
+        let rows = "\"b\",\"k\",\"v\",\"true\",\"false\",\"1\",\"t\",\"e\",\"S\"\n".repeat(100_000);
+        assert_eq!(
+            rows_of(&gzip(&rows)).len(),
+            100_000,
+            "many short rows are fine"
+        );
+    }
+
+    fn rows_of(data: &[u8]) -> Vec<Summary> {
+        rows(data).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn not_gzip_at_all_is_an_error() {
         assert!(error_of(b"plain text, not gzip").contains("data.csv.gz"));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use std::io::Write;
+
+    use flate2::write::GzEncoder;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage, mutated, odd_text, ok_or_names};
+    use crate::key_encoding::encode_key;
+
+    const SCHEMA: &str = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass";
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = encoder.write_all(bytes);
+        encoder.finish().unwrap_or_default()
+    }
+
+    /// (bucket, key, size) of a row.
+    type Row = (String, String, Option<u64>);
+
+    /// A valid CSV data file as S3 Inventory writes it, every field quoted, keys URL-encoded.
+    fn valid_rows() -> impl Strategy<Value = Vec<Row>> {
+        proptest::collection::vec(
+            (odd_text(), odd_text(), proptest::option::of(any::<u64>())),
+            0..6,
+        )
+    }
+
+    fn csv_text(rows: &[Row]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (bucket, key, size) in rows {
+            let quoted = bucket.replace('"', "\"\"");
+            let (size, delete_marker) = match size {
+                Some(n) => (n.to_string(), "false"),
+                None => (String::new(), "true"),
+            };
+            let line = format!(
+                "\"{quoted}\",\"{}\",\"v\",\"true\",\"{delete_marker}\",\"{size}\",\"2024-05-06T22:37:48.000Z\",\"e\",\"STANDARD\"\n",
+                encode_key(key)
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+        out
+    }
+
+    fn read(data: &[u8], gzipped: bool) -> Result<Vec<Row>> {
+        let columns = ColumnMap::from_csv_schema(SCHEMA, "m")?;
+        let mut out = Vec::new();
+        let on_row = |row: &InventoryRow<'_>, _: RowPosition<'_>| {
+            out.push((row.bucket.to_string(), row.key.to_string(), row.size));
+            Ok(())
+        };
+        if gzipped {
+            read_gzip_csv(data, &columns, "data.csv.gz", on_row).map(drop)
+        } else {
+            read_csv(data, &columns, "data.csv.gz", on_row)
+        }?;
+        Ok(out)
+    }
+
+    fn named(result: Result<Vec<Row>>) -> bool {
+        ok_or_names(&result, "data.csv.gz")
+    }
+
+    proptest! {
+        #![proptest_config(cases(2048))]
+
+        #[test]
+        fn odd_inventory_rows_round_trip(rows in valid_rows()) {
+            let got = read(&gzip(&csv_text(&rows)), true);
+            prop_assert_eq!(got.ok(), Some(rows));
+        }
+
+        #[test]
+        fn garbage_inventory_rows_never_panic(bytes in garbage()) {
+            prop_assert!(named(read(&bytes, false)));
+            prop_assert!(named(read(&gzip(&bytes), true)));
+        }
+
+        #[test]
+        fn garbage_gzip_never_panics(bytes in garbage()) {
+            prop_assert!(named(read(&bytes, true)));
+        }
+
+        #[test]
+        fn mutated_inventory_rows_never_panic(text in mutated(valid_rows().prop_map(|r| csv_text(&r)))) {
+            prop_assert!(named(read(&gzip(&text), true)));
+        }
+
+        #[test]
+        fn mutated_gzip_streams_never_panic(data in mutated(valid_rows().prop_map(|r| gzip(&csv_text(&r))))) {
+            prop_assert!(named(read(&data, true)));
+        }
     }
 }

@@ -167,3 +167,71 @@ mod tests {
         assert!(verify_checksum(json, b"garbage", "c").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::{cases, garbage, mutated, mutated_from, odd_text, ok_or_names};
+
+    /// A valid `manifest.json` with odd keys and 0 to 4 data files.
+    fn valid_manifest() -> impl Strategy<Value = Vec<u8>> {
+        let format = proptest::sample::select(vec!["CSV", "ORC", "Parquet"]);
+        (
+            odd_text(),
+            format,
+            proptest::collection::vec((odd_text(), any::<u64>(), any::<[u8; 16]>()), 0..4),
+        )
+            .prop_map(|(bucket, format, files)| {
+                let files: Vec<_> = files
+                    .into_iter()
+                    .map(|(key, size, md5)| {
+                        serde_json::json!({"key": key, "size": size, "MD5checksum": hex::encode(md5)})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "sourceBucket": bucket, "destinationBucket": "arn:aws:s3:::inv",
+                    "version": "2016-11-30", "creationTimestamp": "1715043600000",
+                    "fileFormat": format, "fileSchema": "Bucket, Key, Size", "files": files,
+                })
+                .to_string()
+                .into_bytes()
+            })
+    }
+
+    fn named(result: Result<impl Sized>) -> bool {
+        ok_or_names(&result, "s3://inv/manifest.json")
+    }
+
+    proptest! {
+        #![proptest_config(cases(1024))]
+
+        #[test]
+        fn valid_inventory_manifests_parse(json in valid_manifest()) {
+            let parsed = InventoryManifest::parse(&json, "m");
+            prop_assert!(parsed.is_ok(), "{:?}", parsed.err());
+        }
+
+        #[test]
+        fn garbage_inventory_manifests_never_panic(json in garbage()) {
+            prop_assert!(named(InventoryManifest::parse(&json, "s3://inv/manifest.json")));
+        }
+
+        #[test]
+        fn mutated_inventory_manifests_never_panic(json in mutated(valid_manifest())) {
+            prop_assert!(named(InventoryManifest::parse(&json, "s3://inv/manifest.json")));
+        }
+
+        #[test]
+        fn checksum_files_never_panic(json in garbage(), checksum in mutated_from(*b"c473bcc2407d0a5cec5229b21d967e59\n")) {
+            prop_assert!(named(verify_checksum(&json, &checksum, "s3://inv/manifest.json")));
+        }
+
+        #[test]
+        fn the_right_checksum_verifies(json in odd_text()) {
+            let checksum = format!("{}\n", hex::encode(Md5::digest(json.as_bytes())).to_uppercase());
+            prop_assert!(verify_checksum(json.as_bytes(), checksum.as_bytes(), "c").is_ok());
+        }
+    }
+}
