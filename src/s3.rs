@@ -676,18 +676,27 @@ impl S3 {
             let Some(id) = upload.upload_id() else {
                 continue;
             };
-            self.client
-                .abort_multipart_upload()
-                .bucket(&uri.bucket)
-                .key(&uri.key)
-                .upload_id(id)
-                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-                .send()
-                .await
-                .map_err(failure)?;
+            self.abort_upload(uri, id).await?;
             aborted += 1;
         }
         Ok(aborted)
+    }
+
+    /// AbortMultipartUpload, with the expected bucket owner like every other request, tried
+    /// again while it fails transiently.
+    pub async fn abort_upload(&self, target: &S3Uri, upload_id: &str) -> Result<(), RemoteFailure> {
+        crate::retry::retrying(self.settings.retry, target, || {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&target.bucket)
+                .key(&target.key)
+                .upload_id(upload_id)
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await?;
+        Ok(())
     }
 }
 

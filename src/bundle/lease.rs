@@ -234,22 +234,13 @@ fn lease_body(owner: &str, ttl: Duration) -> Bytes {
 
 async fn read_lease(s3: &S3, uri: &S3Uri) -> Result<(Bytes, String)> {
     let read = |failure| Error::reading("GetObject", uri.to_string(), failure);
-    let output = s3
-        .client()
-        .get_object()
-        .bucket(&uri.bucket)
-        .key(&uri.key)
-        .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-        .send()
-        .await
-        .map_err(|e| read(crate::s3::failure(e)))?;
-    let etag = output.e_tag().unwrap_or_default().to_string();
-    let body = output
+    let stream = s3.get_stream(uri).await.map_err(read)?;
+    let body = stream
         .body
         .collect()
         .await
         .map_err(|e| read(RemoteFailure::Transient(crate::s3::error_chain(&e))))?;
-    Ok((body.into_bytes(), etag))
+    Ok((body.into_bytes(), stream.etag.unwrap_or_default()))
 }
 
 /// Renews the lease every quarter of its time. A refused renewal (the ETag changed: another

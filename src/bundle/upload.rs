@@ -236,22 +236,11 @@ pub async fn complete_upload(
     .map_err(|f| Error::writing("CompleteMultipartUpload", target.to_string(), f))
 }
 
-/// AbortMultipartUpload, with the expected bucket owner like every other request, tried again
-/// while it fails transiently. A failure is logged: the lifecycle rule is the backstop.
+/// Aborts an upload (see [`S3::abort_upload`]). A failure is logged: the lifecycle rule is the
+/// backstop.
 pub async fn abort_upload(s3: &S3, target: &S3Uri, upload_id: &str) {
-    let result = retrying(s3.settings().retry, target, || {
-        s3.client()
-            .abort_multipart_upload()
-            .bucket(&target.bucket)
-            .key(&target.key)
-            .upload_id(upload_id)
-            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-            .send()
-            .map_err(failure)
-    })
-    .await;
-    match result {
-        Ok(_) => tracing::info!("aborted the upload of {target}"),
+    match s3.abort_upload(target, upload_id).await {
+        Ok(()) => tracing::info!("aborted the upload of {target}"),
         Err(RemoteFailure::NotFound) => {}
         Err(failure) => {
             tracing::warn!("could not abort the upload of {target} ({upload_id}): {failure}")
