@@ -141,18 +141,33 @@ fn text_or_empty<'a>(value: &'a Option<Cow<'_, str>>) -> &'a str {
 
 /// Parses a whole bundle manifest; `location` names it in errors. Lines are numbered from 1.
 pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<ManifestEntry<'a>>> {
+    let mut entries = Vec::new();
+    parse_records(bytes, location, 1, &mut entries)?;
+    Ok(entries)
+}
+
+/// The longest manifest line accepted: a line holds one object (a 1,024-byte key is at most
+/// 3 KiB encoded), so anything longer is not a manifest, and is not held in memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Parses whole records of a manifest into `entries`, numbering them from `first_line`;
+/// returns how many there were.
+fn parse_records<'a>(
+    bytes: &'a [u8],
+    location: &str,
+    first_line: u64,
+    entries: &mut Vec<ManifestEntry<'a>>,
+) -> Result<u64> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(bytes);
-    let mut entries = Vec::new();
     let mut record = csv::ByteRecord::new();
-    let mut line = 0u64;
+    let mut line = first_line;
     loop {
-        line += 1;
         let bad = |detail: String| Error::bad_input(format!("{location} line {line}"), detail);
         match reader.read_byte_record(&mut record) {
-            Ok(false) => return Ok(entries),
+            Ok(false) => return Ok(line - first_line),
             Ok(true) => {}
             Err(e) => return Err(bad(format!("malformed CSV: {e}"))),
         }
@@ -190,6 +205,70 @@ pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<Manifes
             last_modified: text(5)?,
             storage_class: text(6)?,
         });
+        line += 1;
+    }
+}
+
+/// Parses a manifest that arrives in chunks (a streamed GET), so that memory does not grow
+/// with the manifest: each chunk's whole records are parsed as it comes, and only the start
+/// of the last, unfinished record is kept. A record ends at a newline outside quotes; quotes
+/// pair up in any record the manifest writer quotes (`""` inside a field toggles twice).
+#[derive(Debug)]
+pub struct ManifestChunks {
+    location: String,
+    /// The unfinished record's bytes so far.
+    carry: Vec<u8>,
+    in_quotes: bool,
+    next_line: u64,
+}
+
+impl ManifestChunks {
+    pub fn new(location: impl Into<String>) -> Self {
+        ManifestChunks {
+            location: location.into(),
+            carry: Vec::new(),
+            in_quotes: false,
+            next_line: 1,
+        }
+    }
+
+    /// Takes the next chunk; returns the entries of the records it completes.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<ManifestEntry<'static>>> {
+        let mut last_end = None;
+        for (i, &byte) in chunk.iter().enumerate() {
+            match byte {
+                b'"' => self.in_quotes = !self.in_quotes,
+                b'\n' if !self.in_quotes => last_end = Some(i),
+                _ => {}
+            }
+        }
+        let Some(end) = last_end else {
+            self.carry.extend_from_slice(chunk);
+            if self.carry.len() > MAX_LINE {
+                return Err(Error::bad_input(
+                    format!("{} line {}", self.location, self.next_line),
+                    format!("longer than {MAX_LINE} bytes: not a bundle manifest line"),
+                ));
+            }
+            return Ok(Vec::new());
+        };
+        self.carry.extend_from_slice(&chunk[..=end]);
+        let entries = self.parse_carry()?;
+        self.carry.extend_from_slice(&chunk[end + 1..]);
+        Ok(entries)
+    }
+
+    /// The manifest ended: returns the entries of a last record without a newline.
+    pub fn finish(&mut self) -> Result<Vec<ManifestEntry<'static>>> {
+        self.parse_carry()
+    }
+
+    fn parse_carry(&mut self) -> Result<Vec<ManifestEntry<'static>>> {
+        let mut entries = Vec::new();
+        self.next_line += parse_records(&self.carry, &self.location, self.next_line, &mut entries)?;
+        let owned = entries.into_iter().map(ManifestEntry::into_owned).collect();
+        self.carry.clear();
+        Ok(owned)
     }
 }
 
@@ -358,6 +437,33 @@ mod tests {
     }
 
     #[test]
+    fn streamed_lines_are_numbered_across_chunks() {
+        let mut chunks = ManifestChunks::new("s3://b/m.index");
+        let first = chunks.feed(b"src,a,1\nsrc,b,2\nsrc,c").unwrap_or_default();
+        assert_eq!(first.len(), 2);
+        let err = chunks
+            .feed(b",3\nsrc,d,x\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("s3://b/m.index line 4"), "{err}");
+    }
+
+    /// A manifest that never ends its line (a binary file given as `-m`) must not be held
+    /// whole in memory while the end of its first line is sought.
+    #[test]
+    fn a_line_without_end_is_refused_once_past_the_limit() {
+        let mut chunks = ManifestChunks::new("s3://b/m.index");
+        let chunk = vec![b'x'; 64 << 10];
+        let refused = (0..=MAX_LINE / chunk.len()).find_map(|_| chunks.feed(&chunk).err());
+        let text = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("line 1") && text.contains("longer than"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn malformed_lines_are_named() {
         let err = |text: &str| {
             parse_manifest(text.as_bytes(), "s3://b/m.index")
@@ -452,6 +558,35 @@ mod proptests {
             let parsed = parse_manifest(&bytes, "m").map_err(|e| TestCaseError::fail(e.to_string()))?;
             let got: Vec<(String, u64)> = parsed.into_iter().map(|e| (e.key.into_owned(), e.size)).collect();
             prop_assert_eq!(got, keys);
+        }
+
+        /// Streaming a manifest in chunks cut anywhere (inside a quoted field, a `""`, a
+        /// multi-byte character) reads the same entries as parsing it whole.
+        #[test]
+        fn chunked_manifests_read_like_whole_ones(
+            bytes in valid_manifest(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let whole = parse_manifest(&bytes, "m").map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let mut chunks = ManifestChunks::new("m");
+            let mut streamed = Vec::new();
+            let mut from = 0;
+            for to in cuts {
+                streamed.extend(chunks.feed(&bytes[from..to]).map_err(|e| TestCaseError::fail(e.to_string()))?);
+                from = to;
+            }
+            streamed.extend(chunks.finish().map_err(|e| TestCaseError::fail(e.to_string()))?);
+            prop_assert_eq!(streamed, whole);
+        }
+
+        #[test]
+        fn garbage_streamed_in_chunks_never_panics(bytes in garbage(), cut in any::<prop::sample::Index>()) {
+            let mut chunks = ManifestChunks::new("m");
+            let (a, b) = bytes.split_at(cut.index(bytes.len() + 1));
+            let _ = chunks.feed(a).and_then(|_| chunks.feed(b)).and_then(|_| chunks.finish());
         }
 
         #[test]

@@ -367,7 +367,20 @@ impl S3 {
 
     /// Starts a streaming GET.
     pub async fn get_stream(&self, uri: &S3Uri) -> Result<GetStream, RemoteFailure> {
-        self.get(uri, None).await
+        self.get(uri, None, None).await
+    }
+
+    /// Starts a streaming GET from byte `offset` to the end, of exactly the object whose ETag
+    /// is `etag` when one is given (else `PreconditionFailed`): a file read in several passes,
+    /// or resumed after a cut, is then one version throughout.
+    pub async fn get_from(
+        &self,
+        uri: &S3Uri,
+        offset: u64,
+        etag: Option<&str>,
+    ) -> Result<GetStream, RemoteFailure> {
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        self.get(uri, range, etag).await
     }
 
     /// Starts a streaming GET of bytes `first..=last`.
@@ -377,16 +390,23 @@ impl S3 {
         first: u64,
         last: u64,
     ) -> Result<GetStream, RemoteFailure> {
-        self.get(uri, Some(format!("bytes={first}-{last}"))).await
+        self.get(uri, Some(format!("bytes={first}-{last}")), None)
+            .await
     }
 
-    async fn get(&self, uri: &S3Uri, range: Option<String>) -> Result<GetStream, RemoteFailure> {
+    async fn get(
+        &self,
+        uri: &S3Uri,
+        range: Option<String>,
+        etag: Option<&str>,
+    ) -> Result<GetStream, RemoteFailure> {
         let output = crate::retry::retrying(self.settings.retry, uri, || {
             self.client
                 .get_object()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
                 .set_range(range.clone())
+                .set_if_match(etag.map(str::to_string))
                 .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
                 .send()
                 .map_err(failure)
@@ -567,6 +587,36 @@ impl S3 {
         Ok(())
     }
 
+    /// Replaces the user metadata of an object (a copy onto itself); with `etag`, only if it
+    /// is still that version.
+    pub async fn replace_metadata(
+        &self,
+        uri: &S3Uri,
+        content_type: &str,
+        metadata: &std::collections::BTreeMap<String, String>,
+        etag: Option<&str>,
+    ) -> Result<(), RemoteFailure> {
+        crate::retry::retrying(self.settings.retry, uri, || {
+            self.client
+                .copy_object()
+                .copy_source(copy_source(uri, None))
+                .set_copy_source_if_match(etag.map(str::to_string))
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .content_type(content_type)
+                .set_metadata(Some(metadata.clone().into_iter().collect()))
+                .set_server_side_encryption(self.settings.encryption())
+                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .set_expected_source_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .map_err(failure)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Every key under `uri.key` with its size, in key order.
     pub async fn list(&self, uri: &S3Uri) -> Result<Vec<(String, u64)>, RemoteFailure> {
         // A listing cut by a failure is started again whole, within the retry policy.
@@ -649,19 +699,32 @@ impl S3 {
         Ok(())
     }
 
-    /// Aborts the multipart uploads to exactly `uri` that started before `before` (seconds
-    /// since the epoch): what a killed attempt at the same archive left behind. Returns how
-    /// many were aborted.
+    /// Aborts the multipart uploads to exactly the keys of `targets` (all in one bucket) that
+    /// started before `before` (seconds since the epoch): what a killed attempt at the same
+    /// outputs left behind. One listing, of the keys' common prefix. Returns how many were
+    /// aborted.
     pub async fn abort_uploads_before(
         &self,
-        uri: &S3Uri,
+        targets: &[&S3Uri],
         before: i64,
     ) -> Result<usize, RemoteFailure> {
-        let listed = crate::retry::retrying(self.settings.retry, uri, || {
+        let Some(first) = targets.first() else {
+            return Ok(0);
+        };
+        let prefix = targets.iter().fold(first.key.as_str(), |common, target| {
+            let shared = common
+                .char_indices()
+                .zip(target.key.chars())
+                .find(|((_, a), b)| a != b)
+                .map_or(common.len().min(target.key.len()), |((i, _), _)| i);
+            &common[..shared]
+        });
+        let listing = S3Uri::new(first.bucket.clone(), prefix.to_string());
+        let listed = crate::retry::retrying(self.settings.retry, &listing, || {
             self.client
                 .list_multipart_uploads()
-                .bucket(&uri.bucket)
-                .prefix(&uri.key)
+                .bucket(&first.bucket)
+                .prefix(prefix)
                 .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
                 .send()
                 .map_err(failure)
@@ -670,13 +733,16 @@ impl S3 {
         let mut aborted = 0;
         for upload in listed.uploads() {
             let started = upload.initiated().map_or(i64::MAX, |t| t.secs());
-            if upload.key() != Some(uri.key.as_str()) || started >= before {
-                continue;
-            }
-            let Some(id) = upload.upload_id() else {
+            let target = targets
+                .iter()
+                .find(|t| upload.key() == Some(t.key.as_str()));
+            let (Some(target), Some(id)) = (target, upload.upload_id()) else {
                 continue;
             };
-            self.abort_upload(uri, id).await?;
+            if started >= before {
+                continue;
+            }
+            self.abort_upload(target, id).await?;
             aborted += 1;
         }
         Ok(aborted)

@@ -147,6 +147,29 @@ impl Table {
     fn finish(self) -> Vec<u8> {
         self.csv.into_inner().unwrap_or_default()
     }
+
+    fn buffered(&self) -> usize {
+        self.csv.get_ref().len()
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        let fresh = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::new());
+        std::mem::replace(&mut self.csv, fresh)
+            .into_inner()
+            .unwrap_or_default()
+    }
+}
+
+/// A table uploaded while it grows (`bundle`'s index and DLQ): its bytes so far are taken out
+/// in parts, so it never has to be held whole.
+pub trait Spill {
+    /// Bytes written and not yet taken (give or take the CSV writer's own small buffer).
+    fn buffered(&self) -> usize;
+    /// Takes every byte written so far (the header row too, the first time).
+    fn take(&mut self) -> Vec<u8>;
+    fn rows(&self) -> u64;
 }
 
 /// Accumulates index rows.
@@ -155,6 +178,20 @@ pub struct IndexWriter(Table);
 impl Default for IndexWriter {
     fn default() -> Self {
         IndexWriter(Table::new(&INDEX_HEADER))
+    }
+}
+
+impl Spill for IndexWriter {
+    fn buffered(&self) -> usize {
+        self.0.buffered()
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        self.0.take()
+    }
+
+    fn rows(&self) -> u64 {
+        self.0.rows
     }
 }
 
@@ -179,10 +216,6 @@ impl IndexWriter {
         ]);
     }
 
-    pub fn rows(&self) -> u64 {
-        self.0.rows
-    }
-
     pub fn finish(self) -> Vec<u8> {
         self.0.finish()
     }
@@ -197,6 +230,20 @@ impl Default for DlqWriter {
     }
 }
 
+impl Spill for DlqWriter {
+    fn buffered(&self) -> usize {
+        self.0.buffered()
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        self.0.take()
+    }
+
+    fn rows(&self) -> u64 {
+        self.0.rows
+    }
+}
+
 impl DlqWriter {
     pub fn push(&mut self, row: &DlqRow) {
         self.0.push(&[
@@ -208,10 +255,6 @@ impl DlqWriter {
             row.reason.as_str(),
             &row.detail,
         ]);
-    }
-
-    pub fn rows(&self) -> u64 {
-        self.0.rows
     }
 
     pub fn finish(self) -> Vec<u8> {

@@ -7,8 +7,10 @@
 pub mod budget;
 pub mod copy;
 pub mod lease;
+pub mod manifest_stream;
 pub mod object;
 pub mod pacer;
+pub mod table_upload;
 pub mod upload;
 pub mod writer;
 
@@ -27,17 +29,19 @@ use tracing::{debug, info, warn};
 use self::budget::{budget_for, BudgetPermit, ByteBudget};
 use self::copy::{copy_big_object, CopySettings};
 use self::lease::Lease;
+use self::manifest_stream::ManifestStream;
 use self::object::{read_whole, ObjectInfo, ObjectReader, ReadFailure, WholeObject};
 use self::pacer::Pacer;
+use self::table_upload::{Committed, TableUpload};
 use self::upload::{abort_upload, part_size_for};
 use self::writer::{ArchiveWriter, FinishedArchive};
 use crate::archive::layout::{BundleLayout, Compression};
 use crate::archive::pax::{member_header, padding};
 use crate::archive::records::{DlqReason, DlqRow, DlqWriter, IndexRow, IndexWriter};
 use crate::error::{Error, RemoteFailure, Result};
-use crate::manifest::{parse_manifest, ManifestEntry};
+use crate::manifest::ManifestEntry;
 use crate::retry::{Retrier, RetryPolicy};
-use crate::s3::{Put, S3};
+use crate::s3::S3;
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
 
@@ -49,12 +53,16 @@ pub const ARCHIVE_VERSION_METADATA: &str = "s3bundler-archive-version-id";
 /// then the commit marker. Any other DLQ is complete only once the index beside the archive
 /// exists.
 pub const DLQ_FINAL_METADATA: &str = "s3bundler-final";
+/// User metadata of an archive, and of its index and DLQ: a random id of the attempt that
+/// wrote them. An index too big to be put whole is uploaded before its archive's ETag is
+/// known, so this is what proves that an index and an archive belong together.
+pub const ATTEMPT_METADATA: &str = "s3bundler-attempt";
 /// Objects that must all be denied before AccessDenied is taken as the bucket's, not the
 /// objects'.
 const DENIED_TO_FAIL: u64 = 50;
 
-/// A bundle manifest holds at most `-c` lines; refuse absurd ones rather than hold them.
-const MANIFEST_LIMIT: u64 = 4 << 30;
+/// Parts of the index and the DLQ, each uploaded as soon as it is full.
+const TABLE_PART_SIZE: u64 = 8 << 20;
 /// Tar overhead allowance per member for the part-size estimate (pax records with metadata and
 /// tags, ustar header, padding).
 const MEMBER_OVERHEAD: u64 = 10 << 10;
@@ -136,6 +144,8 @@ enum Ready {
     Failed(Entry, ReadFailure),
     /// Bigger than a buffered fetch may be: the writer streams it itself.
     Stream(Entry),
+    /// Bigger than `--max-size`: copied on its own, or failed.
+    Copied(Entry, Box<std::result::Result<IndexRow, ReadFailure>>),
 }
 
 fn dlq_row(entry: &ManifestEntry<'_>, reason: DlqReason, detail: String) -> DlqRow {
@@ -150,10 +160,8 @@ fn dlq_row(entry: &ManifestEntry<'_>, reason: DlqReason, detail: String) -> DlqR
     }
 }
 
-/// Outputs being assembled for one manifest.
-struct Outputs {
-    index: IndexWriter,
-    dlq: DlqWriter,
+/// The outcomes so far: what the report says, and what the accounting checks.
+struct Tally {
     report: BundleReport,
     progress: indicatif::ProgressBar,
     /// Objects with an outcome so far, and how many of them were denied.
@@ -161,11 +169,9 @@ struct Outputs {
     denied: u64,
 }
 
-impl Outputs {
+impl Tally {
     fn new(progress: indicatif::ProgressBar) -> Self {
-        Outputs {
-            index: IndexWriter::default(),
-            dlq: DlqWriter::default(),
+        Tally {
             report: BundleReport::default(),
             progress,
             decided: 0,
@@ -173,9 +179,8 @@ impl Outputs {
         }
     }
 
-    fn fail(&mut self, entry: &ManifestEntry<'_>, reason: DlqReason, detail: String) -> Result<()> {
-        warn!(object = %format!("s3://{}/{}", entry.bucket, entry.key), reason = reason.as_str(), "could not archive: {detail}");
-        self.dlq.push(&dlq_row(entry, reason, detail));
+    /// Counts a failed object; fails the manifest once every object so far was denied.
+    fn failed(&mut self, entry: &ManifestEntry<'_>, reason: DlqReason) -> Result<()> {
         *self.report.failed.entry(reason).or_default() += 1;
         self.progress.inc(1);
         self.decided += 1;
@@ -198,17 +203,16 @@ impl Outputs {
         Ok(())
     }
 
-    fn archived(&mut self, row: IndexRow) {
+    fn archived(&mut self, size: u64) {
         self.report.objects_archived += 1;
-        self.report.bytes_archived += row.size;
-        self.index.push(&row);
+        self.report.bytes_archived += size;
         self.progress.inc(1);
         self.decided += 1;
     }
 
-    fn copied(&mut self, row: &IndexRow) {
+    fn copied(&mut self, size: u64) {
         self.report.objects_copied += 1;
-        self.report.bytes_copied += row.size;
+        self.report.bytes_copied += size;
         self.progress.inc(1);
         self.decided += 1;
     }
@@ -230,6 +234,78 @@ impl Outputs {
                 report.objects_archived, report.objects_copied
             ),
         })
+    }
+}
+
+/// Outputs being assembled for one manifest: the tally, and the index and the DLQ, uploaded
+/// as they grow.
+struct Outputs {
+    tally: Tally,
+    index: TableUpload<IndexWriter>,
+    dlq: TableUpload<DlqWriter>,
+}
+
+impl Outputs {
+    fn new(
+        s3: &S3,
+        places: &OutputPlaces,
+        attempt: &Attempt,
+        progress: indicatif::ProgressBar,
+    ) -> Self {
+        Outputs {
+            tally: Tally::new(progress),
+            index: TableUpload::new(
+                s3,
+                places.index.clone(),
+                IndexWriter::default(),
+                attempt.metadata(),
+                TABLE_PART_SIZE,
+            ),
+            dlq: TableUpload::new(
+                s3,
+                places.dlq.clone(),
+                DlqWriter::default(),
+                attempt.metadata(),
+                TABLE_PART_SIZE,
+            ),
+        }
+    }
+
+    async fn fail(
+        &mut self,
+        entry: &ManifestEntry<'_>,
+        reason: DlqReason,
+        detail: String,
+    ) -> Result<()> {
+        warn!(object = %format!("s3://{}/{}", entry.bucket, entry.key), reason = reason.as_str(), "could not archive: {detail}");
+        self.dlq.table().push(&dlq_row(entry, reason, detail));
+        self.tally.failed(entry, reason)?;
+        self.dlq.spill_if_full().await
+    }
+
+    async fn archived(&mut self, row: IndexRow) -> Result<()> {
+        self.tally.archived(row.size);
+        self.index.table().push(&row);
+        self.index.spill_if_full().await
+    }
+
+    /// Aborts the uploads of the index and the DLQ, if they were started.
+    async fn abort(&mut self) {
+        self.index.abort().await;
+        self.dlq.abort().await;
+    }
+}
+
+/// The attempt at a manifest that writes its outputs (see [`ATTEMPT_METADATA`]).
+struct Attempt(String);
+
+impl Attempt {
+    fn new() -> Self {
+        Attempt(format!("{:016x}", fastrand::u64(..)))
+    }
+
+    fn metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(ATTEMPT_METADATA.to_string(), self.0.clone())])
     }
 }
 
@@ -282,17 +358,13 @@ pub async fn bundle_manifest(
         manifest: manifest_uri.to_string(),
         ..BundleReport::default()
     };
-    let (entries, places) = match read {
+    let (summary, places) = match read {
         Read::Empty => return Ok(report),
         Read::Done(marker) => return Ok(already_done(report, marker)),
-        Read::ToDo(entries, places) => (entries, places),
+        Read::ToDo(todo) => *todo,
     };
     // Refused before anything is written: the budget cannot hold the parts this archive needs.
-    let archived = entries
-        .iter()
-        .map(|e| e.size)
-        .filter(|&s| s <= settings.max_size);
-    budget_for(settings.max_in_flight, archive_part_size(archived))
+    budget_for(settings.max_in_flight, summary.part_size())
         .map_err(|e| Error::Usage(format!("{manifest_uri}: {e}")))?;
     let mut lease = Lease::acquire(s3, places.lease(), settings.lease_ttl, manifest_uri).await?;
     // Checked again under the lease: another worker may have committed it meanwhile.
@@ -302,7 +374,7 @@ pub async fn bundle_manifest(
             return Ok(already_done(report, marker));
         }
     }
-    let bundled = bundle_leased(s3, entries, settings, &places, &mut lease, shutdown).await;
+    let bundled = bundle_leased(s3, &summary, settings, &places, &mut lease, shutdown).await;
     lease.release().await;
     let mut report = BundleReport {
         manifest: report.manifest,
@@ -328,27 +400,69 @@ enum Read {
     Empty,
     /// Bundled already (see `BundleSettings::skip_done`).
     Done(S3Uri),
-    ToDo(Vec<Entry>, OutputPlaces),
+    ToDo(Box<(ManifestSummary, OutputPlaces)>),
 }
 
-/// Reads and parses the manifest, and checks whether it was bundled already.
+/// What a first pass over a manifest learns, without holding its entries: enough to name the
+/// outputs, size the archive's parts and account for every object. Every line is parsed, so
+/// a bad one is reported before anything is written.
+struct ManifestSummary {
+    entries: u64,
+    /// Objects over `--max-size`, copied rather than archived.
+    big: u64,
+    /// The tar bytes the archived objects will take, roughly.
+    archive_estimate: u64,
+    first_bucket: String,
+    /// The version read: the later passes read exactly this one.
+    etag: Option<String>,
+}
+
+impl ManifestSummary {
+    async fn read(s3: &S3, uri: &S3Uri, max_size: u64) -> Result<Self> {
+        let mut stream = ManifestStream::open(s3, uri, None).await?;
+        let mut summary = ManifestSummary {
+            entries: 0,
+            big: 0,
+            // The end-of-archive blocks.
+            archive_estimate: 1024,
+            first_bucket: String::new(),
+            etag: None,
+        };
+        while let Some(batch) = stream.next_batch().await? {
+            if let (0, Some(first)) = (summary.entries, batch.first()) {
+                summary.first_bucket = first.bucket.to_string();
+            }
+            for entry in batch {
+                summary.entries += 1;
+                if entry.size > max_size {
+                    summary.big += 1;
+                } else {
+                    summary.archive_estimate = summary
+                        .archive_estimate
+                        .saturating_add(entry.size.saturating_add(MEMBER_OVERHEAD));
+                }
+            }
+        }
+        summary.etag = stream.etag().map(str::to_string);
+        Ok(summary)
+    }
+
+    /// The archive's part size: 8 MiB, or more so that it fits 10,000 parts.
+    fn part_size(&self) -> u64 {
+        part_size_for(self.archive_estimate, 8 << 20)
+    }
+}
+
+/// Reads the manifest's summary, and checks whether it was bundled already.
 async fn read_manifest(s3: &S3, manifest_uri: &S3Uri, settings: &BundleSettings) -> Result<Read> {
-    let bytes = s3
-        .get_bytes(manifest_uri, MANIFEST_LIMIT)
-        .await
-        .map_err(|f| Error::reading("GetObject", manifest_uri.to_string(), f))?;
-    let entries: Vec<Entry> = parse_manifest(&bytes, &manifest_uri.to_string())?
-        .into_iter()
-        .map(|e| Arc::new(e.into_owned()))
-        .collect();
-    drop(bytes);
-    let Some(first) = entries.first() else {
+    let summary = ManifestSummary::read(s3, manifest_uri, settings.max_size).await?;
+    if summary.entries == 0 {
         warn!("{manifest_uri} lists no objects; nothing to bundle, nothing written");
         return Ok(Read::Empty);
-    };
+    }
     let layout = BundleLayout::new(
         &settings.prefix,
-        &first.bucket,
+        &summary.first_bucket,
         &manifest_uri.key,
         settings.compression,
     );
@@ -358,7 +472,7 @@ async fn read_manifest(s3: &S3, manifest_uri: &S3Uri, settings: &BundleSettings)
             return Ok(Read::Done(marker));
         }
     }
-    Ok(Read::ToDo(entries, places))
+    Ok(Read::ToDo(Box::new((summary, places))))
 }
 
 fn already_done(mut report: BundleReport, marker: S3Uri) -> BundleReport {
@@ -403,53 +517,60 @@ impl OutputPlaces {
 /// Bundles a manifest whose lease this worker holds, then commits it.
 async fn bundle_leased(
     s3: &S3,
-    entries: Vec<Entry>,
+    summary: &ManifestSummary,
     settings: &BundleSettings,
     places: &OutputPlaces,
     lease: &mut Lease,
     shutdown: Shutdown,
 ) -> Result<BundleReport> {
     let started_at = epoch_seconds();
-    let total = entries.len() as u64;
-    let (big, small): (Vec<Entry>, Vec<Entry>) = entries
-        .into_iter()
-        .partition(|e| e.size > settings.max_size);
-    let part_size = archive_part_size(small.iter().map(|e| e.size));
     let budget = ByteBudget::new(settings.max_in_flight);
-    // Only the lease holder gets here: uploads of this archive started earlier belong to an
+    // Only the lease holder gets here: uploads of these outputs started earlier belong to an
     // attempt that stopped.
-    abort_earlier_attempts(s3, &places.archive, started_at).await;
+    abort_earlier_attempts(s3, places, started_at).await;
+    let attempt = Attempt::new();
     let mut writer = ArchiveWriter::new(
         s3,
         places.archive.clone(),
         settings.compression,
         settings.storage_class.clone(),
-        part_size,
+        summary.part_size(),
         CONCURRENT_PARTS,
+        attempt.metadata(),
     )?;
-    let mut outputs = Outputs::new(settings.progress.clone());
+    let mut outputs = Outputs::new(s3, places, &attempt, settings.progress.clone());
     let fetching = Fetching {
         s3: s3.clone(),
         policy: s3.settings().retry,
         pacer: Pacer::new(settings.concurrency),
     };
     let open_copies = OpenUploads::default();
-    let copy_settings = CopySettings {
-        bucket: settings.archive_bucket.clone(),
-        prefix: settings.prefix.clone(),
-        storage_class: settings.storage_class.clone(),
-        multipart_threshold: settings.multipart_copy_threshold,
-        open_uploads: open_copies.clone(),
+    let copy_lane = CopyLane {
+        fetching: fetching.clone(),
+        settings: CopySettings {
+            bucket: settings.archive_bucket.clone(),
+            prefix: settings.prefix.clone(),
+            storage_class: settings.storage_class.clone(),
+            multipart_threshold: settings.multipart_copy_threshold,
+            open_uploads: open_copies.clone(),
+        },
+        max_size: settings.max_size,
     };
-    let mut copies = spawn_copies(&fetching, big, copy_settings);
+    let mut copies = JoinSet::new();
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>(settings.concurrency.max(1));
     let mut scheduler = tokio::spawn(schedule(
         fetching.clone(),
-        small,
+        Pass::new(&places.manifest, summary),
+        settings.max_size,
         budget.clone(),
         settings.concurrency,
-        ready_tx,
+        ready_tx.clone(),
     ));
+    let copying = copy_lane.run(
+        (summary.big > 0).then(|| Pass::new(&places.manifest, summary)),
+        &mut copies,
+        ready_tx,
+    );
     let mut members = Members {
         fetching: &fetching,
         writer: &mut writer,
@@ -457,16 +578,16 @@ async fn bundle_leased(
         shutdown,
     };
     let archived = async {
-        members.write_all(ready_rx, lease).await?;
+        tokio::try_join!(members.write_all(ready_rx, lease), copying)?;
         // Every fetch has reported: the scheduler ends now, or it failed (a task panicked).
         match (&mut scheduler).await {
             Ok(result) => result?,
             Err(e) => return Err(lost_task(&places.manifest, "the fetch scheduler", e)),
         }
         members
-            .collect_copies(&mut copies, &places.manifest)
-            .await?;
-        members.outputs.check_accounted(&places.manifest, total)?;
+            .outputs
+            .tally
+            .check_accounted(&places.manifest, summary.entries)?;
         lease.ensure_held()?;
         tokio::select! {
             finished = members.writer.finish() => finished,
@@ -474,18 +595,19 @@ async fn bundle_leased(
         }
     }
     .await;
-    let finished = match archived {
-        Ok(finished) => finished,
-        Err(error) => {
-            scheduler.abort();
-            copies.abort_all();
-            while copies.join_next().await.is_some() {}
-            open_copies.abort_all(s3).await;
-            writer.abort().await;
-            return Err(error);
-        }
+    let committed = match archived {
+        Ok(finished) => commit(s3, places, lease, &mut outputs, finished).await,
+        Err(error) => Err(error),
     };
-    commit(s3, places, lease, outputs, finished).await
+    if committed.is_err() {
+        scheduler.abort();
+        copies.abort_all();
+        while copies.join_next().await.is_some() {}
+        open_copies.abort_all(s3).await;
+        writer.abort().await;
+        outputs.abort().await;
+    }
+    committed
 }
 
 /// The commit, in the order that never loses a record: the archive is complete; now the DLQ
@@ -494,30 +616,27 @@ async fn commit(
     s3: &S3,
     places: &OutputPlaces,
     lease: &Lease,
-    outputs: Outputs,
+    outputs: &mut Outputs,
     finished: Option<FinishedArchive>,
 ) -> Result<BundleReport> {
-    let Outputs {
-        index,
-        dlq,
-        mut report,
-        ..
-    } = outputs;
+    let mut report = outputs.tally.report.clone();
     let writes_index = report.objects_archived + report.objects_copied > 0;
     if let Some(archive) = &finished {
         report.archive = Some(places.archive.to_string());
         report.archive_bytes = archive.tar_bytes;
     }
     lease.ensure_held()?;
-    if dlq.rows() > 0 {
-        let mut put = Put::new("text/csv");
+    if outputs.dlq.rows() > 0 {
+        let mut late = BTreeMap::new();
         if !writes_index {
-            put.metadata
-                .insert(DLQ_FINAL_METADATA.to_string(), "true".to_string());
+            late.insert(DLQ_FINAL_METADATA.to_string(), "true".to_string());
         }
-        s3.put(&places.dlq, dlq.finish().into(), &put)
-            .await
-            .map_err(|f| Error::writing("PutObject", places.dlq.to_string(), f))?;
+        if let Committed::Completed(completed) = outputs.dlq.commit(late.clone()).await? {
+            if !late.is_empty() {
+                // Created before it was known that nothing would be archived.
+                mark_final(s3, &places.dlq, late, completed.etag.as_deref()).await?;
+            }
+        }
         report.dlq = Some(places.dlq.to_string());
     } else {
         // A DLQ left by an earlier attempt would now be wrong, and verify and prune trust it.
@@ -527,30 +646,40 @@ async fn commit(
     }
     if writes_index {
         lease.ensure_held()?;
-        let mut put = Put::new("text/csv");
+        let mut claim = BTreeMap::new();
         if let Some(archive) = &finished {
             let etag = archive.completed.etag.as_deref().unwrap_or_default();
-            put.metadata.insert(
+            claim.insert(
                 ARCHIVE_ETAG_METADATA.to_string(),
                 etag.trim_matches('"').to_string(),
             );
             if let Some(version) = &archive.completed.version_id {
-                put.metadata
-                    .insert(ARCHIVE_VERSION_METADATA.to_string(), version.clone());
+                claim.insert(ARCHIVE_VERSION_METADATA.to_string(), version.clone());
             }
         }
-        s3.put(&places.index, index.finish().into(), &put)
-            .await
-            .map_err(|f| Error::writing("PutObject", places.index.to_string(), f))?;
+        // An index uploaded in parts carries the attempt id alone, which its archive has too.
+        outputs.index.commit(claim).await?;
         report.index = Some(places.index.to_string());
     }
     Ok(report)
 }
 
-/// The part size of an archive of these objects: 8 MiB, or more so that it fits 10,000 parts.
-fn archive_part_size(sizes: impl Iterator<Item = u64>) -> u64 {
-    let estimate = sizes.map(|size| size + MEMBER_OVERHEAD).sum::<u64>() + 1024;
-    part_size_for(estimate, 8 << 20)
+/// Adds `late` to the metadata of a DLQ completed in parts (it then has the attempt id only).
+async fn mark_final(
+    s3: &S3,
+    dlq: &S3Uri,
+    late: BTreeMap<String, String>,
+    etag: Option<&str>,
+) -> Result<()> {
+    let head = s3
+        .head(dlq)
+        .await
+        .map_err(|f| Error::reading("HeadObject", dlq.to_string(), f))?;
+    let mut metadata = head.map(|h| h.metadata).unwrap_or_default();
+    metadata.extend(late);
+    s3.replace_metadata(dlq, "text/csv", &metadata, etag)
+        .await
+        .map_err(|f| Error::writing("CopyObject", dlq.to_string(), f))
 }
 
 fn lost_task(manifest: &S3Uri, what: &str, error: tokio::task::JoinError) -> Error {
@@ -566,14 +695,23 @@ fn epoch_seconds() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A worker killed mid-manifest leaves its multipart upload behind; the next holder of the
-/// manifest's lease aborts it so no storage is billed for it (the bucket's lifecycle rule is
-/// the backstop for archives never attempted again). Best effort: a failure is only logged.
-async fn abort_earlier_attempts(s3: &S3, archive: &S3Uri, started_at: i64) {
-    match s3.abort_uploads_before(archive, started_at).await {
-        Ok(0) => {}
-        Ok(n) => info!("aborted {n} incomplete upload(s) of {archive} left by an earlier attempt"),
-        Err(failure) => debug!("could not list earlier uploads of {archive}: {failure}"),
+/// A worker killed mid-manifest leaves its multipart uploads behind (the archive, and the
+/// index or DLQ when they had grown past a part); the next holder of the manifest's lease aborts
+/// them so no storage is billed for them (the bucket's lifecycle rule is the backstop for
+/// archives never attempted again). Best effort: a failure is only logged.
+async fn abort_earlier_attempts(s3: &S3, places: &OutputPlaces, started_at: i64) {
+    for targets in [vec![&places.archive, &places.index], vec![&places.dlq]] {
+        match s3.abort_uploads_before(&targets, started_at).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                "aborted {n} incomplete upload(s) of {} left by an earlier attempt",
+                targets[0]
+            ),
+            Err(failure) => debug!(
+                "could not list earlier uploads of {}: {failure}",
+                targets[0]
+            ),
+        }
     }
 }
 
@@ -669,13 +807,34 @@ impl Fetching {
     }
 }
 
-/// Starts fetches in manifest order: each waits for its bytes in the budget and a task slot;
-/// its GETs go through the adaptive gate. Objects too big to buffer are passed to the writer to
-/// stream. Ends when every fetch has handed its result over, or when the writer stops
-/// listening; a fetch task that panicked fails the manifest.
+/// One more pass over the manifest, of the version its summary read.
+struct Pass {
+    uri: S3Uri,
+    etag: Option<String>,
+}
+
+impl Pass {
+    fn new(uri: &S3Uri, summary: &ManifestSummary) -> Self {
+        Pass {
+            uri: uri.clone(),
+            etag: summary.etag.clone(),
+        }
+    }
+
+    async fn open(&self, s3: &S3) -> Result<ManifestStream> {
+        ManifestStream::open(s3, &self.uri, self.etag.as_deref()).await
+    }
+}
+
+/// Starts fetches of the objects to archive, in manifest order, reading the manifest as it
+/// goes: each waits for its bytes in the budget and a task slot; its GETs go through the
+/// adaptive gate. Objects too big to buffer are passed to the writer to stream. Ends when
+/// every fetch has handed its result over, or when the writer stops listening; a fetch task
+/// that panicked fails the manifest.
 async fn schedule(
     fetching: Fetching,
-    entries: Vec<Entry>,
+    pass: Pass,
+    max_size: u64,
     budget: ByteBudget,
     concurrency: usize,
     ready: mpsc::Sender<Ready>,
@@ -685,37 +844,41 @@ async fn schedule(
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut fetches = JoinSet::new();
     let failed_task = |e: tokio::task::JoinError| Error::Incomplete {
-        manifest: "the manifest".into(),
+        manifest: pass.uri.to_string(),
         detail: format!("a fetch task ended without reporting its object ({e})"),
     };
-    for entry in entries {
-        if entry.size > stream_threshold {
-            if ready.send(Ready::Stream(entry)).await.is_err() {
+    let mut manifest = pass.open(&fetching.s3).await?;
+    while let Some(batch) = manifest.next_batch().await? {
+        for entry in batch.into_iter().filter(|e| e.size <= max_size) {
+            let entry = Arc::new(entry);
+            if entry.size > stream_threshold {
+                if ready.send(Ready::Stream(entry)).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            let permit = budget.acquire(entry.size).await;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return Ok(());
+            };
+            if ready.is_closed() {
                 return Ok(());
             }
-            continue;
-        }
-        let permit = budget.acquire(entry.size).await;
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return Ok(());
-        };
-        if ready.is_closed() {
-            return Ok(());
-        }
-        let (fetching, ready) = (fetching.clone(), ready.clone());
-        fetches.spawn(async move {
-            let outcome = fetching
-                .patiently(|| read_whole(&fetching.s3, &entry))
-                .await;
-            drop(slot);
-            let message = match outcome {
-                Ok(object) => Ready::Member(entry, Box::new(object), permit),
-                Err(failure) => Ready::Failed(entry, failure),
-            };
-            let _ = ready.send(message).await;
-        });
-        while let Some(joined) = fetches.try_join_next() {
-            joined.map_err(failed_task)?;
+            let (fetching, ready) = (fetching.clone(), ready.clone());
+            fetches.spawn(async move {
+                let outcome = fetching
+                    .patiently(|| read_whole(&fetching.s3, &entry))
+                    .await;
+                drop(slot);
+                let message = match outcome {
+                    Ok(object) => Ready::Member(entry, Box::new(object), permit),
+                    Err(failure) => Ready::Failed(entry, failure),
+                };
+                let _ = ready.send(message).await;
+            });
+            while let Some(joined) = fetches.try_join_next() {
+                joined.map_err(failed_task)?;
+            }
         }
     }
     while let Some(joined) = fetches.join_next().await {
@@ -724,24 +887,70 @@ async fn schedule(
     Ok(())
 }
 
-fn record_failure(
+/// Copies the objects over `--max-size` (a few at once) as a pass over the manifest finds
+/// them, and hands each outcome to the writer. The copy tasks live in the caller's set, so
+/// that a manifest that stops can wait for them before it aborts their uploads.
+struct CopyLane {
+    fetching: Fetching,
+    settings: CopySettings,
+    max_size: u64,
+}
+
+impl CopyLane {
+    async fn run(
+        self,
+        pass: Option<Pass>,
+        copies: &mut JoinSet<()>,
+        ready: mpsc::Sender<Ready>,
+    ) -> Result<()> {
+        let Some(pass) = pass else { return Ok(()) };
+        let slots = Arc::new(Semaphore::new(CONCURRENT_COPIES));
+        let settings = Arc::new(self.settings);
+        let failed_task = |e| lost_task(&pass.uri, "a big-object copy", e);
+        let mut manifest = pass.open(&self.fetching.s3).await?;
+        while let Some(batch) = manifest.next_batch().await? {
+            for entry in batch.into_iter().filter(|e| e.size > self.max_size) {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return Ok(());
+                };
+                let (fetching, settings, ready) =
+                    (self.fetching.clone(), settings.clone(), ready.clone());
+                let entry = Arc::new(entry);
+                copies.spawn(async move {
+                    let result = fetching
+                        .patiently(|| copy_big_object(&fetching.s3, &entry, &settings))
+                        .await;
+                    drop(slot);
+                    let _ = ready.send(Ready::Copied(entry, Box::new(result))).await;
+                });
+                while let Some(joined) = copies.try_join_next() {
+                    joined.map_err(failed_task)?;
+                }
+            }
+        }
+        while let Some(joined) = copies.join_next().await {
+            joined.map_err(failed_task)?;
+        }
+        Ok(())
+    }
+}
+
+async fn record_failure(
     entry: &ManifestEntry<'_>,
     failure: ReadFailure,
     outputs: &mut Outputs,
 ) -> Result<()> {
-    match failure {
-        ReadFailure::Dlq(reason, detail) => outputs.fail(entry, reason, detail),
-        ReadFailure::ChangedDuringRead => outputs.fail(
-            entry,
+    let (reason, detail) = match failure {
+        ReadFailure::Dlq(reason, detail) => (reason, detail),
+        ReadFailure::ChangedDuringRead => (
             DlqReason::Changed,
             "the object changed while it was being read".into(),
         ),
-        ReadFailure::Corrupt(detail) => outputs.fail(entry, DlqReason::ChecksumMismatch, detail),
-        ReadFailure::Transient(failure) => {
-            outputs.fail(entry, DlqReason::Retry, failure.to_string())
-        }
-        ReadFailure::Fatal(error) => Err(error),
-    }
+        ReadFailure::Corrupt(detail) => (DlqReason::ChecksumMismatch, detail),
+        ReadFailure::Transient(failure) => (DlqReason::Retry, failure.to_string()),
+        ReadFailure::Fatal(error) => return Err(error),
+    };
+    outputs.fail(entry, reason, detail).await
 }
 
 /// Where a member's header and data start in the tar stream.
@@ -828,8 +1037,18 @@ impl Members<'_> {
                         self.writer.hold(permit);
                         Ok(())
                     }
-                    Ready::Failed(entry, failure) => record_failure(&entry, failure, self.outputs),
+                    Ready::Failed(entry, failure) => {
+                        record_failure(&entry, failure, self.outputs).await
+                    }
                     Ready::Stream(entry) => self.stream(&entry).await,
+                    Ready::Copied(entry, copied) => match *copied {
+                        Ok(row) => {
+                            info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to {}", row.member);
+                            self.outputs.tally.copied(row.size);
+                            Ok(())
+                        }
+                        Err(failure) => record_failure(&entry, failure, self.outputs).await,
+                    },
                 }
             };
             tokio::select! {
@@ -844,8 +1063,7 @@ impl Members<'_> {
         let start = begin_member(self.writer, entry, &info).await?;
         self.writer.write_owned(Bytes::from(data)).await?;
         let row = end_member(self.writer, entry, &info, md5, start).await?;
-        self.outputs.archived(row);
-        Ok(())
+        self.outputs.archived(row).await
     }
 
     /// Streams an object too big to buffer straight into the archive. If it fails for good
@@ -859,19 +1077,16 @@ impl Members<'_> {
             .await;
         let (info, reader) = match opened {
             Ok(opened) => opened,
-            Err(failure) => return record_failure(entry, failure, self.outputs),
+            Err(failure) => return record_failure(entry, failure, self.outputs).await,
         };
         let checkpoint = self.writer.checkpoint().await?;
         match self.stream_body(entry, &info, reader).await {
-            Ok(row) => {
-                self.outputs.archived(row);
-                Ok(())
-            }
+            Ok(row) => self.outputs.archived(row).await,
             Err(ReadFailure::Fatal(error)) => Err(error),
             Err(failure) => {
                 self.writer.rollback(checkpoint).await?;
                 debug!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "taken back out of the archive");
-                record_failure(entry, failure, self.outputs)
+                record_failure(entry, failure, self.outputs).await
             }
         }
     }
@@ -902,53 +1117,6 @@ impl Members<'_> {
             .await
             .map_err(ReadFailure::Fatal)
     }
-
-    /// Waits for the big-object copies; a stop request interrupts them.
-    async fn collect_copies(
-        &mut self,
-        copies: &mut JoinSet<CopyResult>,
-        manifest: &S3Uri,
-    ) -> Result<()> {
-        loop {
-            let joined = tokio::select! {
-                joined = copies.join_next() => joined,
-                _ = self.shutdown.requested() => return Err(Error::Interrupted),
-            };
-            let Some(joined) = joined else { return Ok(()) };
-            let (entry, result) =
-                joined.map_err(|e| lost_task(manifest, "a big-object copy", e))?;
-            match result {
-                Ok(row) => {
-                    info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to {}", row.member);
-                    self.outputs.copied(&row);
-                }
-                Err(failure) => record_failure(&entry, failure, self.outputs)?,
-            }
-        }
-    }
-}
-
-type CopyResult = (Entry, std::result::Result<IndexRow, ReadFailure>);
-
-fn spawn_copies(
-    fetching: &Fetching,
-    big: Vec<Entry>,
-    settings: CopySettings,
-) -> JoinSet<CopyResult> {
-    let mut copies = JoinSet::new();
-    let slots = Arc::new(Semaphore::new(CONCURRENT_COPIES));
-    let settings = Arc::new(settings);
-    for entry in big {
-        let (fetching, slots, settings) = (fetching.clone(), slots.clone(), settings.clone());
-        copies.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let result = fetching
-                .patiently(|| copy_big_object(&fetching.s3, &entry, &settings))
-                .await;
-            (entry, result)
-        });
-    }
-    copies
 }
 
 /// Multipart uploads started for big-object copies and not yet completed or aborted: when a
@@ -1002,19 +1170,13 @@ mod tests {
     #[test]
     fn nothing_is_committed_unless_every_object_is_accounted_for() {
         let manifest = S3Uri::new("m", "a.0.index");
-        let mut outputs = Outputs::new(indicatif::ProgressBar::hidden());
-        outputs.archived(IndexRow {
-            key: "a".into(),
-            size: 10,
-            ..IndexRow::default()
-        });
-        outputs.copied(&IndexRow::default());
-        assert!(outputs
-            .fail(&entry("c"), DlqReason::NoSuchKey, "gone".into())
-            .is_ok());
-        assert!(outputs.check_accounted(&manifest, 3).is_ok());
+        let mut tally = Tally::new(indicatif::ProgressBar::hidden());
+        tally.archived(10);
+        tally.copied(20);
+        assert!(tally.failed(&entry("c"), DlqReason::NoSuchKey).is_ok());
+        assert!(tally.check_accounted(&manifest, 3).is_ok());
         // A fetch that vanished leaves one object without an outcome.
-        let error = outputs.check_accounted(&manifest, 4).err();
+        let error = tally.check_accounted(&manifest, 4).err();
         assert!(
             matches!(&error, Some(Error::Incomplete { detail, .. }) if detail.contains("lists 4")),
             "{error:?}"
@@ -1023,21 +1185,21 @@ mod tests {
 
     #[test]
     fn access_denied_fails_the_manifest_only_when_every_object_so_far_was_denied() {
-        let denied = |outputs: &mut Outputs, n: usize| {
+        let denied = |tally: &mut Tally, n: usize| {
             (0..n)
-                .map(|i| outputs.fail(&entry(&i.to_string()), DlqReason::AccessDenied, "no".into()))
+                .map(|i| tally.failed(&entry(&i.to_string()), DlqReason::AccessDenied))
                 .collect::<Vec<_>>()
         };
-        let mut outputs = Outputs::new(indicatif::ProgressBar::hidden());
-        let results = denied(&mut outputs, 50);
+        let mut tally = Tally::new(indicatif::ProgressBar::hidden());
+        let results = denied(&mut tally, 50);
         assert!(results[..49].iter().all(Result::is_ok));
         assert!(
             matches!(results[49], Err(Error::Refused { .. })),
             "the 50th in a row"
         );
 
-        let mut mixed = Outputs::new(indicatif::ProgressBar::hidden());
-        mixed.archived(IndexRow::default());
+        let mut mixed = Tally::new(indicatif::ProgressBar::hidden());
+        mixed.archived(1);
         assert!(
             denied(&mut mixed, 80).iter().all(Result::is_ok),
             "one object was readable"

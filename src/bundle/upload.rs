@@ -56,20 +56,6 @@ pub struct MultipartUpload {
 }
 
 impl MultipartUpload {
-    pub async fn create(
-        s3: &S3,
-        target: &S3Uri,
-        content_type: &str,
-        storage_class: Option<&StorageClass>,
-        concurrent_parts: usize,
-    ) -> Result<Self> {
-        let headers = ObjectHeaders {
-            content_type: Some(content_type.to_string()),
-            ..ObjectHeaders::default()
-        };
-        Self::create_with(s3, target, &headers, storage_class, concurrent_parts).await
-    }
-
     /// Starts an upload of an object with these content headers, metadata and tags.
     pub async fn create_with(
         s3: &S3,

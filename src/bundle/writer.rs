@@ -3,6 +3,7 @@
 //! all failed leaves no upload at all. With compression the tar stream goes through a gzip or
 //! zstd encoder (zstd on every core) first; offsets always count the uncompressed tar stream.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use aws_sdk_s3::types::StorageClass;
@@ -13,7 +14,7 @@ use super::upload::{Completed, MultipartUpload};
 use crate::archive::layout::Compression;
 use crate::archive::pax::END_OF_ARCHIVE;
 use crate::error::{Error, Result};
-use crate::s3::S3;
+use crate::s3::{ObjectHeaders, S3};
 use crate::s3uri::S3Uri;
 
 /// The compressing stage; its output is collected in memory and moved into parts.
@@ -83,7 +84,8 @@ pub struct ArchiveWriter {
     s3: S3,
     compression: Compression,
     encoder: Option<Encoder>,
-    content_type: &'static str,
+    /// Content type and metadata (the attempt that wrote it).
+    headers: ObjectHeaders,
     target: S3Uri,
     storage_class: Option<StorageClass>,
     concurrent_parts: usize,
@@ -104,6 +106,7 @@ impl ArchiveWriter {
         storage_class: Option<StorageClass>,
         part_size: u64,
         concurrent_parts: usize,
+        metadata: BTreeMap<String, String>,
     ) -> Result<Self> {
         let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
         let encoder = Encoder::new(compression).map_err(|source| Error::Io {
@@ -119,7 +122,11 @@ impl ArchiveWriter {
             s3: s3.clone(),
             compression,
             encoder,
-            content_type,
+            headers: ObjectHeaders {
+                content_type: Some(content_type.to_string()),
+                metadata,
+                ..ObjectHeaders::default()
+            },
             target,
             storage_class,
             concurrent_parts,
@@ -219,10 +226,10 @@ impl ArchiveWriter {
     /// acknowledged.
     async fn send_part(&mut self, body: Bytes) -> Result<()> {
         if self.upload.is_none() {
-            let upload = MultipartUpload::create(
+            let upload = MultipartUpload::create_with(
                 &self.s3,
                 &self.target,
-                self.content_type,
+                &self.headers,
                 self.storage_class.as_ref(),
                 self.concurrent_parts,
             )

@@ -12,7 +12,7 @@ use super::{reconcile, BigCopy, ManifestReport, Outputs, Status};
 use crate::archive::layout::{big_object_key, is_bundle_output, BundleLayout, Compression};
 use crate::archive::records::{parse_dlq, parse_index, DlqRow, IndexRow};
 use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
-use crate::bundle::{ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA};
+use crate::bundle::{ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{parse_manifest, ManifestEntry};
 use crate::reading::{decompressed, Chunks, ReadError};
@@ -162,6 +162,8 @@ pub async fn check_manifest(
 struct ArchiveClaim {
     etag: Option<String>,
     version_id: Option<String>,
+    /// The attempt that wrote the index; its archive carries the same id.
+    attempt: Option<String>,
 }
 
 impl ArchiveClaim {
@@ -174,6 +176,7 @@ impl ArchiveClaim {
         Ok(ArchiveClaim {
             etag: metadata.remove(ARCHIVE_ETAG_METADATA),
             version_id: metadata.remove(ARCHIVE_VERSION_METADATA),
+            attempt: metadata.remove(ATTEMPT_METADATA),
         })
     }
 
@@ -188,6 +191,15 @@ impl ArchiveClaim {
         };
         if let Some(claimed) = self.etag.as_deref().filter(|c| *c != etag) {
             return Some(replaced("ETag", etag, claimed));
+        }
+        if let Some(claimed) = self.attempt.as_deref() {
+            let found = head
+                .metadata
+                .get(ATTEMPT_METADATA)
+                .map_or("none", String::as_str);
+            if found != claimed {
+                return Some(replaced("written by attempt", found, claimed));
+            }
         }
         // An unversioned bucket's objects have no version, or the version `null`.
         let version = head.version_id.as_deref().unwrap_or("null");
