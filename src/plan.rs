@@ -50,6 +50,8 @@ pub struct Census {
     pub manifests: u64,
     /// Manifests that produce an archive (not every object too big).
     pub archives: u64,
+    /// Manifests with objects too big to bundle (bundle reads these a third time).
+    pub manifests_with_copies: u64,
     pub archive_bytes: u64,
     pub archive_parts: u64,
     pub data_files: u64,
@@ -61,6 +63,7 @@ pub struct Census {
 #[derive(Debug, Clone, Default)]
 struct OpenManifest {
     members: u64,
+    copies: u64,
     data_bytes: u64,
     tar_bytes: u64,
 }
@@ -81,6 +84,7 @@ impl Census {
             count.add(size);
         }
         let by_class = if size > max_size {
+            self.open.copies += 1;
             &mut self.copied_by_class
         } else {
             self.open.members += 1;
@@ -95,6 +99,9 @@ impl Census {
     pub fn close_manifest(&mut self) {
         let open = std::mem::take(&mut self.open);
         self.manifests += 1;
+        if open.copies > 0 {
+            self.manifests_with_copies += 1;
+        }
         if open.members == 0 {
             return;
         }
@@ -127,12 +134,13 @@ pub struct Requests {
     pub object_gets: u64,
     /// GetObjectTagging, at most (only objects with tags are asked).
     pub tagging_gets_at_most: u64,
-    /// GETs of manifest.json, the data files and the bundle manifests.
+    /// GETs of manifest.json, the data files and the bundle manifests (read as a stream in
+    /// two passes, three when a manifest has objects to copy).
     pub inventory_and_manifest_gets: u64,
     /// HEADs of manifests (unchanged?), indexes and DLQs (the resume check, before and under
     /// the lease), and of objects copied whole.
     pub heads: u64,
-    /// ListMultipartUploads (stale uploads of the same archive).
+    /// ListMultipartUploads (stale uploads of the same archive and index, and of the DLQ).
     pub lists: u64,
     /// CreateMultipartUpload, UploadPart and CompleteMultipartUpload of the archives.
     pub archive_puts: u64,
@@ -193,9 +201,12 @@ pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
     let requests = Requests {
         object_gets: archived.objects,
         tagging_gets_at_most: all.objects,
-        inventory_and_manifest_gets: 1 + census.data_files + census.manifests,
+        inventory_and_manifest_gets: 1
+            + census.data_files
+            + 2 * census.manifests
+            + census.manifests_with_copies,
         heads: 5 * census.manifests + copied.objects,
-        lists: census.manifests,
+        lists: 2 * census.manifests,
         archive_puts: 2 * census.archives + census.archive_parts,
         other_puts: census.archives + 3 * census.manifests + copied.objects,
         copies: copied.objects,
@@ -411,16 +422,17 @@ mod tests {
         let r = &report.requests;
         assert_eq!(r.object_gets, 100_000);
         assert_eq!(r.tagging_gets_at_most, 100_002);
-        assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 3);
-        assert_eq!((r.heads, r.lists), (17, 3));
+        // Two passes over each of the 3 manifests, a third over the one with both copies.
+        assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 6 + 1);
+        assert_eq!((r.heads, r.lists), (17, 6));
         let parts = 2 * 36; // 294,401,024 / 8 MiB, rounded up
         assert_eq!(r.archive_puts, 4 + parts);
         assert_eq!(r.other_puts, 2 + 9 + 2);
         assert_eq!(r.copies, 2);
         // GETs at 0.0004/1000 (objects, tagging, inventory, heads); lists and other PUTs at
         // 0.005/1000; archive PUTs and copies at Deep Archive's 0.05/1000.
-        let requests = (100_000.0 + 100_002.0 + 6.0 + 17.0) / 1000.0 * 0.0004
-            + (3.0 + 13.0) / 1000.0 * 0.005
+        let requests = (100_000.0 + 100_002.0 + 10.0 + 17.0) / 1000.0 * 0.0004
+            + (6.0 + 13.0) / 1000.0 * 0.005
             + (76.0 + 2.0) / 1000.0 * 0.05;
         assert!(
             (report.request_cost - requests).abs() < 1e-9,

@@ -11,6 +11,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::StreamExt;
 use s3bundler::archive::records::{parse_dlq, parse_index, DlqReason, IndexRow};
 use s3bundler::bundle::ARCHIVE_ETAG_METADATA;
 use s3bundler::manifest::ManifestWriter;
@@ -56,11 +57,18 @@ async fn moto_objects(
     let client = s3_client(moto::endpoint());
     let src = new_bucket(&client, "src").await;
     let arch = new_bucket(&client, "arch").await;
-    let mut entries = Vec::new();
-    for (i, (key, size)) in sizes.iter().enumerate() {
-        put_object(&client, &src, key, body(*size, i as u8)).await;
-        entries.push(entry(&src, key, *size as u64, None));
-    }
+    let puts = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, (key, size))| put_object(&client, &src, key, body(*size, i as u8)));
+    futures_util::stream::iter(puts)
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let entries: Vec<_> = sizes
+        .iter()
+        .map(|(key, size)| entry(&src, key, *size as u64, None))
+        .collect();
     let manifest = write_manifest(&client, &src, &format!("m/{name}.0.index"), &entries).await;
     (client, src, arch, manifest)
 }
@@ -376,6 +384,26 @@ async fn sigterm_while_the_archive_completes_aborts_it() {
     let sizes = keys("obj", 6, 1 << 20);
     assert_interrupted_cleanly("finishing", &sizes, plan, &[], "the completion", |f| {
         operations_seen(f, "CompleteMultipartUpload") > 0
+    })
+    .await;
+}
+
+/// Old main held the index in memory until the commit. Now an index past one part is a
+/// multipart upload of its own while the archive is written, and a stop aborts it too.
+#[tokio::test]
+async fn sigterm_with_the_index_in_parts_aborts_it_too() {
+    let plan = FaultPlan {
+        complete_delay: Some(Duration::from_secs(20)),
+        ..FaultPlan::default()
+    };
+    // 4,500 index rows of over 2 KiB (a 1 KiB key, twice with the member name): past 8 MiB.
+    let segment = "s".repeat(240);
+    let sizes: Vec<_> = (0..4_500)
+        .map(|i| (format!("{segment}/{segment}/{segment}/{segment}/{i}"), 1))
+        .collect();
+    assert_interrupted_cleanly("tablepart", &sizes, plan, &[], "the completion", |f| {
+        operations_seen(f, "CompleteMultipartUpload") > 0
+            && operations_seen(f, "CreateMultipartUpload") >= 2
     })
     .await;
 }
