@@ -158,8 +158,9 @@ async fn expired_credentials_fail_the_manifest_and_commit_nothing() {
 #[tokio::test]
 async fn a_bucket_that_denies_every_object_fails_the_manifest() {
     let plan = FaultPlan {
-        // The manifest is the first GetObject: every object after it is denied.
-        gets_fail_after: Some(FailAfter::new(1, 403, "AccessDenied")),
+        // The manifest's two passes are the first GetObjects: every object after them is
+        // denied.
+        gets_fail_after: Some(FailAfter::new(2, 403, "AccessDenied")),
         ..FaultPlan::default()
     };
     assert_refused("denied", 120, plan, "lack access to the bucket").await;
