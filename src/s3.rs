@@ -570,25 +570,11 @@ impl S3 {
 
     /// Server-side copy of an object of at most 5 GiB, with the configured encryption.
     pub async fn copy_small(&self, from: &S3Uri, to: &S3Uri) -> Result<(), RemoteFailure> {
-        crate::retry::retrying(self.settings.retry, to, || {
-            self.client
-                .copy_object()
-                .copy_source(copy_source(from, None))
-                .bucket(&to.bucket)
-                .key(&to.key)
-                .set_server_side_encryption(self.settings.encryption())
-                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-                .set_expected_source_bucket_owner(self.settings.expected_bucket_owner.clone())
-                .send()
-                .map_err(failure)
-        })
-        .await?;
-        Ok(())
+        self.copy(from, to, None, None).await
     }
 
-    /// Replaces the user metadata of an object (a copy onto itself); with `etag`, only if it
-    /// is still that version.
+    /// Replaces the content type and user metadata of an object (a copy onto itself); with
+    /// `etag`, only if it is still that version.
     pub async fn replace_metadata(
         &self,
         uri: &S3Uri,
@@ -596,16 +582,33 @@ impl S3 {
         metadata: &std::collections::BTreeMap<String, String>,
         etag: Option<&str>,
     ) -> Result<(), RemoteFailure> {
-        crate::retry::retrying(self.settings.retry, uri, || {
-            self.client
+        self.copy(uri, uri, Some((content_type, metadata)), etag)
+            .await
+    }
+
+    async fn copy(
+        &self,
+        from: &S3Uri,
+        to: &S3Uri,
+        replace: Option<(&str, &std::collections::BTreeMap<String, String>)>,
+        if_match: Option<&str>,
+    ) -> Result<(), RemoteFailure> {
+        crate::retry::retrying(self.settings.retry, to, || {
+            let request = self
+                .client
                 .copy_object()
-                .copy_source(copy_source(uri, None))
-                .set_copy_source_if_match(etag.map(str::to_string))
-                .bucket(&uri.bucket)
-                .key(&uri.key)
-                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                .content_type(content_type)
-                .set_metadata(Some(metadata.clone().into_iter().collect()))
+                .copy_source(copy_source(from, None))
+                .set_copy_source_if_match(if_match.map(str::to_string))
+                .bucket(&to.bucket)
+                .key(&to.key);
+            let request = match replace {
+                Some((content_type, metadata)) => request
+                    .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                    .content_type(content_type)
+                    .set_metadata(Some(metadata.clone().into_iter().collect())),
+                None => request,
+            };
+            request
                 .set_server_side_encryption(self.settings.encryption())
                 .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
                 .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())

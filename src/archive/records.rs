@@ -162,6 +162,27 @@ impl Table {
     }
 }
 
+/// `Spill` for a writer around a [`Table`].
+macro_rules! spill_through_table {
+    ($($writer:ty),*) => {$(
+        impl Spill for $writer {
+            fn buffered(&self) -> usize {
+                self.0.buffered()
+            }
+
+            fn take(&mut self) -> Vec<u8> {
+                self.0.take()
+            }
+
+            fn rows(&self) -> u64 {
+                self.0.rows
+            }
+        }
+    )*};
+}
+
+spill_through_table!(IndexWriter, DlqWriter);
+
 /// A table uploaded while it grows (`bundle`'s index and DLQ): its bytes so far are taken out
 /// in parts, so it never has to be held whole.
 pub trait Spill {
@@ -178,20 +199,6 @@ pub struct IndexWriter(Table);
 impl Default for IndexWriter {
     fn default() -> Self {
         IndexWriter(Table::new(&INDEX_HEADER))
-    }
-}
-
-impl Spill for IndexWriter {
-    fn buffered(&self) -> usize {
-        self.0.buffered()
-    }
-
-    fn take(&mut self) -> Vec<u8> {
-        self.0.take()
-    }
-
-    fn rows(&self) -> u64 {
-        self.0.rows
     }
 }
 
@@ -227,20 +234,6 @@ pub struct DlqWriter(Table);
 impl Default for DlqWriter {
     fn default() -> Self {
         DlqWriter(Table::new(&DLQ_HEADER))
-    }
-}
-
-impl Spill for DlqWriter {
-    fn buffered(&self) -> usize {
-        self.0.buffered()
-    }
-
-    fn take(&mut self) -> Vec<u8> {
-        self.0.take()
-    }
-
-    fn rows(&self) -> u64 {
-        self.0.rows
     }
 }
 
@@ -483,6 +476,33 @@ mod tests {
         assert_eq!(writer.rows(), 1);
         let parsed = parse_dlq(&writer.finish(), "d").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed, vec![row]);
+    }
+
+    /// `bundle` uploads a table in parts as it grows: the parts, joined, are the table.
+    #[test]
+    fn a_table_taken_in_parts_joins_into_the_whole_table() {
+        let row = |i: usize| DlqRow {
+            bucket: "src".into(),
+            key: format!("k,\"{i}\"\n"),
+            version_id: None,
+            size: i as u64,
+            last_modified: None,
+            reason: DlqReason::Retry,
+            detail: "x".repeat(i),
+        };
+        let (mut whole, mut parted) = (DlqWriter::default(), DlqWriter::default());
+        let mut joined = Vec::new();
+        for i in 0..500 {
+            whole.push(&row(i));
+            parted.push(&row(i));
+            if i % 97 == 0 {
+                joined.extend(parted.take());
+                assert_eq!(parted.buffered(), 0);
+            }
+        }
+        joined.extend(parted.take());
+        assert_eq!(parted.rows(), 500);
+        assert_eq!(joined, whole.finish());
     }
 
     #[test]
