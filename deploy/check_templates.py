@@ -68,6 +68,7 @@ EXPECTED_ROLES = {
             "s3:DeleteObject",  # a stale .dlq, its own .lease: beside the manifests only
             "s3:PutObjectTagging",  # big-object copies keep their tags
             "s3:AbortMultipartUpload",
+            "s3:ListBucketMultipartUploads",  # uploads a killed worker left, aborted by the next
             "sqs:ReceiveMessage",
             "sqs:DeleteMessage",
             "sqs:ChangeMessageVisibility",
@@ -98,12 +99,15 @@ TRUSTED_SERVICE = {
     "InstanceRole": "ec2.amazonaws.com",
 }
 
-# Actions a statement of each role may only grant on resources whose text contains this.
+# Actions a statement of each role may only grant on resources whose text contains one of these.
 RESOURCE_MUST_CONTAIN = {
-    ("GrouperTaskRole", "s3:DeleteObject"): "/_staging/",
-    ("BundlerTaskRole", "s3:AbortMultipartUpload"): "${ArchivePrefix}/",
-    ("BundlerTaskRole", "s3:DeleteObject"): "${ManifestPrefix}/*.",
-    ("BundlerTaskRole", "s3:PutObjectTagging"): "${ArchivePrefix}/",
+    ("GrouperTaskRole", "s3:DeleteObject"): ("/_staging/",),
+    # Archives and indexes; a DLQ past one part is a multipart upload too.
+    ("BundlerTaskRole", "s3:AbortMultipartUpload"): ("${ArchivePrefix}/", "${ManifestPrefix}/*.dlq"),
+    ("BundlerTaskRole", "s3:DeleteObject"): ("${ManifestPrefix}/*.",),
+    ("BundlerTaskRole", "s3:PutObjectTagging"): ("${ArchivePrefix}/",),
+    # Uploads an earlier attempt left: listed on the archive bucket only.
+    ("BundlerTaskRole", "s3:ListBucketMultipartUploads"): ("ArchiveBucket",),
 }
 
 EXECUTION_ROLE_SERVICES = {"ecr", "logs"}
@@ -168,11 +172,11 @@ def check_statement_resources(checker, template, role, statement):
         if re.search(r':::\*"|:\*"$|:\*:\*', flat):
             checker.fail(template, role, statement, f"statement {sid} has a wildcard resource {flat}")
     for action in actions:
-        needle = RESOURCE_MUST_CONTAIN.get((role, action))
-        if needle and not all(needle in text_of(r) for r in resources):
+        needles = RESOURCE_MUST_CONTAIN.get((role, action))
+        if needles and not all(any(n in text_of(r) for n in needles) for r in resources):
             checker.fail(
                 template, role, statement,
-                f"statement {sid}: {action} must only apply to resources containing {needle!r}",
+                f"statement {sid}: {action} must only apply to resources containing one of {needles!r}",
             )
 
 
@@ -413,6 +417,7 @@ def bucket_props(data):
 # text the failure must contain).
 MUTATIONS = [
     ("core.yaml", "extra action", lambda d: statement(d, "BundlerTaskRole", "WriteArchives")["Action"].append("s3:DeleteObjectVersion"), "BundlerTaskRole"),
+    ("core.yaml", "dlq abort widened", lambda d: statement(d, "BundlerTaskRole", "AbortDlqUploads").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/*"}), "s3:AbortMultipartUpload must only apply"),
     ("core.yaml", "bundler delete widened", lambda d: statement(d, "BundlerTaskRole", "WriteArchives")["Action"].append("s3:DeleteObject"), "${ManifestPrefix}/*."),
     ("core.yaml", "wildcard action", lambda d: statement(d, "BundlerTaskRole", "ReadManifests").update(Action="s3:*"), "wildcard"),
     ("core.yaml", "Resource *", lambda d: statement(d, "GrouperTaskRole", "SendManifestMessages").update(Resource="*"), 'Resource "*"'),
