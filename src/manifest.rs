@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 use crate::key_encoding::{decode_key, encode_key};
+use crate::s3::MAX_KEY_BYTES;
 
 /// One object of a bundle manifest. The key is decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +178,18 @@ pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<Manifes
         if key.is_empty() {
             return Err(bad("Key is empty".into()));
         }
+        let version_id = text(3)?;
+        // Longer ones cannot exist, and the SDK panics building a request for one over 64 KiB.
+        for (name, length) in [
+            ("Key", key.len()),
+            ("VersionId", version_id.as_ref().map_or(0, |v| v.len())),
+        ] {
+            if length > MAX_KEY_BYTES {
+                return Err(bad(format!(
+                    "{name} is {length} bytes, longer than the {MAX_KEY_BYTES} bytes S3 allows"
+                )));
+            }
+        }
         let size_text = text(2)?.unwrap_or_default();
         let size = size_text
             .parse::<u64>()
@@ -185,7 +198,7 @@ pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<Manifes
             bucket,
             key: Cow::Owned(key),
             size,
-            version_id: text(3)?,
+            version_id,
             etag: text(4)?,
             last_modified: text(5)?,
             storage_class: text(6)?,
@@ -368,6 +381,12 @@ mod tests {
         assert!(err("src,a,1\nsrc,b\n").contains("s3://b/m.index line 2"));
         assert!(err("src,a,big\n").contains("Size `big`"));
         assert!(err("src,,1\n").contains("Key is empty"));
+        let long = format!("src,{},1\n", "k".repeat(MAX_KEY_BYTES + 1));
+        assert!(err(&long).contains("Key is 1025 bytes, longer than the 1024 bytes S3 allows"));
+        let long = format!("src,k,1,{},,,\n", "v".repeat(70_000));
+        assert!(err(&long).contains("VersionId is 70000 bytes"));
+        let longest = format!("src,{},1\n", "k".repeat(MAX_KEY_BYTES));
+        assert_eq!(err(&longest), "");
     }
 }
 

@@ -345,6 +345,27 @@ pub(crate) fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
     classify(&error, status)
 }
 
+/// The longest key S3 holds, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Refuses a key or version ID longer than S3 allows before a request is built for it: S3
+/// would refuse it anyway, and the SDK panics ("valid request") building a request whose URI
+/// is over 64 KiB.
+fn check_lengths(uri: &S3Uri, version_id: Option<&str>) -> Result<(), RemoteFailure> {
+    let too_long = |what: &str, length: usize| {
+        Err(RemoteFailure::Permanent(format!(
+            "the {what} is {length} bytes, longer than the {MAX_KEY_BYTES} bytes S3 allows"
+        )))
+    };
+    if uri.key.len() > MAX_KEY_BYTES {
+        return too_long("key", uri.key.len());
+    }
+    match version_id {
+        Some(version) if version.len() > MAX_KEY_BYTES => too_long("version ID", version.len()),
+        _ => Ok(()),
+    }
+}
+
 /// The S3 client with this run's settings.
 #[derive(Clone, Debug)]
 pub struct S3 {
@@ -381,6 +402,7 @@ impl S3 {
     }
 
     async fn get(&self, uri: &S3Uri, range: Option<String>) -> Result<GetStream, RemoteFailure> {
+        check_lengths(uri, None)?;
         let output = crate::retry::retrying(self.settings.retry, uri, || {
             self.client
                 .get_object()
@@ -464,6 +486,7 @@ impl S3 {
         uri: &S3Uri,
         version_id: Option<&str>,
     ) -> Result<Option<ObjectHead>, RemoteFailure> {
+        check_lengths(uri, version_id)?;
         let result = crate::retry::retrying(self.settings.retry, uri, || {
             self.client
                 .head_object()
