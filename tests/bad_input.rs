@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use s3bundler_testkit::generate::{manifest_json_as, report, DataFormat, InventorySpec};
 
@@ -180,8 +182,14 @@ async fn damaged_inventories_exit_with_a_listed_code_naming_the_file() {
             let base = format!("inv/{case}");
             let data_key = format!("{base}/data/file.{}", format.extension());
             let json = json.unwrap_or_else(|| {
-                manifest_json_as(format, &spec, &bucket, &[data_key.clone()], &[data.clone()])
-                    .into_bytes()
+                manifest_json_as(
+                    format,
+                    &spec,
+                    &bucket,
+                    std::slice::from_ref(&data_key),
+                    std::slice::from_ref(&data),
+                )
+                .into_bytes()
             });
             put_object(&client, &bucket, &data_key, data).await;
             let manifest_key = format!("{base}/manifest.json");
@@ -317,7 +325,7 @@ async fn damaged_indexes_dlqs_and_archives_exit_with_a_listed_code_naming_the_ob
         let uri = format!("s3://{bucket}/{key}");
         let valid = get_object(&client, &bucket, &key).await;
         let len = valid.len();
-        let mut replace = |at: usize, with: &[u8]| {
+        let replace = |at: usize, with: &[u8]| {
             let mut bytes = valid.clone();
             let at = at.min(len);
             let end = (at + with.len()).min(len);
@@ -371,4 +379,105 @@ async fn damaged_indexes_dlqs_and_archives_exit_with_a_listed_code_naming_the_ob
         }
         put_object(&client, &bucket, &key, valid).await;
     }
+}
+
+/// 600 pseudo-random bytes as a message body: SQS carries only XML characters, so the others
+/// (and U+FFFD, which stands for bytes that are not UTF-8) are dropped.
+fn random_body() -> String {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let bytes: Vec<u8> = (0..600)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .filter(|&c| (c >= ' ' || c == '\n' || c == '\t') && c < '\u{fffd}')
+        .collect()
+}
+
+#[tokio::test]
+async fn a_worker_fed_garbage_messages_goes_on_and_bundles_the_good_one() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "badqueue").await;
+    let lines = sources(&client, &bucket).await;
+    put_object(
+        &client,
+        &bucket,
+        "manifests/good.0.index",
+        lines.concat().into_bytes(),
+    )
+    .await;
+    let good = format!("s3://{bucket}/manifests/good.0.index");
+    let dead = create_queue(
+        endpoint,
+        &s3bundler_testkit::unique_name("baddead"),
+        30,
+        None,
+    )
+    .await;
+    let queue = create_queue(
+        endpoint,
+        &s3bundler_testkit::unique_name("badwork"),
+        1,
+        Some((&dead, 1)),
+    )
+    .await;
+    let event = |object: serde_json::Value| {
+        serde_json::json!({"Records": [{
+            "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket}, "object": object}
+        }]})
+        .to_string()
+    };
+    let valid_event = event(serde_json::json!({"key": "manifests/good.0.index"}));
+    // Bodies that are no request: left for the redrive policy, which moves them to `dead`.
+    let unreadable = [
+        random_body(),
+        valid_event[..valid_event.len() / 2].to_string(),
+        serde_json::json!({"Type": "Notification", "Message": "{\"Records\": 5}"}).to_string(),
+        event(serde_json::json!({"size": 5})),
+    ];
+    // Requests for manifests that cannot be read: released for another attempt later.
+    let nowhere = format!("s3://{bucket}/manifests/nowhere.0.index");
+    let too_long = format!("s3://{bucket}/{}", "k".repeat(100_000));
+    for body in &unreadable {
+        send(endpoint, &queue, body).await;
+    }
+    send(endpoint, &queue, &bucket_key_message(&nowhere)).await;
+    send(endpoint, &queue, &bucket_key_message(&too_long)).await;
+    send(endpoint, &queue, &bucket_key_message(&good)).await;
+
+    let extra = ["--max-messages", "0", "--idle-timeout", "4"];
+    let out = finish(
+        spawn_s3bundler(endpoint, &worker_args(&queue, &bucket, &extra)),
+        Duration::from_secs(60),
+    )
+    .await;
+    // The first manifest that could not be read decides the exit code.
+    assert_handled(&out, "the worker", &[&nowhere, &too_long[..40]]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("successfully archived {good}")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        messages_left(endpoint, &queue).await,
+        2,
+        "the unreadable manifests' messages wait for another attempt"
+    );
+    let mut dead_bodies = receive_bodies(endpoint, &dead, 2).await;
+    dead_bodies.sort();
+    let mut expected = unreadable.to_vec();
+    expected.sort();
+    assert_eq!(
+        dead_bodies, expected,
+        "the garbage went to the dead-letter queue"
+    );
 }
