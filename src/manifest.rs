@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 use crate::key_encoding::{decode_key, encode_key};
-use crate::s3::MAX_KEY_BYTES;
+use crate::s3::over_s3_limits;
 
 /// One object of a bundle manifest. The key is decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,16 +179,8 @@ pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<Manifes
             return Err(bad("Key is empty".into()));
         }
         let version_id = text(3)?;
-        // Longer ones cannot exist, and the SDK panics building a request for one over 64 KiB.
-        for (name, length) in [
-            ("Key", key.len()),
-            ("VersionId", version_id.as_ref().map_or(0, |v| v.len())),
-        ] {
-            if length > MAX_KEY_BYTES {
-                return Err(bad(format!(
-                    "{name} is {length} bytes, longer than the {MAX_KEY_BYTES} bytes S3 allows"
-                )));
-            }
+        if let Some(why) = over_s3_limits(&key, version_id.as_deref()) {
+            return Err(bad(why));
         }
         let size_text = text(2)?.unwrap_or_default();
         let size = size_text
@@ -381,11 +373,11 @@ mod tests {
         assert!(err("src,a,1\nsrc,b\n").contains("s3://b/m.index line 2"));
         assert!(err("src,a,big\n").contains("Size `big`"));
         assert!(err("src,,1\n").contains("Key is empty"));
-        let long = format!("src,{},1\n", "k".repeat(MAX_KEY_BYTES + 1));
-        assert!(err(&long).contains("Key is 1025 bytes, longer than the 1024 bytes S3 allows"));
+        let long = format!("src,{},1\n", "k".repeat(1025));
+        assert!(err(&long).contains("key is 1025 bytes, longer than the 1024 bytes S3 allows"));
         let long = format!("src,k,1,{},,,\n", "v".repeat(70_000));
-        assert!(err(&long).contains("VersionId is 70000 bytes"));
-        let longest = format!("src,{},1\n", "k".repeat(MAX_KEY_BYTES));
+        assert!(err(&long).contains("version ID is 70000 bytes"));
+        let longest = format!("src,{},1\n", "k".repeat(1024));
         assert_eq!(err(&longest), "");
     }
 }

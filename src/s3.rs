@@ -348,22 +348,23 @@ pub(crate) fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
 /// The longest key S3 holds, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// Refuses a key or version ID longer than S3 allows before a request is built for it: S3
-/// would refuse it anyway, and the SDK panics ("valid request") building a request whose URI
-/// is over 64 KiB.
+/// Why S3 cannot hold this key or version ID, if it cannot: longer than S3 allows. Checked on
+/// outside data before a request is built for it, since the SDK panics ("valid request")
+/// building a request whose URI is over 64 KiB.
+pub fn over_s3_limits(key: &str, version_id: Option<&str>) -> Option<String> {
+    [
+        ("key", key.len()),
+        ("version ID", version_id.map_or(0, str::len)),
+    ]
+    .into_iter()
+    .find(|&(_, length)| length > MAX_KEY_BYTES)
+    .map(|(what, length)| {
+        format!("the {what} is {length} bytes, longer than the {MAX_KEY_BYTES} bytes S3 allows")
+    })
+}
+
 fn check_lengths(uri: &S3Uri, version_id: Option<&str>) -> Result<(), RemoteFailure> {
-    let too_long = |what: &str, length: usize| {
-        Err(RemoteFailure::Permanent(format!(
-            "the {what} is {length} bytes, longer than the {MAX_KEY_BYTES} bytes S3 allows"
-        )))
-    };
-    if uri.key.len() > MAX_KEY_BYTES {
-        return too_long("key", uri.key.len());
-    }
-    match version_id {
-        Some(version) if version.len() > MAX_KEY_BYTES => too_long("version ID", version.len()),
-        _ => Ok(()),
-    }
+    over_s3_limits(&uri.key, version_id).map_or(Ok(()), |why| Err(RemoteFailure::Permanent(why)))
 }
 
 /// The S3 client with this run's settings.
