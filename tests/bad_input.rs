@@ -118,7 +118,8 @@ async fn damaged_bundle_manifests_exit_with_a_listed_code_naming_the_manifest() 
             format!("\"{bucket},data/object-0,200\n").into_bytes(),
         ),
     ];
-    // A 4 MiB line: a key far over S3's 1,024 bytes.
+    // A 4 MiB line: a key far over S3's 1,024 bytes, for which the SDK panicked building the
+    // GET.
     let huge = format!("{bucket},{},5\n", "k".repeat(4 << 20));
     damaged.push(("a 4 MiB line", huge.into_bytes()));
     for (n, (what, manifest)) in damaged.into_iter().enumerate() {
@@ -278,6 +279,28 @@ async fn damaged_inventories_exit_with_a_listed_code_naming_the_file() {
         for how in 0..6 {
             data_cases.push(("a damaged columnar file", format, damage(&valid, how)));
         }
+    }
+    // One-bit patches of AWS's samples that panicked inside orc-rust and the parquet crate
+    // (src/inventory/mutants.rs), here read by ranged GETs as from S3.
+    if let Some(samples) = aws_samples() {
+        let sample = |name: &str, at: usize, bit: u8| {
+            let path = samples.join("orcabus-filemanager").join(name);
+            let mut data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            data[at] ^= bit;
+            data
+        };
+        data_cases.extend([
+            (
+                "an ORC stripe footer short of column encodings",
+                DataFormat::Orc,
+                sample("orc_inventory.orc", 1283, 0x10),
+            ),
+            (
+                "a Parquet bit width over the value width",
+                DataFormat::Parquet,
+                sample("parquet_inventory.parquet", 162, 0x40),
+            ),
+        ]);
     }
     for (what, format, data) in data_cases {
         let (manifest, data_uri, _) = upload(format, data, None).await;
