@@ -3,8 +3,8 @@
 //! footer and metadata and in their data pages: bits flipped, runs overwritten, bytes spliced
 //! in from elsewhere, inserted or deleted, the file cut short, the declared footer length
 //! changed. Every mutant must read, or fail with a bad-input error naming the file; never
-//! panic, hang or allocate without bound. Seeds are fixed, so a failure names a mutant that
-//! fails again.
+//! panic, hang (each has [`HANG`]) or allocate without bound (no single allocation over
+//! [`MAX_ALLOCATION`]). Seeds are fixed, so a failure names a mutant that fails again.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use s3bundler_testkit::generate::{report, DataFormat, InventorySpec};
 
 use super::{InventoryRow, RowPosition};
 use crate::error::{ExitCode, Result};
+use crate::fuzzing::largest_allocation;
 
 /// A data file in memory, read as [`super::ranges::RangeSource`] reads one from S3: a read
 /// past the end is an error, not a panic or an allocation of whatever length was asked.
@@ -60,10 +61,19 @@ fn read(format: DataFormat, data: Vec<u8>) -> Result<u64> {
     Ok(rows)
 }
 
-/// What went wrong reading a mutant, if anything did: an error of another kind than bad
-/// input, one that does not name the file, or a panic.
+/// The largest single allocation reading a sample or a mutant may make: the samples are tens
+/// of KiB, and a valid one needs at most about 50 KiB at once.
+const MAX_ALLOCATION: usize = 16 << 20;
+
+/// What went wrong reading a mutant, if anything did: an allocation sized by a damaged length
+/// field, an error of another kind than bad input, one that does not name the file, or a
+/// panic.
 fn fault(format: DataFormat, data: Vec<u8>) -> Option<String> {
-    match std::panic::catch_unwind(|| read(format, data)) {
+    let (result, largest) = largest_allocation(|| std::panic::catch_unwind(|| read(format, data)));
+    if largest > MAX_ALLOCATION {
+        return Some(format!("allocated {largest} bytes at once"));
+    }
+    match result {
         Ok(Ok(_)) => None,
         Ok(Err(e)) if e.exit_code() == ExitCode::BadInput && e.to_string().contains(FILE) => None,
         Ok(Err(e)) => Some(format!("error of the wrong kind: {e}")),
