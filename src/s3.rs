@@ -346,7 +346,7 @@ pub(crate) fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
 }
 
 /// The longest key S3 holds, in bytes of UTF-8.
-pub const MAX_KEY_BYTES: usize = 1024;
+const MAX_KEY_BYTES: usize = 1024;
 
 /// Why S3 cannot hold this key or version ID, if it cannot: longer than S3 allows. Checked on
 /// outside data before a request is built for it, since the SDK panics ("valid request")
