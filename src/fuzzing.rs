@@ -140,3 +140,55 @@ pub fn cases(cases: u32) -> ProptestConfig {
         ..ProptestConfig::default()
     }
 }
+
+/// The test binary's allocator: the system's, noting the largest single allocation each thread
+/// asks for, so that a property can check that outside data never makes a parser allocate
+/// without bound (an allocation sized by a damaged length field).
+struct LargestAllocation;
+
+thread_local! {
+    /// Const-initialized without a destructor: usable inside the allocator.
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+}
+
+// SAFETY: every call goes to the system allocator unchanged; `note` only touches a
+// const-initialized thread-local `Cell`, which neither allocates nor panics.
+unsafe impl std::alloc::GlobalAlloc for LargestAllocation {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LargestAllocation = LargestAllocation;
+
+/// What `run` returns, and the largest single allocation it made on this thread.
+pub fn largest_allocation<T>(run: impl FnOnce() -> T) -> (T, usize) {
+    let before = LARGEST.with(|largest| largest.replace(0));
+    let result = run();
+    let largest = LARGEST.with(|largest| largest.replace(before.max(largest.get())));
+    (result, largest)
+}

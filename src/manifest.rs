@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 use crate::key_encoding::{decode_key, encode_key};
+use crate::s3::over_s3_limits;
 
 /// One object of a bundle manifest. The key is decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +193,10 @@ fn parse_records<'a>(
         if key.is_empty() {
             return Err(bad("Key is empty".into()));
         }
+        let version_id = text(3)?;
+        if let Some(why) = over_s3_limits(&key, version_id.as_deref()) {
+            return Err(bad(why));
+        }
         let size_text = text(2)?.unwrap_or_default();
         let size = size_text
             .parse::<u64>()
@@ -200,7 +205,7 @@ fn parse_records<'a>(
             bucket,
             key: Cow::Owned(key),
             size,
-            version_id: text(3)?,
+            version_id,
             etag: text(4)?,
             last_modified: text(5)?,
             storage_class: text(6)?,
@@ -474,6 +479,12 @@ mod tests {
         assert!(err("src,a,1\nsrc,b\n").contains("s3://b/m.index line 2"));
         assert!(err("src,a,big\n").contains("Size `big`"));
         assert!(err("src,,1\n").contains("Key is empty"));
+        let long = format!("src,{},1\n", "k".repeat(1025));
+        assert!(err(&long).contains("key is 1025 bytes, longer than the 1024 bytes S3 allows"));
+        let long = format!("src,k,1,{},,,\n", "v".repeat(70_000));
+        assert!(err(&long).contains("version ID is 70000 bytes"));
+        let longest = format!("src,{},1\n", "k".repeat(1024));
+        assert_eq!(err(&longest), "");
     }
 }
 

@@ -345,6 +345,28 @@ pub(crate) fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
     classify(&error, status)
 }
 
+/// The longest key S3 holds, in bytes of UTF-8.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// Why S3 cannot hold this key or version ID, if it cannot: longer than S3 allows. Checked on
+/// outside data before a request is built for it, since the SDK panics ("valid request")
+/// building a request whose URI is over 64 KiB.
+pub fn over_s3_limits(key: &str, version_id: Option<&str>) -> Option<String> {
+    [
+        ("key", key.len()),
+        ("version ID", version_id.map_or(0, str::len)),
+    ]
+    .into_iter()
+    .find(|&(_, length)| length > MAX_KEY_BYTES)
+    .map(|(what, length)| {
+        format!("the {what} is {length} bytes, longer than the {MAX_KEY_BYTES} bytes S3 allows")
+    })
+}
+
+fn check_lengths(uri: &S3Uri, version_id: Option<&str>) -> Result<(), RemoteFailure> {
+    over_s3_limits(&uri.key, version_id).map_or(Ok(()), |why| Err(RemoteFailure::Permanent(why)))
+}
+
 /// The S3 client with this run's settings.
 #[derive(Clone, Debug)]
 pub struct S3 {
@@ -400,6 +422,7 @@ impl S3 {
         range: Option<String>,
         etag: Option<&str>,
     ) -> Result<GetStream, RemoteFailure> {
+        check_lengths(uri, None)?;
         let output = crate::retry::retrying(self.settings.retry, uri, || {
             self.client
                 .get_object()
@@ -484,6 +507,7 @@ impl S3 {
         uri: &S3Uri,
         version_id: Option<&str>,
     ) -> Result<Option<ObjectHead>, RemoteFailure> {
+        check_lengths(uri, version_id)?;
         let result = crate::retry::retrying(self.settings.retry, uri, || {
             self.client
                 .head_object()

@@ -370,10 +370,14 @@ pub fn parse_index(bytes: &[u8], location: &str) -> Result<Vec<IndexRow>> {
                 ))
             })
         };
+        let (key, version_id) = (field(record, 1), optional_field(record, 2));
+        if let Some(why) = crate::s3::over_s3_limits(&key, version_id.as_deref()) {
+            return Err(bad(why));
+        }
         Ok(IndexRow {
             bucket: field(record, 0),
-            key: field(record, 1),
-            version_id: optional_field(record, 2),
+            key,
+            version_id,
             size: size_field(record, 3, bad)?,
             last_modified: field(record, 4),
             etag: field(record, 5),
@@ -516,6 +520,23 @@ mod tests {
             .unwrap_or_default();
         assert!(
             err.contains("s3://a/i.index line 2") && err.contains("size `x`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn index_keys_longer_than_s3_allows_are_named_before_any_request() {
+        let mut writer = IndexWriter::default();
+        writer.push(&IndexRow {
+            key: "k".repeat(100_000),
+            ..sample()
+        });
+        let err = parse_index(&writer.finish(), "s3://a/i.index")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("s3://a/i.index line 2") && err.contains("key is 100000 bytes"),
             "{err}"
         );
     }

@@ -269,17 +269,81 @@ fn integers(array: &dyn Array) -> Vec<Option<i128>> {
     }
 }
 
-/// Decodes every batch of a file's reader; `read_error` turns a reader's error into ours.
+/// How a third-party decoder (orc-rust, parquet) failed on a data file.
+#[derive(Debug)]
+pub enum DecodeFailure<E> {
+    /// It returned an error.
+    Error(E),
+    /// It panicked, with this message.
+    Panic(String),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for DecodeFailure<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeFailure::Error(e) => e.fmt(f),
+            DecodeFailure::Panic(message) => {
+                write!(f, "the decoder crashed on corrupt data ({message})")
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Whether this thread is in [`guarded`]: a panic there is reported as an error, not by
+    /// the panic hook.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs one step of a third-party decoder over a data file, turning a panic into
+/// [`DecodeFailure::Panic`]. A last resort, and why it is needed: orc-rust 0.9 panics on most
+/// damaged compressed streams (`Decompressor::read` unwraps the block decoder's error, and a
+/// block header longer than its stream panics in `BytesMut::split_to`), and the parquet crate
+/// asserts on bit widths out of range. The bytes reach the decoder before manifest.json's MD5
+/// can tell they are damaged (both are computed in one pass), and checking every compression
+/// block and page header ourselves would mean decoding the formats twice. The decoder that
+/// panicked is dropped with the error (a read stops at its first error), so its broken state
+/// is never used; the panic hook stays quiet, so the user sees the error naming the file, not
+/// a panic message.
+pub fn guarded<T, E>(
+    step: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, DecodeFailure<E>> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(std::cell::Cell::get) {
+                hook(info);
+            }
+        }));
+    });
+    let outer = GUARDED.with(|guarded| guarded.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
+    GUARDED.with(|guarded| guarded.set(outer));
+    match result {
+        Ok(result) => result.map_err(DecodeFailure::Error),
+        Err(panic) => Err(DecodeFailure::Panic(
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message")
+                .to_string(),
+        )),
+    }
+}
+
+/// Decodes every batch of a file's reader (each under [`guarded`]); `read_error` turns the
+/// reader's failure into our error.
 pub fn decode_batches<E>(
-    batches: impl Iterator<Item = std::result::Result<RecordBatch, E>>,
+    mut batches: impl Iterator<Item = std::result::Result<RecordBatch, E>>,
     columns: &BatchColumns,
     file: &str,
-    read_error: impl Fn(E) -> Error,
+    read_error: impl Fn(DecodeFailure<E>) -> Error,
     mut on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut rows = 0u64;
-    for batch in batches {
-        let batch = batch.map_err(&read_error)?;
+    while let Some(batch) = guarded(|| batches.next().transpose()).map_err(&read_error)? {
         decode_batch(&batch, columns, file, rows, &mut on_row)?;
         rows += batch.num_rows() as u64;
     }

@@ -6,6 +6,8 @@ pub mod columns;
 pub mod csv;
 pub mod fetch;
 pub mod manifest;
+#[cfg(test)]
+mod mutants;
 pub mod orc;
 pub mod ordered;
 pub mod parquet;

@@ -7,7 +7,7 @@ use orc_rust::projection::ProjectionMask;
 use orc_rust::reader::ChunkReader;
 use orc_rust::ArrowReaderBuilder;
 
-use super::columnar::{decode_batches, used_columns, BatchColumns};
+use super::columnar::{decode_batches, guarded, used_columns, BatchColumns};
 use super::parquet::BATCH_ROWS;
 use super::ranges::{RangeRead, RangeSource};
 use super::{InventoryRow, RowPosition};
@@ -26,7 +26,8 @@ pub fn read_orc<R: ChunkReader + Send + 'static>(
     file: &str,
     on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
 ) -> Result<()> {
-    let builder = ArrowReaderBuilder::try_new(reader).map_err(|e| orc_error(file, e))?;
+    let builder =
+        guarded(|| ArrowReaderBuilder::try_new(reader)).map_err(|e| orc_error(file, e))?;
     let schema = builder.schema();
     let names: Vec<String> = used_columns(&schema, file)?
         .into_iter()

@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ProjectionMask;
 use parquet::file::reader::{ChunkReader, Length};
 
-use super::columnar::{decode_batches, used_columns, BatchColumns};
+use super::columnar::{decode_batches, guarded, used_columns, BatchColumns};
 use super::ranges::{RangeRead, RangeSource};
 use super::{InventoryRow, RowPosition};
 use crate::error::{Error, Result};
@@ -71,7 +71,7 @@ pub fn read_parquet<R: RowGroupSource>(
     file: &str,
     mut on_row: impl FnMut(&InventoryRow<'_>, RowPosition<'_>) -> Result<()>,
 ) -> Result<()> {
-    let metadata = ArrowReaderMetadata::load(&reader, ArrowReaderOptions::default())
+    let metadata = guarded(|| ArrowReaderMetadata::load(&reader, ArrowReaderOptions::default()))
         .map_err(|e| parquet_error(file, e))?;
     let used = used_columns(metadata.schema(), file)?;
     let parquet_schema = metadata.metadata().file_metadata().schema_descr_ptr();
@@ -94,13 +94,14 @@ pub fn read_parquet<R: RowGroupSource>(
         let group_reader = reader
             .row_group(&chunks)
             .map_err(|e| parquet_error(file, e))?;
-        let batches =
+        let batches = guarded(|| {
             ParquetRecordBatchReaderBuilder::new_with_metadata(group_reader, metadata.clone())
                 .with_projection(mask.clone())
                 .with_row_groups(vec![index])
                 .with_batch_size(BATCH_ROWS)
                 .build()
-                .map_err(|e| parquet_error(file, e))?;
+        })
+        .map_err(|e| parquet_error(file, e))?;
         let columns = BatchColumns::new(&arrow_array::RecordBatchReader::schema(&batches), file)?;
         let on_group_row = |row: &InventoryRow<'_>, position: RowPosition<'_>| {
             on_row(

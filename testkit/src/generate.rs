@@ -368,7 +368,7 @@ impl DataFormat {
         }
     }
 
-    fn extension(self) -> &'static str {
+    pub fn extension(self) -> &'static str {
         match self {
             DataFormat::Csv => "csv.gz",
             DataFormat::Orc => "orc",

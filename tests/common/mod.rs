@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
+pub mod queues;
 pub mod sources;
+pub use queues::*;
 pub use sources::*;
 
 pub use s3bundler_testkit::{
