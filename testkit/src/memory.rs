@@ -130,7 +130,8 @@ impl Inputs {
         child
             .args(&args)
             .envs(crate::cli_env(&self.server.endpoint))
-            .env("S3BUNDLER_SIGN_PAYLOAD", "never");
+            .env("S3BUNDLER_SIGN_PAYLOAD", "never")
+            .env("RUST_LOG", "warn");
         if command == Measured::Extract {
             // The streamed path: one pass over the compressed archive, every member restored.
             let _ = std::fs::remove_dir_all(&restored);
@@ -203,12 +204,13 @@ fn write_bundle(server: &LocalS3, rows: u64) -> std::io::Result<String> {
     // MANIFEST_KEY is `m/mem.0.index`: NAME is `mem.0`.
     let stem = bundle_folder("mem.0");
     let archive_key = format!("{stem}.tar");
-    let mut manifest = std::io::BufWriter::new(server.create_object_file(MANIFESTS, MANIFEST_KEY)?);
-    let mut index =
-        std::io::BufWriter::new(server.create_object_file(ARCHIVES, &format!("{stem}.index"))?);
-    let mut tar = std::io::BufWriter::new(server.create_object_file(ARCHIVES, &archive_key)?);
+    let index_key = format!("{stem}.index");
+    let mut manifest = Hashed::new(server.create_object_file(MANIFESTS, MANIFEST_KEY)?);
+    let mut index = Hashed::new(server.create_object_file(ARCHIVES, &index_key)?);
+    let gz_key = format!("{archive_key}.gz");
+    let mut tar = Hashed::new(server.create_object_file(ARCHIVES, &archive_key)?);
     let mut gz = flate2::write::GzEncoder::new(
-        std::io::BufWriter::new(server.create_object_file(ARCHIVES, &format!("{archive_key}.gz"))?),
+        Hashed::new(server.create_object_file(ARCHIVES, &gz_key)?),
         flate2::Compression::fast(),
     );
     writeln!(index, "bucket,key,version_id,size,last_modified,etag,md5,storage_class,content_type,metadata,tags,member,header_offset,data_offset")?;
@@ -243,11 +245,44 @@ fn write_bundle(server: &LocalS3, rows: u64) -> std::io::Result<String> {
     for out in [&mut tar as &mut dyn Write, &mut gz] {
         out.write_all(&[0; 1024])?;
     }
-    manifest.flush()?;
-    index.flush()?;
-    tar.flush()?;
-    gz.finish()?.flush()?;
+    server.record_etag(MANIFESTS, MANIFEST_KEY, &manifest.finish()?)?;
+    server.record_etag(ARCHIVES, &index_key, &index.finish()?)?;
+    server.record_etag(ARCHIVES, &archive_key, &tar.finish()?)?;
+    server.record_etag(ARCHIVES, &gz_key, &gz.finish()?.finish()?)?;
     Ok(archive_key)
+}
+
+/// A buffered file writer that keeps the MD5 of what it wrote.
+struct Hashed {
+    file: std::io::BufWriter<std::fs::File>,
+    md5: Md5,
+}
+
+impl Hashed {
+    fn new(file: std::fs::File) -> Self {
+        Hashed {
+            file: std::io::BufWriter::new(file),
+            md5: Md5::new(),
+        }
+    }
+
+    /// Flushes the file; returns the MD5 (hex).
+    fn finish(mut self) -> std::io::Result<String> {
+        self.file.flush()?;
+        Ok(hex::encode(self.md5.finalize()))
+    }
+}
+
+impl Write for Hashed {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(bytes)?;
+        self.md5.update(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Peak RSS of one command at a small and a large input.
