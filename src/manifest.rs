@@ -141,28 +141,73 @@ fn text_or_empty<'a>(value: &'a Option<Cow<'_, str>>) -> &'a str {
 
 /// Parses a whole bundle manifest; `location` names it in errors. Lines are numbered from 1.
 pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<ManifestEntry<'a>>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(bytes);
-    let mut entries = Vec::new();
-    let mut record = csv::ByteRecord::new();
-    let mut line = 0u64;
-    loop {
-        line += 1;
-        let bad = |detail: String| Error::bad_input(format!("{location} line {line}"), detail);
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => return Ok(entries),
-            Ok(true) => {}
-            Err(e) => return Err(bad(format!("malformed CSV: {e}"))),
+    manifest_entries(bytes, location).collect()
+}
+
+/// The entries of a bundle manifest read one at a time from `reader`: a manifest of millions
+/// of lines is never held whole. Ends after the first error.
+pub fn manifest_entries<R: std::io::Read>(reader: R, location: &str) -> ManifestEntries<R> {
+    ManifestEntries {
+        reader: csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(reader),
+        record: csv::ByteRecord::new(),
+        line: 0,
+        location: location.to_string(),
+        failed: false,
+    }
+}
+
+/// See [`manifest_entries`].
+pub struct ManifestEntries<R> {
+    reader: csv::Reader<R>,
+    record: csv::ByteRecord,
+    line: u64,
+    location: String,
+    failed: bool,
+}
+
+impl<R: std::io::Read> Iterator for ManifestEntries<R> {
+    type Item = Result<ManifestEntry<'static>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
         }
+        self.line += 1;
+        let entry = match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => return None,
+            // The body stopped coming (a download cut off), not a damaged manifest.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => Err(Error::Remote {
+                operation: "GetObject",
+                location: self.location.clone(),
+                detail: format!("read cut off at line {}: {e}", self.line),
+            }),
+            Err(e) => Err(self.bad(format!("malformed CSV: {e}"))),
+            Ok(true) => self.entry(),
+        };
+        self.failed = entry.is_err();
+        Some(entry)
+    }
+}
+
+impl<R> ManifestEntries<R> {
+    fn bad(&self, detail: String) -> Error {
+        Error::bad_input(format!("{} line {}", self.location, self.line), detail)
+    }
+
+    /// The entry of the record just read.
+    fn entry(&self) -> Result<ManifestEntry<'static>> {
+        let record = &self.record;
+        let bad = |detail: String| self.bad(detail);
         if record.len() != 3 && record.len() != 7 {
             return Err(bad(format!(
                 "{} fields; a bundle manifest line has 7 (Bucket,Key,Size,VersionId,ETag,LastModifiedDate,StorageClass) or 3 (Bucket,Key,Size)",
                 record.len()
             )));
         }
-        let text = |i: usize| -> Result<Option<Cow<'a, str>>> {
+        let text = |i: usize| -> Result<Option<Cow<'static, str>>> {
             match record.get(i) {
                 None | Some(b"") => Ok(None),
                 Some(field) => std::str::from_utf8(field)
@@ -181,7 +226,7 @@ pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<Manifes
         let size = size_text
             .parse::<u64>()
             .map_err(|_| bad(format!("Size `{size_text}` is not a whole number")))?;
-        entries.push(ManifestEntry {
+        Ok(ManifestEntry {
             bucket,
             key: Cow::Owned(key),
             size,
@@ -189,7 +234,7 @@ pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<Manifes
             etag: text(4)?,
             last_modified: text(5)?,
             storage_class: text(6)?,
-        });
+        })
     }
 }
 

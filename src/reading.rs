@@ -9,7 +9,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::archive::layout::Compression;
-use crate::s3::error_chain;
+use crate::s3::{error_chain, GetStream, S3};
+use crate::s3uri::S3Uri;
 
 /// Decompressed bytes handed over at a time.
 const CHUNK: usize = 1 << 20;
@@ -92,6 +93,49 @@ pub fn blocking_reader(body: ByteStream) -> impl Read + Send + 'static {
     }
 }
 
+/// Times a table's download is resumed where its body was cut off.
+const RESUMES: u32 = 4;
+
+/// A blocking reader over the object whose GET `got` is, read to its end: where the body is cut
+/// off, the download resumes with a range GET from the byte it stopped at (the SDK retries
+/// failed requests, not cut bodies). Create it on the runtime; read it on a blocking thread.
+pub fn resumed_reader(s3: S3, uri: S3Uri, got: GetStream) -> impl Read + Send + 'static {
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    tokio::spawn(async move {
+        let (mut body, size) = (got.body, got.size);
+        let (mut offset, mut resumes) = (0u64, 0);
+        loop {
+            let message = match body.next().await {
+                None => return,
+                Some(Ok(bytes)) => {
+                    offset += bytes.len() as u64;
+                    Ok(bytes)
+                }
+                Some(Err(e)) if resumes < RESUMES && offset < size => {
+                    resumes += 1;
+                    tracing::debug!("{uri}: body cut off ({}); reading on", error_chain(&e));
+                    match s3.get_range(&uri, offset, size - 1).await {
+                        Ok(next) => {
+                            body = next.body;
+                            continue;
+                        }
+                        Err(failure) => Err(ReadError::Cut(failure.to_string())),
+                    }
+                }
+                Some(Err(e)) => Err(ReadError::Cut(error_chain(&e))),
+            };
+            let failed = message.is_err();
+            if tx.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    ChannelReader {
+        receiver: rx,
+        current: Bytes::new(),
+    }
+}
+
 /// Rows handed over at a time by a [`RowStream`].
 const ROW_BATCH: usize = 1024;
 
@@ -103,14 +147,15 @@ pub struct RowStream<T> {
 }
 
 impl<T: Send + 'static> RowStream<T> {
-    /// Parses `body` with `rows` (given a blocking reader of the body) on a blocking thread.
-    /// Call it on the runtime.
-    pub fn start<I, F>(body: ByteStream, rows: F) -> Self
+    /// Parses the object `got` is the GET of with `rows` (given a blocking reader of it) on a
+    /// blocking thread. Call it on the runtime.
+    pub fn start<I, F>(s3: &S3, uri: &S3Uri, got: GetStream, rows: F) -> Self
     where
         I: Iterator<Item = crate::error::Result<T>>,
         F: FnOnce(Box<dyn Read + Send>) -> crate::error::Result<I> + Send + 'static,
     {
-        let reader: Box<dyn Read + Send> = Box::new(blocking_reader(body));
+        let reader: Box<dyn Read + Send> =
+            Box::new(resumed_reader(s3.clone(), uri.clone(), got));
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         tokio::task::spawn_blocking(move || {
             let rows = match rows(reader) {

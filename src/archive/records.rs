@@ -158,25 +158,43 @@ impl Default for IndexWriter {
     }
 }
 
+/// The fields of an index row, in [`INDEX_HEADER`] order, as the index holds them.
+pub fn index_fields(row: &IndexRow) -> [String; 14] {
+    let offset = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
+    [
+        row.bucket.clone(),
+        row.key.clone(),
+        row.version_id.clone().unwrap_or_default(),
+        row.size.to_string(),
+        row.last_modified.clone(),
+        row.etag.clone(),
+        row.md5.clone(),
+        row.storage_class.clone(),
+        row.content_type.clone(),
+        json_map(&row.metadata),
+        json_map(&row.tags),
+        row.member.clone(),
+        offset(row.header_offset),
+        offset(row.data_offset),
+    ]
+}
+
+/// The fields of a DLQ row, in [`DLQ_HEADER`] order.
+pub fn dlq_fields(row: &DlqRow) -> [String; 7] {
+    [
+        row.bucket.clone(),
+        row.key.clone(),
+        row.version_id.clone().unwrap_or_default(),
+        row.size.to_string(),
+        row.last_modified.clone().unwrap_or_default(),
+        row.reason.as_str().to_string(),
+        row.detail.clone(),
+    ]
+}
+
 impl IndexWriter {
     pub fn push(&mut self, row: &IndexRow) {
-        let offset = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
-        self.0.push(&[
-            row.bucket.as_str(),
-            &row.key,
-            row.version_id.as_deref().unwrap_or(""),
-            &row.size.to_string(),
-            &row.last_modified,
-            &row.etag,
-            &row.md5,
-            &row.storage_class,
-            &row.content_type,
-            &json_map(&row.metadata),
-            &json_map(&row.tags),
-            &row.member,
-            &offset(row.header_offset),
-            &offset(row.data_offset),
-        ]);
+        self.0.push(&index_fields(row).each_ref().map(String::as_str));
     }
 
     pub fn rows(&self) -> u64 {
@@ -199,15 +217,7 @@ impl Default for DlqWriter {
 
 impl DlqWriter {
     pub fn push(&mut self, row: &DlqRow) {
-        self.0.push(&[
-            row.bucket.as_str(),
-            &row.key,
-            row.version_id.as_deref().unwrap_or(""),
-            &row.size.to_string(),
-            row.last_modified.as_deref().unwrap_or(""),
-            row.reason.as_str(),
-            &row.detail,
-        ]);
+        self.0.push(&dlq_fields(row).each_ref().map(String::as_str));
     }
 
     pub fn rows(&self) -> u64 {
@@ -374,7 +384,7 @@ pub fn index_rows<R: std::io::Read>(reader: R, location: &str) -> Result<Rows<R,
     Rows::new(reader, &INDEX_HEADER, location, index_row)
 }
 
-fn index_row(record: &csv::StringRecord, bad: &dyn Fn(String) -> Error) -> Result<IndexRow> {
+pub fn index_row(record: &csv::StringRecord, bad: &dyn Fn(String) -> Error) -> Result<IndexRow> {
     let map = |i: usize| -> Result<BTreeMap<String, String>> {
         serde_json::from_str(record.get(i).unwrap_or("{}")).map_err(|e| {
             bad(format!(
@@ -411,7 +421,7 @@ pub fn dlq_rows<R: std::io::Read>(reader: R, location: &str) -> Result<Rows<R, D
     Rows::new(reader, &DLQ_HEADER, location, dlq_row)
 }
 
-fn dlq_row(record: &csv::StringRecord, bad: &dyn Fn(String) -> Error) -> Result<DlqRow> {
+pub fn dlq_row(record: &csv::StringRecord, bad: &dyn Fn(String) -> Error) -> Result<DlqRow> {
     Ok(DlqRow {
         bucket: field(record, 0),
         key: field(record, 1),

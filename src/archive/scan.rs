@@ -87,6 +87,12 @@ pub struct Layout {
 
 /// Sorts the rows by header offset and finds bad or overlapping offsets.
 pub fn layout(rows: &[IndexRow]) -> Layout {
+    layout_after(rows, 0)
+}
+
+/// [`layout`] of rows that follow members ending at `previous_end` (a chunk of an index read in
+/// archive order): a row that starts before it overlaps them.
+pub fn layout_after(rows: &[IndexRow], previous_end: u64) -> Layout {
     let mut out = Layout::default();
     let mut spans = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
@@ -96,7 +102,7 @@ pub fn layout(rows: &[IndexRow]) -> Layout {
         }
     }
     spans.sort_by_key(|(_, span)| span.header);
-    let mut previous_end = 0u64;
+    let mut previous_end = previous_end;
     for (i, span) in spans {
         if span.header < previous_end {
             out.problems.push((
@@ -178,6 +184,11 @@ impl<'a> Scanner<'a> {
             stage: Stage::Header(Vec::new()),
             results: Vec::new(),
         }
+    }
+
+    /// The offset in the stream of the next byte it takes.
+    pub fn position(&self) -> u64 {
+        self.position
     }
 
     /// Bytes still wanted: the scanner has checked every member once this is false.

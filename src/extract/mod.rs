@@ -60,7 +60,7 @@ impl Archive {
             .await
             .map_err(|f| Error::reading("GetObject", self.index_uri.to_string(), f))?;
         let location = self.index_uri.to_string();
-        Ok(RowStream::start(got.body, move |reader| {
+        Ok(RowStream::start(s3, &self.index_uri, got, move |reader| {
             index_rows(reader, &location)
         }))
     }
