@@ -74,12 +74,14 @@ pub struct Inputs {
     /// Objects `group` selects from the inventory.
     selected: u64,
     inventory_uri: String,
-    archive_key: String,
+    /// The bundle's `.tar`, when generated.
+    archive_key: Option<String>,
 }
 
 impl Inputs {
-    /// Generates `rows` inventory rows in `format`, and a bundle of `rows` members.
-    pub async fn generate(rows: u64, format: DataFormat) -> Inputs {
+    /// Generates `rows` inventory rows in `format`, and a bundle of `rows` members when one of
+    /// `commands` reads it.
+    pub async fn generate(rows: u64, format: DataFormat, commands: &[Measured]) -> Inputs {
         let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let server =
             LocalS3::start(&scratch.path().join("s3"), 0).unwrap_or_else(|e| panic!("{e}"));
@@ -99,8 +101,12 @@ impl Inputs {
             report(&spec, format, false),
         )
         .await;
-        let archive_key =
-            write_bundle(&server, rows).unwrap_or_else(|e| panic!("writing the bundle: {e}"));
+        let reads_bundle = commands
+            .iter()
+            .any(|c| matches!(c, Measured::Verify | Measured::Extract));
+        let archive_key = reads_bundle.then(|| {
+            write_bundle(&server, rows).unwrap_or_else(|e| panic!("writing the bundle: {e}"))
+        });
         Inputs {
             scratch,
             server,
@@ -135,7 +141,8 @@ impl Inputs {
         if command == Measured::Extract {
             // The streamed path: one pass over the compressed archive, every member restored.
             let _ = std::fs::remove_dir_all(&restored);
-            child.arg(format!("s3://{ARCHIVES}/{}.gz", self.archive_key));
+            let archive = self.archive_key.as_deref().unwrap_or_default();
+            child.arg(format!("s3://{ARCHIVES}/{archive}.gz"));
         }
         let usage = measure(&mut child);
         assert!(
@@ -310,7 +317,7 @@ pub async fn peak_pairs(
 ) -> Vec<PeakPair> {
     let mut peaks = Vec::new();
     for rows in [small, large] {
-        let inputs = Inputs::generate(rows, format).await;
+        let inputs = Inputs::generate(rows, format, commands).await;
         let binary: PathBuf = binary.to_path_buf();
         let commands = commands.to_vec();
         let measured = tokio::task::spawn_blocking(move || {

@@ -89,7 +89,17 @@ enum Bench {
         /// The inventory's format: csv, orc or parquet.
         #[arg(long, default_value = "csv", value_parser = parse_format)]
         format: DataFormat,
+        /// Measure only these commands (repeat, or separate with commas).
+        #[arg(long, value_delimiter = ',', value_parser = parse_measured)]
+        only: Vec<Measured>,
     },
+}
+
+fn parse_measured(name: &str) -> Result<Measured, String> {
+    Measured::ALL
+        .into_iter()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| format!("unknown command `{name}`"))
 }
 
 fn parse_format(name: &str) -> Result<DataFormat, String> {
@@ -436,8 +446,9 @@ async fn bench_verify(objects: u64, size: u64, concurrency: usize) {
     );
 }
 
-async fn bench_memory(small: u64, large: u64, format: DataFormat) {
-    let pairs = peak_pairs(&s3bundler_binary(), &Measured::ALL, small, large, format).await;
+async fn bench_memory(small: u64, large: u64, format: DataFormat, only: &[Measured]) {
+    let commands = if only.is_empty() { &Measured::ALL[..] } else { only };
+    let pairs = peak_pairs(&s3bundler_binary(), commands, small, large, format).await;
     println!("memory benchmark: peak RSS at {small} and {large} rows (inventory in {}, -c {COUNT_THRESHOLD}; one bundle of members of 0-100 bytes, extract of its .tar.gz to a folder), local s3s server in the bench process", format.manifest_name());
     println!(
         "  {:<8} {:>12} {:>12} {:>10}  input",
@@ -486,6 +497,7 @@ async fn main() {
             small,
             large,
             format,
-        } => bench_memory(small, large, format).await,
+            only,
+        } => bench_memory(small, large, format, &only).await,
     }
 }
