@@ -154,8 +154,7 @@ impl<T: Send + 'static> RowStream<T> {
         I: Iterator<Item = crate::error::Result<T>>,
         F: FnOnce(Box<dyn Read + Send>) -> crate::error::Result<I> + Send + 'static,
     {
-        let reader: Box<dyn Read + Send> =
-            Box::new(resumed_reader(s3.clone(), uri.clone(), got));
+        let reader: Box<dyn Read + Send> = Box::new(resumed_reader(s3.clone(), uri.clone(), got));
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         tokio::task::spawn_blocking(move || {
             let rows = match rows(reader) {

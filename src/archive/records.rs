@@ -194,7 +194,8 @@ pub fn dlq_fields(row: &DlqRow) -> [String; 7] {
 
 impl IndexWriter {
     pub fn push(&mut self, row: &IndexRow) {
-        self.0.push(&index_fields(row).each_ref().map(String::as_str));
+        self.0
+            .push(&index_fields(row).each_ref().map(String::as_str));
     }
 
     pub fn rows(&self) -> u64 {

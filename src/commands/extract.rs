@@ -107,9 +107,10 @@ pub async fn run(
     let mut report = Report::new(args.json);
     if archive.compression == Compression::None {
         // The index is read as members restore, a batch ahead of them.
-        let wanted = stream::unfold(&mut rows, |rows| async move {
-            Some((rows.next().await?, rows))
-        })
+        let wanted = stream::unfold(
+            &mut rows,
+            |rows| async move { Some((rows.next().await?, rows)) },
+        )
         .filter(|row| std::future::ready(!matches!(row, Ok(row) if !selection.wants(row))));
         let restores = wanted
             .map(|row| {
@@ -173,7 +174,14 @@ pub async fn run(
                 }
             }
             progress.inc(1);
-            match restore_in(&s3, &mut cursor, &row, &destination, &mut Some(&mut uploads)).await
+            match restore_in(
+                &s3,
+                &mut cursor,
+                &row,
+                &destination,
+                &mut Some(&mut uploads),
+            )
+            .await
             {
                 Ok(Some(restored)) => report.add(Ok(restored)),
                 Ok(None) => {}

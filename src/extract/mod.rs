@@ -531,10 +531,7 @@ mod tests {
 
     #[test]
     fn selection_by_key_prefix_or_all() {
-        assert_eq!(
-            chosen(&Selection::default()),
-            ["img/c", "logs/a", "logs/b"]
-        );
+        assert_eq!(chosen(&Selection::default()), ["img/c", "logs/a", "logs/b"]);
         let logs = Selection {
             prefix: Some("logs/".into()),
             ..Selection::default()

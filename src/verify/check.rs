@@ -167,8 +167,9 @@ pub async fn check_manifest(
         let claimed = ArchiveClaim::of_index(s3, &index_uri).await?;
         check.report.index = Some(index_uri.to_string());
         let location = index_uri.to_string();
-        let mut rows =
-            RowStream::start(s3, &index_uri, got, move |reader| index_rows(reader, &location));
+        let mut rows = RowStream::start(s3, &index_uri, got, move |reader| {
+            index_rows(reader, &location)
+        });
         let mut archive = ArchiveScan::default();
         let mut number = 0usize;
         loop {
@@ -188,7 +189,14 @@ pub async fn check_manifest(
             if !chunk.is_empty() {
                 if archive.found.is_none() {
                     archive
-                        .find(s3, &mut check.report, &source, manifest_uri, settings, &claimed)
+                        .find(
+                            s3,
+                            &mut check.report,
+                            &source,
+                            manifest_uri,
+                            settings,
+                            &claimed,
+                        )
                         .await?;
                 }
                 let (chunk, problems) = archive.check(s3, chunk, settings).await?;
@@ -265,7 +273,9 @@ async fn reconcile_partition(
         dlq: &dlq,
     };
     let (statuses, unclaimed) = reconcile(&entries, &outputs);
-    check.report.record(&entries, &statuses, &unclaimed, &outputs);
+    check
+        .report
+        .record(&entries, &statuses, &unclaimed, &outputs);
     if keep_rows {
         let (i, b, d) = (check.index.len(), check.big.len(), check.dlq.len());
         check
@@ -391,7 +401,9 @@ impl ArchiveScan {
             let problems = vec![Some(MISSING_ARCHIVE.to_string()); chunk.len()];
             return Ok((chunk, problems));
         };
-        let previous_end = self.expected_length.saturating_sub(END_OF_ARCHIVE.len() as u64);
+        let previous_end = self
+            .expected_length
+            .saturating_sub(END_OF_ARCHIVE.len() as u64);
         let members = layout_after(&chunk, previous_end);
         self.expected_length = members.expected_length.max(self.expected_length);
         let mut problems: Vec<Option<String>> = vec![None; chunk.len()];
@@ -413,7 +425,9 @@ impl ArchiveScan {
             )
             .await
         } else {
-            found.scan_stream(s3, &rows, &members.ordered, settings.deep).await?
+            found
+                .scan_stream(s3, &rows, &members.ordered, settings.deep)
+                .await?
         };
         let chunk = Arc::try_unwrap(rows).unwrap_or_else(|shared| (*shared).clone());
         for (row, verdict) in verdicts {
@@ -465,7 +479,8 @@ impl ArchiveScan {
     }
 }
 
-const MISSING_ARCHIVE: &str = "the index exists but its archive (.tar, .tar.gz or .tar.zst) does not";
+const MISSING_ARCHIVE: &str =
+    "the index exists but its archive (.tar, .tar.gz or .tar.zst) does not";
 
 impl Found {
     /// Checks `members` from the compressed archive's stream, read on from where the previous
@@ -520,7 +535,12 @@ struct StreamFeed {
 
 impl StreamFeed {
     /// The stream from `position` on (the bytes before are read and dropped).
-    async fn open(s3: &S3, archive: &S3Uri, compression: Compression, position: u64) -> Result<Self> {
+    async fn open(
+        s3: &S3,
+        archive: &S3Uri,
+        compression: Compression,
+        position: u64,
+    ) -> Result<Self> {
         let got = s3
             .get_stream(archive)
             .await

@@ -61,7 +61,9 @@ impl Status {
         let shift = |place: Place| place.after(index, big, dlq);
         match self {
             Status::Verified(place) => Status::Verified(shift(place)),
-            Status::Duplicated(places) => Status::Duplicated(places.into_iter().map(shift).collect()),
+            Status::Duplicated(places) => {
+                Status::Duplicated(places.into_iter().map(shift).collect())
+            }
             Status::Mismatched(place, detail) => Status::Mismatched(shift(place), detail),
             other => other,
         }

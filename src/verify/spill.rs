@@ -95,7 +95,11 @@ impl Partitions {
 
     pub fn dlq(&mut self, number: usize, row: &DlqRow) -> Result<()> {
         let head = ["D".to_string(), number.to_string()];
-        self.write(&row.bucket, &row.key, head.into_iter().chain(dlq_fields(row)))
+        self.write(
+            &row.bucket,
+            &row.key,
+            head.into_iter().chain(dlq_fields(row)),
+        )
     }
 
     /// The partitions, read back one at a time.
@@ -131,7 +135,8 @@ fn read_partition(file: std::fs::File) -> Result<Partition> {
             .get(1)
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| bad("a spilled row without its number".into()))?;
-        let rest = |from: usize| csv::StringRecord::from(record.iter().skip(from).collect::<Vec<_>>());
+        let rest =
+            |from: usize| csv::StringRecord::from(record.iter().skip(from).collect::<Vec<_>>());
         match record.get(0) {
             Some("M") => {
                 let line = record.get(2).unwrap_or("");
@@ -141,7 +146,8 @@ fn read_partition(file: std::fs::File) -> Result<Partition> {
                 partition.entries.push((number, entry));
             }
             Some("I") => {
-                let problem = (record.get(2) == Some("!")).then(|| record.get(3).unwrap_or("").to_string());
+                let problem =
+                    (record.get(2) == Some("!")).then(|| record.get(3).unwrap_or("").to_string());
                 partition
                     .index
                     .push((number, index_row(&rest(4), &bad)?, problem));
@@ -189,21 +195,33 @@ mod tests {
                 reason: DlqReason::Retry,
                 detail: String::new(),
             };
-            partitions.entry(i, &entry).unwrap_or_else(|e| panic!("{e}"));
+            partitions
+                .entry(i, &entry)
+                .unwrap_or_else(|e| panic!("{e}"));
             let problem = (i % 2 == 0).then_some("bad, \"really\"");
-            partitions.index(i + 7, &row, problem).unwrap_or_else(|e| panic!("{e}"));
-            partitions.dlq(i + 9, &dlq).unwrap_or_else(|e| panic!("{e}"));
+            partitions
+                .index(i + 7, &row, problem)
+                .unwrap_or_else(|e| panic!("{e}"));
+            partitions
+                .dlq(i + 9, &dlq)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let mut seen = 0;
         for partition in partitions.read_back().unwrap_or_else(|e| panic!("{e}")) {
             let partition = partition.unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(partition.entries.len(), partition.index.len());
             assert_eq!(partition.entries.len(), partition.dlq.len());
-            for (((n, entry), (m, row, problem)), (d, dlq)) in
-                partition.entries.iter().zip(&partition.index).zip(&partition.dlq)
+            for (((n, entry), (m, row, problem)), (d, dlq)) in partition
+                .entries
+                .iter()
+                .zip(&partition.index)
+                .zip(&partition.dlq)
             {
                 assert_eq!((*m, *d), (n + 7, n + 9));
-                assert_eq!((entry.key.as_ref(), entry.size), (row.key.as_str(), *n as u64));
+                assert_eq!(
+                    (entry.key.as_ref(), entry.size),
+                    (row.key.as_str(), *n as u64)
+                );
                 assert_eq!(dlq.key, row.key);
                 assert_eq!(problem.is_some(), n % 2 == 0);
             }

@@ -128,7 +128,14 @@ impl Inputs {
             Measured::Group => [&["group", "-b", MANIFESTS, "--json"][..], &inventory].concat(),
             Measured::Plan => [&["plan", "--json"][..], &inventory].concat(),
             Measured::Verify => {
-                vec!["verify", "--manifests", &manifests, "-b", ARCHIVES, "--json"]
+                vec![
+                    "verify",
+                    "--manifests",
+                    &manifests,
+                    "-b",
+                    ARCHIVES,
+                    "--json",
+                ]
             }
             Measured::Extract => vec!["extract", "-C", path_str(&restored)],
         };

@@ -447,7 +447,11 @@ async fn bench_verify(objects: u64, size: u64, concurrency: usize) {
 }
 
 async fn bench_memory(small: u64, large: u64, format: DataFormat, only: &[Measured]) {
-    let commands = if only.is_empty() { &Measured::ALL[..] } else { only };
+    let commands = if only.is_empty() {
+        &Measured::ALL[..]
+    } else {
+        only
+    };
     let pairs = peak_pairs(&s3bundler_binary(), commands, small, large, format).await;
     println!("memory benchmark: peak RSS at {small} and {large} rows (inventory in {}, -c {COUNT_THRESHOLD}; one bundle of members of 0-100 bytes, extract of its .tar.gz to a folder), local s3s server in the bench process", format.manifest_name());
     println!(
