@@ -13,7 +13,7 @@ use super::{reconcile, BigCopy, ManifestReport, Outputs, Status};
 use crate::archive::layout::{big_object_key, is_bundle_output, BundleLayout, Compression};
 use crate::archive::pax::END_OF_ARCHIVE;
 use crate::archive::records::{dlq_rows, index_rows, parse_index, DlqRow, IndexRow};
-use crate::archive::scan::{layout_after, plan_windows, Scanner, Span, Window};
+use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
 use crate::bundle::{ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{manifest_entries, ManifestEntry};
@@ -404,7 +404,7 @@ impl ArchiveScan {
         let previous_end = self
             .expected_length
             .saturating_sub(END_OF_ARCHIVE.len() as u64);
-        let members = layout_after(&chunk, previous_end);
+        let members = layout(&chunk, previous_end);
         self.expected_length = members.expected_length.max(self.expected_length);
         let mut problems: Vec<Option<String>> = vec![None; chunk.len()];
         for (row, problem) in &members.problems {
