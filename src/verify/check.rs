@@ -500,11 +500,11 @@ impl Found {
         let start = self.stream.as_ref().map_or(0, |s| s.position);
         let mut attempt = 1;
         loop {
-            if self.stream.is_none() {
-                self.stream = Some(StreamFeed::open(s3, &self.uri, self.compression, start).await?);
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                continue;
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => self
+                    .stream
+                    .insert(StreamFeed::open(s3, &self.uri, self.compression, start).await?),
             };
             let mut scanner = Scanner::new(rows, members.to_vec(), stream.position, deep);
             match stream.feed(&mut scanner).await {
