@@ -142,43 +142,73 @@ fn text_or_empty<'a>(value: &'a Option<Cow<'_, str>>) -> &'a str {
 
 /// Parses a whole bundle manifest; `location` names it in errors. Lines are numbered from 1.
 pub fn parse_manifest<'a>(bytes: &'a [u8], location: &str) -> Result<Vec<ManifestEntry<'a>>> {
-    let mut entries = Vec::new();
-    parse_records(bytes, location, 1, &mut entries)?;
-    Ok(entries)
+    manifest_entries(bytes, location).collect()
 }
 
-/// The longest manifest line accepted: a line holds one object (a 1,024-byte key is at most
-/// 3 KiB encoded), so anything longer is not a manifest, and is not held in memory.
-pub const MAX_LINE: usize = 1 << 20;
+/// The entries of a bundle manifest read one at a time from `reader`: a manifest of millions
+/// of lines is never held whole. Ends after the first error.
+pub fn manifest_entries<R: std::io::Read>(reader: R, location: &str) -> ManifestEntries<R> {
+    ManifestEntries {
+        reader: csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(reader),
+        record: csv::ByteRecord::new(),
+        line: 0,
+        location: location.to_string(),
+        failed: false,
+    }
+}
 
-/// Parses whole records of a manifest into `entries`, numbering them from `first_line`;
-/// returns how many there were.
-fn parse_records<'a>(
-    bytes: &'a [u8],
-    location: &str,
-    first_line: u64,
-    entries: &mut Vec<ManifestEntry<'a>>,
-) -> Result<u64> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(bytes);
-    let mut record = csv::ByteRecord::new();
-    let mut line = first_line;
-    loop {
-        let bad = |detail: String| Error::bad_input(format!("{location} line {line}"), detail);
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => return Ok(line - first_line),
-            Ok(true) => {}
-            Err(e) => return Err(bad(format!("malformed CSV: {e}"))),
+/// See [`manifest_entries`].
+pub struct ManifestEntries<R> {
+    reader: csv::Reader<R>,
+    record: csv::ByteRecord,
+    line: u64,
+    location: String,
+    failed: bool,
+}
+
+impl<R: std::io::Read> Iterator for ManifestEntries<R> {
+    type Item = Result<ManifestEntry<'static>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
         }
+        self.line += 1;
+        let entry = match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => return None,
+            // The body stopped coming (a download cut off), not a damaged manifest.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => Err(Error::Remote {
+                operation: "GetObject",
+                location: self.location.clone(),
+                detail: format!("read cut off at line {}: {e}", self.line),
+            }),
+            Err(e) => Err(self.bad(format!("malformed CSV: {e}"))),
+            Ok(true) => self.entry(),
+        };
+        self.failed = entry.is_err();
+        Some(entry)
+    }
+}
+
+impl<R> ManifestEntries<R> {
+    fn bad(&self, detail: String) -> Error {
+        Error::bad_input(format!("{} line {}", self.location, self.line), detail)
+    }
+
+    /// The entry of the record just read.
+    fn entry(&self) -> Result<ManifestEntry<'static>> {
+        let record = &self.record;
+        let bad = |detail: String| self.bad(detail);
         if record.len() != 3 && record.len() != 7 {
             return Err(bad(format!(
                 "{} fields; a bundle manifest line has 7 (Bucket,Key,Size,VersionId,ETag,LastModifiedDate,StorageClass) or 3 (Bucket,Key,Size)",
                 record.len()
             )));
         }
-        let text = |i: usize| -> Result<Option<Cow<'a, str>>> {
+        let text = |i: usize| -> Result<Option<Cow<'static, str>>> {
             match record.get(i) {
                 None | Some(b"") => Ok(None),
                 Some(field) => std::str::from_utf8(field)
@@ -201,7 +231,7 @@ fn parse_records<'a>(
         let size = size_text
             .parse::<u64>()
             .map_err(|_| bad(format!("Size `{size_text}` is not a whole number")))?;
-        entries.push(ManifestEntry {
+        Ok(ManifestEntry {
             bucket,
             key: Cow::Owned(key),
             size,
@@ -209,15 +239,27 @@ fn parse_records<'a>(
             etag: text(4)?,
             last_modified: text(5)?,
             storage_class: text(6)?,
-        });
-        line += 1;
+        })
     }
 }
 
-/// Parses a manifest that arrives in chunks (a streamed GET), so that memory does not grow
-/// with the manifest: each chunk's whole records are parsed as it comes, and only the start
-/// of the last, unfinished record is kept. A record ends at a newline outside quotes; quotes
-/// pair up in any record the manifest writer quotes (`""` inside a field toggles twice).
+impl<R: std::io::Read> ManifestEntries<R> {
+    /// Numbers the lines from `first` (a run of lines from the middle of a manifest).
+    fn numbered_from(mut self, first: u64) -> Self {
+        self.line = first.saturating_sub(1);
+        self
+    }
+}
+
+/// The longest manifest line accepted: a line holds one object (a 1,024-byte key is at most
+/// 3 KiB encoded), so anything longer is not a manifest, and is not held in memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Parses a manifest that arrives in chunks (a streamed GET) without a blocking reader, so that
+/// memory does not grow with the manifest: each chunk's whole records are parsed as it comes,
+/// and only the start of the last, unfinished record is kept. A record ends at a newline outside
+/// quotes; quotes pair up in any record the manifest writer quotes (`""` inside a field toggles
+/// twice).
 #[derive(Debug)]
 pub struct ManifestChunks {
     location: String,
@@ -269,11 +311,12 @@ impl ManifestChunks {
     }
 
     fn parse_carry(&mut self) -> Result<Vec<ManifestEntry<'static>>> {
-        let mut entries = Vec::new();
-        self.next_line += parse_records(&self.carry, &self.location, self.next_line, &mut entries)?;
-        let owned = entries.into_iter().map(ManifestEntry::into_owned).collect();
+        let entries = manifest_entries(self.carry.as_slice(), &self.location)
+            .numbered_from(self.next_line)
+            .collect::<Result<Vec<_>>>()?;
+        self.next_line += entries.len() as u64;
         self.carry.clear();
-        Ok(owned)
+        Ok(entries)
     }
 }
 

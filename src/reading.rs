@@ -9,7 +9,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::archive::layout::Compression;
-use crate::s3::error_chain;
+use crate::s3::{error_chain, GetStream, S3};
+use crate::s3uri::S3Uri;
 
 /// Decompressed bytes handed over at a time.
 const CHUNK: usize = 1 << 20;
@@ -73,11 +74,9 @@ impl Read for ChannelReader {
     }
 }
 
-/// The uncompressed tar stream of a whole archive body.
-pub fn decompressed(body: ByteStream, compression: Compression) -> Chunks {
-    if compression == Compression::None {
-        return Chunks::Body(body);
-    }
+/// A blocking reader over `body`, which downloads on the runtime meanwhile (a few chunks
+/// ahead). Create it on the runtime; read it on a blocking thread.
+pub fn blocking_reader(body: ByteStream) -> impl Read + Send + 'static {
     let (raw_tx, raw_rx) = mpsc::channel(IN_FLIGHT);
     tokio::spawn(async move {
         let mut raw = Chunks::Body(body);
@@ -88,12 +87,134 @@ pub fn decompressed(body: ByteStream, compression: Compression) -> Chunks {
             }
         }
     });
+    ChannelReader {
+        receiver: raw_rx,
+        current: Bytes::new(),
+    }
+}
+
+/// Times a table's download is resumed where its body was cut off.
+const RESUMES: u32 = 4;
+
+/// A blocking reader over the object whose GET `got` is, read to its end: where the body is cut
+/// off, the download resumes with a range GET from the byte it stopped at (the SDK retries
+/// failed requests, not cut bodies). Create it on the runtime; read it on a blocking thread.
+pub fn resumed_reader(s3: S3, uri: S3Uri, got: GetStream) -> impl Read + Send + 'static {
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    tokio::spawn(async move {
+        let (mut body, size) = (got.body, got.size);
+        let (mut offset, mut resumes) = (0u64, 0);
+        loop {
+            let message = match body.next().await {
+                None => return,
+                Some(Ok(bytes)) => {
+                    offset += bytes.len() as u64;
+                    Ok(bytes)
+                }
+                Some(Err(e)) if resumes < RESUMES && offset < size => {
+                    resumes += 1;
+                    tracing::debug!("{uri}: body cut off ({}); reading on", error_chain(&e));
+                    match s3.get_range(&uri, offset, size - 1).await {
+                        Ok(next) => {
+                            body = next.body;
+                            continue;
+                        }
+                        Err(failure) => Err(ReadError::Cut(failure.to_string())),
+                    }
+                }
+                Some(Err(e)) => Err(ReadError::Cut(error_chain(&e))),
+            };
+            let failed = message.is_err();
+            if tx.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    ChannelReader {
+        receiver: rx,
+        current: Bytes::new(),
+    }
+}
+
+/// Rows handed over at a time by a [`RowStream`].
+const ROW_BATCH: usize = 1024;
+
+/// The rows of a table (an index, a DLQ, a manifest) parsed on a blocking thread while it
+/// downloads, handed over in batches: a few batches are held, whatever the table's length.
+pub struct RowStream<T> {
+    batches: mpsc::Receiver<crate::error::Result<Vec<T>>>,
+    current: std::vec::IntoIter<T>,
+}
+
+impl<T: Send + 'static> RowStream<T> {
+    /// Parses the object `got` is the GET of with `rows` (given a blocking reader of it) on a
+    /// blocking thread. Call it on the runtime.
+    pub fn start<I, F>(s3: &S3, uri: &S3Uri, got: GetStream, rows: F) -> Self
+    where
+        I: Iterator<Item = crate::error::Result<T>>,
+        F: FnOnce(Box<dyn Read + Send>) -> crate::error::Result<I> + Send + 'static,
+    {
+        let reader: Box<dyn Read + Send> = Box::new(resumed_reader(s3.clone(), uri.clone(), got));
+        let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        tokio::task::spawn_blocking(move || {
+            let rows = match rows(reader) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            let mut batch = Vec::with_capacity(ROW_BATCH);
+            for row in rows {
+                match row {
+                    Ok(row) => batch.push(row),
+                    Err(e) => {
+                        if !batch.is_empty() {
+                            let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                        }
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+                if batch.len() == ROW_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH));
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(Ok(batch));
+            }
+        });
+        RowStream {
+            batches: rx,
+            current: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next row; `None` after the last; an error ends the rows.
+    pub async fn next(&mut self) -> Option<crate::error::Result<T>> {
+        loop {
+            if let Some(row) = self.current.next() {
+                return Some(Ok(row));
+            }
+            match self.batches.recv().await? {
+                Ok(batch) => self.current = batch.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// The uncompressed tar stream of a whole archive body.
+pub fn decompressed(body: ByteStream, compression: Compression) -> Chunks {
+    if compression == Compression::None {
+        return Chunks::Body(body);
+    }
+    let reader = blocking_reader(body);
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
-        let reader = ChannelReader {
-            receiver: raw_rx,
-            current: Bytes::new(),
-        };
         let mut decoder: Box<dyn Read> = match compression {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
             _ => match zstd::stream::read::Decoder::new(reader) {

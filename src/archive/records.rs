@@ -202,25 +202,44 @@ impl Default for IndexWriter {
     }
 }
 
+/// The fields of an index row, in [`INDEX_HEADER`] order, as the index holds them.
+pub fn index_fields(row: &IndexRow) -> [String; 14] {
+    let offset = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
+    [
+        row.bucket.clone(),
+        row.key.clone(),
+        row.version_id.clone().unwrap_or_default(),
+        row.size.to_string(),
+        row.last_modified.clone(),
+        row.etag.clone(),
+        row.md5.clone(),
+        row.storage_class.clone(),
+        row.content_type.clone(),
+        json_map(&row.metadata),
+        json_map(&row.tags),
+        row.member.clone(),
+        offset(row.header_offset),
+        offset(row.data_offset),
+    ]
+}
+
+/// The fields of a DLQ row, in [`DLQ_HEADER`] order.
+pub fn dlq_fields(row: &DlqRow) -> [String; 7] {
+    [
+        row.bucket.clone(),
+        row.key.clone(),
+        row.version_id.clone().unwrap_or_default(),
+        row.size.to_string(),
+        row.last_modified.clone().unwrap_or_default(),
+        row.reason.as_str().to_string(),
+        row.detail.clone(),
+    ]
+}
+
 impl IndexWriter {
     pub fn push(&mut self, row: &IndexRow) {
-        let offset = |o: Option<u64>| o.map(|v| v.to_string()).unwrap_or_default();
-        self.0.push(&[
-            row.bucket.as_str(),
-            &row.key,
-            row.version_id.as_deref().unwrap_or(""),
-            &row.size.to_string(),
-            &row.last_modified,
-            &row.etag,
-            &row.md5,
-            &row.storage_class,
-            &row.content_type,
-            &json_map(&row.metadata),
-            &json_map(&row.tags),
-            &row.member,
-            &offset(row.header_offset),
-            &offset(row.data_offset),
-        ]);
+        self.0
+            .push(&index_fields(row).each_ref().map(String::as_str));
     }
 
     pub fn finish(self) -> Vec<u8> {
@@ -239,15 +258,7 @@ impl Default for DlqWriter {
 
 impl DlqWriter {
     pub fn push(&mut self, row: &DlqRow) {
-        self.0.push(&[
-            row.bucket.as_str(),
-            &row.key,
-            row.version_id.as_deref().unwrap_or(""),
-            &row.size.to_string(),
-            row.last_modified.as_deref().unwrap_or(""),
-            row.reason.as_str(),
-            &row.detail,
-        ]);
+        self.0.push(&dlq_fields(row).each_ref().map(String::as_str));
     }
 
     pub fn finish(self) -> Vec<u8> {
@@ -298,7 +309,11 @@ impl PrunedWriter {
     }
 }
 
-fn check_header(reader: &mut csv::Reader<&[u8]>, expected: &[&str], location: &str) -> Result<()> {
+fn check_header<R: std::io::Read>(
+    reader: &mut csv::Reader<R>,
+    expected: &[&str],
+    location: &str,
+) -> Result<()> {
     let header = reader
         .headers()
         .map_err(|e| Error::bad_input(location, format!("no header row: {e}")))?;
@@ -312,23 +327,60 @@ fn check_header(reader: &mut csv::Reader<&[u8]>, expected: &[&str], location: &s
     Ok(())
 }
 
-/// Reads a CSV table with `header`, turning each record into a row with `row`. Errors name
-/// the table and the line (the header is line 1).
-fn read_table<T>(
-    bytes: &[u8],
-    header: &[&str],
-    location: &str,
-    mut row: impl FnMut(&csv::StringRecord, &dyn Fn(String) -> Error) -> Result<T>,
-) -> Result<Vec<T>> {
-    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
-    check_header(&mut reader, header, location)?;
-    let mut rows = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let bad = |detail: String| Error::bad_input(format!("{location} line {}", n + 2), detail);
-        let record = record.map_err(|e| bad(format!("malformed CSV: {e}")))?;
-        rows.push(row(&record, &bad)?);
+/// Turns one record into a row; `bad` makes an error that names the table and the line.
+type ParseRow<T> = fn(&csv::StringRecord, &dyn Fn(String) -> Error) -> Result<T>;
+
+/// The rows of a CSV table, read one at a time from `R`: an index of millions of rows is never
+/// held whole. Ends after the first error. Errors name the table and the line (the header is
+/// line 1).
+pub struct Rows<R: std::io::Read, T> {
+    reader: csv::Reader<R>,
+    record: csv::StringRecord,
+    line: u64,
+    location: String,
+    parse: ParseRow<T>,
+    failed: bool,
+}
+
+impl<R: std::io::Read, T> Rows<R, T> {
+    fn new(reader: R, header: &[&str], location: &str, parse: ParseRow<T>) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new().from_reader(reader);
+        check_header(&mut reader, header, location)?;
+        Ok(Rows {
+            reader,
+            record: csv::StringRecord::new(),
+            line: 1,
+            location: location.to_string(),
+            parse,
+            failed: false,
+        })
     }
-    Ok(rows)
+}
+
+impl<R: std::io::Read, T> Iterator for Rows<R, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.failed {
+            return None;
+        }
+        self.line += 1;
+        let location = format!("{} line {}", self.location, self.line);
+        let bad = |detail: String| Error::bad_input(location.clone(), detail);
+        let row = match self.reader.read_record(&mut self.record) {
+            Ok(false) => return None,
+            Ok(true) => (self.parse)(&self.record, &bad),
+            // The body stopped coming (a download cut off), not a damaged table.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => Err(Error::Remote {
+                operation: "GetObject",
+                location: self.location.clone(),
+                detail: format!("read cut off at line {}: {e}", self.line),
+            }),
+            Err(e) => Err(bad(format!("malformed CSV: {e}"))),
+        };
+        self.failed = row.is_err();
+        Some(row)
+    }
 }
 
 fn field(record: &csv::StringRecord, i: usize) -> String {
@@ -361,65 +413,81 @@ fn offset_field(
 
 /// Parses an index (or a big object's `.metadata`).
 pub fn parse_index(bytes: &[u8], location: &str) -> Result<Vec<IndexRow>> {
-    read_table(bytes, &INDEX_HEADER, location, |record, bad| {
-        let map = |i: usize| -> Result<BTreeMap<String, String>> {
-            serde_json::from_str(record.get(i).unwrap_or("{}")).map_err(|e| {
-                bad(format!(
-                    "{} is not a JSON object of strings: {e}",
-                    INDEX_HEADER[i]
-                ))
-            })
-        };
-        let (key, version_id) = (field(record, 1), optional_field(record, 2));
-        if let Some(why) = crate::s3::over_s3_limits(&key, version_id.as_deref()) {
-            return Err(bad(why));
-        }
-        Ok(IndexRow {
-            bucket: field(record, 0),
-            key,
-            version_id,
-            size: size_field(record, 3, bad)?,
-            last_modified: field(record, 4),
-            etag: field(record, 5),
-            md5: field(record, 6),
-            storage_class: field(record, 7),
-            content_type: field(record, 8),
-            metadata: map(9)?,
-            tags: map(10)?,
-            member: field(record, 11),
-            header_offset: offset_field(record, 12, bad)?,
-            data_offset: offset_field(record, 13, bad)?,
+    index_rows(bytes, location)?.collect()
+}
+
+/// The rows of an index (or a big object's `.metadata`) as they are read.
+pub fn index_rows<R: std::io::Read>(reader: R, location: &str) -> Result<Rows<R, IndexRow>> {
+    Rows::new(reader, &INDEX_HEADER, location, index_row)
+}
+
+pub fn index_row(record: &csv::StringRecord, bad: &dyn Fn(String) -> Error) -> Result<IndexRow> {
+    let map = |i: usize| -> Result<BTreeMap<String, String>> {
+        serde_json::from_str(record.get(i).unwrap_or("{}")).map_err(|e| {
+            bad(format!(
+                "{} is not a JSON object of strings: {e}",
+                INDEX_HEADER[i]
+            ))
         })
+    };
+    let (key, version_id) = (field(record, 1), optional_field(record, 2));
+    if let Some(why) = crate::s3::over_s3_limits(&key, version_id.as_deref()) {
+        return Err(bad(why));
+    }
+    Ok(IndexRow {
+        bucket: field(record, 0),
+        key,
+        version_id,
+        size: size_field(record, 3, bad)?,
+        last_modified: field(record, 4),
+        etag: field(record, 5),
+        md5: field(record, 6),
+        storage_class: field(record, 7),
+        content_type: field(record, 8),
+        metadata: map(9)?,
+        tags: map(10)?,
+        member: field(record, 11),
+        header_offset: offset_field(record, 12, bad)?,
+        data_offset: offset_field(record, 13, bad)?,
     })
 }
 
 /// Parses a DLQ.
 pub fn parse_dlq(bytes: &[u8], location: &str) -> Result<Vec<DlqRow>> {
-    read_table(bytes, &DLQ_HEADER, location, |record, bad| {
-        Ok(DlqRow {
-            bucket: field(record, 0),
-            key: field(record, 1),
-            version_id: optional_field(record, 2),
-            size: size_field(record, 3, bad)?,
-            last_modified: optional_field(record, 4),
-            reason: DlqReason::parse(&field(record, 5))
-                .ok_or_else(|| bad(format!("unknown reason `{}`", field(record, 5))))?,
-            detail: field(record, 6),
-        })
+    dlq_rows(bytes, location)?.collect()
+}
+
+/// The rows of a DLQ as they are read.
+pub fn dlq_rows<R: std::io::Read>(reader: R, location: &str) -> Result<Rows<R, DlqRow>> {
+    Rows::new(reader, &DLQ_HEADER, location, dlq_row)
+}
+
+pub fn dlq_row(record: &csv::StringRecord, bad: &dyn Fn(String) -> Error) -> Result<DlqRow> {
+    Ok(DlqRow {
+        bucket: field(record, 0),
+        key: field(record, 1),
+        version_id: optional_field(record, 2),
+        size: size_field(record, 3, bad)?,
+        last_modified: optional_field(record, 4),
+        reason: DlqReason::parse(&field(record, 5))
+            .ok_or_else(|| bad(format!("unknown reason `{}`", field(record, 5))))?,
+        detail: field(record, 6),
     })
 }
 
 /// Parses a deletion log.
 pub fn parse_pruned(bytes: &[u8], location: &str) -> Result<Vec<PrunedRow>> {
-    read_table(bytes, &PRUNED_HEADER, location, |record, bad| {
-        Ok(PrunedRow {
-            bucket: field(record, 0),
-            key: field(record, 1),
-            version_id: optional_field(record, 2),
-            size: size_field(record, 3, bad)?,
-            etag: field(record, 4),
-            deleted_at: field(record, 5),
-        })
+    Rows::new(bytes, &PRUNED_HEADER, location, pruned_row)?.collect()
+}
+
+fn pruned_row(record: &csv::StringRecord, bad: &dyn Fn(String) -> Error) -> Result<PrunedRow> {
+    Ok(PrunedRow {
+        bucket: field(record, 0),
+        key: field(record, 1),
+        version_id: optional_field(record, 2),
+        size: size_field(record, 3, bad)?,
+        etag: field(record, 4),
+        deleted_at: field(record, 5),
     })
 }
 

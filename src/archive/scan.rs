@@ -85,8 +85,10 @@ pub struct Layout {
     pub expected_length: u64,
 }
 
-/// Sorts the rows by header offset and finds bad or overlapping offsets.
-pub fn layout(rows: &[IndexRow]) -> Layout {
+/// Sorts the rows by header offset and finds bad or overlapping offsets. The rows follow
+/// members ending at `previous_end` (0 for a whole index; the end of the chunk before, for an
+/// index read in chunks in archive order): a row that starts before it overlaps them.
+pub fn layout(rows: &[IndexRow], previous_end: u64) -> Layout {
     let mut out = Layout::default();
     let mut spans = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
@@ -96,7 +98,7 @@ pub fn layout(rows: &[IndexRow]) -> Layout {
         }
     }
     spans.sort_by_key(|(_, span)| span.header);
-    let mut previous_end = 0u64;
+    let mut previous_end = previous_end;
     for (i, span) in spans {
         if span.header < previous_end {
             out.problems.push((
@@ -178,6 +180,11 @@ impl<'a> Scanner<'a> {
             stage: Stage::Header(Vec::new()),
             results: Vec::new(),
         }
+    }
+
+    /// The offset in the stream of the next byte it takes.
+    pub fn position(&self) -> u64 {
+        self.position
     }
 
     /// Bytes still wanted: the scanner has checked every member once this is false.
@@ -325,7 +332,7 @@ mod tests {
 
     /// Scans every window of `bytes`, fed in chunks of `chunk` bytes.
     fn scan(bytes: &[u8], rows: &[IndexRow], deep: bool, chunk: usize) -> Vec<Result<(), String>> {
-        let layout = layout(rows);
+        let layout = layout(rows, 0);
         let mut verdicts: Vec<Result<(), String>> = vec![Ok(()); rows.len()];
         for (row, problem) in &layout.problems {
             verdicts[*row] = Err(problem.clone());
@@ -358,7 +365,7 @@ mod tests {
     fn a_sound_archive_checks_out_in_any_chunking() {
         let big = vec![9u8; 5000];
         let (bytes, rows) = archive(&[("a", b"hello"), ("", b""), ("big", &big), ("z", b"x")]);
-        assert_eq!(layout(&rows).expected_length, bytes.len() as u64);
+        assert_eq!(layout(&rows, 0).expected_length, bytes.len() as u64);
         for chunk in [1, 7, 512, 100_000] {
             for deep in [false, true] {
                 let verdicts = scan(&bytes, &rows, deep, chunk);
@@ -371,7 +378,7 @@ mod tests {
     fn windows_group_small_members_and_skip_big_data_unless_deep() {
         let big = vec![1u8; 10_000];
         let (_, rows) = archive(&[("a", b"1"), ("b", b"2"), ("big", &big), ("c", b"3")]);
-        let layout = layout(&rows);
+        let layout = layout(&rows, 0);
         let shallow = plan_windows(&layout.ordered, false, 4096, 600);
         // a, b and big's header together; c after 10,000 bytes of data in its own window.
         assert_eq!(
@@ -416,13 +423,13 @@ mod tests {
         let mut overlapping = rows.clone();
         overlapping[1].header_offset = Some(512);
         overlapping[1].data_offset = Some(1024);
-        let found = layout(&overlapping);
+        let found = layout(&overlapping, 0);
         assert_eq!(found.problems.len(), 1, "{found:?}");
         let mut none = rows;
         none[0].data_offset = None;
         none[1].header_offset = Some(3);
-        assert_eq!(layout(&none).problems.len(), 2);
-        assert_eq!(layout(&[]).expected_length, 0);
+        assert_eq!(layout(&none, 0).problems.len(), 2);
+        assert_eq!(layout(&[], 0).expected_length, 0);
     }
 
     /// Found reviewing the scanner for the property tests: an index size that fits after
@@ -433,7 +440,7 @@ mod tests {
         let (_, rows) = archive(&[("a", b"hello")]);
         let mut huge = rows;
         huge[0].size = u64::MAX - 1024 - 1;
-        let found = layout(&huge);
+        let found = layout(&huge, 0);
         assert!(found.ordered.is_empty(), "{found:?}");
         assert!(found.problems[0].1.contains("overflows"), "{found:?}");
     }

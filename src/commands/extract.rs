@@ -13,7 +13,7 @@ use crate::bundle::budget::ByteBudget;
 use crate::error::{Error, ExitCode, Result};
 use crate::extract::{
     cat, member_cursor, path::local_path, restore, restore_in, stream_cursor, Archive, Background,
-    Destination, Restored, PART_SIZE,
+    Destination, Restored, Selection, PART_SIZE,
 };
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
@@ -68,6 +68,9 @@ pub struct CatArgs {
     pub key: String,
 }
 
+/// Refused member names listed in the error; the others are counted.
+const REFUSED_LISTED: usize = 20;
+
 pub async fn run(
     aws: &AwsOptions,
     config: &SdkConfig,
@@ -75,59 +78,56 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<ExitCode> {
     let s3 = aws.s3(config);
-    let archive = Archive::open(&s3, &args.archive).await?;
-    let rows = archive.select(&args.keys, args.prefix.as_deref())?;
+    let archive = Archive::at(&args.archive)?;
+    let selection = Selection {
+        keys: args.keys.clone(),
+        prefix: args.prefix.clone(),
+    };
     let destination = match (&args.to, &args.directory) {
         (Some(to), _) => Destination::S3(to.clone()),
-        (None, Some(dir)) => {
-            // Every name is checked before anything is written.
-            let refused: Vec<String> = rows
-                .iter()
-                .filter_map(|row| local_path(&row.member).err().map(|e| e.to_string()))
-                .collect();
-            if !refused.is_empty() {
-                return Err(Error::bad_input(
-                    archive.index_uri.to_string(),
-                    format!(
-                        "{} member names would leave {}, nothing was extracted: {}",
-                        refused.len(),
-                        dir.display(),
-                        refused.join("; ")
-                    ),
-                ));
-            }
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                location: dir.display().to_string(),
-                source,
-            })?;
-            Destination::Local(dir.clone())
-        }
+        (None, Some(dir)) => Destination::Local(dir.clone()),
         (None, None) => {
             return Err(Error::Usage(
                 "give --to s3://BUCKET/PREFIX or -C DIR".into(),
             ))
         }
     };
-    let progress = crate::progress::objects_bar(Some(rows.len() as u64), "extracting");
+    let selected = check_before_writing(&s3, &archive, &selection, &destination).await?;
+    if let Destination::Local(dir) = &destination {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            location: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let progress = crate::progress::objects_bar(selected, "extracting");
     // Bytes a member may hold: its size, up to three parts (one filling, two uploading).
     let budget = ByteBudget::new(args.max_in_flight.0.max(4 * PART_SIZE as u64));
     let holds = |row: &IndexRow| row.size.min(3 * PART_SIZE as u64);
-    let restored: Vec<Result<Restored>> = if archive.compression == Compression::None {
-        stream::iter(rows)
+    let mut rows = archive.index(&s3).await?;
+    let mut report = Report::new(args.json);
+    if archive.compression == Compression::None {
+        // The index is read as members restore, a batch ahead of them.
+        let wanted = stream::unfold(
+            &mut rows,
+            |rows| async move { Some((rows.next().await?, rows)) },
+        )
+        .filter(|row| std::future::ready(!matches!(row, Ok(row) if !selection.wants(row))));
+        let restores = wanted
             .map(|row| {
                 let (s3, archive, destination) = (&s3, &archive, &destination);
                 let (progress, budget) = (progress.clone(), budget.clone());
                 let stopping = shutdown.is_requested();
                 async move {
+                    let row = row?;
                     if stopping {
                         return Err(Error::Interrupted);
                     }
-                    let _permit = budget.acquire(holds(row)).await;
+                    let _permit = budget.acquire(holds(&row)).await;
                     // A body cut mid-member is read again; nothing of it was kept.
                     let mut attempt = 1;
                     let restored = loop {
-                        let result = match member_cursor(s3, archive, row).await {
-                            Ok(mut cursor) => restore(s3, &mut cursor, row, destination).await,
+                        let result = match member_cursor(s3, archive, &row).await {
+                            Ok(mut cursor) => restore(s3, &mut cursor, &row, destination).await,
                             Err(e) => Err(e),
                         };
                         match result {
@@ -142,18 +142,27 @@ pub async fn run(
                     restored
                 }
             })
-            .buffer_unordered(args.concurrency.max(1))
-            .collect()
-            .await
+            .buffer_unordered(args.concurrency.max(1));
+        futures_util::pin_mut!(restores);
+        while let Some(result) = restores.next().await {
+            report.add(result);
+        }
     } else {
         // One pass over the decompressed stream; the members come in archive order, and small
         // ones upload in the background, `--concurrency` at a time.
         let mut cursor = stream_cursor(&s3, &archive).await?;
-        let mut out = Vec::new();
         let mut uploads = Background::new();
-        for row in rows {
+        while let Some(row) = rows.next().await {
+            let row = match row {
+                Ok(row) if !selection.wants(&row) => continue,
+                Ok(row) => row,
+                Err(e) => {
+                    report.add(Err(e));
+                    break;
+                }
+            };
             if shutdown.is_requested() {
-                out.push(Err(Error::Interrupted));
+                report.add(Err(Error::Interrupted));
                 break;
             }
             // Background uploads hold at most one part each: bounded by their number.
@@ -161,41 +170,162 @@ pub async fn run(
                 || (uploads.len() as u64 + 1) * PART_SIZE as u64 > budget.capacity()
             {
                 if let Some(joined) = uploads.join_next().await {
-                    out.push(joined_result(joined));
+                    report.add(joined_result(joined));
                 }
             }
             progress.inc(1);
-            match restore_in(&s3, &mut cursor, row, &destination, &mut Some(&mut uploads)).await {
-                Ok(Some(restored)) => out.push(Ok(restored)),
+            match restore_in(
+                &s3,
+                &mut cursor,
+                &row,
+                &destination,
+                &mut Some(&mut uploads),
+            )
+            .await
+            {
+                Ok(Some(restored)) => report.add(Ok(restored)),
                 Ok(None) => {}
                 Err(e) => {
-                    out.push(Err(e));
+                    report.add(Err(e));
                     break;
                 }
             }
         }
         while let Some(joined) = uploads.join_next().await {
-            out.push(joined_result(joined));
-        }
-        out
-    };
-    progress.finish_and_clear();
-    let mut done = Vec::new();
-    let mut first_error = None;
-    for result in restored {
-        match result {
-            Ok(r) => done.push(r),
-            // The first error is the exit's (and logged by main); the others are logged here.
-            Err(e) if first_error.is_none() => first_error = Some(e),
-            Err(Error::Interrupted) => {}
-            Err(e) => tracing::error!("ERROR {e}"),
+            report.add(joined_result(joined));
         }
     }
-    done.sort_by(|a, b| a.key.cmp(&b.key));
-    print_restored(&done, args.json);
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(ExitCode::Success),
+    progress.finish_and_clear();
+    report.finish()
+}
+
+/// Reads the index once before anything is written, when there is something to refuse: a key
+/// asked for that is not in the index, or (to a folder) a selected member whose name would
+/// leave it. Returns how many members are selected, when it read the index to know.
+async fn check_before_writing(
+    s3: &crate::s3::S3,
+    archive: &Archive,
+    selection: &Selection,
+    destination: &Destination,
+) -> Result<Option<u64>> {
+    let folder = match destination {
+        Destination::Local(dir) => Some(dir),
+        Destination::S3(_) => None,
+    };
+    if selection.keys.is_empty() && folder.is_none() {
+        return Ok(None);
+    }
+    let mut rows = archive.index(s3).await?;
+    let mut found = vec![false; selection.keys.len()];
+    let (mut selected, mut refused) = (0u64, 0usize);
+    let mut listed = Vec::new();
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        selection.mark_found(&row, &mut found);
+        if !selection.wants(&row) {
+            continue;
+        }
+        selected += 1;
+        if let Some(Err(e)) = folder.map(|_| local_path(&row.member)) {
+            refused += 1;
+            if listed.len() < REFUSED_LISTED {
+                listed.push(e.to_string());
+            }
+        }
+    }
+    let missing = selection.not_found(&found);
+    if !missing.is_empty() {
+        return Err(Error::bad_input(
+            archive.index_uri.to_string(),
+            format!("no member for key {missing:?}; list the index to see what the archive holds"),
+        ));
+    }
+    if let (Some(dir), true) = (folder, refused > 0) {
+        let more = refused - listed.len();
+        return Err(Error::bad_input(
+            archive.index_uri.to_string(),
+            format!(
+                "{refused} member names would leave {}, nothing was extracted: {}{}",
+                dir.display(),
+                listed.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    Ok(Some(selected))
+}
+
+/// What `extract` prints: each restored object as it is done (in the order they finish; with
+/// `--json`, elements of one array), then the count; errors after the first are logged.
+struct Report {
+    json: bool,
+    objects: u64,
+    bytes: u64,
+    first_error: Option<Error>,
+}
+
+impl Report {
+    fn new(json: bool) -> Self {
+        if json {
+            print!("[");
+        }
+        Report {
+            json,
+            objects: 0,
+            bytes: 0,
+            first_error: None,
+        }
+    }
+
+    fn add(&mut self, result: Result<Restored>) {
+        let restored = match result {
+            Ok(restored) => restored,
+            // The first error is the exit's (and logged by main); the others are logged here.
+            Err(e) if self.first_error.is_none() => {
+                self.first_error = Some(e);
+                return;
+            }
+            Err(Error::Interrupted) => return,
+            Err(e) => {
+                tracing::error!("ERROR {e}");
+                return;
+            }
+        };
+        if self.json {
+            let separator = if self.objects == 0 { "\n" } else { ",\n" };
+            let element = serde_json::to_string(&restored).unwrap_or_default();
+            print!("{separator}{element}");
+        } else {
+            println!(
+                "{}\t{}\tarchived-version={}\tnew-version={}",
+                restored.target,
+                restored.size,
+                restored.archived_version_id.as_deref().unwrap_or("-"),
+                restored.new_version_id.as_deref().unwrap_or("-"),
+            );
+        }
+        self.objects += 1;
+        self.bytes += restored.size;
+    }
+
+    fn finish(self) -> Result<ExitCode> {
+        if self.json {
+            println!("{}]", if self.objects == 0 { "" } else { "\n" });
+        } else {
+            println!(
+                "restored {} objects ({})",
+                self.objects,
+                human_bytes(self.bytes)
+            );
+        }
+        match self.first_error {
+            Some(error) => Err(error),
+            None => Ok(ExitCode::Success),
+        }
     }
 }
 
@@ -208,34 +338,23 @@ fn joined_result(
     })?
 }
 
-fn print_restored(done: &[Restored], json: bool) {
-    if json {
-        super::print_json(&done);
-        return;
-    }
-    for r in done {
-        println!(
-            "{}\t{}\tarchived-version={}\tnew-version={}",
-            r.target,
-            r.size,
-            r.archived_version_id.as_deref().unwrap_or("-"),
-            r.new_version_id.as_deref().unwrap_or("-"),
-        );
-    }
-    let bytes = done.iter().map(|r| r.size).sum();
-    println!("restored {} objects ({})", done.len(), human_bytes(bytes));
-}
-
 pub async fn run_cat(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -> Result<ExitCode> {
     let s3 = aws.s3(config);
-    let archive = Archive::open(&s3, &args.archive).await?;
-    let rows = archive.select(std::slice::from_ref(&args.key), None)?;
-    let Some(row) = rows.first() else {
-        return Err(Error::bad_input(
-            archive.index_uri.to_string(),
-            format!("no member for key `{}`", args.key),
-        ));
+    let archive = Archive::at(&args.archive)?;
+    let selection = Selection {
+        keys: vec![args.key.clone()],
+        prefix: None,
     };
-    cat(&s3, &archive, row).await?;
-    Ok(ExitCode::Success)
+    let mut rows = archive.index(&s3).await?;
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        if selection.wants(&row) {
+            cat(&s3, &archive, &row).await?;
+            return Ok(ExitCode::Success);
+        }
+    }
+    Err(Error::bad_input(
+        archive.index_uri.to_string(),
+        format!("no member for key `{}`", args.key),
+    ))
 }

@@ -73,7 +73,8 @@ pub async fn run(
     };
     // Manifest by manifest: each is verified, then pruned, then let go.
     let manifests = args.check.manifests(&s3).await?;
-    let mut checks = Checks::new(&s3, &args.check, &manifests);
+    // Prune decides per object from the rows verification matched.
+    let mut checks = Checks::new(&s3, &args.check, &manifests, true);
     while let Some(check) = checks.next().await {
         let check = check?;
         report.verification_problems += check.report.counts.problems();

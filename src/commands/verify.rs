@@ -68,12 +68,19 @@ pub struct Checks<'a> {
 }
 
 impl<'a> Checks<'a> {
-    pub fn new(s3: &'a S3, options: &CheckOptions, manifests: &'a [S3Uri]) -> Self {
+    /// With `keep_rows`, each check keeps its entries, statuses and rows (see
+    /// [`check_manifest`]).
+    pub fn new(
+        s3: &'a S3,
+        options: &CheckOptions,
+        manifests: &'a [S3Uri],
+        keep_rows: bool,
+    ) -> Self {
         let settings = options.settings();
         let inner = stream::iter(manifests.iter())
             .map(move |uri| {
                 let settings = settings.clone();
-                async move { check_manifest(s3, uri, &settings).await }
+                async move { check_manifest(s3, uri, &settings, keep_rows).await }
             })
             .buffered(PARALLEL_MANIFESTS);
         Checks {
@@ -110,7 +117,7 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &VerifyArgs) -> Res
         ..VerifyReport::default()
     };
     let manifests = args.check.manifests(&s3).await?;
-    let mut checks = Checks::new(&s3, &args.check, &manifests);
+    let mut checks = Checks::new(&s3, &args.check, &manifests, false);
     while let Some(check) = checks.next().await {
         report.push(check?.report);
     }

@@ -17,79 +17,87 @@ use md5::{Digest, Md5};
 
 use crate::archive::layout::{index_key_for_archive, Compression};
 use crate::archive::pax::{parse_member_header, MemberHeader};
-use crate::archive::records::{parse_index, IndexRow};
+use crate::archive::records::{index_rows, IndexRow};
 use crate::archive::scan::{span, Span};
 use crate::bundle::budget::BudgetPermit;
 use crate::bundle::upload::MultipartUpload;
 use crate::error::{Error, Result};
 use crate::manifest::join_prefix;
-use crate::reading::{decompressed, Chunks, ReadError};
+use crate::reading::{decompressed, Chunks, ReadError, RowStream};
 use crate::s3::{with_object_headers, ObjectHeaders, S3};
 use crate::s3uri::S3Uri;
 
 /// Members up to this size are restored to S3 with one PutObject; larger ones are streamed in
 /// parts of this size.
 pub const PART_SIZE: usize = 8 << 20;
-/// Limit on the size of an index read whole.
-const INDEX_LIMIT: u64 = 4 << 30;
-
-/// An archive and its index.
+/// An archive and where its index is.
 pub struct Archive {
     pub uri: S3Uri,
     pub index_uri: S3Uri,
     pub compression: Compression,
-    pub rows: Vec<IndexRow>,
 }
 
 impl Archive {
-    /// Reads the index beside `uri` (`…/NAME.tar` has `…/NAME.index`).
-    pub async fn open(s3: &S3, uri: &S3Uri) -> Result<Archive> {
+    /// The archive at `uri` and its index beside it (`…/NAME.tar` has `…/NAME.index`).
+    pub fn at(uri: &S3Uri) -> Result<Archive> {
         let (index_key, compression) = index_key_for_archive(&uri.key).ok_or_else(|| {
             Error::Usage(format!(
                 "{uri} is not an archive: expected a key ending .tar, .tar.gz or .tar.zst"
             ))
         })?;
-        let index_uri = S3Uri::new(uri.bucket.clone(), index_key);
-        let bytes = s3
-            .get_bytes(&index_uri, INDEX_LIMIT)
-            .await
-            .map_err(|f| Error::reading("GetObject", index_uri.to_string(), f))?;
-        let rows = parse_index(&bytes, &index_uri.to_string())?;
         Ok(Archive {
             uri: uri.clone(),
-            index_uri,
+            index_uri: S3Uri::new(uri.bucket.clone(), index_key),
             compression,
-            rows,
         })
     }
 
-    /// The rows asked for: `keys` (each must be in the index), those under `prefix`, or all.
-    /// In archive order.
-    pub fn select(&self, keys: &[String], prefix: Option<&str>) -> Result<Vec<&IndexRow>> {
-        let mut chosen: Vec<&IndexRow> = if keys.is_empty() {
-            self.rows
-                .iter()
-                .filter(|r| prefix.is_none_or(|p| r.key.starts_with(p)))
-                .collect()
-        } else {
-            let missing: Vec<&String> = keys
-                .iter()
-                .filter(|k| !self.rows.iter().any(|r| &r.key == *k || &r.member == *k))
-                .collect();
-            if !missing.is_empty() {
-                return Err(Error::bad_input(
-                    self.index_uri.to_string(),
-                    format!("no member for key {missing:?}; list the index to see what the archive holds"),
-                ));
-            }
-            self.rows
-                .iter()
-                .filter(|r| keys.iter().any(|k| &r.key == k || &r.member == k))
-                .filter(|r| prefix.is_none_or(|p| r.key.starts_with(p)))
-                .collect()
-        };
-        chosen.sort_by_key(|r| r.header_offset);
-        Ok(chosen)
+    /// The index's rows in its order (the archive's: `bundle` writes a member's row when it
+    /// appends the member), read as the index downloads: never held whole.
+    pub async fn index(&self, s3: &S3) -> Result<RowStream<IndexRow>> {
+        let got = s3
+            .get_stream(&self.index_uri)
+            .await
+            .map_err(|f| Error::reading("GetObject", self.index_uri.to_string(), f))?;
+        let location = self.index_uri.to_string();
+        Ok(RowStream::start(s3, &self.index_uri, got, move |reader| {
+            index_rows(reader, &location)
+        }))
+    }
+}
+
+/// Which members to restore: `keys` (each must be in the index; a member name works too),
+/// those under `prefix`, or all.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub keys: Vec<String>,
+    pub prefix: Option<String>,
+}
+
+impl Selection {
+    pub fn wants(&self, row: &IndexRow) -> bool {
+        (self.keys.is_empty() || self.keys.iter().any(|k| *k == row.key || *k == row.member))
+            && self
+                .prefix
+                .as_deref()
+                .is_none_or(|p| row.key.starts_with(p))
+    }
+
+    /// Marks the keys `row` answers in `found` (one flag per key).
+    pub fn mark_found(&self, row: &IndexRow, found: &mut [bool]) {
+        for (key, seen) in self.keys.iter().zip(found.iter_mut()) {
+            *seen |= *key == row.key || *key == row.member;
+        }
+    }
+
+    /// The keys whose flag in `found` is still false.
+    pub fn not_found(&self, found: &[bool]) -> Vec<&str> {
+        self.keys
+            .iter()
+            .zip(found)
+            .filter(|(_, seen)| !**seen)
+            .map(|(key, _)| key.as_str())
+            .collect()
     }
 }
 
@@ -503,44 +511,46 @@ pub async fn cat(s3: &S3, archive: &Archive, row: &IndexRow) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn archive() -> Archive {
-        let row = |key: &str, offset: u64| IndexRow {
+    fn rows() -> Vec<IndexRow> {
+        let row = |key: &str| IndexRow {
             bucket: "src".into(),
             key: key.into(),
             member: format!("src/{key}"),
-            header_offset: Some(offset),
-            data_offset: Some(offset + 512),
             ..IndexRow::default()
         };
-        Archive {
-            uri: S3Uri::new("a", "x.tar"),
-            index_uri: S3Uri::new("a", "x.index"),
-            compression: Compression::None,
-            rows: vec![row("logs/b", 2048), row("logs/a", 1024), row("img/c", 0)],
-        }
+        vec![row("img/c"), row("logs/a"), row("logs/b")]
     }
 
-    fn keys(rows: &[&IndexRow]) -> Vec<String> {
-        rows.iter().map(|r| r.key.clone()).collect()
+    fn chosen(selection: &Selection) -> Vec<String> {
+        rows()
+            .into_iter()
+            .filter(|r| selection.wants(r))
+            .map(|r| r.key)
+            .collect()
     }
 
     #[test]
-    fn selection_by_key_prefix_or_all_in_archive_order() {
-        let archive = archive();
-        let all = archive.select(&[], None).unwrap_or_default();
-        assert_eq!(keys(&all), ["img/c", "logs/a", "logs/b"]);
-        let logs = archive.select(&[], Some("logs/")).unwrap_or_default();
-        assert_eq!(keys(&logs), ["logs/a", "logs/b"]);
-        let by_key = archive
-            .select(&["logs/b".into(), "src/img/c".into()], None)
-            .unwrap_or_default();
-        assert_eq!(keys(&by_key), ["img/c", "logs/b"], "keys or member names");
-        let err = archive
-            .select(&["logs/a".into(), "nope".into()], None)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("a/x.index") && err.contains("nope"), "{err}");
+    fn selection_by_key_prefix_or_all() {
+        assert_eq!(chosen(&Selection::default()), ["img/c", "logs/a", "logs/b"]);
+        let logs = Selection {
+            prefix: Some("logs/".into()),
+            ..Selection::default()
+        };
+        assert_eq!(chosen(&logs), ["logs/a", "logs/b"]);
+        let by_key = Selection {
+            keys: vec!["logs/b".into(), "src/img/c".into()],
+            prefix: None,
+        };
+        assert_eq!(chosen(&by_key), ["img/c", "logs/b"], "keys or member names");
+        let with_missing = Selection {
+            keys: vec!["logs/a".into(), "nope".into()],
+            prefix: None,
+        };
+        let mut found = vec![false; 2];
+        for row in rows() {
+            with_missing.mark_found(&row, &mut found);
+        }
+        assert_eq!(with_missing.not_found(&found), ["nope"]);
     }
 
     #[test]

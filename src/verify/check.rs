@@ -8,14 +8,16 @@ use std::sync::Arc;
 use futures_util::{stream, StreamExt};
 use tracing::debug;
 
+use super::spill::{Partition, Partitions};
 use super::{reconcile, BigCopy, ManifestReport, Outputs, Status};
 use crate::archive::layout::{big_object_key, is_bundle_output, BundleLayout, Compression};
-use crate::archive::records::{parse_dlq, parse_index, DlqRow, IndexRow};
+use crate::archive::pax::END_OF_ARCHIVE;
+use crate::archive::records::{dlq_rows, index_rows, parse_index, DlqRow, IndexRow};
 use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
 use crate::bundle::{ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA};
 use crate::error::{Error, RemoteFailure, Result};
-use crate::manifest::{parse_manifest, ManifestEntry};
-use crate::reading::{decompressed, Chunks, ReadError};
+use crate::manifest::{manifest_entries, ManifestEntry};
+use crate::reading::{decompressed, Chunks, ReadError, RowStream};
 use crate::s3::{ObjectHead, S3};
 use crate::s3uri::S3Uri;
 
@@ -79,11 +81,41 @@ pub async fn get_optional(s3: &S3, uri: &S3Uri) -> Result<Option<bytes::Bytes>> 
     }
 }
 
-/// Checks one manifest's outputs.
+/// Index rows checked against the archive at a time. The index is read as it downloads, never
+/// whole; `bundle` writes it in archive order, so each chunk's members follow the previous
+/// chunk's (a row that goes back is reported as overlapping the member before it).
+const CHUNK_ROWS: usize = 8192;
+
+/// Reads an object as it downloads; `None` when it does not exist.
+async fn get_stream_optional(s3: &S3, uri: &S3Uri) -> Result<Option<crate::s3::GetStream>> {
+    match s3.get_stream(uri).await {
+        Ok(got) => Ok(Some(got)),
+        Err(RemoteFailure::NotFound) => Ok(None),
+        Err(failure) => Err(Error::reading("GetObject", uri.to_string(), failure)),
+    }
+}
+
+/// A table that could not be read to its end: a download that kept failing is the command's
+/// error; damage is a problem of the manifest.
+fn table_problem(report: &mut ManifestReport, error: Error) -> Result<()> {
+    match error {
+        Error::Remote { .. } => Err(error),
+        damaged => {
+            report.manifest_problem(damaged.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// Checks one manifest's outputs. The manifest, its index and its DLQ stream through: the index
+/// in chunks against the archive, then everything spilled by (bucket, key) to [`Partitions`]
+/// and matched one partition at a time. With `keep_rows`, the entries, statuses and rows are
+/// kept in the result too (for `prune`), which then grows with the manifest.
 pub async fn check_manifest(
     s3: &S3,
     manifest_uri: &S3Uri,
     settings: &CheckSettings,
+    keep_rows: bool,
 ) -> Result<ManifestCheck> {
     let mut check = ManifestCheck {
         report: ManifestReport {
@@ -93,18 +125,30 @@ pub async fn check_manifest(
         manifest: Some(manifest_uri.clone()),
         ..ManifestCheck::default()
     };
-    let Some(bytes) = get_optional(s3, manifest_uri).await? else {
+    let Some(got) = get_stream_optional(s3, manifest_uri).await? else {
         check.report.manifest_problem("the manifest does not exist");
         return Ok(check);
     };
-    check.entries = match parse_manifest(&bytes, &manifest_uri.to_string()) {
-        Ok(entries) => entries.into_iter().map(ManifestEntry::into_owned).collect(),
-        Err(e) => {
-            check.report.manifest_problem(e.to_string());
-            return Ok(check);
+    let mut partitions = Partitions::for_manifest(got.size)?;
+    let location = manifest_uri.to_string();
+    let mut entries = RowStream::start(s3, manifest_uri, got, move |reader| {
+        Ok(manifest_entries(reader, &location))
+    });
+    let (mut source, mut objects) = (None, 0usize);
+    while let Some(entry) = entries.next().await {
+        match entry {
+            Ok(entry) => {
+                source.get_or_insert_with(|| entry.bucket.to_string());
+                partitions.entry(objects, &entry)?;
+                objects += 1;
+            }
+            Err(e) => {
+                table_problem(&mut check.report, e)?;
+                return Ok(check);
+            }
         }
-    };
-    let Some(source) = check.entries.first().map(|e| e.bucket.to_string()) else {
+    }
+    let Some(source) = source else {
         check.archive_sound = true;
         return Ok(check);
     };
@@ -119,41 +163,130 @@ pub async fn check_manifest(
         layout_keys.index_key.clone(),
     );
     let dlq_uri = S3Uri::new(manifest_uri.bucket.clone(), layout_keys.dlq_key.clone());
-    let mut claimed = ArchiveClaim::default();
-    if let Some(bytes) = get_optional(s3, &index_uri).await? {
-        claimed = ArchiveClaim::of_index(s3, &index_uri).await?;
+    if let Some(got) = get_stream_optional(s3, &index_uri).await? {
+        let claimed = ArchiveClaim::of_index(s3, &index_uri).await?;
         check.report.index = Some(index_uri.to_string());
-        match parse_index(&bytes, &index_uri.to_string()) {
-            Ok(rows) => check.index = rows,
-            Err(e) => check.report.manifest_problem(e.to_string()),
+        let location = index_uri.to_string();
+        let mut rows = RowStream::start(s3, &index_uri, got, move |reader| {
+            index_rows(reader, &location)
+        });
+        let mut archive = ArchiveScan::default();
+        let mut number = 0usize;
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+            let mut failed = None;
+            while chunk.len() < CHUNK_ROWS {
+                match rows.next().await {
+                    Some(Ok(row)) => chunk.push(row),
+                    Some(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let full = chunk.len() == CHUNK_ROWS;
+            if !chunk.is_empty() {
+                if archive.found.is_none() {
+                    archive
+                        .find(
+                            s3,
+                            &mut check.report,
+                            &source,
+                            manifest_uri,
+                            settings,
+                            &claimed,
+                        )
+                        .await?;
+                }
+                let (chunk, problems) = archive.check(s3, chunk, settings).await?;
+                for (row, problem) in chunk.iter().zip(&problems) {
+                    partitions.index(number, row, problem.as_deref())?;
+                    number += 1;
+                }
+            }
+            match failed {
+                Some(e) => {
+                    table_problem(&mut check.report, e)?;
+                    break;
+                }
+                None if !full => break,
+                None => {}
+            }
         }
+        archive.finish(&mut check.report).await;
     }
-    if let Some(bytes) = get_optional(s3, &dlq_uri).await? {
+    if let Some(got) = get_stream_optional(s3, &dlq_uri).await? {
         check.report.dlq = Some(dlq_uri.to_string());
-        match parse_dlq(&bytes, &dlq_uri.to_string()) {
-            Ok(rows) => check.dlq = rows,
-            Err(e) => check.report.manifest_problem(e.to_string()),
+        let location = dlq_uri.to_string();
+        let mut rows =
+            RowStream::start(s3, &dlq_uri, got, move |reader| dlq_rows(reader, &location));
+        let mut number = 0usize;
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(row) => {
+                    partitions.dlq(number, &row)?;
+                    number += 1;
+                }
+                Err(e) => {
+                    table_problem(&mut check.report, e)?;
+                    break;
+                }
+            }
         }
     }
-
-    let index_problems =
-        check_archive(s3, &mut check, &source, manifest_uri, settings, &claimed).await?;
-    check.big = find_big_copies(s3, &check, settings).await?;
-    let outputs = Outputs {
-        index: &check.index,
-        index_problems: &index_problems,
-        big: &check.big,
-        dlq: &check.dlq,
-    };
-    let (statuses, unclaimed) = reconcile(&check.entries, &outputs);
-    check
-        .report
-        .record(&check.entries, &statuses, &unclaimed, &outputs);
+    for partition in partitions.read_back()? {
+        reconcile_partition(s3, &mut check, partition?, settings, keep_rows).await?;
+    }
     check.archive_sound = check.report.counts.manifest_problems == 0
         && check.report.counts.mismatched == 0
         && check.report.counts.unexpected == 0;
-    check.statuses = statuses;
     Ok(check)
+}
+
+/// Matches one partition's objects with its rows and records what it found.
+async fn reconcile_partition(
+    s3: &S3,
+    check: &mut ManifestCheck,
+    partition: Partition,
+    settings: &CheckSettings,
+    keep_rows: bool,
+) -> Result<()> {
+    let entries: Vec<ManifestEntry<'static>> =
+        partition.entries.into_iter().map(|(_, e)| e).collect();
+    let mut index_numbers = Vec::with_capacity(partition.index.len());
+    let mut index = Vec::with_capacity(partition.index.len());
+    let mut index_problems = Vec::with_capacity(partition.index.len());
+    for (number, row, problem) in partition.index {
+        index_numbers.push(number);
+        index.push(row);
+        index_problems.push(problem);
+    }
+    let (dlq_numbers, dlq): (Vec<usize>, Vec<DlqRow>) = partition.dlq.into_iter().unzip();
+    let big = find_big_copies(s3, &entries, &index, &dlq, settings).await?;
+    let outputs = Outputs {
+        index: &index,
+        index_numbers: &index_numbers,
+        dlq_numbers: &dlq_numbers,
+        index_problems: &index_problems,
+        big: &big,
+        dlq: &dlq,
+    };
+    let (statuses, unclaimed) = reconcile(&entries, &outputs);
+    check
+        .report
+        .record(&entries, &statuses, &unclaimed, &outputs);
+    if keep_rows {
+        let (i, b, d) = (check.index.len(), check.big.len(), check.dlq.len());
+        check
+            .statuses
+            .extend(statuses.into_iter().map(|s| s.after(i, b, d)));
+        check.entries.extend(entries);
+        check.index.extend(index);
+        check.big.extend(big);
+        check.dlq.extend(dlq);
+    }
+    Ok(())
 }
 
 /// The archive an index was committed for: its ETag and version, from the index's metadata
@@ -210,109 +343,278 @@ impl ArchiveClaim {
     }
 }
 
-/// Finds the archive, checks that it is the one its index was committed for, its length and
-/// members; returns a problem per index row.
-async fn check_archive(
-    s3: &S3,
-    check: &mut ManifestCheck,
-    source: &str,
-    manifest_uri: &S3Uri,
-    settings: &CheckSettings,
-    claimed: &ArchiveClaim,
-) -> Result<Vec<Option<String>>> {
-    let mut problems: Vec<Option<String>> = vec![None; check.index.len()];
-    if check.index.is_empty() {
-        return Ok(problems);
-    }
-    let mut archive = None;
-    for compression in Compression::ALL {
-        let key =
-            BundleLayout::new(&settings.prefix, source, &manifest_uri.key, compression).archive_key;
-        let uri = S3Uri::new(settings.archive_bucket.clone(), key);
-        let head = s3
-            .head(&uri)
-            .await
-            .map_err(|f| Error::reading("HeadObject", uri.to_string(), f))?;
-        if let Some(head) = head {
-            if let Some(problem) = claimed.mismatch(&uri, &head) {
-                check.report.manifest_problem(problem);
-            }
-            archive = Some((uri, compression, head.size));
-            break;
-        }
-    }
-    let Some((archive_uri, compression, archive_size)) = archive else {
-        let detail = "the index exists but its archive (.tar, .tar.gz or .tar.zst) does not";
-        check.report.manifest_problem(detail);
-        return Ok(vec![Some(detail.to_string()); check.index.len()]);
-    };
-    check.report.archive = Some(archive_uri.to_string());
-    let members = layout(&check.index);
-    for (row, problem) in &members.problems {
-        problems[*row] = Some(problem.clone());
-    }
-    // Shared with the window tasks, and handed back below.
-    let rows = Arc::new(std::mem::take(&mut check.index));
-    let (verdicts, stream_length) = if compression == Compression::None {
-        if archive_size != members.expected_length {
-            check.report.manifest_problem(format!(
-                "{archive_uri} is {archive_size} bytes but its index accounts for {}{}",
-                members.expected_length,
-                if archive_size < members.expected_length {
-                    ": the archive is truncated"
-                } else {
-                    ""
+/// The archive of an index being checked chunk by chunk.
+#[derive(Default)]
+struct ArchiveScan {
+    /// Looked for: the archive, or `None` when it does not exist.
+    found: Option<Option<Found>>,
+    /// Length of the uncompressed tar stream the rows so far imply (0 before any row).
+    expected_length: u64,
+}
+
+/// The archive found, and for a compressed one, its stream being read.
+struct Found {
+    uri: S3Uri,
+    compression: Compression,
+    size: u64,
+    stream: Option<StreamFeed>,
+    /// Why the compressed stream could not be read on, once it could not.
+    stream_stopped: Option<Stopped>,
+}
+
+impl ArchiveScan {
+    /// Finds the archive and checks that it is the one its index was committed for.
+    async fn find(
+        &mut self,
+        s3: &S3,
+        report: &mut ManifestReport,
+        source: &str,
+        manifest_uri: &S3Uri,
+        settings: &CheckSettings,
+        claimed: &ArchiveClaim,
+    ) -> Result<()> {
+        for compression in Compression::ALL {
+            let key = BundleLayout::new(&settings.prefix, source, &manifest_uri.key, compression)
+                .archive_key;
+            let uri = S3Uri::new(settings.archive_bucket.clone(), key);
+            let head = s3
+                .head(&uri)
+                .await
+                .map_err(|f| Error::reading("HeadObject", uri.to_string(), f))?;
+            if let Some(head) = head {
+                if let Some(problem) = claimed.mismatch(&uri, &head) {
+                    report.manifest_problem(problem);
                 }
-            ));
-        }
-        let windows = plan_windows(&members.ordered, settings.deep, MAX_WINDOW, MAX_GAP);
-        let verdicts = scan_windows(
-            s3,
-            &archive_uri,
-            archive_size,
-            rows.clone(),
-            &members.ordered,
-            windows,
-            settings,
-        )
-        .await;
-        (verdicts, None)
-    } else {
-        let (verdicts, length) = scan_compressed(
-            s3,
-            &archive_uri,
-            compression,
-            rows.clone(),
-            &members.ordered,
-            settings,
-        )
-        .await?;
-        (verdicts, Some(length))
-    };
-    if let Some(length) = stream_length {
-        match length {
-            Ok(length) if length != members.expected_length => {
-                check.report.manifest_problem(format!(
-                    "{archive_uri} decompresses to {length} bytes but its index accounts for {}",
-                    members.expected_length
-                ))
+                report.archive = Some(uri.to_string());
+                self.found = Some(Some(Found {
+                    uri,
+                    compression,
+                    size: head.size,
+                    stream: None,
+                    stream_stopped: None,
+                }));
+                return Ok(());
             }
+        }
+        report.manifest_problem(MISSING_ARCHIVE);
+        self.found = Some(None);
+        Ok(())
+    }
+
+    /// Checks a chunk of index rows (following the previous chunks) against the archive: a
+    /// problem per row.
+    async fn check(
+        &mut self,
+        s3: &S3,
+        chunk: Vec<IndexRow>,
+        settings: &CheckSettings,
+    ) -> Result<(Vec<IndexRow>, Vec<Option<String>>)> {
+        let Some(Some(found)) = &mut self.found else {
+            let problems = vec![Some(MISSING_ARCHIVE.to_string()); chunk.len()];
+            return Ok((chunk, problems));
+        };
+        let previous_end = self
+            .expected_length
+            .saturating_sub(END_OF_ARCHIVE.len() as u64);
+        let members = layout(&chunk, previous_end);
+        self.expected_length = members.expected_length.max(self.expected_length);
+        let mut problems: Vec<Option<String>> = vec![None; chunk.len()];
+        for (row, problem) in &members.problems {
+            problems[*row] = Some(problem.clone());
+        }
+        // Shared with the window tasks, and handed back below.
+        let rows = Arc::new(chunk);
+        let verdicts = if found.compression == Compression::None {
+            let windows = plan_windows(&members.ordered, settings.deep, MAX_WINDOW, MAX_GAP);
+            scan_windows(
+                s3,
+                &found.uri,
+                found.size,
+                rows.clone(),
+                &members.ordered,
+                windows,
+                settings,
+            )
+            .await
+        } else {
+            found
+                .scan_stream(s3, &rows, &members.ordered, settings.deep)
+                .await?
+        };
+        let chunk = Arc::try_unwrap(rows).unwrap_or_else(|shared| (*shared).clone());
+        for (row, verdict) in verdicts {
+            if let Err(problem) = verdict {
+                problems[row] = Some(problem);
+            }
+        }
+        if settings.deep {
+            compare_with_sources(s3, &chunk, &mut problems, settings.concurrency).await?;
+        }
+        Ok((chunk, problems))
+    }
+
+    /// After the last chunk: the archive's length against what the index accounts for.
+    async fn finish(self, report: &mut ManifestReport) {
+        let Some(Some(mut found)) = self.found else {
+            return;
+        };
+        let expected = self.expected_length;
+        let archive_uri = &found.uri;
+        if found.compression == Compression::None {
+            if found.size != expected {
+                report.manifest_problem(format!(
+                    "{archive_uri} is {} bytes but its index accounts for {expected}{}",
+                    found.size,
+                    if found.size < expected {
+                        ": the archive is truncated"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            return;
+        }
+        // Every byte is read, to compare the stream's length with the index.
+        let length = match (found.stream_stopped.take(), found.stream.as_mut()) {
+            (None, Some(stream)) => stream.read_to_end().await,
+            (Some(Stopped::Ended), Some(stream)) => Ok(stream.position),
+            (Some(stopped), _) => Err(stopped.reason()),
+            (None, None) => Ok(0),
+        };
+        match length {
+            Ok(length) if length != expected => report.manifest_problem(format!(
+                "{archive_uri} decompresses to {length} bytes but its index accounts for {expected}"
+            )),
             Ok(_) => {}
-            Err(e) => check
-                .report
-                .manifest_problem(format!("{archive_uri} cannot be read whole: {e}")),
+            Err(e) => report.manifest_problem(format!("{archive_uri} cannot be read whole: {e}")),
         }
     }
-    check.index = Arc::try_unwrap(rows).unwrap_or_else(|shared| (*shared).clone());
-    for (row, verdict) in verdicts {
-        if let Err(problem) = verdict {
-            problems[row] = Some(problem);
+}
+
+const MISSING_ARCHIVE: &str =
+    "the index exists but its archive (.tar, .tar.gz or .tar.zst) does not";
+
+impl Found {
+    /// Checks `members` from the compressed archive's stream, read on from where the previous
+    /// chunk left it (from the start, the first time; again from there when the connection
+    /// drops).
+    async fn scan_stream(
+        &mut self,
+        s3: &S3,
+        rows: &[IndexRow],
+        members: &[(usize, Span)],
+        deep: bool,
+    ) -> Result<Verdicts> {
+        if let Some(stopped) = &self.stream_stopped {
+            let scanner = Scanner::new(rows, members.to_vec(), 0, deep);
+            return Ok(scanner.finish(&stopped.reason()));
+        }
+        let start = self.stream.as_ref().map_or(0, |s| s.position);
+        let mut attempt = 1;
+        loop {
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => self
+                    .stream
+                    .insert(StreamFeed::open(s3, &self.uri, self.compression, start).await?),
+            };
+            let mut scanner = Scanner::new(rows, members.to_vec(), stream.position, deep);
+            match stream.feed(&mut scanner).await {
+                Err(Stopped::Transient(why)) if attempt < READ_ATTEMPTS => {
+                    debug!("{}: {why}; reading again", self.uri);
+                    attempt += 1;
+                    self.stream = None;
+                }
+                Ok(()) => return Ok(scanner.finish("the archive ended")),
+                Err(stopped) => {
+                    let verdicts = scanner.finish(&stopped.reason());
+                    self.stream_stopped = Some(stopped);
+                    return Ok(verdicts);
+                }
+            }
         }
     }
-    if settings.deep {
-        compare_with_sources(s3, &check.index, &mut problems, settings.concurrency).await?;
+}
+
+/// The decompressed stream of a compressed archive, read on chunk after chunk.
+struct StreamFeed {
+    chunks: Chunks,
+    /// Bytes read but not yet taken.
+    pending: bytes::Bytes,
+    /// Offset in the stream of the first pending byte.
+    position: u64,
+}
+
+impl StreamFeed {
+    /// The stream from `position` on (the bytes before are read and dropped).
+    async fn open(
+        s3: &S3,
+        archive: &S3Uri,
+        compression: Compression,
+        position: u64,
+    ) -> Result<Self> {
+        let got = s3
+            .get_stream(archive)
+            .await
+            .map_err(|f| Error::reading("GetObject", archive.to_string(), f))?;
+        let mut stream = StreamFeed {
+            chunks: decompressed(got.body, compression),
+            pending: bytes::Bytes::new(),
+            position: 0,
+        };
+        while stream.position < position {
+            // A failure here shows again at the first read, where the caller handles it.
+            if stream.fill().await.is_err() {
+                break;
+            }
+            let skip = (position - stream.position).min(stream.pending.len() as u64);
+            stream.take(skip as usize);
+        }
+        Ok(stream)
     }
-    Ok(problems)
+
+    fn take(&mut self, n: usize) {
+        let _ = self.pending.split_to(n);
+        self.position += n as u64;
+    }
+
+    /// Makes sure some bytes are pending.
+    async fn fill(&mut self) -> Result<(), Stopped> {
+        while self.pending.is_empty() {
+            self.pending = match self.chunks.next().await {
+                Some(Ok(bytes)) => bytes,
+                Some(Err(ReadError::Cut(why))) => {
+                    return Err(Stopped::Transient(format!("body cut off: {why}")))
+                }
+                Some(Err(ReadError::Corrupt(why))) => return Err(Stopped::Damaged(why)),
+                None => return Err(Stopped::Ended),
+            };
+        }
+        Ok(())
+    }
+
+    /// Feeds the scanner until it has every member it wants.
+    async fn feed(&mut self, scanner: &mut Scanner<'_>) -> Result<(), Stopped> {
+        while scanner.wants_more() {
+            self.fill().await?;
+            let before = scanner.position();
+            scanner.feed(&self.pending);
+            let taken = scanner.position() - before;
+            self.take(taken as usize);
+        }
+        Ok(())
+    }
+
+    /// Reads the rest; returns the stream's whole length.
+    async fn read_to_end(&mut self) -> Result<u64, String> {
+        loop {
+            match self.fill().await {
+                Ok(()) => self.take(self.pending.len()),
+                Err(Stopped::Ended) => return Ok(self.position),
+                Err(stopped) => return Err(stopped.reason()),
+            }
+        }
+    }
 }
 
 type Verdicts = Vec<(usize, Result<(), String>)>;
@@ -346,30 +648,6 @@ impl Stopped {
     }
 }
 
-/// Feeds `chunks` to a scanner until it has what it wants; counts the bytes fed.
-async fn feed(
-    scanner: &mut Scanner<'_>,
-    chunks: &mut Chunks,
-    length: &mut u64,
-    to_the_end: bool,
-) -> Result<(), Stopped> {
-    while to_the_end || scanner.wants_more() {
-        match chunks.next().await {
-            Some(Ok(bytes)) => {
-                *length += bytes.len() as u64;
-                scanner.feed(&bytes);
-            }
-            Some(Err(ReadError::Cut(why))) => {
-                return Err(Stopped::Transient(format!("body cut off: {why}")))
-            }
-            Some(Err(ReadError::Corrupt(why))) => return Err(Stopped::Damaged(why)),
-            None if to_the_end => return Ok(()),
-            None => return Err(Stopped::Ended),
-        }
-    }
-    Ok(())
-}
-
 /// Reads with one request are tried this many times when the connection drops.
 const READ_ATTEMPTS: u32 = 5;
 
@@ -397,8 +675,12 @@ async fn scan_windows(
                 } else {
                     match s3.get_range(&archive, window.start, last).await {
                         Ok(got) => {
-                            let mut chunks = Chunks::Body(got.body);
-                            feed(&mut scanner, &mut chunks, &mut 0, false).await
+                            let mut stream = StreamFeed {
+                                chunks: Chunks::Body(got.body),
+                                pending: bytes::Bytes::new(),
+                                position: window.start,
+                            };
+                            stream.feed(&mut scanner).await
                         }
                         Err(failure) => Err(Stopped::Transient(format!(
                             "GetObject of bytes {}-{last}: {failure}",
@@ -425,40 +707,6 @@ async fn scan_windows(
         .flat_map(stream::iter)
         .collect()
         .await
-}
-
-/// One pass over a compressed archive (again if the connection drops); also returns the
-/// length of the decompressed stream.
-async fn scan_compressed(
-    s3: &S3,
-    archive: &S3Uri,
-    compression: Compression,
-    rows: Arc<Vec<IndexRow>>,
-    ordered: &[(usize, Span)],
-    settings: &CheckSettings,
-) -> Result<(Verdicts, Result<u64, String>)> {
-    let mut attempt = 1;
-    loop {
-        let got = s3
-            .get_stream(archive)
-            .await
-            .map_err(|f| Error::reading("GetObject", archive.to_string(), f))?;
-        let mut chunks = decompressed(got.body, compression);
-        let mut scanner = Scanner::new(&rows, ordered.to_vec(), 0, settings.deep);
-        // Every byte is read, to compare the stream's length with the index.
-        let mut length = 0u64;
-        match feed(&mut scanner, &mut chunks, &mut length, true).await {
-            Err(Stopped::Transient(why)) if attempt < READ_ATTEMPTS => {
-                debug!("{archive}: {why}; reading again");
-                attempt += 1;
-            }
-            Ok(()) => return Ok((scanner.finish("the archive ended"), Ok(length))),
-            Err(stopped) => {
-                let why = stopped.reason();
-                return Ok((scanner.finish(&why), Err(why)));
-            }
-        }
-    }
 }
 
 /// `--deep`: where the source still holds the object archived (same version, or the same
@@ -509,22 +757,17 @@ async fn compare_with_sources(
 /// `max_size`) and for every object in neither the index nor the DLQ.
 async fn find_big_copies(
     s3: &S3,
-    check: &ManifestCheck,
+    entries: &[ManifestEntry<'_>],
+    index: &[IndexRow],
+    dlq: &[DlqRow],
     settings: &CheckSettings,
 ) -> Result<Vec<BigCopy>> {
-    let placed: std::collections::HashSet<(&str, &str)> = check
-        .index
+    let placed: std::collections::HashSet<(&str, &str)> = index
         .iter()
         .map(|r| (r.bucket.as_str(), r.key.as_str()))
-        .chain(
-            check
-                .dlq
-                .iter()
-                .map(|r| (r.bucket.as_str(), r.key.as_str())),
-        )
+        .chain(dlq.iter().map(|r| (r.bucket.as_str(), r.key.as_str())))
         .collect();
-    let mut wanted: Vec<(String, String)> = check
-        .entries
+    let mut wanted: Vec<(String, String)> = entries
         .iter()
         .filter(|e| e.size > settings.max_size || !placed.contains(&(&e.bucket, &e.key)))
         .map(|e| (e.bucket.to_string(), e.key.to_string()))

@@ -3,6 +3,7 @@
 //! S3 reading is in [`check`].
 
 pub mod check;
+pub mod spill;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -43,9 +44,39 @@ pub enum Status {
     Mismatched(Place, String),
 }
 
-/// The bundle's outputs as read back.
+impl Place {
+    /// The place in tables that hold `index`, `big` and `dlq` rows before these.
+    pub fn after(self, index: usize, big: usize, dlq: usize) -> Place {
+        match self {
+            Place::Index(i) => Place::Index(i + index),
+            Place::BigObject(i) => Place::BigObject(i + big),
+            Place::Dlq(i) => Place::Dlq(i + dlq),
+        }
+    }
+}
+
+impl Status {
+    /// The status with its places in tables that hold `index`, `big` and `dlq` rows before.
+    pub fn after(self, index: usize, big: usize, dlq: usize) -> Status {
+        let shift = |place: Place| place.after(index, big, dlq);
+        match self {
+            Status::Verified(place) => Status::Verified(shift(place)),
+            Status::Duplicated(places) => {
+                Status::Duplicated(places.into_iter().map(shift).collect())
+            }
+            Status::Mismatched(place, detail) => Status::Mismatched(shift(place), detail),
+            other => other,
+        }
+    }
+}
+
+/// The bundle's outputs as read back (all of them, or one partition's).
 pub struct Outputs<'a> {
     pub index: &'a [IndexRow],
+    /// Each index row's number in the index (0 for the first row).
+    pub index_numbers: &'a [usize],
+    /// Each DLQ row's number in the DLQ.
+    pub dlq_numbers: &'a [usize],
     /// A problem per index row (its member in the archive), `None` when sound.
     pub index_problems: &'a [Option<String>],
     pub big: &'a [BigCopy],
@@ -55,14 +86,17 @@ pub struct Outputs<'a> {
 impl Outputs<'_> {
     fn describe(&self, place: Place) -> String {
         match place {
-            Place::Index(i) => format!("index row {}", i + 2),
+            Place::Index(i) => format!(
+                "index row {}",
+                self.index_numbers.get(i).copied().unwrap_or(i) + 2
+            ),
             Place::BigObject(i) => format!(
                 "big-object copy {}",
                 self.big.get(i).map(|b| b.row.member.as_str()).unwrap_or("")
             ),
             Place::Dlq(i) => format!(
                 "DLQ row {} ({})",
-                i + 2,
+                self.dlq_numbers.get(i).copied().unwrap_or(i) + 2,
                 self.dlq.get(i).map(|d| d.reason.as_str()).unwrap_or("")
             ),
         }
@@ -467,8 +501,11 @@ mod tests {
             dlq("dlq", DlqReason::Glacier),
             dlq("twice", DlqReason::Retry),
         ];
+        let numbers: Vec<usize> = (0..index.len()).collect();
         let outputs = Outputs {
             index: &index,
+            index_numbers: &numbers,
+            dlq_numbers: &numbers[..dlq.len()],
             index_problems: &problems,
             big: &big,
             dlq: &dlq,
@@ -536,6 +573,8 @@ mod tests {
         let index = vec![row("a", 1, None), row("b", 2, None)];
         let outputs = Outputs {
             index: &index,
+            index_numbers: &[0, 1],
+            dlq_numbers: &[],
             index_problems: &[None, None],
             big: &[],
             dlq: &[],

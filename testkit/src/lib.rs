@@ -5,6 +5,7 @@ pub mod columnar;
 pub mod faults;
 pub mod generate;
 pub mod measure;
+pub mod memory;
 pub mod moto;
 pub mod server;
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use s3bundler_testkit::generate::{report, upload_report, DataFormat, InventorySpec};
 use s3bundler_testkit::measure::measure;
+use s3bundler_testkit::memory::{peak_pairs, Measured, COUNT_THRESHOLD};
 use s3bundler_testkit::server::LocalS3;
 
 #[derive(Parser)]
@@ -78,6 +79,27 @@ enum Bench {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Peak RSS of `group`, `plan`, `verify` and `extract` over a small and a large input
+    /// (inventory rows; manifest and index rows of one bundle), side by side.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        small: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        large: u64,
+        /// The inventory's format: csv, orc or parquet.
+        #[arg(long, default_value = "csv", value_parser = parse_format)]
+        format: DataFormat,
+        /// Measure only these commands (repeat, or separate with commas).
+        #[arg(long, value_delimiter = ',', value_parser = parse_measured)]
+        only: Vec<Measured>,
+    },
+}
+
+fn parse_measured(name: &str) -> Result<Measured, String> {
+    Measured::ALL
+        .into_iter()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| format!("unknown command `{name}`"))
 }
 
 fn parse_format(name: &str) -> Result<DataFormat, String> {
@@ -424,6 +446,30 @@ async fn bench_verify(objects: u64, size: u64, concurrency: usize) {
     );
 }
 
+async fn bench_memory(small: u64, large: u64, format: DataFormat, only: &[Measured]) {
+    let commands = if only.is_empty() {
+        &Measured::ALL[..]
+    } else {
+        only
+    };
+    let pairs = peak_pairs(&s3bundler_binary(), commands, small, large, format).await;
+    println!("memory benchmark: peak RSS at {small} and {large} rows (inventory in {}, -c {COUNT_THRESHOLD}; one bundle of members of 0-100 bytes, extract of its .tar.gz to a folder), local s3s server in the bench process", format.manifest_name());
+    println!(
+        "  {:<8} {:>12} {:>12} {:>10}  input",
+        "command", "small MiB", "large MiB", "growth"
+    );
+    for pair in pairs {
+        println!(
+            "  {:<8} {:>12.1} {:>12.1} {:>+10.1}  {}",
+            pair.command.name(),
+            pair.small_mib,
+            pair.large_mib,
+            pair.growth_mib(),
+            pair.command.input()
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
@@ -451,5 +497,11 @@ async fn main() {
             size,
             concurrency,
         } => bench_verify(objects, size, concurrency).await,
+        Bench::Memory {
+            small,
+            large,
+            format,
+            only,
+        } => bench_memory(small, large, format, &only).await,
     }
 }

@@ -1,0 +1,35 @@
+//! Memory flat in the input's size (issue 15): the peak RSS of `group`, `plan`, `verify` and
+//! `extract` over 300,000 rows (inventory rows; manifest and index rows of one bundle) may
+//! exceed their peak over 100,000 rows by at most [`GROWTH_LIMIT_MIB`]. A per-row cost of 84
+//! bytes or more (a row kept in a Vec or a map) fails; the fixed buffers, filled by both sizes,
+//! do not. `s3bundler-bench memory` prints the same figures at 100,000 and 1,000,000.
+
+use s3bundler_testkit::generate::DataFormat;
+use s3bundler_testkit::memory::{peak_pairs, Measured};
+
+const SMALL: u64 = 100_000;
+const LARGE: u64 = 300_000;
+/// 16 MiB over 200,000 more rows: 84 bytes a row.
+const GROWTH_LIMIT_MIB: f64 = 16.0;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_plan_verify_and_extract_memory_does_not_grow_with_the_row_count() {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_s3bundler"));
+    let pairs = peak_pairs(binary, &Measured::ALL, SMALL, LARGE, DataFormat::Csv).await;
+    let grown: Vec<String> = pairs
+        .iter()
+        .filter(|pair| pair.growth_mib() > GROWTH_LIMIT_MIB)
+        .map(|pair| {
+            format!(
+                "{}: {:.1} MiB at {SMALL} rows, {:.1} MiB at {LARGE}",
+                pair.command.name(),
+                pair.small_mib,
+                pair.large_mib
+            )
+        })
+        .collect();
+    assert!(
+        grown.is_empty(),
+        "peak RSS grew by more than {GROWTH_LIMIT_MIB} MiB: {grown:?}"
+    );
+}
