@@ -3,9 +3,10 @@
 //! prints the figures, and s3bundler's tests/memory.rs fails when they grow with the count.
 //!
 //! [`Inputs`] generates one size's inputs in a local s3s server: an inventory report (CSV.gz,
-//! ORC or Parquet) for `group` and `plan`, and a bundle (manifest, index, `.tar` and the same
+//! ORC or Parquet) for `group` and `plan`, a bundle (manifest, index, `.tar` and the same
 //! members as `.tar.gz`) of tiny members for `verify` and `extract`, written straight into
-//! the server's files with the index format of the README.
+//! the server's files with the index format of the README, and the source objects of that
+//! manifest for `bundle`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,22 +18,24 @@ use crate::generate::{report, upload_report, DataFormat, InventorySpec};
 use crate::measure::{measure, ChildUsage};
 use crate::server::LocalS3;
 
-/// A command whose memory is measured. (`bundle` joins as a variant with its input in
-/// [`Inputs`] and its arguments in [`Inputs::run`].)
+/// A command whose memory is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measured {
     Group,
     Plan,
     Verify,
     Extract,
+    /// One manifest of every object, at default settings.
+    Bundle,
 }
 
 impl Measured {
-    pub const ALL: [Measured; 4] = [
+    pub const ALL: [Measured; 5] = [
         Measured::Group,
         Measured::Plan,
         Measured::Verify,
         Measured::Extract,
+        Measured::Bundle,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Measured {
             Measured::Plan => "plan",
             Measured::Verify => "verify",
             Measured::Extract => "extract",
+            Measured::Bundle => "bundle",
         }
     }
 
@@ -49,6 +53,7 @@ impl Measured {
         match self {
             Measured::Group | Measured::Plan => "inventory rows",
             Measured::Verify | Measured::Extract => "manifest and index rows",
+            Measured::Bundle => "manifest rows (objects)",
         }
     }
 }
@@ -103,9 +108,14 @@ impl Inputs {
         .await;
         let reads_bundle = commands
             .iter()
-            .any(|c| matches!(c, Measured::Verify | Measured::Extract));
+            .any(|c| matches!(c, Measured::Verify | Measured::Extract | Measured::Bundle));
+        let with_sources = commands.contains(&Measured::Bundle);
+        if with_sources {
+            let _ = client.create_bucket().bucket(SOURCE).send().await;
+        }
         let archive_key = reads_bundle.then(|| {
-            write_bundle(&server, rows).unwrap_or_else(|e| panic!("writing the bundle: {e}"))
+            write_bundle(&server, rows, with_sources)
+                .unwrap_or_else(|e| panic!("writing the bundle: {e}"))
         });
         Inputs {
             scratch,
@@ -124,6 +134,7 @@ impl Inputs {
         let inventory = ["-m", &self.inventory_uri, "-c", &threshold];
         let manifests = format!("s3://{MANIFESTS}/m/");
         let restored = self.scratch.path().join("restored");
+        let bundled_manifest = format!("s3://{MANIFESTS}/{MANIFEST_KEY}");
         let args: Vec<&str> = match command {
             Measured::Group => [&["group", "-b", MANIFESTS, "--json"][..], &inventory].concat(),
             Measured::Plan => [&["plan", "--json"][..], &inventory].concat(),
@@ -138,6 +149,16 @@ impl Inputs {
                 ]
             }
             Measured::Extract => vec!["extract", "-C", path_str(&restored)],
+            Measured::Bundle => vec![
+                "bundle",
+                "-m",
+                &bundled_manifest,
+                "-b",
+                ARCHIVES,
+                "-p",
+                "bundled",
+                "--json",
+            ],
         };
         let mut child = Command::new(binary);
         child
@@ -179,6 +200,11 @@ impl Inputs {
                     .and_then(|n| n.parse().ok()),
                 self.rows,
             ),
+            Measured::Bundle => (
+                "objects archived",
+                json()["objects_archived"].as_u64(),
+                self.rows,
+            ),
         };
         assert_eq!(
             found,
@@ -213,8 +239,9 @@ fn bundle_folder(name: &str) -> String {
 }
 
 /// Writes a bundle of `rows` members of 0 to 100 bytes as `bundle` would lay it out: the
-/// manifest, the index, the `.tar` and a `.tar.gz` of the same bytes. Returns the `.tar` key.
-fn write_bundle(server: &LocalS3, rows: u64) -> std::io::Result<String> {
+/// manifest, the index, the `.tar` and a `.tar.gz` of the same bytes, and `with_sources` the
+/// source objects too. Returns the `.tar` key.
+fn write_bundle(server: &LocalS3, rows: u64, with_sources: bool) -> std::io::Result<String> {
     // MANIFEST_KEY is `m/mem.0.index`: NAME is `mem.0`.
     let stem = bundle_folder("mem.0");
     let archive_key = format!("{stem}.tar");
@@ -246,6 +273,9 @@ fn write_bundle(server: &LocalS3, rows: u64) -> std::io::Result<String> {
         member.extend_from_slice(&body);
         member.resize(member.len().next_multiple_of(512), 0);
         let md5 = hex::encode(Md5::digest(&body));
+        if with_sources {
+            server.write_object_file(SOURCE, &key, &body)?;
+        }
         writeln!(manifest, "{SOURCE},{key},{size}")?;
         writeln!(
             index,

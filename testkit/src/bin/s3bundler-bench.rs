@@ -79,8 +79,9 @@ enum Bench {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
-    /// Peak RSS of `group`, `plan`, `verify` and `extract` over a small and a large input
-    /// (inventory rows; manifest and index rows of one bundle), side by side.
+    /// Peak RSS of `group`, `plan`, `verify`, `extract` and `bundle` over a small and a large
+    /// input (inventory rows; manifest and index rows of one bundle; the objects of one
+    /// manifest), side by side.
     Memory {
         #[arg(long, default_value_t = 100_000)]
         small: u64,
@@ -453,7 +454,7 @@ async fn bench_memory(small: u64, large: u64, format: DataFormat, only: &[Measur
         only
     };
     let pairs = peak_pairs(&s3bundler_binary(), commands, small, large, format).await;
-    println!("memory benchmark: peak RSS at {small} and {large} rows (inventory in {}, -c {COUNT_THRESHOLD}; one bundle of members of 0-100 bytes, extract of its .tar.gz to a folder), local s3s server in the bench process", format.manifest_name());
+    println!("memory benchmark: peak RSS at {small} and {large} rows (inventory in {}, -c {COUNT_THRESHOLD}; one bundle of members of 0-100 bytes, extract of its .tar.gz to a folder, bundle of one manifest of every member's object at default settings), local s3s server in the bench process", format.manifest_name());
     println!(
         "  {:<8} {:>12} {:>12} {:>10}  input",
         "command", "small MiB", "large MiB", "growth"
