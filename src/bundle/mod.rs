@@ -634,7 +634,7 @@ async fn commit(
         if let Committed::Completed(completed) = outputs.dlq.commit(late.clone()).await? {
             if !late.is_empty() {
                 // Created before it was known that nothing would be archived.
-                mark_final(s3, &places.dlq, late, completed.etag.as_deref()).await?;
+                outputs.dlq.add_metadata(late, &completed).await?;
             }
         }
         report.dlq = Some(places.dlq.to_string());
@@ -662,24 +662,6 @@ async fn commit(
         report.index = Some(places.index.to_string());
     }
     Ok(report)
-}
-
-/// Adds `late` to the metadata of a DLQ completed in parts (it then has the attempt id only).
-async fn mark_final(
-    s3: &S3,
-    dlq: &S3Uri,
-    late: BTreeMap<String, String>,
-    etag: Option<&str>,
-) -> Result<()> {
-    let head = s3
-        .head(dlq)
-        .await
-        .map_err(|f| Error::reading("HeadObject", dlq.to_string(), f))?;
-    let mut metadata = head.map(|h| h.metadata).unwrap_or_default();
-    metadata.extend(late);
-    s3.replace_metadata(dlq, "text/csv", &metadata, etag)
-        .await
-        .map_err(|f| Error::writing("CopyObject", dlq.to_string(), f))
 }
 
 fn lost_task(manifest: &S3Uri, what: &str, error: tokio::task::JoinError) -> Error {

@@ -128,6 +128,26 @@ impl<T: Spill> TableUpload<T> {
         }
     }
 
+    /// Adds `late` to the metadata of a table `completed` in parts (a copy onto itself, only
+    /// while it is still that version): the metadata it was created with is known here.
+    pub async fn add_metadata(
+        &self,
+        late: BTreeMap<String, String>,
+        completed: &Completed,
+    ) -> Result<()> {
+        let mut metadata = self.metadata.clone();
+        metadata.extend(late);
+        self.s3
+            .replace_metadata(
+                &self.target,
+                "text/csv",
+                &metadata,
+                completed.etag.as_deref(),
+            )
+            .await
+            .map_err(|f| Error::writing("CopyObject", self.target.to_string(), f))
+    }
+
     /// Aborts the table's upload, if it has one: nothing of it is left behind.
     pub async fn abort(&mut self) {
         if let Some(upload) = &mut self.upload {
