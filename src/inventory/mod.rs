@@ -5,6 +5,7 @@ pub mod columnar;
 pub mod columns;
 pub mod csv;
 pub mod fetch;
+pub mod inflation;
 pub mod manifest;
 #[cfg(test)]
 mod mutants;

@@ -453,3 +453,155 @@ fn a_parquet_bit_width_over_the_value_width_is_bad_input() {
     };
     patched_error(&sample, |bytes| bytes[162] ^= 0x40);
 }
+
+/// Reads a crafted file that must fail as bad input naming it; its message, and the largest
+/// single allocation the read made.
+fn crafted_error(format: DataFormat, bytes: Vec<u8>) -> (String, usize) {
+    let (result, largest) = largest_allocation(|| read(format, bytes));
+    match result {
+        Ok(rows) => panic!("the crafted file read {rows} rows"),
+        Err(e) => {
+            assert_eq!(e.exit_code(), ExitCode::BadInput, "{e}");
+            let message = e.to_string();
+            assert!(message.contains(FILE), "{message}");
+            (message, largest)
+        }
+    }
+}
+
+/// `sample` with its postscript changed by `change` and its footer replaced by `footer`.
+fn with_orc_tail(
+    sample: &Sample,
+    change: impl FnOnce(&mut orc_rust::proto::PostScript),
+    footer: Option<Vec<u8>>,
+) -> Vec<u8> {
+    use prost::Message;
+    let bytes = &sample.bytes;
+    let postscript_len = usize::from(bytes[bytes.len() - 1]);
+    let postscript_start = bytes.len() - 1 - postscript_len;
+    let mut postscript =
+        orc_rust::proto::PostScript::decode(&bytes[postscript_start..bytes.len() - 1])
+            .unwrap_or_else(|e| panic!("{e}"));
+    let footer_start = postscript_start - postscript.footer_length() as usize;
+    let footer = footer.unwrap_or_else(|| bytes[footer_start..postscript_start].to_vec());
+    postscript.footer_length = Some(footer.len() as u64);
+    change(&mut postscript);
+    let postscript = postscript.encode_to_vec();
+    [
+        &bytes[..footer_start],
+        &footer,
+        &postscript,
+        &[postscript.len() as u8],
+    ]
+    .concat()
+}
+
+#[test]
+fn an_orc_footer_that_inflates_to_200_mib_is_refused_without_inflating_it() {
+    use std::io::Write;
+    // One deflate block of 200 MiB of zeros: about 200 KiB, where orc-rust's `read_to_end`
+    // would allocate all 200 MiB before any check of its own.
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..200 {
+        encoder.write_all(&[0u8; 1 << 20]).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    let footer = [&orc_block_header(bomb.len() as u32, false)[..], &bomb].concat();
+    let crafted = with_orc_tail(&generated_orc(), |_| {}, Some(footer));
+    let (error, largest) = crafted_error(DataFormat::Orc, crafted);
+    assert!(
+        error.contains("the footer: at byte 0:") && error.contains("inflates past 262144 bytes"),
+        "{error}"
+    );
+    assert!(largest < 2 << 20, "allocated {largest} bytes at once");
+}
+
+#[test]
+fn an_orc_stream_block_inflating_past_the_declared_block_size_is_refused() {
+    // 20,000 keys make the key column's data stream several blocks of 256 KiB; a postscript
+    // declaring 64 KiB blocks still fits the footer, metadata and stripe footers.
+    let spec = InventorySpec::new("src", 20_000);
+    let data = report(&spec, DataFormat::Orc, false).data_files.remove(0);
+    let sample = Sample::new("generated ORC", DataFormat::Orc, data);
+    let crafted = with_orc_tail(
+        &sample,
+        |postscript| postscript.compression_block_size = Some(64 << 10),
+        None,
+    );
+    let (error, _) = crafted_error(DataFormat::Orc, crafted);
+    assert!(
+        error.contains("bytes ") && error.contains("inflates past 65536 bytes"),
+        "{error}"
+    );
+}
+
+/// A Parquet inventory file of one row group whose first page (the `bucket` column's, at byte
+/// 4, no dictionary) holds `bucket_bytes` bytes, compressed with `codec`.
+fn one_page_parquet(codec: parquet::basic::Compression, bucket_bytes: usize) -> Vec<u8> {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    const ROWS: usize = 4096;
+    let bucket = "b".repeat(bucket_bytes / ROWS);
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "bucket",
+            Arc::new(StringArray::from(vec![bucket.as_str(); ROWS])),
+        ),
+        ("key", Arc::new(StringArray::from(vec!["k"; ROWS]))),
+        ("size", Arc::new(Int64Array::from(vec![1i64; ROWS]))),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap_or_else(|e| panic!("{e}"));
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(codec)
+        .set_dictionary_enabled(false)
+        .set_data_page_size_limit(64 << 20)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+        .build();
+    let mut file = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), Some(properties))
+            .unwrap_or_else(|e| panic!("{e}"));
+    writer.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+    writer.close().unwrap_or_else(|e| panic!("{e}"));
+    file
+}
+
+/// Sets the uncompressed size the first page's header claims; both sizes take 4 bytes.
+fn claim_first_page_uncompressed(file: &mut [u8], claimed: u32) {
+    // PAR1 | field 1 (type, i32) = 0 | field 2 (uncompressed size, i32) = zigzag varint
+    assert_eq!(&file[4..7], &[0x15, 0x00, 0x15], "the first page header");
+    assert!(file[7..10].iter().all(|b| b & 0x80 != 0) && file[10] & 0x80 == 0);
+    let mut zigzag = claimed << 1;
+    for byte in &mut file[7..11] {
+        *byte = (zigzag & 0x7f) as u8 | 0x80;
+        zigzag >>= 7;
+    }
+    file[10] &= 0x7f;
+    assert_eq!(zigzag, 0, "{claimed} does not fit 4 bytes");
+}
+
+#[test]
+fn a_parquet_page_claiming_100_mib_is_refused_before_it_is_allocated() {
+    // The parquet crate allocates what the header claims, then snappy fills it.
+    let mut file = one_page_parquet(parquet::basic::Compression::SNAPPY, 2 << 20);
+    claim_first_page_uncompressed(&mut file, 100 << 20);
+    let (error, largest) = crafted_error(DataFormat::Parquet, file);
+    assert!(
+        error.contains("claims 104857600 bytes uncompressed"),
+        "{error}"
+    );
+    assert!(largest < 16 << 20, "allocated {largest} bytes at once");
+}
+
+#[test]
+fn a_gzip_parquet_page_inflating_past_its_header_is_refused_without_inflating_it() {
+    // The parquet crate's GZIP codec reads to the end whatever the header says.
+    let mut file = one_page_parquet(
+        parquet::basic::Compression::GZIP(Default::default()),
+        8 << 20,
+    );
+    claim_first_page_uncompressed(&mut file, 1 << 20);
+    let (error, largest) = crafted_error(DataFormat::Parquet, file);
+    assert!(error.contains("inflates past 1048576 bytes"), "{error}");
+    assert!(largest < 4 << 20, "allocated {largest} bytes at once");
+}

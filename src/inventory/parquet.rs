@@ -11,9 +11,12 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
+use parquet::basic::Compression;
+use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
 use super::columnar::{decode_batches, guarded, used_columns, BatchColumns};
+use super::inflation::{inflated_size, page_sizes, Codec, PageSizes};
 use super::ranges::{RangeRead, RangeSource};
 use super::{InventoryRow, RowPosition};
 use crate::error::{Error, Result};
@@ -78,22 +81,29 @@ pub fn read_parquet<R: RowGroupSource>(
     let mask = ProjectionMask::roots(&parquet_schema, used.iter().copied());
     let mut rows = 0u64;
     for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
-        let mut chunks: Vec<(u64, u64)> = group
+        let mut columns: Vec<(u64, u64, Compression)> = group
             .columns()
             .iter()
             .enumerate()
             .filter(|(leaf, _)| used.contains(&parquet_schema.get_column_root_idx(*leaf)))
-            .map(|(_, column)| column.byte_range())
-            .filter(|&(_, length)| length > 0)
-            .map(|(offset, length)| (offset, offset.saturating_add(length)))
+            .map(|(_, column)| (column.byte_range(), column.compression()))
+            .filter(|&((_, length), _)| length > 0)
+            .map(|((offset, length), codec)| (offset, offset.saturating_add(length), codec))
             .collect();
-        if chunks.is_empty() {
+        if columns.is_empty() {
             continue;
         }
-        chunks.sort_unstable();
-        let group_reader = reader
-            .row_group(&chunks)
-            .map_err(|e| parquet_error(file, e))?;
+        columns.sort_unstable_by_key(|&(start, end, _)| (start, end));
+        let chunks: Vec<(u64, u64)> = columns
+            .iter()
+            .map(|&(start, end, _)| (start, end))
+            .collect();
+        let group_reader = PageGuard::new(
+            reader
+                .row_group(&chunks)
+                .map_err(|e| parquet_error(file, e))?,
+            &columns,
+        );
         let batches = guarded(|| {
             ParquetRecordBatchReaderBuilder::new_with_metadata(group_reader, metadata.clone())
                 .with_projection(mask.clone())
@@ -122,6 +132,110 @@ pub fn read_parquet<R: RowGroupSource>(
         rows += group.num_rows() as u64;
     }
     Ok(())
+}
+
+/// The largest page s3bundler decodes, uncompressed: the decoder allocates what a page header
+/// claims before it inflates the page. Writers cut pages at about 1 MiB.
+pub const MAX_PAGE: u64 = 16 << 20;
+
+/// A row group's reader that reads each page header before the Parquet decoder does, and
+/// refuses a page that claims more than [`MAX_PAGE`] bytes, or (GZIP, which the decoder
+/// inflates without a bound) that inflates past what its header claims.
+pub struct PageGuard {
+    inner: RowGroupReader,
+    /// (start, end, GZIP?) of each used column chunk, by start.
+    columns: Vec<(u64, u64, bool)>,
+    /// Where the body of the page whose header was read last starts, and its sizes.
+    pending: std::sync::Mutex<Option<(u64, PageSizes)>>,
+}
+
+impl PageGuard {
+    fn new(inner: RowGroupReader, columns: &[(u64, u64, Compression)]) -> Self {
+        PageGuard {
+            inner,
+            columns: columns
+                .iter()
+                .map(|&(start, end, codec)| (start, end, matches!(codec, Compression::GZIP(_))))
+                .collect(),
+            pending: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn gzip_at(&self, start: u64) -> bool {
+        let index = self.columns.partition_point(|column| column.0 <= start);
+        index
+            .checked_sub(1)
+            .is_some_and(|i| start < self.columns[i].1 && self.columns[i].2)
+    }
+}
+
+/// Keeps the bytes read through it.
+struct Recorded<R> {
+    inner: R,
+    bytes: Vec<u8>,
+}
+
+impl<R: std::io::Read> std::io::Read for Recorded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Length for PageGuard {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+}
+
+impl ChunkReader for PageGuard {
+    type T = Box<dyn std::io::Read + Send>;
+
+    /// The decoder reads page headers (only) through `get_read`.
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let mut recorded = Recorded {
+            inner: std::io::BufReader::with_capacity(1024, self.inner.get_read(start)?),
+            bytes: Vec::new(),
+        };
+        let sizes = page_sizes(&mut recorded)
+            .map_err(|e| ParquetError::General(format!("the page at byte {start}: {e}")))?;
+        if sizes.uncompressed > MAX_PAGE {
+            return Err(ParquetError::General(format!(
+                "the page at byte {start} claims {} bytes uncompressed, more than the {MAX_PAGE} s3bundler reads",
+                sizes.uncompressed
+            )));
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending = Some((start + sizes.header_len, sizes));
+        }
+        let Recorded { inner, bytes } = recorded;
+        Ok(Box::new(std::io::Read::chain(
+            std::io::Cursor::new(bytes),
+            inner,
+        )))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let bytes = self.inner.get_bytes(start, length)?;
+        let pending = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.take());
+        if let Some((_, sizes)) = pending
+            .filter(|&(body, sizes)| body == start && sizes.body_compressed && self.gzip_at(start))
+        {
+            let levels = (sizes.stored_prefix as usize).min(bytes.len());
+            inflated_size(
+                Codec::Gzip,
+                &bytes[levels..],
+                sizes.uncompressed.saturating_sub(sizes.stored_prefix),
+            )
+            .map_err(|e| ParquetError::General(format!("the page at byte {start}: {e}")))?;
+        }
+        Ok(bytes)
+    }
 }
 
 /// One row group's used columns, as a `ChunkReader` over the whole file.
