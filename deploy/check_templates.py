@@ -15,8 +15,21 @@ Asserts that
   * the manifest queue has a redrive policy to a dead-letter queue in the same template, and
     only S3 (from this bucket and account) may send to it;
   * the S3Bundler/Errors metric filter exists;
-  * the compute stack drains spot instances, protects instances with tasks from scale-in and
-    reads the ECS AMI from the public SSM parameter.
+  * the dead-letter queue keeps messages longer than the manifest queue and lets only the
+    manifest queue redrive to it (RedriveAllowPolicy byQueue);
+  * the archive bucket is versioned by default and expires noncurrent versions;
+  * no ARN is written for one partition (no "arn:aws:" literal);
+  * the bundler service has no DesiredCount (a stack update would reset the fleet), scales by
+    target tracking on the backlog per running task, and a step policy starts the first task;
+  * alarms exist on the EMF metric ObjectsFailed (namespace from src/metrics.rs) for the
+    reasons AccessDenied and Retry, and on manifests waiting with no bundler running (metric
+    math over the queue and Container Insights, which cannot be disabled), firing within 15
+    minutes;
+  * an EventBridge rule on new inventory manifest.json files runs the grouper task definition
+    with the grouper's command (group ... -m s3://<bucket>/<key>) in the overrides;
+  * the compute stack drains spot instances, protects instances with tasks from scale-in,
+    reads the ECS AMI from the public SSM parameter, and collects the Auto Scaling group's
+    capacity metrics (exported name) for the core stack's dashboard, which shows them.
 Every failure names the template, the resource and its line, and the script exits 1.
 --self-test then breaks the templates in memory in the ways listed in MUTATIONS and checks that
 each breakage is reported.
@@ -83,6 +96,10 @@ EXPECTED_ROLES = {
         "InstanceRole": set(),
     },
 }
+EXPECTED_ROLES["core.yaml"]["GrouperEventsRole"] = {
+    "ecs:RunTask",  # the grouper task definition, in this cluster
+    "iam:PassRole",  # the grouper task role and the execution role, to ECS tasks
+}
 
 # Roles allowed to carry AWS managed policies, with the only policies they may carry.
 MANAGED_POLICIES = {
@@ -97,6 +114,7 @@ TRUSTED_SERVICE = {
     "GrouperTaskRole": "ecs-tasks.amazonaws.com",
     "BundlerTaskRole": "ecs-tasks.amazonaws.com",
     "InstanceRole": "ec2.amazonaws.com",
+    "GrouperEventsRole": "events.amazonaws.com",
 }
 
 # Actions a statement of each role may only grant on resources whose text contains one of these.
@@ -108,7 +126,17 @@ RESOURCE_MUST_CONTAIN = {
     ("BundlerTaskRole", "s3:PutObjectTagging"): ("${ArchivePrefix}/",),
     # Uploads an earlier attempt left: listed on the archive bucket only.
     ("BundlerTaskRole", "s3:ListBucketMultipartUploads"): ("ArchiveBucket",),
+    ("GrouperEventsRole", "ecs:RunTask"): ("task-definition/${AWS::StackName}-grouper:",),
+    ("GrouperEventsRole", "iam:PassRole"): ('"GrouperTaskRole"', '"ExecutionRole"'),
 }
+
+# The EMF namespace and the failure reasons that must raise an alarm (src/metrics.rs,
+# DlqReason::as_str in src/archive/records.rs).
+METRICS_RS = HERE.parent / "src" / "metrics.rs"
+ALARMED_REASONS = ("AccessDenied", "Retry")
+# The no-bundler alarm must fire within this many seconds of the condition.
+STALL_ALARM_MAX_SECONDS = 900
+ASG_CAPACITY_METRICS = {"GroupDesiredCapacity", "GroupInServiceInstances", "GroupPendingInstances"}
 
 EXECUTION_ROLE_SERVICES = {"ecr", "logs"}
 
@@ -282,7 +310,211 @@ def find_one(checker, template, resources, kind, what):
     return next(iter(found.items()))
 
 
-def check_core(checker, template, resources):
+def emf_namespace():
+    """The namespace the binary writes its EMF metrics in, or None without the sources."""
+    try:
+        match = re.search(r'pub const NAMESPACE: &str = "([^"]+)";', METRICS_RS.read_text())
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def of_type(resources, kind):
+    return {n: r for n, r in resources.items() if r.get("Type") == kind}
+
+
+def check_partition_literals(checker, template, data):
+    """ARNs are built with AWS::Partition (or the IAM wildcard), never for the aws partition."""
+    for section in ("Resources", "Outputs", "Conditions", "Rules"):
+        for name, value in (data.get(section) or {}).items():
+            if "arn:aws:" in text_of(value):
+                checker.fail(template, name, value, 'an "arn:aws:" literal: build the ARN with ${AWS::Partition}')
+
+
+def check_queue_retention(checker, template, resources, manifest_queue):
+    if manifest_queue is None:
+        return
+    props = resources[manifest_queue].get("Properties", {})
+    target = props.get("RedrivePolicy", {}).get("deadLetterTargetArn", {})
+    dlq = target.get("Fn::GetAtt", [None])[0] if isinstance(target, dict) else None
+    if dlq not in resources:
+        return
+    dlq_props = resources[dlq].get("Properties", {})
+    source_retention = props.get("MessageRetentionPeriod", 345600)
+    dlq_retention = dlq_props.get("MessageRetentionPeriod", 345600)
+    if not (isinstance(source_retention, int) and isinstance(dlq_retention, int) and dlq_retention > source_retention):
+        checker.fail(
+            template, dlq, dlq_props,
+            f"the dead-letter queue must keep messages longer than {manifest_queue} (a dead-lettered "
+            f"message keeps its enqueue time): {dlq_retention} <= {source_retention}",
+        )
+    allow = dlq_props.get("RedriveAllowPolicy") or {}
+    name = props.get("QueueName")
+    name_text = name["Fn::Sub"][0] if isinstance(name, dict) and isinstance(name.get("Fn::Sub"), list) else name
+    if allow.get("redrivePermission") != "byQueue" or not name_text or text_of(name_text).strip('"') not in text_of(allow.get("sourceQueueArns")):
+        checker.fail(
+            template, dlq, dlq_props,
+            f"RedriveAllowPolicy must be byQueue naming {manifest_queue} (give it a fixed QueueName and build its ARN)",
+        )
+
+
+def check_versioning(checker, template, data, bucket_name, bucket):
+    parameters = data.get("Parameters", {})
+    if parameters.get("EnableVersioning", {}).get("Default") != "true":
+        checker.fail(template, "EnableVersioning", parameters.get("EnableVersioning"), "versioning of the archive bucket must default to true")
+    if bucket is None:
+        return
+    props = bucket.get("Properties", {})
+    if "Status" not in text_of(props.get("VersioningConfiguration")):
+        checker.fail(template, bucket_name, props, "the archive bucket has no VersioningConfiguration")
+    rules = []
+    for rule in props.get("LifecycleConfiguration", {}).get("Rules", []):
+        rules.extend(expand_if(rule))
+    if not any(r.get("NoncurrentVersionExpiration") and not r.get("Prefix") for r in rules):
+        checker.fail(template, bucket_name, props, "no bucket-wide lifecycle rule expires noncurrent versions")
+    if "ObjectLockConfiguration" in props and "GOVERNANCE" not in text_of(props["ObjectLockConfiguration"]):
+        checker.fail(template, bucket_name, props, "Object Lock must use GOVERNANCE mode")
+
+
+def check_scaling(checker, template, resources):
+    for name, service in of_type(resources, "AWS::ECS::Service").items():
+        if "DesiredCount" in service.get("Properties", {}):
+            checker.fail(
+                template, name, service,
+                "no DesiredCount on the service: CloudFormation sets it again on every update and "
+                "drops the fleet that scaling grew",
+            )
+    policies = of_type(resources, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    if not of_type(resources, "AWS::ECS::Service"):
+        return
+    tracking = [
+        (n, p) for n, p in policies.items()
+        if p.get("Properties", {}).get("PolicyType") == "TargetTrackingScaling"
+    ]
+    backlog = [
+        (n, p) for n, p in tracking
+        if all(m in text_of(p) for m in ("ApproximateNumberOfMessagesVisible", "RunningTaskCount"))
+        and "CustomizedMetricSpecification" in text_of(p)
+    ]
+    if not backlog:
+        checker.fail(
+            template, "AWS::ApplicationAutoScaling::ScalingPolicy", None,
+            "no target tracking policy on the backlog per task (ApproximateNumberOfMessagesVisible / RunningTaskCount)",
+        )
+    for name, policy in backlog:
+        config = policy["Properties"].get("TargetTrackingScalingPolicyConfiguration", {})
+        if config.get("TargetValue") != {"Ref": "BacklogPerTaskTarget"}:
+            checker.fail(template, name, policy, "the backlog target must be the parameter BacklogPerTaskTarget")
+        if config.get("DisableScaleIn") is True:
+            checker.fail(template, name, policy, "target tracking must be able to scale in (to zero)")
+    # Target tracking never scales from 0: an alarm must drive a step policy that adds tasks.
+    starters = {
+        n for n, p in policies.items()
+        if p.get("Properties", {}).get("PolicyType") == "StepScaling"
+        and p["Properties"].get("StepScalingPolicyConfiguration", {}).get("AdjustmentType") == "ChangeInCapacity"
+        and any(
+            isinstance(s.get("ScalingAdjustment"), int) and s["ScalingAdjustment"] > 0
+            for s in p["Properties"]["StepScalingPolicyConfiguration"].get("StepAdjustments", [])
+        )
+    }
+    alarmed = {
+        a.get("Ref") for alarm in of_type(resources, "AWS::CloudWatch::Alarm").values()
+        for a in as_list(alarm.get("Properties", {}).get("AlarmActions", [])) if isinstance(a, dict)
+    }
+    if not starters & alarmed:
+        checker.fail(
+            template, "AWS::ApplicationAutoScaling::ScalingPolicy", None,
+            "no alarm drives a step policy that adds tasks: target tracking cannot scale out from zero",
+        )
+
+
+def alarm_seconds(props):
+    periods = [q.get("MetricStat", {}).get("Period") for q in props.get("Metrics", []) if "MetricStat" in q]
+    period = max([p for p in periods if isinstance(p, int)] or [props.get("Period", 60)])
+    evaluations = props.get("EvaluationPeriods", 1)
+    return period * evaluations if isinstance(evaluations, int) else None
+
+
+def check_alarms(checker, template, resources, data):
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm")
+    namespace = emf_namespace() or "S3Bundler"
+    for reason in ALARMED_REASONS:
+        found = [
+            n for n, a in alarms.items()
+            if a.get("Properties", {}).get("Namespace") == namespace
+            and a["Properties"].get("MetricName") == "ObjectsFailed"
+            and a["Properties"].get("Dimensions") == [{"Name": "Reason", "Value": reason}]
+            and a["Properties"].get("Threshold") == {"Ref": "FailedObjectsAlarmThreshold"}
+            and {"Ref": "AlarmTopic"} in as_list(a["Properties"].get("AlarmActions", []))
+        ]
+        if not found:
+            checker.fail(
+                template, "AWS::CloudWatch::Alarm", None,
+                f"no alarm on {namespace}/ObjectsFailed with Reason={reason} (threshold "
+                f"FailedObjectsAlarmThreshold, to the AlarmTopic)",
+            )
+    stalled = [
+        (n, a) for n, a in alarms.items()
+        if all(m in text_of(a) for m in ("ApproximateNumberOfMessagesVisible", "RunningTaskCount"))
+        and {"Ref": "AlarmTopic"} in as_list(a.get("Properties", {}).get("AlarmActions", []))
+    ]
+    if of_type(resources, "AWS::ECS::Service") and not stalled:
+        checker.fail(template, "AWS::CloudWatch::Alarm", None, "no alarm on manifests waiting with no bundler task running")
+    for name, alarm in stalled:
+        seconds = alarm_seconds(alarm["Properties"])
+        if seconds is None or seconds > STALL_ALARM_MAX_SECONDS - 180:
+            checker.fail(
+                template, name, alarm,
+                f"the no-bundler alarm must fire within {STALL_ALARM_MAX_SECONDS // 60} minutes "
+                f"(evaluates {seconds} s, plus a few minutes of metric delay)",
+            )
+    insights = data.get("Parameters", {}).get("ContainerInsights", {})
+    if "disabled" in insights.get("AllowedValues", []) or insights.get("Default") == "disabled":
+        checker.fail(template, "ContainerInsights", insights, "Container Insights cannot be disabled: scaling and alarms read its task counts")
+
+
+def check_inventory_rule(checker, template, resources):
+    rules = [
+        (n, r) for n, r in of_type(resources, "AWS::Events::Rule").items()
+        if "aws.s3" in text_of(r.get("Properties", {}).get("EventPattern"))
+    ]
+    if not rules:
+        checker.fail(template, "AWS::Events::Rule", None, "no EventBridge rule runs the grouper on a new inventory manifest.json")
+    for name, rule in rules:
+        props = rule["Properties"]
+        pattern = text_of(props.get("EventPattern"))
+        if "Object Created" not in pattern or "/manifest.json" not in pattern or "${InventoryPrefix}" not in pattern:
+            checker.fail(template, name, rule, "the rule must match Object Created of ${InventoryPrefix}…/manifest.json")
+        targets = props.get("Targets", [])
+        ok = [
+            t for t in targets
+            if t.get("EcsParameters", {}).get("TaskDefinitionArn") == {"Ref": "GrouperTaskDefinition"}
+        ]
+        if not ok:
+            checker.fail(template, name, rule, "the rule must target the grouper task definition (GrouperTaskDefinition)")
+        for target in ok:
+            transformer = target.get("InputTransformer", {})
+            command = text_of(transformer.get("InputTemplate"))
+            if not all(s in command for s in ('containerOverrides', '\\"command\\": [\\"group\\"', '\\"-m\\", \\"s3://<bucket>/<key>\\"')):
+                checker.fail(
+                    template, name, target,
+                    "the target's input must override the container command with group … -m s3://<bucket>/<key>",
+                )
+            paths = transformer.get("InputPathsMap", {})
+            if paths.get("bucket") != "$.detail.bucket.name" or paths.get("key") != "$.detail.object.key":
+                checker.fail(template, name, target, "InputPathsMap must take bucket and key from the S3 event's detail")
+
+
+def check_dashboard(checker, template, resources):
+    for name, dashboard in of_type(resources, "AWS::CloudWatch::Dashboard").items():
+        body = text_of(dashboard.get("Properties", {}).get("DashboardBody"))
+        missing = sorted(m for m in ASG_CAPACITY_METRICS | {"RunningTaskCount"} if m not in body)
+        if missing:
+            checker.fail(template, name, dashboard, f"the dashboard does not show {missing}")
+
+
+def check_core(checker, template, data):
+    resources = data.get("Resources", {})
     bucket_name, bucket = find_one(checker, template, resources, "AWS::S3::Bucket", "archive bucket")
     queues = {n for n, r in resources.items() if r.get("Type") == "AWS::SQS::Queue"}
     manifest_queue = None
@@ -348,6 +580,12 @@ def check_core(checker, template, resources):
     ]
     if not any(t.get("MetricNamespace") == "S3Bundler" and t.get("MetricName") == "Errors" for _, t in filters):
         checker.fail(template, "AWS::Logs::MetricFilter", None, "the S3Bundler/Errors metric filter is missing")
+    check_queue_retention(checker, template, resources, manifest_queue)
+    check_versioning(checker, template, data, bucket_name, bucket)
+    check_scaling(checker, template, resources)
+    check_alarms(checker, template, resources, data)
+    check_inventory_rule(checker, template, resources)
+    check_dashboard(checker, template, resources)
     for name, resource in resources.items():
         if resource.get("Type") != "AWS::ECS::TaskDefinition":
             continue
@@ -356,7 +594,8 @@ def check_core(checker, template, resources):
                 checker.fail(template, name, container, "containers need a StopTimeout so SIGTERM gives time to release the message")
 
 
-def check_compute(checker, template, resources):
+def check_compute(checker, template, data):
+    resources = data.get("Resources", {})
     lt_name, lt = find_one(checker, template, resources, "AWS::EC2::LaunchTemplate", "launch template")
     if lt is not None:
         user_data = text_of(lt.get("Properties", {}).get("LaunchTemplateData", {}).get("UserData"))
@@ -369,6 +608,18 @@ def check_compute(checker, template, resources):
             checker.fail(template, asg_name, asg, "NewInstancesProtectedFromScaleIn must be true (managed termination protection)")
         if "MixedInstancesPolicy" not in props:
             checker.fail(template, asg_name, asg, "spot capacity needs a MixedInstancesPolicy")
+        collected = {m for c in props.get("MetricsCollection", []) for m in c.get("Metrics", [])}
+        if not ASG_CAPACITY_METRICS <= collected:
+            checker.fail(
+                template, asg_name, asg,
+                f"MetricsCollection must collect {sorted(ASG_CAPACITY_METRICS - collected)} for the dashboard",
+            )
+        exported = [
+            o for o in data.get("Outputs", {}).values()
+            if o.get("Value") == {"Ref": asg_name} and "AutoScalingGroupName" in text_of(o.get("Export"))
+        ]
+        if not exported:
+            checker.fail(template, asg_name, asg, "the Auto Scaling group's name must be exported (<stack>-AutoScalingGroupName) for the dashboard")
     cp_name, cp = find_one(checker, template, resources, "AWS::ECS::CapacityProvider", "capacity provider")
     if cp is not None:
         provider = cp.get("Properties", {}).get("AutoScalingGroupProvider", {})
@@ -392,10 +643,11 @@ def check_template(checker, template, data):
     resources = data.get("Resources", {})
     check_roles(checker, template, resources)
     check_resource_policies(checker, template, resources)
+    check_partition_literals(checker, template, data)
     if template.name == "core.yaml":
-        check_core(checker, template, resources)
+        check_core(checker, template, data)
     elif template.name == "compute.yaml":
-        check_compute(checker, template, resources)
+        check_compute(checker, template, data)
         check_ami_parameter(checker, template, data.get("Parameters", {}))
     else:
         checker.fail(template, "template", None, "unknown template: add its checks to deploy/check_templates.py")
@@ -407,6 +659,10 @@ def role_statements(data, role):
 
 def statement(data, role, sid):
     return next(s for s in role_statements(data, role) if isinstance(s, dict) and s.get("Sid") == sid)
+
+
+def props(data, name):
+    return data["Resources"][name]["Properties"]
 
 
 def bucket_props(data):
@@ -439,6 +695,31 @@ MUTATIONS = [
     ("compute.yaml", "no termination protection", lambda d: d["Resources"]["CapacityProvider"]["Properties"]["AutoScalingGroupProvider"].update(ManagedTerminationProtection="DISABLED"), "ManagedTerminationProtection"),
     ("compute.yaml", "unprotected instances", lambda d: d["Resources"]["AutoScalingGroup"]["Properties"].update(NewInstancesProtectedFromScaleIn=False), "NewInstancesProtectedFromScaleIn"),
     ("compute.yaml", "fixed AMI", lambda d: d["Parameters"]["EcsAmiId"].update(Default="ami-12345678"), "SSM"),
+    ("core.yaml", "service DesiredCount", lambda d: props(d, "BundlerService").update(DesiredCount=0), "no DesiredCount"),
+    ("core.yaml", "no backlog tracking", lambda d: d["Resources"].pop("BundlerBacklogPolicy"), "backlog per task"),
+    ("core.yaml", "backlog no scale-in", lambda d: props(d, "BundlerBacklogPolicy")["TargetTrackingScalingPolicyConfiguration"].update(DisableScaleIn=True), "scale in"),
+    ("core.yaml", "no scale from zero", lambda d: d["Resources"].pop("ManifestsWaitingAlarm"), "scale out from zero"),
+    ("core.yaml", "dlq retention short", lambda d: props(d, "ManifestDeadLetterQueue").update(MessageRetentionPeriod=345600), "longer than"),
+    ("core.yaml", "no redrive allow policy", lambda d: props(d, "ManifestDeadLetterQueue").pop("RedriveAllowPolicy"), "RedriveAllowPolicy"),
+    ("core.yaml", "versioning off by default", lambda d: d["Parameters"]["EnableVersioning"].update(Default="false"), "default to true"),
+    ("core.yaml", "no noncurrent expiry", lambda d: bucket_props(d)["LifecycleConfiguration"]["Rules"].pop(), "noncurrent"),
+    ("core.yaml", "object lock compliance", lambda d: bucket_props(d)["ObjectLockConfiguration"]["Fn::If"][1]["Rule"]["DefaultRetention"].update(Mode="COMPLIANCE"), "GOVERNANCE"),
+    ("core.yaml", "arn:aws literal", lambda d: statement(d, "BundlerTaskRole", "ReadManifests").update(Resource="arn:aws:s3:::bucket/manifests/*"), "arn:aws:"),
+    ("core.yaml", "no AccessDenied alarm", lambda d: d["Resources"].pop("AccessDeniedObjectsAlarm"), "Reason=AccessDenied"),
+    ("core.yaml", "Retry alarm metric", lambda d: props(d, "RetryObjectsAlarm").update(MetricName="Errors"), "Reason=Retry"),
+    ("core.yaml", "no stall alarm", lambda d: d["Resources"].pop("NoBundlerRunningAlarm"), "no bundler task running"),
+    ("core.yaml", "stall alarm slow", lambda d: props(d, "NoBundlerRunningAlarm").update(EvaluationPeriods=30, DatapointsToAlarm=30), "within 15 minutes"),
+    ("core.yaml", "insights can be disabled", lambda d: d["Parameters"]["ContainerInsights"]["AllowedValues"].append("disabled"), "Container Insights"),
+    ("core.yaml", "no inventory rule", lambda d: d["Resources"].pop("NewInventoryRule"), "new inventory"),
+    ("core.yaml", "inventory rule runs bundler", lambda d: props(d, "NewInventoryRule")["Targets"][0]["EcsParameters"].update(TaskDefinitionArn={"Ref": "BundlerTaskDefinition"}), "grouper task definition"),
+    ("core.yaml", "inventory rule without -m", lambda d: props(d, "NewInventoryRule")["Targets"][0]["InputTransformer"].update(InputTemplate='{"containerOverrides": [{"name": "s3bundler", "command": ["group"]}]}'), "-m s3://<bucket>/<key>"),
+    ("core.yaml", "inventory rule any key", lambda d: props(d, "NewInventoryRule")["EventPattern"]["detail"].pop("object"), "manifest.json"),
+    ("core.yaml", "events role passes bundler role", lambda d: statement(d, "GrouperEventsRole", "PassGrouperRoles")["Resource"].append({"Fn::GetAtt": ["BundlerTaskRole", "Arn"]}), "iam:PassRole must only apply"),
+    ("core.yaml", "events role runs any task", lambda d: statement(d, "GrouperEventsRole", "RunGrouperTask").update(Resource={"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task-definition/*"}), "ecs:RunTask must only apply"),
+    ("core.yaml", "dashboard without capacity", lambda d: props(d, "Dashboard")["DashboardBody"]["Fn::Sub"][1].update(CapacityWidget=""), "dashboard does not show"),
+    ("compute.yaml", "no group metrics", lambda d: props(d, "AutoScalingGroup").pop("MetricsCollection"), "MetricsCollection"),
+    ("compute.yaml", "group name not exported", lambda d: d["Outputs"]["AutoScalingGroupName"].pop("Export"), "exported"),
+    ("compute.yaml", "arn:aws literal in compute", lambda d: props(d, "InstanceRole").update(ManagedPolicyArns=["arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"]), "arn:aws:"),
     ("compute.yaml", "instance role extra policy", lambda d: d["Resources"]["InstanceRole"]["Properties"]["ManagedPolicyArns"].append("arn:aws:iam::aws:policy/AmazonS3FullAccess"), "AmazonS3FullAccess"),
 ]
 

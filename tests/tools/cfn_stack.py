@@ -4,7 +4,7 @@
 Usage:
     cfn_stack.py [ENDPOINT_URL] [--stack-name NAME] [--template FILE] [--region REGION]
                  [--param KEY=VALUE]... [--check-notification] [--compute FARGATE_SPOT|EC2_SPOT]
-                 [--bundler BINARY]
+                 [--check-inventory-rule] [--bundler BINARY]
 
 ENDPOINT_URL defaults to $S3BUNDLER_TEST_MOTO (e.g. http://127.0.0.1:5055). The parameters
 default to values that create in moto (CapacityType=NONE, a source and an inventory bucket
@@ -18,6 +18,12 @@ must not (staging, .dlq, archive indexes, other prefixes) and adds "Notification
 (true when exactly the former arrived) and "NotificationKeys". moto's CloudFormation ignores
 the bucket's NotificationConfiguration, so when the bucket has none the same configuration is
 put through the S3 API first ("NotificationReplayedThroughApi": true).
+With --param ExistingArchiveBucket=NAME the bucket is created in moto before the stack.
+With --check-inventory-rule (a stack with a service: the rule exists only then) it reads the
+EventBridge rule that groups new inventories back from moto, matches sample S3 events against
+its pattern and applies its input transformer with moto's EventBridge code (moto runs no ECS
+targets), and checks that the command it gives the grouper task is the one `s3bundler submit`
+gives ("InventoryRule"); --bundler then runs the grouper with that command.
 With --bundler BINARY it runs the whole pipeline with that s3bundler binary against moto: a
 20-object CSV inventory, the grouper command as `s3bundler submit` runs it (`group` +
 GroupOptions + `-m`), the S3 event of the manifest on the queue, then the bundler task
@@ -61,6 +67,7 @@ def parse_args(argv):
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the stack")
     parser.add_argument("--check-notification", action="store_true")
+    parser.add_argument("--check-inventory-rule", action="store_true")
     parser.add_argument(
         "--bundler",
         metavar="BINARY",
@@ -263,6 +270,65 @@ def put_inventory(s3, source, inventory_bucket, objects):
     return f"s3://{inventory_bucket}/{folder}/manifest.json"
 
 
+def s3_event(bucket, key):
+    """An S3 'Object Created' event as EventBridge delivers it."""
+    return {
+        "version": "0", "id": "00000000-0000-0000-0000-000000000000", "detail-type": "Object Created",
+        "source": "aws.s3", "account": "123456789012", "time": "2026-11-22T01:00:00Z",
+        "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"], "ingestion-time": "2026-11-22T01:00:01Z",
+        "detail": {
+            "version": "0", "bucket": {"name": bucket},
+            "object": {"key": key, "size": 1, "etag": "0"}, "reason": "PutObject",
+        },
+    }
+
+
+def check_inventory_rule(args, outputs, inventory_uri=None):
+    """The rule's pattern and target as moto stored them, evaluated with moto's EventBridge
+    code: which keys start a grouper, and the command the task gets."""
+    from moto.events.models import EventPattern
+    from moto.events.utils import EventTemplateParser
+
+    events = client("events", args)
+    rule_name = outputs.get("NewInventoryRuleName")
+    if not rule_name:
+        fail("the stack has no NewInventoryRuleName output (it needs a compute stack)")
+    rule = events.describe_rule(Name=rule_name)
+    targets = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+    pattern = EventPattern.load(rule["EventPattern"])
+    inventory = args.parameters["InventoryBucket"]
+    prefix = args.parameters.get("InventoryPrefix", "")
+    folder = f"{prefix}{'/' if prefix else ''}test-source/s3bundler/2026-11-22T01-00Z"
+    inventory_uri = inventory_uri or f"s3://{inventory}/{folder}/manifest.json"
+    bucket, _, key = inventory_uri[len("s3://"):].partition("/")
+    quiet = [
+        (inventory, f"{folder}/manifest.checksum"),
+        (inventory, f"{prefix}{'/' if prefix else ''}test-source/s3bundler/data/x.csv.gz"),
+        ("another-bucket", key),
+    ]
+    result = {
+        "Rule": rule_name,
+        "ManifestMatches": pattern.matches_event(s3_event(bucket, key)),
+        "OthersIgnored": not any(pattern.matches_event(s3_event(b, k)) for b, k in quiet),
+        "TargetsGrouper": [t.get("EcsParameters", {}).get("TaskDefinitionArn") for t in targets]
+        == [outputs["GrouperTaskDefinition"]],
+    }
+    transformer = targets[0].get("InputTransformer", {}) if targets else {}
+    overrides = EventTemplateParser.parse(
+        input_template=transformer.get("InputTemplate"),
+        input_paths_map=transformer.get("InputPathsMap", {}),
+        event=s3_event(bucket, key),
+    )
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides)
+    containers = overrides.get("containerOverrides", [])
+    command = containers[0].get("command") if containers else None
+    result["Command"] = command
+    result["CommandIsSubmits"] = command == ["group", *outputs["GroupOptions"].split(), "-m", inventory_uri]
+    result["Ok"] = all(result[k] for k in ("ManifestMatches", "OthersIgnored", "TargetsGrouper", "CommandIsSubmits"))
+    return result
+
+
 def container_command(ecs, task_definition):
     definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
     # moto keeps the AWS::NoValue items of a list as nulls; CloudFormation drops them.
@@ -289,15 +355,21 @@ def run_bundler(args, outputs):
     for key, body in objects.items():
         s3.put_object(Bucket=source, Key=key, Body=body)
     inventory = put_inventory(s3, source, inventory_bucket, objects)
+    result = {}
     configured = s3.get_bucket_notification_configuration(Bucket=bucket)
-    if not configured.get("QueueConfigurations"):
+    # An existing bucket has no notification: the grouper's --queue must deliver alone.
+    if not configured.get("QueueConfigurations") and not args.parameters.get("ExistingArchiveBucket"):
         replay_notification(s3, outputs)
     received_keys(sqs, outputs["ManifestQueueUrl"])  # test events, earlier checks
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION=args.region)
     base = [args.bundler, "--endpoint-url", args.endpoint]
-    result = {}
     # `s3bundler submit` runs the grouper task with the command `group <options> -m URI`.
     group = ["group", *outputs["GroupOptions"].split(), "-m", inventory]
+    if outputs.get("NewInventoryRuleName"):
+        # The command the EventBridge rule gives the grouper for this inventory's manifest.json.
+        rule = check_inventory_rule(args, outputs, inventory)
+        result["InventoryRuleOk"] = rule["Ok"]
+        group = rule["Command"] or group
     grouper_default = container_command(ecs, outputs["GrouperTaskDefinition"])
     done = subprocess.run(base + group, env=env, capture_output=True, text=True, timeout=120)
     result["GroupCommand"] = group
@@ -332,6 +404,7 @@ def run_bundler(args, outputs):
         and result["BundleExitCode"] == 0
         and archived == set(objects)
         and result["MessagesLeft"] == 0
+        and result.get("InventoryRuleOk", True)
     )
     if done.returncode != 0 or not result["Ok"]:
         print(done.stderr[-4000:], file=sys.stderr)
@@ -344,15 +417,25 @@ def main(argv):
     if args.compute:
         parameters["CapacityType"] = args.compute
         parameters["ComputeStackName"] = create_compute_stack(args)
+    if parameters.get("ExistingArchiveBucket"):
+        s3 = client("s3", args)
+        try:
+            s3.create_bucket(Bucket=parameters["ExistingArchiveBucket"])
+        except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            pass
     outputs = create_stack(args, args.stack_name, args.template, parameters)
     if args.check_notification:
         outputs.update(check_notification(args, outputs))
+    if args.check_inventory_rule:
+        outputs["InventoryRule"] = check_inventory_rule(args, outputs)
     if args.bundler:
         outputs.update(run_bundler(args, outputs))
     json.dump(outputs, sys.stdout, indent=2, sort_keys=True)
     print()
     if args.bundler and not outputs["BundlerRun"]["Ok"]:
         fail(f"the grouper and bundler commands did not archive the inventory: {outputs['BundlerRun']}")
+    if args.check_inventory_rule and not outputs["InventoryRule"]["Ok"]:
+        fail(f"the new-inventory rule does not start the grouper as submit does: {outputs['InventoryRule']}")
     if args.check_notification and not outputs["NotificationDelivered"]:
         fail(f"the manifest queue received {outputs['NotificationKeys']}, expected only the .index manifests")
 
