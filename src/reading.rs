@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::archive::layout::Compression;
+use crate::error::RemoteFailure;
 use crate::s3::{error_chain, GetStream, S3};
 use crate::s3uri::S3Uri;
 
@@ -98,11 +99,13 @@ const RESUMES: u32 = 4;
 
 /// A blocking reader over the object whose GET `got` is, read to its end: where the body is cut
 /// off, the download resumes with a range GET from the byte it stopped at (the SDK retries
-/// failed requests, not cut bodies). Create it on the runtime; read it on a blocking thread.
+/// failed requests, not cut bodies), of the same version only (`If-Match` on the first GET's
+/// ETag): a table replaced mid-read fails, never yields half of each. Create it on the
+/// runtime; read it on a blocking thread.
 pub fn resumed_reader(s3: S3, uri: S3Uri, got: GetStream) -> impl Read + Send + 'static {
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     tokio::spawn(async move {
-        let (mut body, size) = (got.body, got.size);
+        let (mut body, size, etag) = (got.body, got.size, got.etag);
         let (mut offset, mut resumes) = (0u64, 0);
         loop {
             let message = match body.next().await {
@@ -114,11 +117,15 @@ pub fn resumed_reader(s3: S3, uri: S3Uri, got: GetStream) -> impl Read + Send + 
                 Some(Err(e)) if resumes < RESUMES && offset < size => {
                     resumes += 1;
                     tracing::debug!("{uri}: body cut off ({}); reading on", error_chain(&e));
-                    match s3.get_range(&uri, offset, size - 1).await {
+                    match s3.get_from(&uri, offset, etag.as_deref()).await {
                         Ok(next) => {
                             body = next.body;
                             continue;
                         }
+                        Err(RemoteFailure::PreconditionFailed) => Err(ReadError::Corrupt(
+                            "the object was replaced while it was being read; run again"
+                                .to_string(),
+                        )),
                         Err(failure) => Err(ReadError::Cut(failure.to_string())),
                     }
                 }

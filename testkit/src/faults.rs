@@ -32,6 +32,9 @@ pub struct FaultPlan {
     pub get_500_every: u64,
     /// GetObject whose body is cut after half its bytes.
     pub get_cut_every: u64,
+    /// The first this many GetObjects have their body cut after half its bytes: a read whose
+    /// resumption must then go through.
+    pub get_cut_first: u64,
     /// UploadPart answered 500 InternalError.
     pub upload_part_500_every: u64,
     /// GetObject of keys containing this text always answers 503.
@@ -360,7 +363,7 @@ impl State {
             return Err((StatusCode::INTERNAL_SERVER_ERROR, "InternalError"));
         }
         Ok(Spoil {
-            cut: hits(n, plan.get_cut_every),
+            cut: hits(n, plan.get_cut_every) || n <= plan.get_cut_first,
             corrupt: plan
                 .corrupt_keys_containing
                 .as_deref()
