@@ -4,7 +4,10 @@ server that enforces IAM, and checks that every call the binary makes is allowed
 outside the policies are denied.
 
 Usage:
-    iam_enforced.py --bundler BINARY [--region REGION] [--keep-going]
+    iam_enforced.py --bundler BINARY [--region REGION]
+
+Run by scripts/lint-deploy --bundler BINARY (so by scripts/test); needs the project venv
+(scripts/venv: moto[server] 5.2.5, boto3). About 15 seconds.
 
 What it does:
   1. Starts a moto server of its own on a free port with INITIAL_NO_AUTH_ACTION_COUNT=3: the
@@ -25,6 +28,9 @@ What it does:
   4. Runs the binary with each user's keys (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
      --endpoint-url, AWS_REGION, AWS_EC2_METADATA_DISABLED=true, no profile):
        * grouper: `group` + the GroupOptions output + `-m INVENTORY` (as `s3bundler submit`);
+       * grouper of a second stack on an existing archive bucket (ExistingArchiveBucket: no
+         notification, GroupOptions has --queue=URL): the same, and its manifest must arrive on
+         that stack's queue (sqs:SendMessage);
        * before the worker, as admin: a stale DLQ `MANIFEST.dlq` beside one manifest, and an
          incomplete multipart upload at that manifest's archive key (a killed worker's, started
          before the next attempt: the lease holder lists and aborts it);
@@ -57,6 +63,15 @@ authorizes ("OfflineChecks"), and is listed in deploy/README.md ("IAM, proven"):
     AWS wants s3:GetObjectVersion for a version (both policies grant both).
   * Conditions, KMS and bucket policies are not evaluated by moto (the stack has no KMS keys here;
     moto's CloudFormation does not create AWS::S3::BucketPolicy or AWS::SQS::QueuePolicy).
+  * sqs:GetQueueUrl by name: moto authorizes it against "*" (it looks for a QueueUrl), so a grant
+    scoped to the queue's ARN is refused. The templates give the binary queue URLs, so it makes
+    no GetQueueUrl call here; a refusal would show as a 403 in the step's "refused" count.
+Quirks worked around, not authorization: a role's inline policy created by moto's CloudFormation
+comes back from GetRolePolicy as a Python repr (parsed with ast.literal_eval); an !If giving
+AWS::NoValue stays a null statement (dropped, as CloudFormation does); a refused SQS JSON request
+gets an XML error botocore cannot parse (the code is read from its message); DeleteObjects
+refused per key answers 200 with AccessDenied errors, as S3 does, so moto logs no 403 for it.
+Every binary step that must succeed must also have no 403 in moto's log while it ran.
 
 Prints one JSON object (each step's exit code and findings, "Denied", "OfflineChecks", "Ok") and
 exits 1 if anything was not as expected.
@@ -90,6 +105,8 @@ SOURCE = "test-source"
 INVENTORY = "test-inventory"
 UNRELATED = "test-unrelated"
 STACK = "iam-core"
+STACK_EXISTING = "iam-existing"
+EXISTING = "test-existing-archive"
 # CreateUser, PutUserPolicy and CreateAccessKey of the admin; everything after is authorized.
 NO_AUTH_REQUESTS = 3
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -283,6 +300,18 @@ def denied(call):
     return "allowed"
 
 
+def drain(sqs, queue_url):
+    """The JSON bodies on a queue (group --queue sends {"Bucket": ..., "Key": ...})."""
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def keys_under(s3, bucket, prefix):
     found = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -322,7 +351,7 @@ def main(argv):
     json.dump(result, sys.stdout, indent=2, sort_keys=True)
     print()
     if not result["Ok"]:
-        raise SystemExit("ERROR: IAM, proven: something was not as expected (see the JSON above)")
+        raise SystemExit("ERROR: IAM, proven: not as expected:\n  " + "\n  ".join(result["Failures"]))
 
 
 def prove(args):
@@ -392,6 +421,21 @@ def prove(args):
     expect(manifest_keys, "the grouper wrote no manifest")
     staged = keys_under(s3a, bucket, f"{manifests}/_staging/")
     expect(not staged, f"staged manifests left behind: {staged}")
+
+    # 4a'. An existing archive bucket's stack: its grouper queues the manifests itself
+    # (--queue=URL: sqs:SendMessage, which the notification makes unneeded above).
+    existing = dict(cfn_stack.DEFAULT_PARAMETERS, ExistingArchiveBucket=EXISTING)
+    s3a.create_bucket(Bucket=EXISTING)
+    other = cfn_stack.create_stack(stack_args, STACK_EXISTING, cfn_stack.DEFAULT_TEMPLATE, existing)
+    users["grouper-existing"] = create_user(iam, "grouper-existing", inline=role_policies(iam, other, "GrouperTaskRole"))
+    group = ["group", *other["GroupOptions"].split(), "-m", inventory]
+    step = run(args, users["grouper-existing"], group)
+    queued = [body.get("Key") for body in drain(sqsa, other["ManifestQueueUrl"])]
+    result["GroupWithQueue"] = dict(short(step), QueuedManifests=queued)
+    expect(step["exit"] == 0, f"group --queue as the existing bucket's grouper exited {step['exit']}: {step['stderr'][-3000:]}")
+    expect(step["refused"] == 0, f"group --queue as the existing bucket's grouper: moto refused {step['refused']} request(s): {step['refused_requests']}")
+    expect(any(item.startswith("--queue=") for item in group) and queued and all(k and k.endswith(".index") for k in queued),
+           f"group --queue queued {queued}")
 
     # 4b. Before the worker: a stale DLQ beside a manifest and an orphaned upload at its archive key.
     command = cfn_stack.container_command(ecs, outputs["BundlerTaskDefinition"])
