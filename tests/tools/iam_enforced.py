@@ -34,9 +34,12 @@ What it does:
        * before the worker, as admin: a stale DLQ `MANIFEST.dlq` beside one manifest, and an
          incomplete multipart upload at that manifest's archive key (a killed worker's, started
          before the next attempt: the lease holder lists and aborts it);
+       * and a second manifest whose lease another worker holds (a live `.lease` of another
+         host) on the queue;
        * bundler: the bundler task definition's container command as moto's ECS returns it
          (`bundle -q QUEUE_URL ...`) plus --wait-time=1 --idle-timeout=3: must exit 0, archive
-         every object, delete the stale DLQ, abort the orphaned upload, empty the queue;
+         every object, delete the stale DLQ, abort the orphaned upload, delete the message, and
+         leave the busy manifest alone with its message hidden (ChangeMessageVisibility);
        * verifier: `verify --deep` over the manifest prefix: exit 0;
        * verifier: `prune --yes`: must fail with exit 4 (deletions and the .pruned log refused)
          and delete nothing (a binary command denied by the policy);
@@ -446,6 +449,13 @@ def prove(args):
     orphan_key = archive_key(archives, SOURCE, target, command)
     orphan = s3a.create_multipart_upload(Bucket=bucket, Key=orphan_key)["UploadId"]
     s3a.upload_part(Bucket=bucket, Key=orphan_key, UploadId=orphan, PartNumber=1, Body=b"z" * 1024)
+    # A second manifest whose lease another worker holds: the worker must leave it alone and
+    # hide its message until the lease would expire (sqs:ChangeMessageVisibility, which the
+    # heartbeat of a manifest this short never calls).
+    busy = f"{manifests}/iam-busy.0.index"
+    s3a.put_object(Bucket=bucket, Key=f"{busy}.lease", Body=json.dumps(
+        {"owner": "another-host/pid-1/0000000000000001", "expires_at": int(time.time()) + 600}).encode())
+    s3a.copy_object(Bucket=bucket, Key=busy, CopySource={"Bucket": bucket, "Key": target})
     time.sleep(1.5)  # the upload started strictly before the next attempt (seconds)
 
     # 4c. The queue worker, as the bundler: the task definition's command.
@@ -462,20 +472,31 @@ def prove(args):
     attributes = sqsa.get_queue_attributes(
         QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
+    busy_released = "message released; visible again in" in step["stderr"] and "being bundled by another worker" in step["stderr"]
+    busy_untouched = not any(manifest_name(busy) in k for k in index_keys)
+    # The busy manifest goes (its message, lease and manifest), so that verify sees one manifest.
+    sqsa.purge_queue(QueueUrl=queue)
+    s3a.delete_object(Bucket=bucket, Key=busy)
+    s3a.delete_object(Bucket=bucket, Key=f"{busy}.lease")
     result["Bundle"].update(
         ObjectsArchived=len(archived & set(objects)),
         StaleDlqRemoved=stale_dlq not in keys_under(s3a, bucket, stale_dlq),
         OrphanedUploadAborted=not any(u["UploadId"] == orphan for u in left),
         AbortLogged="left by an earlier attempt" in step["stderr"],
         UploadsLeft=[u["Key"] for u in left],
-        MessagesLeft=sum(int(v) for v in attributes.values()),
+        BusyManifestLeftAlone=busy_untouched,
+        BusyMessageHidden=busy_released,
+        MessagesLeft=int(attributes["ApproximateNumberOfMessages"]),
+        MessagesHidden=int(attributes["ApproximateNumberOfMessagesNotVisible"]),
     )
     b = result["Bundle"]
     expect(archived == set(objects), f"archived {len(archived & set(objects))} of {len(objects)} objects")
     expect(b["StaleDlqRemoved"], f"the stale DLQ {stale_dlq} is still there")
     expect(b["OrphanedUploadAborted"] and b["AbortLogged"], f"the orphaned upload at {orphan_key} was not aborted")
     expect(not left, f"incomplete uploads left: {b['UploadsLeft']}")
-    expect(b["MessagesLeft"] == 0, f"{b['MessagesLeft']} messages left on the queue")
+    expect(b["MessagesLeft"] == 0 and b["MessagesHidden"] == 1,
+           f"{b['MessagesLeft']} messages left on the queue and {b['MessagesHidden']} hidden (expected 0 and the busy one)")
+    expect(busy_untouched and busy_released, "the manifest whose lease another worker holds was not left alone with its message hidden")
 
     # 5. Calls outside the policies, with the users' own keys.
     s3 = {name: keys.client("s3", args) for name, keys in users.items()}
