@@ -6,6 +6,8 @@
 Asserts that
   * every IAM role is known here and its statements name only the actions listed below for it
     (and all of them, so that a removed permission is noticed too), with no wildcard action;
+    likewise the operators' managed policies (VerifyPolicy, PrunePolicy), which are attached to
+    no role, user or group of the stack; no other IAM policy, user or group exists;
   * no statement has Resource "*" unless every action in it is one that cannot be scoped
     (UNSCOPABLE, each with its reason), and no resource is a whole-service wildcard;
   * the execution role only pulls the image from ECR and writes logs;
@@ -101,6 +103,23 @@ EXPECTED_ROLES["core.yaml"]["GrouperEventsRole"] = {
     "iam:PassRole",  # the grouper task role and the execution role, to ECS tasks
 }
 
+# template file name -> operator managed policy -> the exact set of actions it grants. Attached
+# to nothing in the stack (tests/tools/iam_enforced.py runs verify and prune with them).
+EXPECTED_OPERATOR_POLICIES = {
+    "core.yaml": {
+        "VerifyPolicy": {
+            "s3:ListBucket",  # the manifests under the prefix; a gone source object answers 404
+            "s3:GetObject",  # manifests, DLQs, .pruned logs, indexes, archives; HEAD of sources
+            "s3:GetObjectVersion",  # --deep and prune HEAD the archived version of a source
+        },
+        "PrunePolicy": {
+            "s3:DeleteObject",  # source objects proven archived (DeleteObjects, with their ETag)
+            "s3:DeleteObjectVersion",  # the archived version, when the index recorded one
+            "s3:PutObject",  # the .pruned deletion logs beside the manifests
+        },
+    },
+}
+
 # Roles allowed to carry AWS managed policies, with the only policies they may carry.
 MANAGED_POLICIES = {
     ("compute.yaml", "InstanceRole"): {
@@ -128,6 +147,10 @@ RESOURCE_MUST_CONTAIN = {
     ("BundlerTaskRole", "s3:ListBucketMultipartUploads"): ("ArchiveBucket",),
     ("GrouperEventsRole", "ecs:RunTask"): ("task-definition/${AWS::StackName}-grouper:",),
     ("GrouperEventsRole", "iam:PassRole"): ('"GrouperTaskRole"', '"ExecutionRole"'),
+    # Operators: deletions on the source buckets' objects only, writes to the .pruned logs only.
+    ("PrunePolicy", "s3:DeleteObject"): ('"arn:*:s3:::${Names}/*"',),
+    ("PrunePolicy", "s3:DeleteObjectVersion"): ('"arn:*:s3:::${Names}/*"',),
+    ("PrunePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.pruned",),
 }
 
 # The EMF namespace and the failure reasons that must raise an alarm (src/metrics.rs,
@@ -208,11 +231,56 @@ def check_statement_resources(checker, template, role, statement):
             )
 
 
+def check_granted_actions(checker, template, name, node, documents, expected):
+    """Every Allow statement's actions are expected ones (no wildcards), all expected ones are
+    granted, and each statement's resources pass check_statement_resources."""
+    granted = set()
+    for document in documents:
+        for statement in statements(document):
+            sid = statement.get("Sid", "(no Sid)")
+            if statement.get("Effect") != "Allow":
+                continue
+            for action in as_list(statement.get("Action", [])):
+                if not isinstance(action, str) or "*" in action:
+                    checker.fail(template, name, statement, f"statement {sid}: wildcard or computed action {action!r}")
+                    continue
+                if action not in expected:
+                    checker.fail(
+                        template, name, statement,
+                        f"statement {sid}: action {action} is not expected for {name} "
+                        f"(expected only {sorted(expected)})",
+                    )
+                granted.add(action)
+            check_statement_resources(checker, template, name, statement)
+    missing = expected - granted
+    if missing:
+        checker.fail(template, name, node, f"expected actions not granted: {sorted(missing)}")
+    return granted
+
+
+def check_operator_policies(checker, template, resources):
+    expected = EXPECTED_OPERATOR_POLICIES.get(template.name, {})
+    for name, actions in expected.items():
+        resource = resources.get(name)
+        if resource is None or resource.get("Type") != "AWS::IAM::ManagedPolicy":
+            checker.fail(template, name, resource, "expected operator managed policy is missing from the template")
+            continue
+        props = resource.get("Properties", {})
+        for attachment in ("Roles", "Users", "Groups"):
+            if props.get(attachment):
+                checker.fail(template, name, resource, f"operator policy attached to {attachment}: attach it to people, not to the stack's roles")
+        check_granted_actions(checker, template, name, resource, [props.get("PolicyDocument", {})], actions)
+
+
 def check_roles(checker, template, resources):
     expected_roles = EXPECTED_ROLES.get(template.name, {})
+    operator_policies = EXPECTED_OPERATOR_POLICIES.get(template.name, {})
+    check_operator_policies(checker, template, resources)
     for name, resource in resources.items():
         kind = resource.get("Type")
         props = resource.get("Properties", {})
+        if kind == "AWS::IAM::ManagedPolicy" and name in operator_policies:
+            continue
         if kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group"):
             checker.fail(template, name, resource, f"{kind} is not expected; put permissions in a known role")
             continue
@@ -240,28 +308,8 @@ def check_roles(checker, template, resources):
                     template, name, resource,
                     f"managed policy {flat} is not allowed (allowed: {sorted(allowed_managed) or 'none'})",
                 )
-        granted = set()
-        for policy in as_list(props.get("Policies", [])):
-            for statement in statements(policy.get("PolicyDocument", {})):
-                sid = statement.get("Sid", "(no Sid)")
-                if statement.get("Effect") != "Allow":
-                    continue
-                actions = as_list(statement.get("Action", []))
-                for action in actions:
-                    if not isinstance(action, str) or "*" in action:
-                        checker.fail(template, name, statement, f"statement {sid}: wildcard or computed action {action!r}")
-                        continue
-                    if action not in expected_roles[name]:
-                        checker.fail(
-                            template, name, statement,
-                            f"statement {sid}: action {action} is not expected for this role "
-                            f"(expected only {sorted(expected_roles[name])})",
-                        )
-                    granted.add(action)
-                check_statement_resources(checker, template, name, statement)
-        missing = expected_roles[name] - granted
-        if missing:
-            checker.fail(template, name, resource, f"expected actions not granted: {sorted(missing)}")
+        documents = [policy.get("PolicyDocument", {}) for policy in as_list(props.get("Policies", []))]
+        granted = check_granted_actions(checker, template, name, resource, documents, expected_roles[name])
         if name == "ExecutionRole":
             services = {a.split(":")[0] for a in granted}
             if not services <= EXECUTION_ROLE_SERVICES or props.get("ManagedPolicyArns"):
@@ -661,6 +709,11 @@ def statement(data, role, sid):
     return next(s for s in role_statements(data, role) if isinstance(s, dict) and s.get("Sid") == sid)
 
 
+def operator_statement(data, policy, sid):
+    document = data["Resources"][policy]["Properties"]["PolicyDocument"]
+    return next(s for s in document["Statement"] if isinstance(s, dict) and s.get("Sid") == sid)
+
+
 def props(data, name):
     return data["Resources"][name]["Properties"]
 
@@ -677,6 +730,13 @@ MUTATIONS = [
     ("core.yaml", "bundler delete widened", lambda d: statement(d, "BundlerTaskRole", "WriteArchives")["Action"].append("s3:DeleteObject"), "${ManifestPrefix}/*."),
     ("core.yaml", "wildcard action", lambda d: statement(d, "BundlerTaskRole", "ReadManifests").update(Action="s3:*"), "wildcard"),
     ("core.yaml", "Resource *", lambda d: statement(d, "GrouperTaskRole", "SendManifestMessages").update(Resource="*"), 'Resource "*"'),
+    ("core.yaml", "prune deletes archives", lambda d: operator_statement(d, "PrunePolicy", "DeleteSourceObjects").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/*"}), "s3:DeleteObject must only apply"),
+    ("core.yaml", "prune writes beside manifests", lambda d: operator_statement(d, "PrunePolicy", "WriteDeletionLogs").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/${ManifestPrefix}/*"}), "s3:PutObject must only apply"),
+    ("core.yaml", "verify policy writes", lambda d: operator_statement(d, "VerifyPolicy", "ReadManifestsAndArchives").update(Action=["s3:GetObject", "s3:PutObject"]), "action s3:PutObject is not expected for VerifyPolicy"),
+    ("core.yaml", "verify policy lost GetObjectVersion", lambda d: operator_statement(d, "VerifyPolicy", "HeadSourceObjects").update(Action="s3:GetObject"), "expected actions not granted: ['s3:GetObjectVersion']"),
+    ("core.yaml", "operator policy on a task role", lambda d: props(d, "PrunePolicy").update(Roles=[{"Ref": "BundlerTaskRole"}]), "attach it to people"),
+    ("core.yaml", "operator policy missing", lambda d: d["Resources"].pop("VerifyPolicy"), "expected operator managed policy is missing"),
+    ("core.yaml", "another managed policy", lambda d: d["Resources"].update(ExtraPolicy=dict(d["Resources"]["PrunePolicy"])), "ExtraPolicy"),
     ("core.yaml", "missing action", lambda d: statement(d, "BundlerTaskRole", "ConsumeManifestQueue")["Action"].remove("sqs:ChangeMessageVisibility"), "not granted"),
     ("core.yaml", "execution role reads S3", lambda d: statement(d, "ExecutionRole", "WriteTaskLogs")["Action"].append("s3:GetObject"), "ExecutionRole"),
     ("core.yaml", "execution role managed policy", lambda d: d["Resources"]["ExecutionRole"]["Properties"].update(ManagedPolicyArns=["arn:aws:iam::aws:policy/AdministratorAccess"]), "managed policy"),
