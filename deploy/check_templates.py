@@ -11,6 +11,13 @@ Asserts that
   * no statement has Resource "*" unless every action in it is one that cannot be scoped
     (UNSCOPABLE, each with its reason), and no resource is a whole-service wildcard;
   * the execution role only pulls the image from ECR and writes logs;
+  * every statement that grants kms:* actions (roles and managed policies) grants nothing else
+    and has exactly the condition StringEquals kms:ViaService "s3.${AWS::Region}.amazonaws.com"
+    (the keys are used only through S3, in the stack's region, never with a literal region);
+    the grouper gets kms:Decrypt on InventoryKmsKeyArns under the InventoryKms condition (SSE-KMS
+    inventories); no managed policy has an Fn::If statement (moto's CloudFormation keeps a
+    NoValue one as a null statement), so the operators' KMS policies are whole resources created
+    under a Condition, each with an output of the same condition;
   * the archive bucket notifies the manifest queue for keys under the manifest prefix ending in
     .index, and nothing else; its lifecycle aborts incomplete multipart uploads bucket-wide and
     expires the grouper's staging area; it is encrypted and not public;
@@ -70,8 +77,8 @@ EXPECTED_ROLES = {
             "s3:ListBucket",  # a missing manifest answers 404, not 403
             "sqs:GetQueueUrl",
             "sqs:SendMessage",  # group --queue
-            "kms:Decrypt",  # with ArchiveKmsKeyArn only
-            "kms:GenerateDataKey",
+            "kms:Decrypt",  # InventoryKmsKeyArns (inventories), ArchiveKmsKeyArn (manifests)
+            "kms:GenerateDataKey",  # ArchiveKmsKeyArn only (manifests written)
         },
         "BundlerTaskRole": {
             "s3:GetObject",
@@ -89,8 +96,8 @@ EXPECTED_ROLES = {
             "sqs:ChangeMessageVisibility",
             "sqs:GetQueueAttributes",
             "sqs:GetQueueUrl",
-            "kms:Decrypt",
-            "kms:GenerateDataKey",
+            "kms:Decrypt",  # SourceKmsKeyArns; ArchiveKmsKeyArn (multipart uploads need it too)
+            "kms:GenerateDataKey",  # ArchiveKmsKeyArn only
         },
     },
     "compute.yaml": {
@@ -117,8 +124,21 @@ EXPECTED_OPERATOR_POLICIES = {
             "s3:DeleteObjectVersion",  # the archived version, when the index recorded one
             "s3:PutObject",  # the .pruned deletion logs beside the manifests
         },
+        # Only with ArchiveKmsKeyArn (Condition ArchiveKms on the resource): SSE-KMS archives.
+        "VerifyKmsPolicy": {
+            "kms:Decrypt",  # reading manifests, indexes, archives
+        },
+        "PruneKmsPolicy": {
+            "kms:GenerateDataKey",  # the .pruned log, one PutObject
+        },
     },
 }
+# Operator policies that exist only under a template Condition (and so does their output).
+CONDITIONAL_OPERATOR_POLICIES = {("core.yaml", "VerifyKmsPolicy"): "ArchiveKms", ("core.yaml", "PruneKmsPolicy"): "ArchiveKms"}
+
+# The only condition a statement granting kms:* actions may have (and must have): the keys are
+# used by S3 on the caller's behalf (SSE-KMS), in the stack's region.
+KMS_VIA_S3 = {"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}}
 
 # Roles allowed to carry AWS managed policies, with the only policies they may carry.
 MANAGED_POLICIES = {
@@ -151,6 +171,13 @@ RESOURCE_MUST_CONTAIN = {
     ("PrunePolicy", "s3:DeleteObject"): ('"arn:*:s3:::${Names}/*"',),
     ("PrunePolicy", "s3:DeleteObjectVersion"): ('"arn:*:s3:::${Names}/*"',),
     ("PrunePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.pruned",),
+    # KMS keys: each role only the keys of what it reads or writes.
+    ("GrouperTaskRole", "kms:Decrypt"): ('"InventoryKmsKeyArns"', '"ArchiveKmsKeyArn"'),
+    ("GrouperTaskRole", "kms:GenerateDataKey"): ('"ArchiveKmsKeyArn"',),
+    ("BundlerTaskRole", "kms:Decrypt"): ('"SourceKmsKeyArns"', '"ArchiveKmsKeyArn"'),
+    ("BundlerTaskRole", "kms:GenerateDataKey"): ('"ArchiveKmsKeyArn"',),
+    ("VerifyKmsPolicy", "kms:Decrypt"): ('"ArchiveKmsKeyArn"',),
+    ("PruneKmsPolicy", "kms:GenerateDataKey"): ('"ArchiveKmsKeyArn"',),
 }
 
 # The EMF namespace and the failure reasons that must raise an alarm (src/metrics.rs,
@@ -270,6 +297,77 @@ def check_operator_policies(checker, template, resources):
             if props.get(attachment):
                 checker.fail(template, name, resource, f"operator policy attached to {attachment}: attach it to people, not to the stack's roles")
         check_granted_actions(checker, template, name, resource, [props.get("PolicyDocument", {})], actions)
+
+
+def policy_documents(resources):
+    """(resource name, resource, policy document) of every IAM role's inline policies and every
+    managed policy."""
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::IAM::Role":
+            for policy in as_list(props.get("Policies", [])):
+                yield name, resource, policy.get("PolicyDocument", {})
+        elif resource.get("Type") in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            yield name, resource, props.get("PolicyDocument", {})
+
+
+def check_kms(checker, template, data):
+    """KMS keys only through S3 in the stack's region; the grouper reads SSE-KMS inventories;
+    the operators' KMS grants are whole policies under a Condition, with their outputs."""
+    resources = data.get("Resources", {})
+    for name, resource, document in policy_documents(resources):
+        for statement in statements(document):
+            actions = [a for a in as_list(statement.get("Action", [])) if isinstance(a, str)]
+            kms = [a for a in actions if a.startswith("kms:")]
+            if not kms:
+                continue
+            sid = statement.get("Sid", "(no Sid)")
+            if len(kms) != len(actions):
+                checker.fail(template, name, statement, f"statement {sid} mixes kms:* with other actions; give the KMS grant its own statement")
+            if statement.get("Condition") != KMS_VIA_S3:
+                checker.fail(
+                    template, name, statement,
+                    f"statement {sid} grants {kms} without exactly the condition {text_of(KMS_VIA_S3)} "
+                    f"(kms:ViaService: the key only through S3 in the stack's region; got {text_of(statement.get('Condition'))})",
+                )
+        if resource.get("Type") == "AWS::IAM::ManagedPolicy":
+            for item in as_list(document.get("Statement", [])):
+                if isinstance(item, dict) and "Fn::If" in item:
+                    checker.fail(
+                        template, name, item,
+                        "a managed policy has an Fn::If statement (moto's CloudFormation keeps a NoValue "
+                        "one as a null statement): make it a separate policy with a resource Condition",
+                    )
+    if template.name == "core.yaml":
+        if "InventoryKmsKeyArns" not in data.get("Parameters", {}):
+            checker.fail(template, "InventoryKmsKeyArns", None, "the parameter for the inventory reports' KMS keys is missing")
+        grouper = resources.get("GrouperTaskRole", {}).get("Properties", {})
+        found = False
+        for policy in as_list(grouper.get("Policies", [])):
+            for item in as_list(policy.get("PolicyDocument", {}).get("Statement", [])):
+                branches = item.get("Fn::If") if isinstance(item, dict) else None
+                if not (isinstance(branches, list) and len(branches) == 3 and branches[0] == "InventoryKms"):
+                    continue
+                yes = branches[1] if isinstance(branches[1], dict) else {}
+                if "kms:Decrypt" in as_list(yes.get("Action", [])) and yes.get("Resource") == {"Ref": "InventoryKmsKeyArns"}:
+                    found = True
+        condition = text_of(data.get("Conditions", {}).get("InventoryKms"))
+        if not found or '"InventoryKmsKeyArns"' not in condition:
+            checker.fail(
+                template, "GrouperTaskRole", resources.get("GrouperTaskRole"),
+                "the grouper must get kms:Decrypt on InventoryKmsKeyArns under the InventoryKms condition "
+                "(the condition true when the parameter is not empty): SSE-KMS inventory reports",
+            )
+    outputs = data.get("Outputs", {})
+    for (file_name, name), condition in CONDITIONAL_OPERATOR_POLICIES.items():
+        if file_name != template.name or name not in resources:
+            continue
+        resource = resources[name]
+        if resource.get("Condition") != condition:
+            checker.fail(template, name, resource, f"the policy must be created only under Condition {condition}")
+        exported = [o for o in outputs.values() if o.get("Value") == {"Ref": name}]
+        if not exported or any(o.get("Condition") != condition for o in exported):
+            checker.fail(template, name, resource, f"the policy needs an output (its ARN) under Condition {condition}")
 
 
 def check_roles(checker, template, resources):
@@ -690,6 +788,7 @@ def check_ami_parameter(checker, template, parameters):
 def check_template(checker, template, data):
     resources = data.get("Resources", {})
     check_roles(checker, template, resources)
+    check_kms(checker, template, data)
     check_resource_policies(checker, template, resources)
     check_partition_literals(checker, template, data)
     if template.name == "core.yaml":
@@ -707,6 +806,14 @@ def role_statements(data, role):
 
 def statement(data, role, sid):
     return next(s for s in role_statements(data, role) if isinstance(s, dict) and s.get("Sid") == sid)
+
+
+def kms_statement(data, role, sid):
+    """A statement of the role's inline policy that is the true branch of an Fn::If."""
+    for item in role_statements(data, role):
+        if isinstance(item, dict) and "Fn::If" in item and item["Fn::If"][1].get("Sid") == sid:
+            return item["Fn::If"][1]
+    raise KeyError(sid)
 
 
 def operator_statement(data, policy, sid):
@@ -751,6 +858,20 @@ MUTATIONS = [
     ("core.yaml", "queue policy open", lambda d: d["Resources"]["ManifestQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0].pop("Condition"), "ManifestQueuePolicy"),
     ("core.yaml", "no errors filter", lambda d: d["Resources"].pop("ErrorsMetricFilter"), "S3Bundler/Errors"),
     ("core.yaml", "no stop timeout", lambda d: d["Resources"]["BundlerTaskDefinition"]["Properties"]["ContainerDefinitions"][0].pop("StopTimeout"), "StopTimeout"),
+    ("core.yaml", "kms without ViaService", lambda d: kms_statement(d, "BundlerTaskRole", "ArchiveKmsKey").pop("Condition"), "kms:ViaService"),
+    ("core.yaml", "kms ViaService literal region", lambda d: kms_statement(d, "GrouperTaskRole", "InventoryKmsKeys")["Condition"]["StringEquals"].update({"kms:ViaService": "s3.us-east-1.amazonaws.com"}), "without exactly the condition"),
+    ("core.yaml", "kms ViaService any service", lambda d: kms_statement(d, "BundlerTaskRole", "SourceKmsKeys").update(Condition={"StringLike": {"kms:ViaService": "*"}}), "without exactly the condition"),
+    ("core.yaml", "operator kms without ViaService", lambda d: operator_statement(d, "PruneKmsPolicy", "ArchiveKmsKey").pop("Condition"), "grants ['kms:GenerateDataKey'] without exactly"),
+    ("core.yaml", "kms mixed with s3", lambda d: kms_statement(d, "GrouperTaskRole", "ArchiveKmsKey").update(Action=["kms:Decrypt", "s3:GetObject"]), "mixes kms:*"),
+    ("core.yaml", "grouper without inventory key", lambda d: role_statements(d, "GrouperTaskRole").remove({"Fn::If": ["InventoryKms", kms_statement(d, "GrouperTaskRole", "InventoryKmsKeys"), {"Ref": "AWS::NoValue"}]}), "InventoryKmsKeyArns under the InventoryKms"),
+    ("core.yaml", "no inventory key parameter", lambda d: d["Parameters"].pop("InventoryKmsKeyArns"), "inventory reports' KMS keys"),
+    ("core.yaml", "bundler gets inventory key", lambda d: kms_statement(d, "BundlerTaskRole", "SourceKmsKeys").update(Resource={"Ref": "InventoryKmsKeyArns"}), "kms:Decrypt must only apply"),
+    ("core.yaml", "grouper writes with source key", lambda d: kms_statement(d, "GrouperTaskRole", "ArchiveKmsKey").update(Resource={"Ref": "SourceKmsKeyArns"}), "kms:GenerateDataKey must only apply"),
+    ("core.yaml", "operator kms policy unconditional", lambda d: d["Resources"]["VerifyKmsPolicy"].pop("Condition"), "only under Condition ArchiveKms"),
+    ("core.yaml", "operator kms policy without output", lambda d: d["Outputs"].pop("PruneKmsPolicyArn"), "needs an output"),
+    ("core.yaml", "operator kms output unconditional", lambda d: d["Outputs"]["VerifyKmsPolicyArn"].pop("Condition"), "needs an output"),
+    ("core.yaml", "If statement in a managed policy", lambda d: props(d, "VerifyPolicy")["PolicyDocument"]["Statement"].append({"Fn::If": ["ArchiveKms", operator_statement(d, "VerifyKmsPolicy", "ArchiveKmsKey"), {"Ref": "AWS::NoValue"}]}), "Fn::If statement"),
+    ("core.yaml", "verify kms policy writes", lambda d: operator_statement(d, "VerifyKmsPolicy", "ArchiveKmsKey").update(Action=["kms:Decrypt", "kms:GenerateDataKey"]), "not expected for VerifyKmsPolicy"),
     ("compute.yaml", "no spot draining", lambda d: d["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"].update(UserData="#!/bin/bash"), "SPOT_INSTANCE_DRAINING"),
     ("compute.yaml", "no termination protection", lambda d: d["Resources"]["CapacityProvider"]["Properties"]["AutoScalingGroupProvider"].update(ManagedTerminationProtection="DISABLED"), "ManagedTerminationProtection"),
     ("compute.yaml", "unprotected instances", lambda d: d["Resources"]["AutoScalingGroup"]["Properties"].update(NewInstancesProtectedFromScaleIn=False), "NewInstancesProtectedFromScaleIn"),

@@ -4,7 +4,7 @@
 Usage:
     cfn_stack.py [ENDPOINT_URL] [--stack-name NAME] [--template FILE] [--region REGION]
                  [--param KEY=VALUE]... [--check-notification] [--compute FARGATE_SPOT|EC2_SPOT]
-                 [--check-inventory-rule] [--bundler BINARY]
+                 [--check-inventory-rule] [--check-kms] [--bundler BINARY]
 
 ENDPOINT_URL defaults to $S3BUNDLER_TEST_MOTO (e.g. http://127.0.0.1:5055). The parameters
 default to values that create in moto (CapacityType=NONE, a source and an inventory bucket
@@ -24,6 +24,13 @@ EventBridge rule that groups new inventories back from moto, matches sample S3 e
 its pattern and applies its input transformer with moto's EventBridge code (moto runs no ECS
 targets), and checks that the command it gives the grouper task is the one `s3bundler submit`
 gives ("InventoryRule"); --bundler then runs the grouper with that command.
+With --check-kms it first creates three KMS keys in moto and passes them as InventoryKmsKeyArns,
+SourceKmsKeyArns and ArchiveKmsKeyArn, then reads the policies back from moto's IAM (intrinsics
+resolved) and checks that each role and the operator KMS policies (VerifyKmsPolicy,
+PruneKmsPolicy, created only with ArchiveKmsKeyArn; outputs VerifyKmsPolicyArn,
+PruneKmsPolicyArn) grant exactly the KMS actions expected on exactly those keys, each statement
+conditioned on kms:ViaService s3.REGION.amazonaws.com ("Kms"; moto evaluates no conditions and
+no KMS, so this is about the documents the stack creates).
 With --bundler BINARY it runs the whole pipeline with that s3bundler binary against moto: a
 20-object CSV inventory, the grouper command as `s3bundler submit` runs it (`group` +
 GroupOptions + `-m`), the S3 event of the manifest on the queue, then the bundler task
@@ -68,6 +75,7 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the stack")
     parser.add_argument("--check-notification", action="store_true")
     parser.add_argument("--check-inventory-rule", action="store_true")
+    parser.add_argument("--check-kms", action="store_true")
     parser.add_argument(
         "--bundler",
         metavar="BINARY",
@@ -329,6 +337,80 @@ def check_inventory_rule(args, outputs, inventory_uri=None):
     return result
 
 
+def create_kms_keys(args):
+    """Three moto KMS keys: the stack's InventoryKmsKeyArns, SourceKmsKeyArns, ArchiveKmsKeyArn."""
+    kms = client("kms", args)
+    return {
+        name: kms.create_key(Description=f"s3bundler {name}")["KeyMetadata"]["Arn"]
+        for name in ("InventoryKmsKeyArns", "SourceKmsKeyArns", "ArchiveKmsKeyArn")
+    }
+
+
+def policy_document(document):
+    """A policy document as moto's IAM returns it: a dict, JSON, or (an inline policy created by
+    its CloudFormation) a Python repr."""
+    if isinstance(document, dict):
+        return document
+    try:
+        return json.loads(document)
+    except json.JSONDecodeError:
+        import ast
+
+        return ast.literal_eval(document)
+
+
+def kms_grants(document):
+    """{(action, key ARN): condition} of the document's kms:* statements."""
+    grants = {}
+    statements = document.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if statement is None:  # moto keeps an !If giving AWS::NoValue as null
+            continue
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        for action in actions if isinstance(actions, list) else [actions]:
+            if action.startswith("kms:"):
+                for resource in resources if isinstance(resources, list) else [resources]:
+                    grants[(action, resource)] = statement.get("Condition")
+    return grants
+
+
+def check_kms(args, outputs, keys):
+    """The KMS statements of the roles and of the operator KMS policies, as moto created them."""
+    iam = client("iam", args)
+    inventory, source, archive = keys["InventoryKmsKeyArns"], keys["SourceKmsKeyArns"], keys["ArchiveKmsKeyArn"]
+    expected = {
+        "GrouperTaskRole": {("kms:Decrypt", inventory), ("kms:Decrypt", archive), ("kms:GenerateDataKey", archive)},
+        "BundlerTaskRole": {("kms:Decrypt", source), ("kms:Decrypt", archive), ("kms:GenerateDataKey", archive)},
+        "VerifyKmsPolicy": {("kms:Decrypt", archive)},
+        "PruneKmsPolicy": {("kms:GenerateDataKey", archive)},
+    }
+    via = {"StringEquals": {"kms:ViaService": f"s3.{args.region}.amazonaws.com"}}
+    result = {}
+    for name, wanted in expected.items():
+        grants = {}
+        if name.endswith("Role"):
+            role = outputs[f"{name}Arn"].rsplit("/", 1)[-1]
+            for policy_name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+                grants.update(kms_grants(policy_document(document)))
+        else:
+            arn = outputs.get(f"{name}Arn")
+            if arn:
+                policy = iam.get_policy(PolicyArn=arn)["Policy"]
+                version = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])
+                grants.update(kms_grants(policy_document(version["PolicyVersion"]["Document"])))
+        conditions_ok = all(condition == via for condition in grants.values())
+        result[name] = {
+            "Grants": sorted(f"{action} {key}" for action, key in grants),
+            "Ok": set(grants) == wanted and conditions_ok,
+        }
+        if not conditions_ok:
+            result[name]["Conditions"] = [c for c in grants.values() if c != via]
+    result["Ok"] = all(r["Ok"] for r in result.values())
+    return result
+
+
 def container_command(ecs, task_definition):
     definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
     # moto keeps the AWS::NoValue items of a list as nulls; CloudFormation drops them.
@@ -423,7 +505,13 @@ def main(argv):
             s3.create_bucket(Bucket=parameters["ExistingArchiveBucket"])
         except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
             pass
+    keys = None
+    if args.check_kms:
+        keys = create_kms_keys(args)
+        parameters.update(keys)
     outputs = create_stack(args, args.stack_name, args.template, parameters)
+    if keys:
+        outputs["Kms"] = check_kms(args, outputs, keys)
     if args.check_notification:
         outputs.update(check_notification(args, outputs))
     if args.check_inventory_rule:
@@ -436,6 +524,8 @@ def main(argv):
         fail(f"the grouper and bundler commands did not archive the inventory: {outputs['BundlerRun']}")
     if args.check_inventory_rule and not outputs["InventoryRule"]["Ok"]:
         fail(f"the new-inventory rule does not start the grouper as submit does: {outputs['InventoryRule']}")
+    if args.check_kms and not outputs["Kms"]["Ok"]:
+        fail(f"the stack's KMS grants are not the expected ones through S3: {outputs['Kms']}")
     if args.check_notification and not outputs["NotificationDelivered"]:
         fail(f"the manifest queue received {outputs['NotificationKeys']}, expected only the .index manifests")
 
