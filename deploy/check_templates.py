@@ -76,6 +76,7 @@ EXPECTED_ROLES = {
             "sqs:GetQueueUrl",
             "kms:Decrypt",
             "kms:GenerateDataKey",
+            "ecs:UpdateTaskProtection",  # scale-in protection of its own task (ECS agent endpoint)
         },
     },
     "compute.yaml": {
@@ -108,6 +109,8 @@ RESOURCE_MUST_CONTAIN = {
     ("BundlerTaskRole", "s3:PutObjectTagging"): ("${ArchivePrefix}/",),
     # Uploads an earlier attempt left: listed on the archive bucket only.
     ("BundlerTaskRole", "s3:ListBucketMultipartUploads"): ("ArchiveBucket",),
+    # Tasks of the stack's own cluster only.
+    ("BundlerTaskRole", "ecs:UpdateTaskProtection"): (":task/${Cluster}/*",),
 }
 
 EXECUTION_ROLE_SERVICES = {"ecr", "logs"}
@@ -409,6 +412,14 @@ def statement(data, role, sid):
     return next(s for s in role_statements(data, role) if isinstance(s, dict) and s.get("Sid") == sid)
 
 
+def any_statement(data, role, sid):
+    """A statement of any of the role's inline policies."""
+    policies = data["Resources"][role]["Properties"]["Policies"]
+    return next(
+        s for p in policies for s in p["PolicyDocument"]["Statement"] if isinstance(s, dict) and s.get("Sid") == sid
+    )
+
+
 def bucket_props(data):
     return data["Resources"]["ArchiveBucket"]["Properties"]
 
@@ -434,6 +445,7 @@ MUTATIONS = [
     ("core.yaml", "public bucket", lambda d: bucket_props(d)["PublicAccessBlockConfiguration"].update(BlockPublicPolicy=False), "BlockPublicPolicy"),
     ("core.yaml", "queue policy open", lambda d: d["Resources"]["ManifestQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0].pop("Condition"), "ManifestQueuePolicy"),
     ("core.yaml", "no errors filter", lambda d: d["Resources"].pop("ErrorsMetricFilter"), "S3Bundler/Errors"),
+    ("core.yaml", "task protection of any task", lambda d: any_statement(d, "BundlerTaskRole", "ProtectOwnTaskFromScaleIn").update(Resource={"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/*"}), "ecs:UpdateTaskProtection must only apply"),
     ("core.yaml", "no stop timeout", lambda d: d["Resources"]["BundlerTaskDefinition"]["Properties"]["ContainerDefinitions"][0].pop("StopTimeout"), "StopTimeout"),
     ("compute.yaml", "no spot draining", lambda d: d["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"].update(UserData="#!/bin/bash"), "SPOT_INSTANCE_DRAINING"),
     ("compute.yaml", "no termination protection", lambda d: d["Resources"]["CapacityProvider"]["Properties"]["AutoScalingGroupProvider"].update(ManagedTerminationProtection="DISABLED"), "ManagedTerminationProtection"),
