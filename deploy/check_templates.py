@@ -98,6 +98,7 @@ EXPECTED_ROLES = {
             "sqs:GetQueueUrl",
             "kms:Decrypt",  # SourceKmsKeyArns; ArchiveKmsKeyArn (multipart uploads need it too)
             "kms:GenerateDataKey",  # ArchiveKmsKeyArn only
+            "ecs:UpdateTaskProtection",  # scale-in protection of its own task (ECS agent endpoint)
         },
     },
     "compute.yaml": {
@@ -178,6 +179,8 @@ RESOURCE_MUST_CONTAIN = {
     ("BundlerTaskRole", "kms:GenerateDataKey"): ('"ArchiveKmsKeyArn"',),
     ("VerifyKmsPolicy", "kms:Decrypt"): ('"ArchiveKmsKeyArn"',),
     ("PruneKmsPolicy", "kms:GenerateDataKey"): ('"ArchiveKmsKeyArn"',),
+    # Tasks of the stack's own cluster only.
+    ("BundlerTaskRole", "ecs:UpdateTaskProtection"): (":task/${Cluster}/*",),
 }
 
 # The EMF namespace and the failure reasons that must raise an alarm (src/metrics.rs,
@@ -825,6 +828,14 @@ def props(data, name):
     return data["Resources"][name]["Properties"]
 
 
+def any_statement(data, role, sid):
+    """A statement of any of the role's inline policies."""
+    policies = data["Resources"][role]["Properties"]["Policies"]
+    return next(
+        s for p in policies for s in p["PolicyDocument"]["Statement"] if isinstance(s, dict) and s.get("Sid") == sid
+    )
+
+
 def bucket_props(data):
     return data["Resources"]["ArchiveBucket"]["Properties"]
 
@@ -857,6 +868,7 @@ MUTATIONS = [
     ("core.yaml", "public bucket", lambda d: bucket_props(d)["PublicAccessBlockConfiguration"].update(BlockPublicPolicy=False), "BlockPublicPolicy"),
     ("core.yaml", "queue policy open", lambda d: d["Resources"]["ManifestQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0].pop("Condition"), "ManifestQueuePolicy"),
     ("core.yaml", "no errors filter", lambda d: d["Resources"].pop("ErrorsMetricFilter"), "S3Bundler/Errors"),
+    ("core.yaml", "task protection of any task", lambda d: any_statement(d, "BundlerTaskRole", "ProtectOwnTaskFromScaleIn").update(Resource={"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/*"}), "ecs:UpdateTaskProtection must only apply"),
     ("core.yaml", "no stop timeout", lambda d: d["Resources"]["BundlerTaskDefinition"]["Properties"]["ContainerDefinitions"][0].pop("StopTimeout"), "StopTimeout"),
     ("core.yaml", "kms without ViaService", lambda d: kms_statement(d, "BundlerTaskRole", "ArchiveKmsKey").pop("Condition"), "kms:ViaService"),
     ("core.yaml", "kms ViaService literal region", lambda d: kms_statement(d, "GrouperTaskRole", "InventoryKmsKeys")["Condition"]["StringEquals"].update({"kms:ViaService": "s3.us-east-1.amazonaws.com"}), "without exactly the condition"),

@@ -34,6 +34,7 @@ pub mod s3uri;
 pub mod shutdown;
 pub mod size;
 pub mod sqs;
+pub mod task_protection;
 pub mod verify;
 
 pub use error::{Error, ExitCode, Result};

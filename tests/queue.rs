@@ -691,3 +691,217 @@ async fn a_manifest_another_worker_holds_is_left_alone_and_comes_back_later() {
     );
     assert_eq!(incomplete_uploads(&client, &bucket).await, 0);
 }
+
+/// Runs a worker (until the queue has been empty for 3 s) with `ECS_AGENT_URI` set to `agent`.
+async fn protected_worker(
+    endpoint: &str,
+    queue: &str,
+    bucket: &str,
+    agent: &str,
+    extra: &[&str],
+) -> Output {
+    let mut extra_args = vec!["--max-messages", "0", "--idle-timeout", "3"];
+    extra_args.extend_from_slice(extra);
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        s3bundler_with_env(
+            endpoint,
+            &worker_args(queue, bucket, &extra_args),
+            &[("ECS_AGENT_URI", agent)],
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the worker did not exit"));
+    assert_eq!(out.code, 0, "{out:?}");
+    out
+}
+
+/// Where `needle` first (or last) appears in the worker's log, for ordering its steps.
+fn log_position(out: &Output, needle: &str, last: bool) -> usize {
+    let found = if last {
+        out.stderr.rfind(needle)
+    } else {
+        out.stderr.find(needle)
+    };
+    found.unwrap_or_else(|| panic!("{needle:?} not logged: {}", out.stderr))
+}
+
+#[tokio::test]
+async fn task_protection_is_held_from_before_the_first_manifest_until_the_queue_is_empty() {
+    use s3bundler_testkit::ecs_agent::{AgentAnswer, AgentStandIn};
+
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "protect").await;
+    let first = slow_manifest(&client, &bucket, 3, 100).await;
+    let lines = get_object(&client, &bucket, "manifests/slow.0.index").await;
+    put_object(&client, &bucket, "manifests/again.0.index", lines).await;
+    let second = format!("s3://{bucket}/manifests/again.0.index");
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("protect"), 30, None).await;
+    for manifest in [&first, &second] {
+        send(moto, &queue, &bucket_key_message(manifest)).await;
+    }
+    let agent = AgentStandIn::start(AgentAnswer::Protect).unwrap_or_else(|e| panic!("{e}"));
+
+    let out = protected_worker(moto, &queue, &bucket, &agent.uri, &[]).await;
+    assert_eq!(
+        out.stderr.matches("successfully archived").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    let requests = agent.requests();
+    assert!(
+        requests.iter().all(|r| r.method == "PUT"
+            && r.path
+                .ends_with("/api/0123456789abcdef-task/task-protection/v1/state")),
+        "{requests:?}"
+    );
+    // One protection for both manifests, back to back, and one clear: no flapping in between.
+    let states: Vec<_> = requests.iter().map(|r| r.enables()).collect();
+    assert_eq!(states, vec![Some(true), Some(false)], "{requests:?}");
+    assert_eq!(requests[0].body["ExpiresInMinutes"], 60, "{requests:?}");
+    assert!(
+        log_position(&out, "task scale-in protection enabled", false)
+            < log_position(&out, "begin processing", false),
+        "protected before the first manifest: {}",
+        out.stderr
+    );
+    assert!(
+        log_position(&out, "successfully archived", true)
+            < log_position(&out, "task scale-in protection cleared", false),
+        "cleared after the last manifest: {}",
+        out.stderr
+    );
+    assert_eq!(messages_left(moto, &queue).await, 0);
+}
+
+#[tokio::test]
+async fn task_protection_is_renewed_before_it_lapses_while_a_long_manifest_runs() {
+    use s3bundler_testkit::ecs_agent::{AgentAnswer, AgentStandIn};
+
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "renew").await;
+    let manifest = slow_manifest(&client, &bucket, 8, 100).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("renew"), 30, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    // 8 GETs of 0.75 s one at a time: 6 s of bundling, renewed every second.
+    let proxy = FaultProxy::start(
+        moto,
+        FaultPlan {
+            get_delay: Some(Duration::from_millis(750)),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let agent = AgentStandIn::start(AgentAnswer::Protect).unwrap_or_else(|e| panic!("{e}"));
+    let extra = [
+        "--concurrency",
+        "1",
+        "--task-protection",
+        "1",
+        "--task-protection-renew",
+        "1",
+    ];
+    let out = protected_worker(&proxy.endpoint, &queue, &bucket, &agent.uri, &extra).await;
+    assert!(
+        out.stderr.contains("successfully archived"),
+        "{}",
+        out.stderr
+    );
+    let requests = agent.requests();
+    let (last, holds) = requests
+        .split_last()
+        .unwrap_or_else(|| panic!("no request"));
+    assert_eq!(last.enables(), Some(false), "{requests:?}");
+    assert!(
+        holds.len() >= 4,
+        "renewed while the manifest ran: {requests:?}"
+    );
+    for hold in holds {
+        assert_eq!(hold.enables(), Some(true), "{requests:?}");
+        assert_eq!(hold.body["ExpiresInMinutes"], 1, "{requests:?}");
+    }
+    for pair in holds.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(800) && gap < Duration::from_secs(5),
+            "renewals a second apart: {gap:?}"
+        );
+    }
+}
+
+/// Protection is an optimization: an agent that fails or cannot be reached costs a WARN, never
+/// a manifest.
+#[tokio::test]
+async fn a_failing_or_unreachable_protection_endpoint_does_not_stop_the_worker() {
+    use s3bundler_testkit::ecs_agent::{AgentAnswer, AgentStandIn};
+
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let failing = AgentStandIn::start(AgentAnswer::ServerError).unwrap_or_else(|e| panic!("{e}"));
+    // Nothing listens on port 1: connections are refused.
+    let agents = [
+        failing.uri.clone(),
+        "http://127.0.0.1:1/api/task".to_string(),
+    ];
+    for agent in &agents {
+        let bucket = new_bucket(&client, "unprotected").await;
+        let manifest = slow_manifest(&client, &bucket, 3, 100).await;
+        let queue = create_queue(
+            moto,
+            &s3bundler_testkit::unique_name("unprotected"),
+            30,
+            None,
+        )
+        .await;
+        send(moto, &queue, &bucket_key_message(&manifest)).await;
+        let out = protected_worker(moto, &queue, &bucket, agent, &[]).await;
+        assert!(
+            out.stderr.contains("successfully archived"),
+            "{}",
+            out.stderr
+        );
+        for needle in [
+            "could not enable the task's scale-in protection",
+            "could not clear the task's scale-in protection",
+        ] {
+            let at = log_position(&out, needle, false);
+            let line_start = out.stderr[..at].rfind('\n').map_or(0, |n| n + 1);
+            let line = out.stderr[line_start..].lines().next().unwrap_or_default();
+            assert!(line.contains("WARN"), "{line}");
+        }
+        assert!(!out.stderr.contains("ERROR"), "{}", out.stderr);
+        assert_eq!(messages_left(moto, &queue).await, 0);
+    }
+    let states: Vec<_> = failing.requests().iter().map(|r| r.enables()).collect();
+    assert_eq!(states, vec![Some(true), Some(false)]);
+}
+
+#[tokio::test]
+async fn task_protection_0_never_calls_the_agent() {
+    use s3bundler_testkit::ecs_agent::{AgentAnswer, AgentStandIn};
+
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "noprotect").await;
+    let manifest = slow_manifest(&client, &bucket, 2, 100).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("noprotect"), 30, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    let agent = AgentStandIn::start(AgentAnswer::Protect).unwrap_or_else(|e| panic!("{e}"));
+    let out = protected_worker(
+        moto,
+        &queue,
+        &bucket,
+        &agent.uri,
+        &["--task-protection", "0"],
+    )
+    .await;
+    assert!(
+        out.stderr.contains("successfully archived"),
+        "{}",
+        out.stderr
+    );
+    assert!(agent.requests().is_empty(), "{:?}", agent.requests());
+}

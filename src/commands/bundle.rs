@@ -102,6 +102,28 @@ pub struct WorkerOptions {
     /// work forever, as an ECS service does).
     #[arg(long, value_name = "SECONDS", requires = "queue")]
     pub idle_timeout: Option<u64>,
+    /// Inside ECS (ECS_AGENT_URI set): protect the task from scale-in for this many minutes
+    /// while it holds a manifest, renewed at half-time until the manifest is done; cleared once
+    /// the queue is empty. 0: never ask for protection.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=2880), requires = "queue")]
+    pub task_protection: u64,
+    /// Seconds between renewals of the task's scale-in protection while a manifest is bundled
+    /// (default: half of --task-protection; at most that).
+    #[arg(long, value_name = "SECONDS", hide = true, requires = "queue",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub task_protection_renew: Option<u64>,
+}
+
+impl WorkerOptions {
+    /// The scale-in protection the worker asks for, if any.
+    pub fn protection_policy(&self) -> Option<crate::task_protection::ProtectionPolicy> {
+        crate::task_protection::ProtectionPolicy::new(
+            self.task_protection,
+            self.task_protection_renew
+                .map(std::time::Duration::from_secs),
+        )
+    }
 }
 
 /// `--compress`.

@@ -17,6 +17,7 @@ use crate::queue_message::{parse_message, Request};
 use crate::s3::S3;
 use crate::shutdown::{Shutdown, StopSignal};
 use crate::sqs::{Message, Queue};
+use crate::task_protection::TaskProtection;
 
 /// What became of the messages handled so far.
 #[derive(Default)]
@@ -54,6 +55,7 @@ pub async fn work(
             options.max_messages.to_string()
         }
     );
+    let protection = TaskProtection::from_environment(options.protection_policy());
     let mut tally = Tally::default();
     let mut handled = 0u64;
     let mut last_message = Instant::now();
@@ -67,6 +69,8 @@ pub async fn work(
             _ = shutdown.requested() => break,
         };
         let Some(message) = received else {
+            // Nothing more for this task: it may be scaled in now.
+            protection.release().await;
             if idle_timeout.is_some_and(|idle| last_message.elapsed() >= idle) {
                 info!(
                     "no message for {:?} (--idle-timeout); exiting",
@@ -99,6 +103,8 @@ pub async fn work(
             }
             Ok(Request::Bundle(manifests)) => {
                 handled += 1;
+                // Before any work: a scale-in now would make the manifest be redone.
+                let renewal = protection.hold().await;
                 let (this_message, stopper) = shutdown.child();
                 let heartbeat =
                     Heartbeat::start(queue.clone(), message.clone(), visibility, stopper);
@@ -106,6 +112,8 @@ pub async fn work(
                     bundle_all(s3, &manifests, &settings, args, &this_message, &mut tally).await;
                 let lost = heartbeat.lost();
                 drop(heartbeat);
+                // Still protected until the queue is found empty: no flapping between messages.
+                drop(renewal);
                 match outcome {
                     Ok(()) => queue.delete(&message).await?,
                     // Another worker may hold it now: leave its visibility alone.

@@ -2,6 +2,7 @@
 //! s3s server for speed), SDK clients for them, and a generator of realistic inventories.
 
 pub mod columnar;
+pub mod ecs_agent;
 pub mod faults;
 pub mod generate;
 pub mod measure;
