@@ -103,7 +103,8 @@ def main(argv):
                            '"StackName": "deploy-test-compute"', '"StackName": "deploy-test-core"',
                            "would run: docker login --username AWS --password-stdin",
                            "would run: docker buildx build", "--platform linux/amd64,linux/arm64",
-                           f"ACCOUNT.dkr.ecr.{REGION}.amazonaws.com/{REPOSITORY}:t0"):
+                           f"ACCOUNT.dkr.ecr.{REGION}.amazonaws.com/{REPOSITORY}:t0",
+                           "would call s3 CreateBucket", "would call s3 PutObject"):
                 check(needle in done.stdout, f"dry run does not print {needle!r}: {show(done)}")
     names = [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]]
     check(REPOSITORY not in names, f"the dry run created the repository: {names}")
@@ -121,6 +122,9 @@ def main(argv):
     repository = ecr.describe_repositories(repositoryNames=[REPOSITORY])["repositories"][0]
     check(repository["imageScanningConfiguration"]["scanOnPush"], f"no scan on push: {repository}")
     check(repository.get("imageTagMutability") == "IMMUTABLE", f"tags are mutable: {repository}")
+    # core.yaml is over CloudFormation's inline limit: it went through the templates bucket.
+    buckets = [b["Name"] for b in client("s3", endpoint).list_buckets()["Buckets"]]
+    check(any(b.startswith("s3bundler-templates-") for b in buckets), f"no templates bucket: {buckets}")
     policy = ecr.get_lifecycle_policy(repositoryName=REPOSITORY)["lifecyclePolicyText"]
     check('"countNumber": 7' in policy and '"imageCountMoreThan"' in policy, f"lifecycle policy: {policy}")
     compute, core = stack(cfn, COMPUTE), stack(cfn, CORE)
