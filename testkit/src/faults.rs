@@ -70,6 +70,9 @@ pub struct FaultPlan {
     /// Every UploadPartCopy and CopyObject waits this long before it is forwarded: a test stops a
     /// worker during a copy.
     pub upload_part_copy_delay: Option<Duration>,
+    /// Every request waits at least this long before it is forwarded: the round trip of a real
+    /// S3 endpoint, which the local servers do not have.
+    pub latency: Option<Duration>,
 }
 
 /// PutObject of keys ending with `suffix` answered `status` with S3 error `code`.
@@ -426,7 +429,7 @@ impl State {
                 .as_deref()
                 .is_none_or(|suffix| key.ends_with(suffix))
         });
-        match operation {
+        let delay = match operation {
             "GetObject" => plan.get_delay.filter(|_| {
                 plan.delay_keys_containing
                     .as_deref()
@@ -436,7 +439,8 @@ impl State {
             "CompleteMultipartUpload" => commit.max(plan.complete_delay),
             "UploadPartCopy" | "CopyObject" => plan.upload_part_copy_delay,
             _ => None,
-        }
+        };
+        delay.max(plan.latency)
     }
 
     /// Records each header of `require_headers` this request should carry with its value and

@@ -47,11 +47,17 @@ enum Bench {
         /// Bytes per object.
         #[arg(long, default_value_t = 4096)]
         size: u64,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        /// GETs in flight for both (default: s3bundler's own default, and the raw loop at
+        /// each of 64, 128, 256 and 512, its best being the ceiling).
+        #[arg(long)]
+        concurrency: Option<usize>,
         /// Passed to `s3bundler bundle --compress` (gzip or zstd).
         #[arg(long)]
         compress: Option<String>,
+        /// Delay every request by this much at a proxy in front of the server (e.g. 20ms): the
+        /// round trip of real S3, which a local server does not have.
+        #[arg(long, value_parser = parse_latency)]
+        latency: Option<std::time::Duration>,
     },
     /// The raw ceiling, run as its own process so that its CPU time and memory are measured
     /// exactly like s3bundler's: GET every key listed in a file (one per line), read the body,
@@ -101,6 +107,19 @@ fn parse_measured(name: &str) -> Result<Measured, String> {
         .into_iter()
         .find(|m| m.name() == name)
         .ok_or_else(|| format!("unknown command `{name}`"))
+}
+
+fn parse_latency(text: &str) -> Result<std::time::Duration, String> {
+    let (number, scale) = match text.strip_suffix("ms") {
+        Some(millis) => (millis, 1e-3),
+        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(|n| std::time::Duration::from_secs_f64(n * scale))
+        .ok_or_else(|| format!("{text} is not a duration like 20ms or 0.5s"))
 }
 
 fn parse_format(name: &str) -> Result<DataFormat, String> {
@@ -225,33 +244,86 @@ fn gzip_dc(files: &[PathBuf]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Option<&str>) {
+/// The raw loop's concurrencies tried when none is given: its best is the ceiling.
+const RAW_CONCURRENCIES: [usize; 4] = [64, 128, 256, 512];
+
+async fn bench_bundle(
+    objects: u64,
+    size: u64,
+    concurrency: Option<usize>,
+    compress: Option<&str>,
+    latency: Option<std::time::Duration>,
+) {
+    use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (server, _client, keys) = source_objects(scratch.path(), objects, size).await;
     let (source, archive) = (SOURCE, ARCHIVE);
+    let proxy = latency.map(|latency| {
+        FaultProxy::start(
+            &server.endpoint,
+            FaultPlan {
+                latency: Some(latency),
+                ..FaultPlan::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    });
+    let endpoint = proxy.as_ref().map_or(&server.endpoint, |p| &p.endpoint);
 
     let keys_file = scratch.path().join("keys");
     std::fs::write(&keys_file, keys.join("\n")).unwrap_or_else(|e| panic!("{e}"));
-    let raw = measure(
-        Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
-            .args([
-                "raw-get",
-                "--endpoint",
-                &server.endpoint,
-                "--bucket",
-                source,
-            ])
-            .arg("--keys")
-            .arg(&keys_file)
-            .args(["--concurrency", &concurrency.to_string()]),
+    let n = objects as f64;
+    let megabytes = (objects * size) as f64 / 1e6;
+    let compression = compress
+        .map(|c| format!(", compressed with {c}"))
+        .unwrap_or_default();
+    let delay = latency
+        .map(|l| format!(", {} ms added to every request at a proxy", l.as_millis()))
+        .unwrap_or_default();
+    let settings = concurrency.map_or("default settings".to_string(), |c| {
+        format!("concurrency {c}")
+    });
+    println!("bundle benchmark: {objects} objects of {size} bytes, s3bundler at {settings}{compression}{delay}, local s3s server in the bench process");
+    let mut best: Option<(usize, s3bundler_testkit::measure::ChildUsage)> = None;
+    for raw_concurrency in concurrency.map_or(RAW_CONCURRENCIES.to_vec(), |c| vec![c]) {
+        let raw = measure(
+            Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+                .args(["raw-get", "--endpoint", endpoint, "--bucket", source])
+                .arg("--keys")
+                .arg(&keys_file)
+                .args(["--concurrency", &raw_concurrency.to_string()]),
+        );
+        assert!(raw.status.success(), "raw GET failed");
+        assert_eq!(
+            raw.stdout.trim(),
+            (objects * size).to_string(),
+            "raw GET read every byte"
+        );
+        println!(
+            "  raw GET, {raw_concurrency:>3} in flight    {:.2} s  ({:.0} objects/s, {:.1} MB/s), client CPU {:.1} us per object, peak RSS {:.1} MiB",
+            raw.wall_seconds,
+            n / raw.wall_seconds,
+            megabytes / raw.wall_seconds,
+            1e6 * raw.cpu_seconds / n,
+            raw.max_rss_mib
+        );
+        if best
+            .as_ref()
+            .is_none_or(|(_, b)| raw.wall_seconds < b.wall_seconds)
+        {
+            best = Some((raw_concurrency, raw));
+        }
+    }
+    let Some((best_concurrency, raw)) = best else {
+        return;
+    };
+    println!(
+        "  raw GET ceiling            {:.2} s  ({:.0} objects/s at {best_concurrency} in flight, {:.1} MB/s)",
+        raw.wall_seconds,
+        n / raw.wall_seconds,
+        megabytes / raw.wall_seconds
     );
-    assert!(raw.status.success(), "raw GET failed");
-    assert_eq!(
-        raw.stdout.trim(),
-        (objects * size).to_string(),
-        "raw GET read every byte"
-    );
-    let raw_seconds = raw.wall_seconds;
+    print_load("raw GET", &raw);
 
     let mut command = Command::new(s3bundler_binary());
     command
@@ -261,11 +333,12 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
             &format!("s3://{archive}/{MANIFEST}"),
             "-b",
             archive,
-            "--concurrency",
-            &concurrency.to_string(),
             "--json",
         ])
-        .envs(s3bundler_testkit::cli_env(&server.endpoint));
+        .envs(s3bundler_testkit::cli_env(endpoint));
+    if let Some(concurrency) = concurrency {
+        command.args(["--concurrency", &concurrency.to_string()]);
+    }
     if let Some(compression) = compress {
         command.args(["--compress", compression]);
     }
@@ -281,26 +354,6 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
         Some(objects),
         "every object archived"
     );
-
-    let n = objects as f64;
-    let megabytes = (objects * size) as f64 / 1e6;
-    let compression = compress
-        .map(|c| format!(", compressed with {c}"))
-        .unwrap_or_default();
-    println!("bundle benchmark: {objects} objects of {size} bytes, concurrency {concurrency}{compression}, local s3s server in the bench process");
-    println!(
-        "  raw GET ceiling            {:.2} s  ({:.0} objects/s, {:.1} MB/s)",
-        raw_seconds,
-        n / raw_seconds,
-        megabytes / raw_seconds
-    );
-    println!(
-        "  raw GET client CPU         {:.2} s  ({:.1} us per object), peak RSS {:.1} MiB",
-        raw.cpu_seconds,
-        1e6 * raw.cpu_seconds / n,
-        raw.max_rss_mib
-    );
-    print_load("raw GET", &raw);
     println!(
         "  s3bundler bundle wall      {:.2} s  ({:.0} objects/s, {:.1} MB/s)",
         bundle.wall_seconds,
@@ -309,12 +362,13 @@ async fn bench_bundle(objects: u64, size: u64, concurrency: usize, compress: Opt
     );
     println!(
         "  bundle / raw ceiling       {:.0}%",
-        100.0 * raw_seconds / bundle.wall_seconds
+        100.0 * raw.wall_seconds / bundle.wall_seconds
     );
     println!(
-        "  s3bundler CPU              {:.2} s  ({:.1} us per object)",
+        "  s3bundler CPU              {:.2} s  ({:.1} us per object, {:.2}x the raw loop's at its best)",
         bundle.cpu_seconds,
-        1e6 * bundle.cpu_seconds / n
+        1e6 * bundle.cpu_seconds / n,
+        bundle.cpu_seconds / raw.cpu_seconds.max(1e-9)
     );
     println!("  peak RSS                   {:.1} MiB", bundle.max_rss_mib);
     print_load("bundle", &bundle);
@@ -486,7 +540,8 @@ async fn main() {
             size,
             concurrency,
             compress,
-        } => bench_bundle(objects, size, concurrency, compress.as_deref()).await,
+            latency,
+        } => bench_bundle(objects, size, concurrency, compress.as_deref(), latency).await,
         Bench::RawGet {
             endpoint,
             bucket,
