@@ -3,7 +3,6 @@
 //! (`{"protection": {...}}`), or with a chosen failure, so tests can see when a worker protects
 //! its task and that a broken endpoint never stops the work.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -11,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// How the stand-in answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,42 +46,12 @@ pub struct AgentStandIn {
 impl AgentStandIn {
     /// Starts the stand-in on its own thread.
     pub fn start(answer: AgentAnswer) -> std::io::Result<AgentStandIn> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
-        std::thread::Builder::new()
-            .name("ecs-agent-stand-in".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap_or_else(|e| panic!("agent stand-in runtime: {e}"));
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    loop {
-                        let Ok((socket, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let recorded = recorded.clone();
-                        let service =
-                            hyper::service::service_fn(move |request: Request<Incoming>| {
-                                let recorded = recorded.clone();
-                                async move {
-                                    Ok::<_, Infallible>(handle(request, answer, &recorded).await)
-                                }
-                            });
-                        tokio::spawn(async move {
-                            let _ =
-                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                                    .serve_connection(TokioIo::new(socket), service)
-                                    .await;
-                        });
-                    }
-                });
-            })?;
+        let address = crate::http_server::serve("ecs-agent-stand-in", move |request| {
+            let recorded = recorded.clone();
+            async move { handle(request, answer, &recorded).await }
+        })?;
         Ok(AgentStandIn {
             uri: format!("http://{address}/api/0123456789abcdef-task"),
             requests,

@@ -6,7 +6,6 @@
 //! back long enough for a test to stop the process, and record requests missing a required header.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 
 type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -250,9 +249,6 @@ fn hits(counter: u64, every: u64) -> bool {
 impl FaultProxy {
     /// Starts the proxy in front of `upstream` (`http://127.0.0.1:PORT`) on its own thread.
     pub fn start(upstream: &str, plan: FaultPlan) -> std::io::Result<FaultProxy> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
         let upstream: http::Uri = upstream.parse().map_err(std::io::Error::other)?;
         let counts = Arc::new(FaultCounts::default());
         let state = Arc::new(State {
@@ -260,45 +256,12 @@ impl FaultProxy {
             counts: counts.clone(),
             ..State::default()
         });
-        std::thread::Builder::new()
-            .name("fault-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .unwrap_or_else(|e| panic!("fault proxy runtime: {e}"));
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    let client: Client<HttpConnector, Incoming> =
-                        Client::builder(TokioExecutor::new()).build_http();
-                    loop {
-                        let Ok((socket, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let _ = socket.set_nodelay(true);
-                        let (client, upstream, state) =
-                            (client.clone(), upstream.clone(), state.clone());
-                        let service =
-                            hyper::service::service_fn(move |request: Request<Incoming>| {
-                                let (client, upstream, state) =
-                                    (client.clone(), upstream.clone(), state.clone());
-                                async move {
-                                    Ok::<_, Infallible>(
-                                        handle(request, &client, &upstream, &state).await,
-                                    )
-                                }
-                            });
-                        tokio::spawn(async move {
-                            let _ =
-                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                                    .serve_connection(TokioIo::new(socket), service)
-                                    .await;
-                        });
-                    }
-                });
-            })?;
+        let client: Client<HttpConnector, Incoming> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let address = crate::http_server::serve("fault-proxy", move |request| {
+            let (client, upstream, state) = (client.clone(), upstream.clone(), state.clone());
+            async move { handle(request, &client, &upstream, &state).await }
+        })?;
         Ok(FaultProxy {
             endpoint: format!("http://{address}"),
             counts,

@@ -5,6 +5,7 @@ pub mod columnar;
 pub mod ecs_agent;
 pub mod faults;
 pub mod generate;
+pub mod http_server;
 pub mod measure;
 pub mod memory;
 pub mod moto;

@@ -81,7 +81,6 @@ exits 1 if anything was not as expected.
 """
 
 import argparse
-import ast
 import csv
 import hashlib
 import io
@@ -162,18 +161,6 @@ def create_user(iam, name, inline=(), attached=()):
     return Keys(name, key["AccessKeyId"], key["SecretAccessKey"])
 
 
-def parse_document(document):
-    """A policy document as moto's IAM answers it: a role's inline policy created by moto's
-    CloudFormation comes back as the Python repr of the template's dict (single quotes), not
-    JSON (real IAM answers URL-encoded JSON, which boto3 decodes)."""
-    if isinstance(document, dict):
-        return document
-    try:
-        return json.loads(document)
-    except json.JSONDecodeError:
-        return ast.literal_eval(document)
-
-
 def role_policies(iam, outputs, logical_id):
     """The role's inline policies as moto's IAM holds them (intrinsics resolved); the role is
     found by its ARN in the stack outputs."""
@@ -181,7 +168,7 @@ def role_policies(iam, outputs, logical_id):
     policies = []
     for policy_name in iam.list_role_policies(RoleName=name)["PolicyNames"]:
         document = iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
-        document = parse_document(document)
+        document = cfn_stack.policy_document(document)
         # moto keeps an !If item that gives AWS::NoValue as a null statement (CloudFormation
         # drops it), and its PutUserPolicy refuses a null statement.
         document["Statement"] = [s for s in statements_of(document) if s is not None]
