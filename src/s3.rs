@@ -292,6 +292,11 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
             let chain = error_chain(error);
             if chain.contains("credential") {
                 RemoteFailure::Credentials(chain)
+            } else if dispatch.is_other() {
+                // The connector files hyper's own failures here, among them a pooled
+                // connection the server closed as the request went out ("connection closed
+                // before message completed"): asking again on a new connection succeeds.
+                RemoteFailure::Transient(format!("connection failed: {chain}"))
             } else {
                 RemoteFailure::Permanent(chain)
             }
@@ -811,6 +816,34 @@ pub(crate) fn copy_source(uri: &S3Uri, version_id: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fails on the old code, which took every connector error of kind "other" as permanent:
+    /// at 256 GETs in flight, objects whose pooled connection the server had just closed went
+    /// to the DLQ without a second try.
+    #[test]
+    fn a_connection_closed_before_the_answer_is_transient() {
+        use aws_sdk_s3::error::ConnectorError;
+        let closed =
+            SdkError::<aws_sdk_s3::operation::get_object::GetObjectError, ()>::dispatch_failure(
+                ConnectorError::other(
+                    "client error (SendRequest): connection closed before message completed".into(),
+                    None,
+                ),
+            );
+        assert!(
+            matches!(classify(&closed, None), RemoteFailure::Transient(_)),
+            "{:?}",
+            classify(&closed, None)
+        );
+        let no_credentials =
+            SdkError::<aws_sdk_s3::operation::get_object::GetObjectError, ()>::dispatch_failure(
+                ConnectorError::other("failed to load credentials".into(), None),
+            );
+        assert!(matches!(
+            classify(&no_credentials, None),
+            RemoteFailure::Credentials(_)
+        ));
+    }
 
     #[test]
     fn copy_source_encodes_the_key() {
