@@ -243,9 +243,6 @@ async fn plan_sample_projects_the_time_run_then_takes() {
         .map(|a| a.iter().filter_map(|p| p["workers"].as_u64()).collect())
         .unwrap_or_default();
     assert_eq!(workers, [1, 10, 100], "{plan}");
-    let projected = plan["time"]["projections"][0]["seconds"]
-        .as_f64()
-        .unwrap_or(0.0);
     assert!(
         plan["time"]["prefixes"].as_u64().unwrap_or(0) > 90,
         "{plan}"
@@ -263,23 +260,58 @@ async fn plan_sample_projects_the_time_run_then_takes() {
         assert!(table.stdout.contains(needle), "{needle}: {}", table.stdout);
     }
 
-    let started = std::time::Instant::now();
-    let run = s3bundler(
-        &proxy.endpoint,
-        &["run", "-m", &report.manifest_uri, "-b", &bucket, "--json"],
-    )
-    .await;
-    let took = started.elapsed().as_secs_f64();
-    assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(
-        run.json()["objects_archived"].as_u64(),
-        plan["objects_archived"].as_u64()
-    );
-    eprintln!("projected {projected:.2} s for one worker, run took {took:.2} s");
-    assert!(
-        (projected - took).abs() <= 0.2 * took,
-        "projected {projected:.2} s for one worker, run took {took:.2} s"
-    );
+    // The projection for one worker against the time `run` takes (one manifest, so one
+    // worker's work). Both are timings on a machine shared with the server and the proxy: a
+    // second attempt (a fresh sample, and a run into fresh prefixes) is allowed when the
+    // first is off.
+    let mut attempts = Vec::new();
+    for attempt in 0..2 {
+        let plan = if attempt == 0 {
+            plan.clone()
+        } else {
+            let again = s3bundler(&proxy.endpoint, &[&args[..], &["--json"]].concat()).await;
+            assert_eq!(again.code, 0, "{again:?}");
+            again.json()
+        };
+        let projected = plan["time"]["projections"][0]["seconds"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let prefix = format!("attempt{attempt}");
+        let started = std::time::Instant::now();
+        let run = s3bundler(
+            &proxy.endpoint,
+            &[
+                "run",
+                "-m",
+                &report.manifest_uri,
+                "-b",
+                &bucket,
+                "-p",
+                &prefix,
+                "--archive-prefix",
+                &prefix,
+                "--json",
+            ],
+        )
+        .await;
+        let took = started.elapsed().as_secs_f64();
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(
+            run.json()["objects_archived"].as_u64(),
+            plan["objects_archived"].as_u64()
+        );
+        eprintln!(
+            "projected {projected:.2} s for one worker, run took {took:.2} s ({:+.0}%)\n{}\n{}",
+            100.0 * (projected - took) / took,
+            plan["sample"],
+            plan["time"]
+        );
+        attempts.push((projected, took));
+        if (projected - took).abs() <= 0.2 * took {
+            return;
+        }
+    }
+    panic!("projected vs run's seconds, not within 20%: {attempts:?}");
 }
 
 #[tokio::test]
