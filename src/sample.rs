@@ -35,6 +35,8 @@ use crate::manifest::ManifestEntry;
 use crate::pricing::Prices;
 use crate::s3::S3;
 
+/// GETs run with the window full that the steady rates need, at least.
+const MIN_STEADY_GETS: usize = 16;
 /// S3's documented GET/HEAD rate per partitioned prefix.
 pub const GETS_PER_SECOND_PER_PREFIX: f64 = 5500.0;
 /// Distinct prefixes counted at most: past this the per-prefix cap (55 million GETs a second)
@@ -164,7 +166,9 @@ pub struct SampleResult {
     pub failed: BTreeMap<String, u64>,
     pub bytes: u64,
     pub wall_seconds: f64,
-    /// Successful objects and their bytes per second of the sample's wall time.
+    /// Successful objects and their bytes per second at `concurrency` in flight: in flight ÷
+    /// mean latency of the GETs that ran with the window full (see `steady_rates`); when the
+    /// sample is too small for those, per second of the sample's wall time.
     pub objects_per_second: f64,
     pub bytes_per_second: f64,
     /// Whole GET (request to last byte) latency of the successful GETs, in milliseconds.
@@ -173,8 +177,9 @@ pub struct SampleResult {
     /// The fastest: a round trip without the sample's own queueing, which the projection
     /// charges for each of a manifest's other requests.
     pub latency_min_ms: f64,
-    /// The sample was smaller than the concurrency, so the rates are lower bounds (bundle
-    /// keeps more GETs in flight than the sample could).
+    /// The sample was too small to keep the window of GETs full for a while (fewer than twice
+    /// bundle's concurrency and a few): the rates are over its wall time, which includes
+    /// opening the connections and a window never full, so they are lower bounds.
     pub rates_are_lower_bounds: bool,
     /// GET requests (and retrieval fees, for infrequent-access classes) of the sample, USD.
     pub cost: f64,
@@ -189,13 +194,11 @@ pub async fn read_sample(
     concurrency: usize,
     prices: &Prices,
 ) -> SampleResult {
-    let rates_are_lower_bounds = entries.len() < concurrency;
     let concurrency = concurrency.clamp(1, entries.len().max(1));
     let mut result = SampleResult {
         requested,
         objects: entries.len() as u64,
         concurrency,
-        rates_are_lower_bounds,
         ..SampleResult::default()
     };
     for entry in &entries {
@@ -206,7 +209,7 @@ pub async fn read_sample(
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     let started = Instant::now();
-    for entry in entries {
+    for (index, entry) in entries.into_iter().enumerate() {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
@@ -215,31 +218,84 @@ pub async fn read_sample(
             let begun = Instant::now();
             let outcome = get_discarding(&s3, &entry).await;
             drop(slot);
-            (outcome, begun.elapsed())
+            (index, outcome, begun.elapsed())
         });
     }
-    let mut latencies = Vec::new();
+    let mut gets = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((Ok(bytes), latency)) => {
+            Ok((index, Ok(bytes), latency)) => {
                 result.succeeded += 1;
                 result.bytes += bytes;
-                latencies.push(latency);
+                gets.push(Get {
+                    index,
+                    latency,
+                    bytes: Some(bytes),
+                });
             }
-            Ok((Err(reason), _)) => *result.failed.entry(reason).or_default() += 1,
+            Ok((index, Err(reason), latency)) => {
+                *result.failed.entry(reason).or_default() += 1;
+                gets.push(Get {
+                    index,
+                    latency,
+                    bytes: None,
+                });
+            }
             Err(e) => *result.failed.entry(format!("task: {e}")).or_default() += 1,
         }
     }
     result.wall_seconds = started.elapsed().as_secs_f64();
-    if result.wall_seconds > 0.0 {
+    if let Some((objects, bytes)) = steady_rates(&mut gets, concurrency) {
+        (result.objects_per_second, result.bytes_per_second) = (objects, bytes);
+    } else if result.wall_seconds > 0.0 {
         result.objects_per_second = result.succeeded as f64 / result.wall_seconds;
         result.bytes_per_second = result.bytes as f64 / result.wall_seconds;
+        result.rates_are_lower_bounds = true;
     }
+    let mut latencies: Vec<Duration> = gets
+        .iter()
+        .filter(|g| g.bytes.is_some())
+        .map(|g| g.latency)
+        .collect();
     latencies.sort_unstable();
     result.latency_p50_ms = percentile_ms(&latencies, 0.5);
     result.latency_p90_ms = percentile_ms(&latencies, 0.9);
     result.latency_min_ms = percentile_ms(&latencies, 0.0);
     result
+}
+
+/// One sampled GET: the order it was started in, how long it took, the bytes it read (`None`
+/// when it failed).
+#[derive(Debug, Clone, Copy)]
+struct Get {
+    index: usize,
+    latency: Duration,
+    bytes: Option<u64>,
+}
+
+/// The rates `concurrency` GETs in flight sustain, objects and bytes per second, by Little's
+/// law (throughput = in flight ÷ latency) over the GETs that ran with the window full: not the
+/// first `concurrency` (they also open the connections, once per process) nor the last
+/// `concurrency` (fewer and fewer in flight). `None` when the sample is too small to have such
+/// GETs (fewer than twice the concurrency, and a few).
+fn steady_rates(gets: &mut [Get], concurrency: usize) -> Option<(f64, f64)> {
+    gets.sort_unstable_by_key(|g| g.index);
+    let total = gets.len();
+    let steady = gets.get(concurrency..total.checked_sub(concurrency)?)?;
+    if steady.len() < MIN_STEADY_GETS {
+        return None;
+    }
+    let seconds: f64 = steady.iter().map(|g| g.latency.as_secs_f64()).sum();
+    if seconds <= 0.0 {
+        return None;
+    }
+    let succeeded = steady.iter().filter(|g| g.bytes.is_some()).count() as f64;
+    let bytes: u64 = steady.iter().filter_map(|g| g.bytes).sum();
+    let in_flight = concurrency as f64;
+    Some((
+        in_flight * succeeded / seconds,
+        in_flight * bytes as f64 / seconds,
+    ))
 }
 
 /// The `q` quantile (nearest rank) of sorted durations, in milliseconds; 0 when empty.
@@ -420,7 +476,7 @@ pub fn render(sample: &SampleResult, report: Option<&TimeReport>, selected: u64)
     if sample.rates_are_lower_bounds {
         let _ = writeln!(
             out,
-            "  the sample is smaller than bundle's concurrency: its rates are lower bounds\n  (sample at least twice the concurrency for a measured rate)"
+            "  the sample is too small to keep bundle's concurrency in flight: its rates are\n  lower bounds (sample more than twice the concurrency for a measured rate)"
         );
     }
     let Some(report) = report else {
@@ -624,6 +680,36 @@ mod tests {
             prefixes: 1,
         };
         assert!(project(&failed, &workload, false, &[1]).is_none());
+    }
+
+    fn gets(latencies_ms: &[u64]) -> Vec<Get> {
+        latencies_ms
+            .iter()
+            .enumerate()
+            .map(|(index, ms)| Get {
+                index,
+                latency: Duration::from_millis(*ms),
+                bytes: Some(1000),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steady_rates_leave_out_the_first_and_last_windows() {
+        // 10 in flight: the first 10 (slow: connecting) and the last 10 are left out; the 20
+        // between take 20 ms each, so 10 in flight complete 500 a second.
+        let mut all = gets(&[&[500; 10][..], &[20; 20], &[5; 10]].concat());
+        all.reverse();
+        let (objects, bytes) = steady_rates(&mut all, 10).unwrap_or_default();
+        assert!((objects - 500.0).abs() < 1e-6, "{objects}");
+        assert!((bytes - 500_000.0).abs() < 1e-3, "{bytes}");
+        // A failed GET held its slot but read nothing.
+        all[15].bytes = None;
+        let (objects, _) = steady_rates(&mut all, 10).unwrap_or_default();
+        assert!((objects - 475.0).abs() < 1e-6, "{objects}");
+        // Too small to have a full window for long: no steady rate.
+        assert!(steady_rates(&mut gets(&[20; 35]), 10).is_none());
+        assert!(steady_rates(&mut gets(&[20; 5]), 10).is_none());
     }
 
     #[test]
