@@ -26,9 +26,16 @@ fn delta<'a>(
         .collect()
 }
 
+/// How far the projection may be from run's time: 20% in the optimized build that
+/// `scripts/test` and CI run. In a debug build the unoptimized server in this process takes
+/// most of the CPU of sample and run alike, so bundle's own work per object (the 1.2 of
+/// `sample::BUNDLE_OVERHEAD`, measured optimized) hardly shows: there the projection came out
+/// 10-50% long, and only a gross error is caught.
+const TOLERANCE: f64 = if cfg!(debug_assertions) { 0.6 } else { 0.2 };
+
 #[tokio::test]
 async fn plan_sample_projects_the_time_run_then_takes() {
-    const SAMPLE: u64 = 1000;
+    const SAMPLE: u64 = 2000;
     let (bucket, report) = local_inventory("plansample", 10_000, 2048, &[]).await;
     let proxy = FaultProxy::start(
         &LocalS3::shared().endpoint,
@@ -76,9 +83,9 @@ async fn plan_sample_projects_the_time_run_then_takes() {
         taken["latency_p50_ms"].as_f64().unwrap_or(0.0) >= 20.0,
         "{taken}"
     );
-    // 1,000 GETs at $0.0004 per 1,000 or more (infrequent-access classes cost more).
+    // 2,000 GETs at $0.0004 per 1,000 or more (infrequent-access classes cost more).
     assert!(
-        taken["cost"].as_f64().unwrap_or(0.0) >= 0.0004 - 1e-12,
+        taken["cost"].as_f64().unwrap_or(0.0) >= 0.0008 - 1e-12,
         "{taken}"
     );
     let workers: Vec<u64> = plan["time"]["projections"]
@@ -95,7 +102,7 @@ async fn plan_sample_projects_the_time_run_then_takes() {
     let table = s3bundler(&proxy.endpoint, &args).await;
     assert_eq!(table.code, 0, "{table:?}");
     for needle in [
-        "random sample of 1000",
+        "random sample of 2000",
         "p50 / p90",
         "1 worker",
         "100 workers",
@@ -150,9 +157,9 @@ async fn plan_sample_projects_the_time_run_then_takes() {
             plan["time"]
         );
         attempts.push((projected, took));
-        if (projected - took).abs() <= 0.2 * took {
+        if (projected - took).abs() <= TOLERANCE * took {
             return;
         }
     }
-    panic!("projected vs run's seconds, not within 20%: {attempts:?}");
+    panic!("projected vs run's seconds, not within {TOLERANCE}: {attempts:?}");
 }
