@@ -451,9 +451,12 @@ pub fn render(sample: &SampleResult, report: Option<&TimeReport>, selected: u64)
         ),
         (
             "wall time of the sample".to_string(),
+            format!("{:.2} s", sample.wall_seconds),
+        ),
+        (
+            format!("rate at {} in flight", sample.concurrency),
             format!(
-                "{:.2} s: {:.0} objects/s, {}/s",
-                sample.wall_seconds,
+                "{:.0} objects/s, {}/s",
                 sample.objects_per_second,
                 bytes(sample.bytes_per_second as u64)
             ),
