@@ -31,6 +31,7 @@ pub mod request_timeout;
 pub mod retry;
 pub mod s3;
 pub mod s3uri;
+pub mod sample;
 pub mod shutdown;
 pub mod size;
 pub mod sqs;

@@ -1,5 +1,6 @@
 //! `plan`: its request counts against what `run` then does on moto, counted by
-//! operation at a proxy in front of it; bad price tables and classes.
+//! operation at a proxy in front of it; bad price tables and classes; `--sample` on a small
+//! inventory and bad input (tests/plan_sample.rs times it against `run`).
 
 mod common;
 
@@ -126,4 +127,61 @@ async fn plan_refuses_unknown_classes_and_bad_price_files() {
     .await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains(&path), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn plan_sample_reads_every_object_when_asked_for_more_and_counts_failures() {
+    let (_, report) = local_inventory("plansmall", 60, 512, &[3, 7]).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let out = s3bundler(
+        endpoint,
+        &[
+            "plan",
+            "-m",
+            &report.manifest_uri,
+            "--sample",
+            "100000",
+            "--workers",
+            "2,5",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let plan = out.json();
+    let selected = plan["objects_archived"].as_u64().unwrap_or(0);
+    assert!(selected > 10, "{plan}");
+    let sample = &plan["sample"];
+    assert_eq!(sample["requested"].as_u64(), Some(100_000), "{sample}");
+    assert_eq!(sample["objects"].as_u64(), Some(selected), "{sample}");
+    assert_eq!(sample["failed"]["NoSuchKey"].as_u64(), Some(2), "{sample}");
+    assert_eq!(sample["succeeded"].as_u64(), Some(selected - 2), "{sample}");
+    assert_eq!(sample["rates_are_lower_bounds"], true, "{sample}");
+    assert_eq!(plan["time"]["projections"][1]["workers"].as_u64(), Some(5));
+
+    let table = s3bundler(
+        endpoint,
+        &["plan", "-m", &report.manifest_uri, "--sample", "100000"],
+    )
+    .await;
+    assert_eq!(table.code, 0, "{table:?}");
+    eprintln!("{}", table.stdout);
+    for needle in ["every object was read", "NoSuchKey=2", "lower bounds"] {
+        assert!(table.stdout.contains(needle), "{needle}: {}", table.stdout);
+    }
+
+    for bad in [
+        &["--sample", "0"][..],
+        &["--sample", "-3"],
+        &["--sample", "2", "--workers", "0"],
+        &["--workers", "3"],
+        &["--sample", "2000000"],
+    ] {
+        let out = s3bundler(
+            endpoint,
+            &[&["plan", "-m", &report.manifest_uri][..], bad].concat(),
+        )
+        .await;
+        assert_eq!(out.code, 2, "{bad:?}: {out:?}");
+    }
 }

@@ -1,17 +1,24 @@
 //! `plan`: reads an inventory as `group` would and prints what bundling it would produce,
-//! request, cost and save. Writes nothing.
+//! request, cost and save; with --sample, also GETs a random sample of the objects and
+//! projects how long the run takes. Writes nothing.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use aws_config::SdkConfig;
+use serde::Serialize;
 
 use super::group::{open_inventory, read_inventory, GroupingOptions, InventoryArg, ManifestSink};
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, Result};
 use crate::group::ClosedManifest;
 use crate::manifest::parse_manifest;
-use crate::plan::{estimate, render, Census};
+use crate::plan::{estimate, render, Census, PlanReport};
 use crate::pricing::Prices;
+use crate::sample::{
+    project, read_sample, render as render_sample, Prefixes, Reservoir, SampleResult, TimeReport,
+    Workload,
+};
 use crate::shutdown::Shutdown;
 use crate::size::ByteSize;
 
@@ -32,15 +39,44 @@ pub struct PlanArgs {
     /// us-east-1 list prices.
     #[arg(long, value_name = "FILE")]
     pub prices: Option<PathBuf>,
+    /// Also GET a uniform random sample of N of the objects bundle would read (read-only; the
+    /// cost of the N GETs is printed) and project the wall time of the run from it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: Option<u64>,
+    /// Worker counts to project the wall time for, comma-separated (with --sample).
+    #[arg(long, value_name = "N,…", value_delimiter = ',', default_value = "1,10,100",
+          value_parser = clap::value_parser!(u64).range(1..), requires = "sample")]
+    pub workers: Vec<u64>,
+    /// GETs in flight while sampling: bundle's --concurrency (default: as bundle's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          requires = "sample")]
+    pub concurrency: Option<u64>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Objects bundle would GET this many at most are kept for the sample.
+const SAMPLE_LIMIT: u64 = 1_000_000;
+
+/// The plan, and with --sample the measured sample and the projected times.
+#[derive(Serialize)]
+struct PlanOutput {
+    #[serde(flatten)]
+    report: PlanReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample: Option<SampleResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<TimeReport>,
 }
 
 /// Counts what every manifest would hold, instead of writing it.
 struct CensusSink {
     census: Census,
     max_size: u64,
+    /// With --sample: the objects bundle GETs, sampled, and their prefixes.
+    reservoir: Option<Reservoir>,
+    prefixes: Prefixes,
 }
 
 impl ManifestSink for CensusSink {
@@ -49,6 +85,14 @@ impl ManifestSink for CensusSink {
         for entry in parse_manifest(&closed.body, &location)? {
             let class = entry.storage_class.as_deref().unwrap_or("STANDARD");
             self.census.add_object(class, entry.size, self.max_size);
+            if let Some(reservoir) = self
+                .reservoir
+                .as_mut()
+                .filter(|_| entry.size <= self.max_size)
+            {
+                reservoir.offer(&entry);
+                self.prefixes.add(&entry.bucket, &entry.key);
+            }
         }
         self.census.close_manifest();
         Ok(())
@@ -86,11 +130,25 @@ pub async fn run(
                 .join(", ")
         )));
     }
+    if args.sample.is_some_and(|n| n > SAMPLE_LIMIT) {
+        return Err(Error::Usage(format!(
+            "--sample {} is more than {SAMPLE_LIMIT} objects",
+            args.sample.unwrap_or(0)
+        )));
+    }
+    let started = Instant::now();
     let s3 = aws.s3(config);
     let (inventory_uri, inventory, columns) = open_inventory(&s3, &args.inventory.manifest).await?;
     let mut sink = CensusSink {
         census: Census::new(inventory.files.len() as u64),
         max_size: args.max_size.0,
+        reservoir: args.sample.map(|n| {
+            Reservoir::new(
+                usize::try_from(n).unwrap_or(usize::MAX),
+                fastrand::Rng::new(),
+            )
+        }),
+        prefixes: Prefixes::default(),
     };
     read_inventory(
         &s3,
@@ -102,12 +160,49 @@ pub async fn run(
         shutdown,
     )
     .await?;
+    let inventory_seconds = started.elapsed().as_secs_f64();
     let report = estimate(&sink.census, &prices, &args.target_storage_class);
+    let mut output = PlanOutput {
+        report,
+        sample: None,
+        time: None,
+    };
+    if let (Some(requested), Some(reservoir)) = (args.sample, sink.reservoir.take()) {
+        let concurrency = args
+            .concurrency
+            .and_then(|c| usize::try_from(c).ok())
+            .unwrap_or_else(super::bundle::default_concurrency);
+        let sample = read_sample(
+            &s3,
+            reservoir.into_entries(),
+            requested,
+            concurrency,
+            &prices,
+        )
+        .await;
+        let archived = sink.census.archived();
+        let workload = Workload {
+            objects: archived.objects,
+            bytes: archived.bytes,
+            copies: sink.census.copied().objects,
+            manifests: sink.census.manifests,
+            inventory_seconds,
+            prefixes: sink.prefixes.count(),
+        };
+        output.time = project(&sample, &workload, sink.prefixes.at_least(), &args.workers);
+        output.sample = Some(sample);
+    }
     if args.json {
-        super::print_json(&report);
+        super::print_json(&output);
     } else {
         println!("plan for {inventory_uri}\n");
-        print!("{}", render(&report));
+        print!("{}", render(&output.report));
+        if let Some(sample) = &output.sample {
+            print!(
+                "{}",
+                render_sample(sample, output.time.as_ref(), output.report.objects_archived)
+            );
+        }
     }
     Ok(ExitCode::Success)
 }

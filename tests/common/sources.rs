@@ -10,7 +10,12 @@ use aws_sdk_s3::types::{
 };
 use s3bundler::manifest::{ManifestEntry, ManifestWriter};
 
-use super::put_object;
+use s3bundler_testkit::generate::{
+    body_for, csv_report, rows, upload_report, InventorySpec, UploadedReport,
+};
+use s3bundler_testkit::server::LocalS3;
+
+use super::{new_bucket, put_object, s3_client};
 
 /// One object of a test, as put into the source bucket.
 #[derive(Clone, Default)]
@@ -177,4 +182,43 @@ pub async fn write_manifest(
     }
     put_object(client, bucket, key, writer.finish()).await;
     format!("s3://{bucket}/{key}")
+}
+
+/// An inventory of `objects` objects of at most `max_size` bytes on the local server, every
+/// selected object written except those whose index is in `missing`.
+pub async fn local_inventory(
+    name: &str,
+    objects: u64,
+    max_size: u64,
+    missing: &[usize],
+) -> (String, UploadedReport) {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, name).await;
+    let spec = InventorySpec {
+        newline_keys: false,
+        long_keys: false,
+        max_object_size: max_size,
+        data_files: 2,
+        ..InventorySpec::new(&bucket, objects)
+    };
+    for (i, row) in rows(&spec, true)
+        .filter(|r| r.selected_by_default())
+        .enumerate()
+    {
+        if !missing.contains(&i) {
+            server
+                .write_object_file(&bucket, &row.key, &body_for(&row.key, row.size))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let report = upload_report(
+        &client,
+        &bucket,
+        "inventory/",
+        &spec,
+        csv_report(&spec, true),
+    )
+    .await;
+    (bucket, report)
 }
