@@ -849,7 +849,9 @@ async fn assert_bundled_within(
 
 /// Old main held the whole manifest and the whole index until the commit: 457 MiB at
 /// 1,000,000 objects, several hundred bytes more per object. Ten times the objects must now
-/// take (almost) no more memory.
+/// take (almost) no more memory. The limit, 16 MiB (93 bytes an object), leaves room for
+/// glibc's per-thread arenas, which vary by several MiB between runs at the default 256 GETs in
+/// flight (CI saw +7.3 and +12.3 MiB for the same pair).
 #[tokio::test]
 async fn memory_does_not_grow_with_the_manifest() {
     let objects = |count: usize| {
@@ -859,7 +861,7 @@ async fn memory_does_not_grow_with_the_manifest() {
     let large = assert_bundled_within("flat-200k", objects(200_000), &[], 200.0).await;
     eprintln!("peak RSS: 20,000 objects {small:.1} MiB, 200,000 objects {large:.1} MiB");
     assert!(
-        large - small < 12.0,
+        large - small < 16.0,
         "memory grew by {:.1} MiB from 20,000 to 200,000 objects",
         large - small
     );
