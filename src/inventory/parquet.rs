@@ -162,11 +162,16 @@ impl PageGuard {
     }
 
     fn gzip_at(&self, start: u64) -> bool {
-        let index = self.columns.partition_point(|column| column.0 <= start);
-        index
-            .checked_sub(1)
-            .is_some_and(|i| start < self.columns[i].1 && self.columns[i].2)
+        chunk_holding(&self.columns, start).is_some_and(|&(_, _, gzip)| gzip)
     }
+}
+
+/// The entry of `chunks` ((start, end, …) column chunks sorted by start) whose bytes hold
+/// byte `at`.
+fn chunk_holding<T>(chunks: &[(u64, u64, T)], at: u64) -> Option<&(u64, u64, T)> {
+    let index = chunks.partition_point(|chunk| chunk.0 <= at);
+    let chunk = &chunks[index.checked_sub(1)?];
+    (at < chunk.1).then_some(chunk)
 }
 
 /// Keeps the bytes read through it.
@@ -253,13 +258,13 @@ impl RowGroupReader {
         spans: &[(u64, u64, RangeSource)],
         start: u64,
     ) -> parquet::errors::Result<&RangeSource> {
-        let index = spans.partition_point(|span| span.0 <= start);
-        match index.checked_sub(1).map(|i| &spans[i]) {
-            Some((_, end, source)) if start < *end => Ok(source),
-            _ => Err(parquet::errors::ParquetError::General(format!(
-                "byte {start} is outside the row group's columns"
-            ))),
-        }
+        chunk_holding(spans, start)
+            .map(|(_, _, source)| source)
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!(
+                    "byte {start} is outside the row group's columns"
+                ))
+            })
     }
 }
 
