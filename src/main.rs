@@ -2,8 +2,6 @@
 
 use clap::Parser;
 use s3bundler::cli::Cli;
-use s3bundler::shutdown::Shutdown;
-use s3bundler::{Error, ExitCode};
 
 /// The static (musl) build would spend its time in musl's allocator; mimalloc keeps it as fast
 /// as the glibc build.
@@ -35,42 +33,6 @@ fn main() -> std::process::ExitCode {
     return_large_blocks_to_the_system();
     let cli = Cli::parse();
     cli.log.init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ERROR cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(ExitCode::WriteFailed.code() as u8);
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let shutdown = Shutdown::on_signals();
-        let mut stopped = shutdown.clone();
-        let command = s3bundler::commands::execute(cli, shutdown);
-        tokio::pin!(command);
-        tokio::select! {
-            result = &mut command => result,
-            _ = stopped.requested() => {
-                // The command cleans up (aborts its upload, removes staged files) and returns;
-                // give it a few seconds, then leave anyway.
-                match tokio::time::timeout(std::time::Duration::from_secs(10), &mut command).await {
-                    // Finished (or failed) on its own while stopping: report that.
-                    Ok(result) => result,
-                    Err(_) => Err(Error::Interrupted),
-                }
-            }
-        }
-    });
-    let code = match outcome {
-        Ok(code) => code,
-        Err(error) => {
-            tracing::error!("ERROR {error}");
-            error.exit_code()
-        }
-    };
-    // Do not wait for detached blocking work (a parser mid-file) on the way out.
-    runtime.shutdown_background();
+    let code = s3bundler::commands::main(cli);
     std::process::ExitCode::from(code.code() as u8)
 }
