@@ -765,7 +765,10 @@ impl Fetching {
         let mut retrier = Retrier::new(self.policy);
         loop {
             let slot = self.pacer.acquire().await;
-            let outcome = read().await;
+            // Boxed: an SDK request's future is about 10 KiB, and every future holding it
+            // inline was copied whole each time it moved (into a spawned task, out of a join);
+            // that was a fifth of bundle's instructions per small object.
+            let outcome = Box::pin(read()).await;
             drop(slot);
             match outcome {
                 Ok(value) => {
@@ -1012,6 +1015,8 @@ impl Members<'_> {
             let Some(ready) = ready else { return Ok(()) };
             // A stop request is honoured inside a member too (a streamed object, a part
             // upload waiting for its turn): the upload is aborted, so no half member remains.
+            // The rare arms are boxed: this future is built for every member, and inline
+            // their SDK requests made it kilobytes to copy each time.
             let written = async {
                 match ready {
                     Ready::Member(entry, object, permit) => {
@@ -1020,16 +1025,18 @@ impl Members<'_> {
                         Ok(())
                     }
                     Ready::Failed(entry, failure) => {
-                        record_failure(&entry, failure, self.outputs).await
+                        Box::pin(record_failure(&entry, failure, self.outputs)).await
                     }
-                    Ready::Stream(entry) => self.stream(&entry).await,
+                    Ready::Stream(entry) => Box::pin(self.stream(&entry)).await,
                     Ready::Copied(entry, copied) => match *copied {
                         Ok(row) => {
                             info!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "copied to {}", row.member);
                             self.outputs.tally.copied(row.size);
                             Ok(())
                         }
-                        Err(failure) => record_failure(&entry, failure, self.outputs).await,
+                        Err(failure) => {
+                            Box::pin(record_failure(&entry, failure, self.outputs)).await
+                        }
                     },
                 }
             };

@@ -75,7 +75,8 @@ impl<T: Spill> TableUpload<T> {
             return Ok(());
         }
         let body = Bytes::from(self.table.take());
-        self.send(body).await
+        // Boxed: the upload's SDK futures would otherwise make every row's future kilobytes.
+        Box::pin(self.send(body)).await
     }
 
     async fn send(&mut self, body: Bytes) -> Result<()> {

@@ -172,7 +172,7 @@ impl ArchiveWriter {
         while !data.is_empty() {
             if self.buffer.is_empty() && data.len() >= self.part_size {
                 let part = data.split_to(self.part_size);
-                self.send_part(part).await?;
+                Box::pin(self.send_part(part)).await?;
             } else {
                 let take = (self.part_size - self.buffer.len()).min(data.len());
                 self.append(&data.split_to(take)).await?;
@@ -198,7 +198,9 @@ impl ArchiveWriter {
             self.buffer.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buffer.len() == self.part_size {
-                self.flush_part().await?;
+                // Boxed, as is every upload below: the SDK's request futures are kilobytes,
+                // and inline they made every small write's future that size to move.
+                Box::pin(self.flush_part()).await?;
             }
         }
         Ok(())

@@ -73,6 +73,17 @@ enum Bench {
         #[arg(long)]
         concurrency: usize,
     },
+    /// Instructions per object of the raw SDK GET loop and of `s3bundler bundle`, counted by
+    /// valgrind (callgrind): unlike CPU time, the count does not move with what else the
+    /// machine is doing. Each runs over `objects` and twice as many objects; the difference
+    /// leaves out start-up.
+    Instructions {
+        #[arg(long, default_value_t = 2000)]
+        objects: u64,
+        /// Bytes per object.
+        #[arg(long, default_value_t = 4096)]
+        size: u64,
+    },
     /// Bundle one manifest of small objects, then time `verify` of it, shallow and `--deep`,
     /// and `extract` of every object to another bucket.
     Verify {
@@ -283,7 +294,7 @@ async fn bench_bundle(
     let settings = concurrency.map_or("default settings".to_string(), |c| {
         format!("concurrency {c}")
     });
-    println!("bundle benchmark: {objects} objects of {size} bytes, s3bundler at {settings}{compression}{delay}, local s3s server in the bench process");
+    println!("bundle benchmark: {objects} objects of {size} bytes, s3bundler at {settings}{compression}{delay}, local s3s server in the bench process, upload bodies unsigned as over HTTPS");
     let mut best: Option<(usize, s3bundler_testkit::measure::ChildUsage)> = None;
     for raw_concurrency in concurrency.map_or(RAW_CONCURRENCIES.to_vec(), |c| vec![c]) {
         let raw = measure(
@@ -335,7 +346,9 @@ async fn bench_bundle(
             archive,
             "--json",
         ])
-        .envs(s3bundler_testkit::cli_env(endpoint));
+        .envs(s3bundler_testkit::cli_env(endpoint))
+        // As over HTTPS to AWS, where bodies are not SHA-256-signed (the raw loop uploads none).
+        .env("S3BUNDLER_SIGN_PAYLOAD", "never");
     if let Some(concurrency) = concurrency {
         command.args(["--concurrency", &concurrency.to_string()]);
     }
@@ -403,6 +416,89 @@ async fn raw_get(endpoint: &str, bucket: &str, keys: &Path, concurrency: usize) 
         .buffer_unordered(concurrency);
     let read: usize = gets.fold(0, |total, n| async move { total + n }).await;
     println!("{read}");
+}
+
+/// GETs in flight for both sides of the instruction count: valgrind runs one thread at a time.
+const COUNTED_CONCURRENCY: &str = "64";
+
+async fn bench_instructions(objects: u64, size: u64) {
+    let mut counts = Vec::new();
+    for run_objects in [objects, 2 * objects] {
+        let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (server, _client, keys) = source_objects(scratch.path(), run_objects, size).await;
+        let keys_file = scratch.path().join("keys");
+        std::fs::write(&keys_file, keys.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+        let raw = instructions(
+            Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+                .args([
+                    "raw-get",
+                    "--endpoint",
+                    &server.endpoint,
+                    "--bucket",
+                    SOURCE,
+                ])
+                .arg("--keys")
+                .arg(&keys_file)
+                .args(["--concurrency", COUNTED_CONCURRENCY]),
+        );
+        let bundle = instructions(
+            Command::new(s3bundler_binary())
+                .args(["bundle", "-m", &format!("s3://{ARCHIVE}/{MANIFEST}")])
+                .args([
+                    "-b",
+                    ARCHIVE,
+                    "--json",
+                    "--concurrency",
+                    COUNTED_CONCURRENCY,
+                ])
+                .envs(s3bundler_testkit::cli_env(&server.endpoint))
+                .env("S3BUNDLER_SIGN_PAYLOAD", "never"),
+        );
+        counts.push((raw, bundle));
+    }
+    let per_object = |count: fn(&(u64, u64)) -> u64| {
+        (count(&counts[1]).saturating_sub(count(&counts[0]))) as f64 / objects as f64
+    };
+    let (raw, bundle) = (per_object(|c| c.0), per_object(|c| c.1));
+    println!("instruction count: {objects} and {} objects of {size} bytes, {COUNTED_CONCURRENCY} GETs in flight, under valgrind --tool=callgrind, local s3s server in the bench process, upload bodies unsigned as over HTTPS", 2 * objects);
+    println!(
+        "  raw GET loop               {:.0} instructions per object",
+        raw
+    );
+    println!(
+        "  s3bundler bundle           {:.0} instructions per object, {:.2}x the raw loop's",
+        bundle,
+        bundle / raw.max(1.0)
+    );
+}
+
+/// Runs `command` under callgrind and returns the instructions it executed.
+fn instructions(command: &mut Command) -> u64 {
+    let out = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut counted = Command::new("valgrind");
+    counted
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.path().display()))
+        .arg(command.get_program())
+        .args(command.get_args())
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(name, value)| value.map(|v| (name, v))),
+        );
+    let output = counted
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run valgrind (is it installed?): {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{command:?} failed under valgrind: {stderr}"
+    );
+    stderr
+        .lines()
+        .find_map(|line| line.split_once("Collected :").map(|(_, n)| n.trim()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no instruction count in valgrind's output: {stderr}"))
 }
 
 const SOURCE: &str = "bench-source";
@@ -548,6 +644,7 @@ async fn main() {
             keys,
             concurrency,
         } => raw_get(&endpoint, &bucket, &keys, concurrency).await,
+        Bench::Instructions { objects, size } => bench_instructions(objects, size).await,
         Bench::Verify {
             objects,
             size,
