@@ -72,6 +72,10 @@ enum Bench {
         keys: PathBuf,
         #[arg(long)]
         concurrency: usize,
+        /// Without the SDK: each GET signed with aws-sigv4 and sent on a hyper client, what a
+        /// leaner GetObject path would cost (no retries, no timeouts, no response parsing).
+        #[arg(long)]
+        lean: bool,
     },
     /// Instructions per object of the raw SDK GET loop and of `s3bundler bundle`, counted by
     /// valgrind (callgrind): unlike CPU time, the count does not move with what else the
@@ -268,7 +272,7 @@ async fn bench_bundle(
     use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (server, _client, keys) = source_objects(scratch.path(), objects, size).await;
-    let (source, archive) = (SOURCE, ARCHIVE);
+    let archive = ARCHIVE;
     let proxy = latency.map(|latency| {
         FaultProxy::start(
             &server.endpoint,
@@ -297,19 +301,13 @@ async fn bench_bundle(
     println!("bundle benchmark: {objects} objects of {size} bytes, s3bundler at {settings}{compression}{delay}, local s3s server in the bench process, upload bodies unsigned as over HTTPS");
     let mut best: Option<(usize, s3bundler_testkit::measure::ChildUsage)> = None;
     for raw_concurrency in concurrency.map_or(RAW_CONCURRENCIES.to_vec(), |c| vec![c]) {
-        let raw = measure(
-            Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
-                .args(["raw-get", "--endpoint", endpoint, "--bucket", source])
-                .arg("--keys")
-                .arg(&keys_file)
-                .args(["--concurrency", &raw_concurrency.to_string()]),
-        );
-        assert!(raw.status.success(), "raw GET failed");
-        assert_eq!(
-            raw.stdout.trim(),
-            (objects * size).to_string(),
-            "raw GET read every byte"
-        );
+        let raw = measure(&mut raw_get_command(
+            endpoint,
+            &keys_file,
+            raw_concurrency,
+            false,
+        ));
+        check_raw_read(&raw, objects * size);
         println!(
             "  raw GET, {raw_concurrency:>3} in flight    {:.2} s  ({:.0} objects/s, {:.1} MB/s), client CPU {:.1} us per object, peak RSS {:.1} MiB",
             raw.wall_seconds,
@@ -335,6 +333,20 @@ async fn bench_bundle(
         megabytes / raw.wall_seconds
     );
     print_load("raw GET", &raw);
+    let lean = measure(&mut raw_get_command(
+        endpoint,
+        &keys_file,
+        best_concurrency,
+        true,
+    ));
+    check_raw_read(&lean, objects * size);
+    println!(
+        "  lean GET loop (no SDK)     {:.2} s  ({:.0} objects/s at {best_concurrency} in flight), client CPU {:.1} us per object, {:.2}x the raw loop's",
+        lean.wall_seconds,
+        n / lean.wall_seconds,
+        1e6 * lean.cpu_seconds / n,
+        lean.cpu_seconds / raw.cpu_seconds.max(1e-9)
+    );
 
     let mut command = Command::new(s3bundler_binary());
     command
@@ -419,7 +431,30 @@ async fn raw_get(endpoint: &str, bucket: &str, keys: &Path, concurrency: usize) 
 }
 
 /// GETs in flight for both sides of the instruction count: valgrind runs one thread at a time.
-const COUNTED_CONCURRENCY: &str = "64";
+const COUNTED_CONCURRENCY: usize = 64;
+
+/// This binary's raw GET loop over the keys in `keys_file`, with the SDK or without (`lean`).
+fn raw_get_command(endpoint: &str, keys_file: &Path, concurrency: usize, lean: bool) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")));
+    command
+        .args(["raw-get", "--endpoint", endpoint, "--bucket", SOURCE])
+        .arg("--keys")
+        .arg(keys_file)
+        .args(["--concurrency", &concurrency.to_string()]);
+    if lean {
+        command.arg("--lean");
+    }
+    command
+}
+
+fn check_raw_read(raw: &s3bundler_testkit::measure::ChildUsage, bytes: u64) {
+    assert!(raw.status.success(), "raw GET failed");
+    assert_eq!(
+        raw.stdout.trim(),
+        bytes.to_string(),
+        "raw GET read every byte"
+    );
+}
 
 async fn bench_instructions(objects: u64, size: u64) {
     let mut counts = Vec::new();
@@ -428,19 +463,18 @@ async fn bench_instructions(objects: u64, size: u64) {
         let (server, _client, keys) = source_objects(scratch.path(), run_objects, size).await;
         let keys_file = scratch.path().join("keys");
         std::fs::write(&keys_file, keys.join("\n")).unwrap_or_else(|e| panic!("{e}"));
-        let raw = instructions(
-            Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
-                .args([
-                    "raw-get",
-                    "--endpoint",
-                    &server.endpoint,
-                    "--bucket",
-                    SOURCE,
-                ])
-                .arg("--keys")
-                .arg(&keys_file)
-                .args(["--concurrency", COUNTED_CONCURRENCY]),
-        );
+        let raw = instructions(&mut raw_get_command(
+            &server.endpoint,
+            &keys_file,
+            COUNTED_CONCURRENCY,
+            false,
+        ));
+        let lean = instructions(&mut raw_get_command(
+            &server.endpoint,
+            &keys_file,
+            COUNTED_CONCURRENCY,
+            true,
+        ));
         let bundle = instructions(
             Command::new(s3bundler_binary())
                 .args(["bundle", "-m", &format!("s3://{ARCHIVE}/{MANIFEST}")])
@@ -449,21 +483,20 @@ async fn bench_instructions(objects: u64, size: u64) {
                     ARCHIVE,
                     "--json",
                     "--concurrency",
-                    COUNTED_CONCURRENCY,
+                    &COUNTED_CONCURRENCY.to_string(),
                 ])
                 .envs(s3bundler_testkit::cli_env(&server.endpoint))
                 .env("S3BUNDLER_SIGN_PAYLOAD", "never"),
         );
-        counts.push((raw, bundle));
+        counts.push([raw, lean, bundle]);
     }
-    let per_object = |count: fn(&(u64, u64)) -> u64| {
-        (count(&counts[1]).saturating_sub(count(&counts[0]))) as f64 / objects as f64
-    };
-    let (raw, bundle) = (per_object(|c| c.0), per_object(|c| c.1));
+    let per_object = |i: usize| counts[1][i].saturating_sub(counts[0][i]) as f64 / objects as f64;
+    let (raw, lean, bundle) = (per_object(0), per_object(1), per_object(2));
     println!("instruction count: {objects} and {} objects of {size} bytes, {COUNTED_CONCURRENCY} GETs in flight, under valgrind --tool=callgrind, local s3s server in the bench process, upload bodies unsigned as over HTTPS", 2 * objects);
+    println!("  raw GET loop               {raw:.0} instructions per object");
     println!(
-        "  raw GET loop               {:.0} instructions per object",
-        raw
+        "  lean GET loop              {lean:.0} instructions per object, {:.2}x the raw loop's (aws-sigv4 on hyper, no SDK)",
+        lean / raw.max(1.0)
     );
     println!(
         "  s3bundler bundle           {:.0} instructions per object, {:.2}x the raw loop's",
@@ -499,6 +532,82 @@ fn instructions(command: &mut Command) -> u64 {
         .find_map(|line| line.split_once("Collected :").map(|(_, n)| n.trim()))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no instruction count in valgrind's output: {stderr}"))
+}
+
+/// The raw loop without the SDK's orchestrator (configuration layers, interceptors, endpoint
+/// rules, the user agent, response parsing). The bench's keys need no percent-encoding.
+async fn raw_get_lean(endpoint: &str, bucket: &str, keys: &Path, concurrency: usize) {
+    use aws_sigv4::http_request::{
+        sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+        SigningSettings, UriPathNormalizationMode,
+    };
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let identity: aws_smithy_runtime_api::client::identity::Identity =
+        aws_credential_types::Credentials::new(
+            s3bundler_testkit::ACCESS_KEY,
+            s3bundler_testkit::SECRET_KEY,
+            None,
+            None,
+            "bench",
+        )
+        .into();
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let host = endpoint.trim_start_matches("http://");
+    let keys = std::fs::read_to_string(keys).unwrap_or_else(|e| panic!("{e}"));
+    let gets = futures::stream::iter(keys.lines())
+        .map(|key| {
+            let (client, identity, settings) = (&client, &identity, settings.clone());
+            async move {
+                let uri = format!("{endpoint}/{bucket}/{key}");
+                let params = aws_sigv4::sign::v4::SigningParams::builder()
+                    .identity(identity)
+                    .region(s3bundler_testkit::REGION)
+                    .name("s3")
+                    .time(std::time::SystemTime::now())
+                    .settings(settings)
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .into();
+                let signable = SignableRequest::new(
+                    "GET",
+                    uri.as_str(),
+                    [("host", host)].into_iter(),
+                    SignableBody::UnsignedPayload,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                let (instructions, _) = sign(signable, &params)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .into_parts();
+                let mut request = http::Request::get(uri.as_str())
+                    .header("host", host)
+                    .body(http_body_util::Empty::new())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                instructions.apply_to_request_http1x(&mut request);
+                let response = client
+                    .request(request)
+                    .await
+                    .unwrap_or_else(|e| panic!("GET {uri}: {e}"));
+                assert!(
+                    response.status().is_success(),
+                    "GET {uri}: {}",
+                    response.status()
+                );
+                let body = response.into_body().collect().await;
+                body.unwrap_or_else(|e| panic!("GET {uri}: {e}"))
+                    .to_bytes()
+                    .len()
+            }
+        })
+        .buffer_unordered(concurrency);
+    let read: usize = gets.fold(0, |total, n| async move { total + n }).await;
+    println!("{read}");
 }
 
 const SOURCE: &str = "bench-source";
@@ -643,7 +752,15 @@ async fn main() {
             bucket,
             keys,
             concurrency,
+            lean: false,
         } => raw_get(&endpoint, &bucket, &keys, concurrency).await,
+        Bench::RawGet {
+            endpoint,
+            bucket,
+            keys,
+            concurrency,
+            lean: true,
+        } => raw_get_lean(&endpoint, &bucket, &keys, concurrency).await,
         Bench::Instructions { objects, size } => bench_instructions(objects, size).await,
         Bench::Verify {
             objects,
