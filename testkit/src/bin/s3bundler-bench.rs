@@ -77,7 +77,8 @@ enum Bench {
         #[arg(long)]
         lean: bool,
     },
-    /// Instructions per object of the raw SDK GET loop and of `s3bundler bundle`, counted by
+    /// Instructions per object of the raw SDK GET loop, the lean GET loop (`raw-get --lean`)
+    /// and `s3bundler bundle`, counted by
     /// valgrind (callgrind): unlike CPU time, the count does not move with what else the
     /// machine is doing. Each runs over `objects` and twice as many objects; the difference
     /// leaves out start-up.
@@ -272,7 +273,6 @@ async fn bench_bundle(
     use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (server, _client, keys) = source_objects(scratch.path(), objects, size).await;
-    let archive = ARCHIVE;
     let proxy = latency.map(|latency| {
         FaultProxy::start(
             &server.endpoint,
@@ -348,19 +348,7 @@ async fn bench_bundle(
         lean.cpu_seconds / raw.cpu_seconds.max(1e-9)
     );
 
-    let mut command = Command::new(s3bundler_binary());
-    command
-        .args([
-            "bundle",
-            "-m",
-            &format!("s3://{archive}/{MANIFEST}"),
-            "-b",
-            archive,
-            "--json",
-        ])
-        .envs(s3bundler_testkit::cli_env(endpoint))
-        // As over HTTPS to AWS, where bodies are not SHA-256-signed (the raw loop uploads none).
-        .env("S3BUNDLER_SIGN_PAYLOAD", "never");
+    let mut command = bundle_command(endpoint);
     if let Some(concurrency) = concurrency {
         command.args(["--concurrency", &concurrency.to_string()]);
     }
@@ -430,7 +418,19 @@ async fn raw_get(endpoint: &str, bucket: &str, keys: &Path, concurrency: usize) 
     println!("{read}");
 }
 
-/// GETs in flight for both sides of the instruction count: valgrind runs one thread at a time.
+/// `s3bundler bundle` of the benchmark's manifest into its archive bucket, printing JSON.
+fn bundle_command(endpoint: &str) -> Command {
+    let mut command = Command::new(s3bundler_binary());
+    command
+        .args(["bundle", "-m", &format!("s3://{ARCHIVE}/{MANIFEST}")])
+        .args(["-b", ARCHIVE, "--json"])
+        .envs(s3bundler_testkit::cli_env(endpoint))
+        // As over HTTPS to AWS, where bodies are not SHA-256-signed (the raw loop uploads none).
+        .env("S3BUNDLER_SIGN_PAYLOAD", "never");
+    command
+}
+
+/// GETs in flight for every side of the instruction count: valgrind runs one thread at a time.
 const COUNTED_CONCURRENCY: usize = 64;
 
 /// This binary's raw GET loop over the keys in `keys_file`, with the SDK or without (`lean`).
@@ -476,17 +476,8 @@ async fn bench_instructions(objects: u64, size: u64) {
             true,
         ));
         let bundle = instructions(
-            Command::new(s3bundler_binary())
-                .args(["bundle", "-m", &format!("s3://{ARCHIVE}/{MANIFEST}")])
-                .args([
-                    "-b",
-                    ARCHIVE,
-                    "--json",
-                    "--concurrency",
-                    &COUNTED_CONCURRENCY.to_string(),
-                ])
-                .envs(s3bundler_testkit::cli_env(&server.endpoint))
-                .env("S3BUNDLER_SIGN_PAYLOAD", "never"),
+            bundle_command(&server.endpoint)
+                .args(["--concurrency", &COUNTED_CONCURRENCY.to_string()]),
         );
         counts.push([raw, lean, bundle]);
     }
