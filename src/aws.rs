@@ -182,11 +182,12 @@ impl AwsOptions {
     }
 
     pub fn s3(&self, config: &SdkConfig) -> S3 {
+        let force_path_style = self.custom_endpoint() && !self.virtual_hosted_style;
         let s3_config = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(self.custom_endpoint() && !self.virtual_hosted_style)
+            .force_path_style(force_path_style)
             .interceptor(self.attempt_timeouts())
             .build();
-        S3::new(
+        let s3 = S3::new(
             aws_sdk_s3::Client::from_conf(s3_config),
             WriteSettings {
                 sse: self.sse,
@@ -197,7 +198,36 @@ impl AwsOptions {
                     .signs(custom_s3_endpoint(self.endpoint_url.as_deref()).as_deref()),
                 retry: crate::retry::RetryPolicy::for_duration(self.retry_for),
             },
-        )
+        );
+        match self.lean_objects(config, force_path_style) {
+            Ok(lean) => s3.with_lean(lean),
+            Err(why) => {
+                tracing::debug!("every GET goes through the SDK: {why}");
+                s3
+            }
+        }
+    }
+
+    /// The lean GET path, from the same credentials, region and endpoint settings.
+    fn lean_objects(
+        &self,
+        config: &SdkConfig,
+        force_path_style: bool,
+    ) -> std::result::Result<crate::get_object::LeanObjects, String> {
+        let provider = config
+            .credentials_provider()
+            .ok_or("no credentials provider")?;
+        let settings = crate::get_object::EndpointSettings {
+            region: config
+                .region()
+                .map_or("us-east-1".to_string(), |r| r.to_string()),
+            endpoint_url: custom_s3_endpoint(self.endpoint_url.as_deref()),
+            force_path_style,
+            use_fips: config.use_fips().unwrap_or(false),
+            use_dual_stack: config.use_dual_stack().unwrap_or(false),
+        };
+        let get = crate::get_object::LeanGet::new(provider, self.request_timeout)?;
+        Ok(crate::get_object::LeanObjects::new(get, settings))
     }
 
     pub fn ecs(&self, config: &SdkConfig) -> Ecs {

@@ -2,6 +2,9 @@
 //! key with commas, quotes or newlines still fits on one CSV line. Decoding turns `+` into a
 //! space and then `%XX` into a byte. Encoding is the inverse used for bundle manifests: letters,
 //! digits and `-_.*/` stay, a space becomes `+`, every other byte becomes `%XX`.
+//!
+//! Requests name a key in their path (GetObject) or in `x-amz-copy-source` (copies) in S3's
+//! URI encoding instead: see [`request_path_key`].
 
 use std::borrow::Cow;
 
@@ -9,6 +12,19 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the URL-decoded key is not valid UTF-8")]
 pub struct KeyDecodeError;
+
+/// Percent-encodes a key for a request path or a copy source: everything but the unreserved
+/// characters and `/`, so that S3 sees the key byte for byte and nothing is normalised
+/// (`a/../b` stays).
+pub fn request_path_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
+}
 
 fn hex_value(byte: u8) -> Option<u8> {
     match byte {
@@ -91,6 +107,13 @@ pub fn encode_key(key: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_keep_slashes_and_dots_and_encode_everything_else() {
+        assert_eq!(request_path_key("a/../b c+d%e"), "a/../b%20c%2Bd%25e");
+        assert_eq!(request_path_key("ü/~x_y-z"), "%C3%BC/~x_y-z");
+        assert_eq!(request_path_key("?versionId=1&x"), "%3FversionId%3D1%26x");
+    }
 
     fn decoded(text: &str) -> String {
         decode_key(text.as_bytes())

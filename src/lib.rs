@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 #[cfg(test)]
 mod fuzzing;
+pub mod get_object;
 pub mod group;
 pub mod heartbeat;
 pub mod inventory;

@@ -254,35 +254,11 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
     match error {
         SdkError::ServiceError(service) => {
             let err = service.err();
-            let code = err.code().unwrap_or("");
-            let message = err.message().unwrap_or("");
-            let detail = || {
-                let status = status.map(|s| format!("HTTP {s} ")).unwrap_or_default();
-                format!("{status}{code} {message}").trim().to_string()
-            };
-            match (code, status) {
-                // S3 answers 403 for an archived object: the code decides, before the status.
-                ("InvalidObjectState", _) => RemoteFailure::InvalidObjectState,
-                (code, _) if is_caller_refused(code) => RemoteFailure::Credentials(detail()),
-                (
-                    "NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" | "NoSuchUpload",
-                    _,
-                )
-                | (_, Some(404)) => RemoteFailure::NotFound,
-                ("AccessDenied" | "AllAccessDisabled", _) | (_, Some(403)) => {
-                    RemoteFailure::AccessDenied
-                }
-                ("PreconditionFailed", _) | (_, Some(412)) => RemoteFailure::PreconditionFailed,
-                // The server lacks the operation: asking again will not add it.
-                ("NotImplemented", _) | (_, Some(501)) => RemoteFailure::Permanent(detail()),
-                ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded", _)
-                | (_, Some(429 | 503)) => RemoteFailure::Throttled(detail()),
-                ("RequestTimeout" | "InternalError" | "ServiceUnavailable", _) => {
-                    RemoteFailure::Transient(detail())
-                }
-                (_, Some(s)) if s >= 500 => RemoteFailure::Transient(detail()),
-                _ => RemoteFailure::Permanent(detail()),
-            }
+            classify_answer(
+                err.code().unwrap_or(""),
+                err.message().unwrap_or(""),
+                status,
+            )
         }
         SdkError::TimeoutError(_) => RemoteFailure::Transient(
             "no answer within the request timeout (--request-timeout, S3BUNDLER_REQUEST_TIMEOUT)"
@@ -308,6 +284,32 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
             RemoteFailure::Transient(format!("bad response: {}", error_chain(error)))
         }
         other => RemoteFailure::Permanent(error_chain(other)),
+    }
+}
+
+/// Classifies an S3 error answer by its code and HTTP status.
+pub fn classify_answer(code: &str, message: &str, status: Option<u16>) -> RemoteFailure {
+    let detail = || {
+        let status = status.map(|s| format!("HTTP {s} ")).unwrap_or_default();
+        format!("{status}{code} {message}").trim().to_string()
+    };
+    match (code, status) {
+        // S3 answers 403 for an archived object: the code decides, before the status.
+        ("InvalidObjectState", _) => RemoteFailure::InvalidObjectState,
+        (code, _) if is_caller_refused(code) => RemoteFailure::Credentials(detail()),
+        ("NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" | "NoSuchUpload", _)
+        | (_, Some(404)) => RemoteFailure::NotFound,
+        ("AccessDenied" | "AllAccessDisabled", _) | (_, Some(403)) => RemoteFailure::AccessDenied,
+        ("PreconditionFailed", _) | (_, Some(412)) => RemoteFailure::PreconditionFailed,
+        // The server lacks the operation: asking again will not add it.
+        ("NotImplemented", _) | (_, Some(501)) => RemoteFailure::Permanent(detail()),
+        ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded", _)
+        | (_, Some(429 | 503)) => RemoteFailure::Throttled(detail()),
+        ("RequestTimeout" | "InternalError" | "ServiceUnavailable", _) => {
+            RemoteFailure::Transient(detail())
+        }
+        (_, Some(s)) if s >= 500 => RemoteFailure::Transient(detail()),
+        _ => RemoteFailure::Permanent(detail()),
     }
 }
 
@@ -377,11 +379,26 @@ fn check_lengths(uri: &S3Uri, version_id: Option<&str>) -> Result<(), RemoteFail
 pub struct S3 {
     client: aws_sdk_s3::Client,
     settings: WriteSettings,
+    /// Whole-object GETs without the SDK's per-request machinery, where a bucket allows it.
+    lean: Option<std::sync::Arc<crate::get_object::LeanObjects>>,
 }
 
 impl S3 {
     pub fn new(client: aws_sdk_s3::Client, settings: WriteSettings) -> Self {
-        S3 { client, settings }
+        S3 {
+            client,
+            settings,
+            lean: None,
+        }
+    }
+
+    pub fn with_lean(mut self, lean: crate::get_object::LeanObjects) -> Self {
+        self.lean = Some(std::sync::Arc::new(lean));
+        self
+    }
+
+    pub fn lean(&self) -> Option<&crate::get_object::LeanObjects> {
+        self.lean.as_deref()
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
@@ -800,13 +817,7 @@ impl S3 {
 
 /// `bucket/key[?versionId=…]` for x-amz-copy-source, with the key percent-encoded.
 pub(crate) fn copy_source(uri: &S3Uri, version_id: Option<&str>) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let key = percent_encoding::utf8_percent_encode(&uri.key, KEEP);
+    let key = crate::key_encoding::request_path_key(&uri.key);
     match version_id {
         Some(version) => format!("{}/{key}?versionId={version}", uri.bucket),
         None => format!("{}/{key}", uri.bucket),

@@ -597,3 +597,46 @@ async fn an_object_that_never_answers_goes_to_the_dlq_once_the_retry_time_is_up(
     assert_eq!(dlq[0].reason, DlqReason::Retry);
     assert!(dlq[0].detail.contains("gave up after"), "{:?}", dlq[0]);
 }
+
+/// A body that stops sending halfway while its connection stays open is read on from where it
+/// stopped once it has sent nothing for the stall timeout (the request timeout here, 2 s).
+/// Without that timeout the lean GET path waited on such a body forever.
+#[tokio::test]
+async fn a_body_that_stops_sending_is_read_on_from_where_it_stopped() {
+    let (client, bucket, manifest) = local_objects("stalled", 4, 300_000).await;
+    let stalling = proxy(
+        &LocalS3::shared().endpoint,
+        FaultPlan {
+            stall_keys_containing: Some("objects/".into()),
+            ..FaultPlan::default()
+        },
+    );
+    let args = [
+        "bundle", "-m", &manifest, "-b", &bucket, "-p", "out", "--json",
+    ];
+    let bundle = s3bundler_with_env(
+        &stalling.endpoint,
+        &args,
+        &[("S3BUNDLER_REQUEST_TIMEOUT", "2")],
+    );
+    let out = tokio::time::timeout(Duration::from_secs(120), bundle)
+        .await
+        .unwrap_or_else(|_| panic!("bundle still waits on a stalled body after 120 s"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stalled = stalling
+        .counts
+        .stalled_bodies
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stalled, 4, "every object's first body stalled");
+    let (index, archive) = read_outputs(&client, &bucket, &out.json()).await;
+    assert_eq!(index.len(), 4, "{index:?}");
+    for row in &index {
+        let seed: u8 = row.key["objects/".len()..].parse().unwrap_or(255);
+        let start = row.data_offset.unwrap_or(0) as usize;
+        assert!(
+            archive[start..start + row.size as usize] == body(300_000, seed),
+            "archived bytes of {} differ",
+            row.key
+        );
+    }
+}

@@ -45,6 +45,49 @@ pub struct ObjectInfo {
 }
 
 impl ObjectInfo {
+    /// The description a lean GET's headers give, as `object_info!` reads the SDK's.
+    pub fn from_head(
+        head: &crate::get_object::ObjectHead,
+        entry: &ManifestEntry<'_>,
+        requested_version: &Option<String>,
+    ) -> Self {
+        ObjectInfo {
+            version_id: head
+                .version_id
+                .clone()
+                .or_else(|| requested_version.clone()),
+            etag: head
+                .etag
+                .as_deref()
+                .unwrap_or("")
+                .trim_matches('"')
+                .to_string(),
+            last_modified: head
+                .last_modified
+                .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok())
+                .unwrap_or_default(),
+            mtime: head
+                .last_modified
+                .map_or(0, |t| u64::try_from(t.secs()).unwrap_or(0)),
+            size: head.size,
+            storage_class: head
+                .storage_class
+                .clone()
+                .or_else(|| entry.storage_class.as_deref().map(str::to_string))
+                .unwrap_or_else(|| "STANDARD".to_string()),
+            content_type: head.content_type.clone(),
+            content_encoding: head.content_encoding.clone(),
+            content_language: head.content_language.clone(),
+            content_disposition: head.content_disposition.clone(),
+            cache_control: head.cache_control.clone(),
+            expires: head.expires.clone(),
+            metadata: head.metadata.clone(),
+            tags: BTreeMap::new(),
+            opaque_etag: matches!(head.sse.as_deref(), Some("aws:kms" | "aws:kms:dsse"))
+                || head.sse_customer_algorithm.is_some(),
+        }
+    }
+
     /// True when the ETag is the MD5 of the bytes, so the computed MD5 must equal it.
     pub fn md5_checkable(&self) -> bool {
         !self.opaque_etag && is_plain_md5(&self.etag)
@@ -221,6 +264,11 @@ pub struct ObjectReader {
     size: u64,
     resumes: u32,
     md5: Md5,
+    /// The full-object checksum to check the body against (lean GETs only).
+    checksum: Option<crate::get_object::BodyChecksum>,
+    /// How long a lean body may send nothing before it is resumed; the SDK's stalled-stream
+    /// protection covers its own bodies.
+    stall: Option<std::time::Duration>,
 }
 
 impl ObjectReader {
@@ -232,6 +280,18 @@ impl ObjectReader {
     ) -> Result<(ObjectInfo, ObjectReader), ReadFailure> {
         let uri = entry_uri(entry);
         let version_id = entry.version_id.as_deref().map(str::to_string);
+        if let Some(lean) = s3.lean() {
+            let conditions = crate::get_object::Conditions {
+                version_id: version_id.as_deref(),
+                expected_bucket_owner: s3.settings().expected_bucket_owner.as_deref(),
+                ..Default::default()
+            };
+            if let Some(answer) = lean.get(&uri.bucket, &uri.key, conditions).await {
+                let (head, body) =
+                    answer.map_err(|failure| ReadFailure::from_remote_for(failure, &uri))?;
+                return Self::opened_lean(s3, entry, uri, version_id, head, body).await;
+            }
+        }
         let output = send_for_object!(s3.client().get_object(), s3, uri, version_id)?;
         let mut info = object_info!(output, entry, version_id);
         check_size(&info, entry)?;
@@ -248,6 +308,40 @@ impl ObjectReader {
             received: 0,
             resumes: 0,
             md5: Md5::new(),
+            checksum: None,
+            stall: None,
+        };
+        Ok((info, reader))
+    }
+
+    /// The reader of a lean GET's answer: its body is checked against the full-object
+    /// checksum S3 sent, which the SDK path leaves to the SDK.
+    async fn opened_lean(
+        s3: &S3,
+        entry: &ManifestEntry<'_>,
+        uri: S3Uri,
+        version_id: Option<String>,
+        head: crate::get_object::ObjectHead,
+        body: hyper::body::Incoming,
+    ) -> Result<(ObjectInfo, ObjectReader), ReadFailure> {
+        let checksum = crate::get_object::BodyChecksum::for_answer(&head);
+        let mut info = ObjectInfo::from_head(&head, entry, &version_id);
+        check_size(&info, entry)?;
+        if head.tag_count > 0 {
+            info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;
+        }
+        let reader = ObjectReader {
+            s3: s3.clone(),
+            uri,
+            version_id,
+            if_match: head.etag.clone(),
+            size: info.size,
+            body: ByteStream::new(aws_smithy_types::body::SdkBody::from_body_1_x(body)),
+            received: 0,
+            resumes: 0,
+            md5: Md5::new(),
+            checksum,
+            stall: s3.lean().map(|lean| lean.body_stall()),
         };
         Ok((info, reader))
     }
@@ -256,7 +350,22 @@ impl ObjectReader {
     /// stopped; a body that grows past the manifest's size is refused.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ReadFailure> {
         loop {
-            match self.body.try_next().await {
+            let next = match self.stall {
+                None => self.body.try_next().await,
+                Some(stall) => match tokio::time::timeout(stall, self.body.try_next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.resume(format!(
+                            "the body stalled for {} s after {} bytes",
+                            stall.as_secs(),
+                            self.received
+                        ))
+                        .await?;
+                        continue;
+                    }
+                },
+            };
+            match next {
                 Ok(Some(chunk)) => {
                     self.received += chunk.len() as u64;
                     if self.received > self.size {
@@ -266,9 +375,17 @@ impl ObjectReader {
                         ));
                     }
                     self.md5.update(&chunk);
+                    if let Some(checksum) = self.checksum.as_mut() {
+                        checksum.update(&chunk);
+                    }
                     return Ok(Some(chunk));
                 }
-                Ok(None) if self.received == self.size => return Ok(None),
+                Ok(None) if self.received == self.size => {
+                    if let Some(checksum) = self.checksum.take() {
+                        checksum.verify().map_err(ReadFailure::Corrupt)?;
+                    }
+                    return Ok(None);
+                }
                 Ok(None) => {
                     self.resume(format!(
                         "the body ended after {} of {} bytes",

@@ -34,6 +34,9 @@ pub struct FaultPlan {
     /// The first this many GetObjects have their body cut after half its bytes: a read whose
     /// resumption must then go through.
     pub get_cut_first: u64,
+    /// The first GetObject of each key containing this text sends half its body, then nothing
+    /// more while the connection stays open: a stalled body, which only a read timeout ends.
+    pub stall_keys_containing: Option<String>,
     /// UploadPart answered 500 InternalError.
     pub upload_part_500_every: u64,
     /// GetObject of keys containing this text always answers 503.
@@ -127,6 +130,8 @@ pub struct FaultCounts {
     pub injected_503: AtomicU64,
     pub injected_500: AtomicU64,
     pub cut_bodies: AtomicU64,
+    /// Bodies that stopped sending halfway (`get_stall_first`).
+    pub stalled_bodies: AtomicU64,
     pub failed_parts: AtomicU64,
     pub corrupted: AtomicU64,
     /// GetObjectTagging requests seen.
@@ -282,12 +287,15 @@ struct State {
     failing_puts: AtomicU64,
     /// GetObject attempts by bucket/key, for `slowdown_first_tries`.
     tries: Mutex<HashMap<String, u64>>,
+    /// Keys whose body was stalled once (`stall_keys_containing`).
+    stalled: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How to spoil the body of a forwarded GetObject's answer.
 #[derive(Default)]
 struct Spoil {
     cut: bool,
+    stall: bool,
     corrupt: bool,
 }
 
@@ -330,6 +338,7 @@ impl State {
         }
         Ok(Spoil {
             cut: hits(n, plan.get_cut_every) || n <= plan.get_cut_first,
+            stall: self.first_stall(key),
             corrupt: plan
                 .corrupt_keys_containing
                 .as_deref()
@@ -359,6 +368,18 @@ impl State {
         let tried = tries.entry(key.to_string()).or_default();
         *tried += 1;
         *tried <= limit
+    }
+
+    /// True for the first GetObject of a key `stall_keys_containing` matches.
+    fn first_stall(&self, key: &str) -> bool {
+        let Some(needle) = self.plan.stall_keys_containing.as_deref() else {
+            return false;
+        };
+        key.contains(needle)
+            && self
+                .stalled
+                .lock()
+                .is_ok_and(|mut stalled| stalled.insert(key.to_string()))
     }
 
     fn failed_part(&self) -> Option<Injected<'static>> {
@@ -484,9 +505,13 @@ async fn handle(
         return Response::from_parts(head, corrupt_body(body));
     }
     match length {
+        Some(length) if spoil.stall && head.status.is_success() && length > 1 => {
+            counts.stalled_bodies.fetch_add(1, Ordering::Relaxed);
+            Response::from_parts(head, half_body(body, length / 2, HalfEnd::Stall))
+        }
         Some(length) if spoil.cut && head.status.is_success() && length > 1 => {
             counts.cut_bodies.fetch_add(1, Ordering::Relaxed);
-            Response::from_parts(head, cut_body(body, length / 2))
+            Response::from_parts(head, half_body(body, length / 2, HalfEnd::Cut))
         }
         _ => Response::from_parts(
             head,
@@ -496,10 +521,22 @@ async fn handle(
     }
 }
 
-/// The first `keep` bytes of a body, then an error, which ends the connection mid-body.
-fn cut_body(body: Incoming, keep: u64) -> ProxyBody {
-    let stream = futures::stream::unfold((body, keep), |(mut body, left)| async move {
+/// What a spoiled body does after its first half.
+#[derive(Clone, Copy)]
+enum HalfEnd {
+    /// An error, which ends the connection mid-body.
+    Cut,
+    /// Nothing more, with the connection left open.
+    Stall,
+}
+
+/// The first `keep` bytes of a body, then `end`.
+fn half_body(body: Incoming, keep: u64, end: HalfEnd) -> ProxyBody {
+    let stream = futures::stream::unfold((body, keep), move |(mut body, left)| async move {
         if left == 0 {
+            if let HalfEnd::Stall = end {
+                futures::future::pending::<()>().await;
+            }
             let error: Box<dyn std::error::Error + Send + Sync> =
                 "body cut by the test proxy".into();
             return Some((Err(error), (body, 0)));
