@@ -78,8 +78,11 @@ pub struct BundleSettings {
     pub prefix: String,
     /// Objects bigger than this are copied to `bigobjects/` instead of archived.
     pub max_size: u64,
-    /// Object GETs in flight at most (fewer while S3 throttles).
+    /// Object GETs in flight at first (fewer while S3 throttles).
     pub concurrency: usize,
+    /// How far the GETs in flight may grow while S3 answers as fast as it did with fewer:
+    /// `concurrency` itself when the user chose it.
+    pub concurrency_ceiling: usize,
     /// Bytes of object data held in memory at most; at least two archive parts.
     pub max_in_flight: u64,
     pub storage_class: Option<StorageClass>,
@@ -542,7 +545,7 @@ async fn bundle_leased(
     let fetching = Fetching {
         s3: s3.clone(),
         policy: s3.settings().retry,
-        pacer: Pacer::new(settings.concurrency),
+        pacer: Pacer::new(settings.concurrency, settings.concurrency_ceiling),
     };
     let open_copies = OpenUploads::default();
     let copy_lane = CopyLane {
@@ -563,7 +566,7 @@ async fn bundle_leased(
         Pass::new(&places.manifest, summary),
         settings.max_size,
         budget.clone(),
-        settings.concurrency,
+        settings.concurrency_ceiling,
         ready_tx.clone(),
     ));
     let copying = copy_lane.run(
@@ -858,6 +861,9 @@ async fn schedule(
                     .patiently(|| read_whole(&fetching.s3, &entry))
                     .await;
                 drop(slot);
+                if let Ok(object) = &outcome {
+                    fetching.pacer.answered(object.answered_in);
+                }
                 let message = match outcome {
                     Ok(object) => Ready::Member(entry, Box::new(object), permit),
                     Err(failure) => Ready::Failed(entry, failure),
@@ -1051,7 +1057,9 @@ impl Members<'_> {
     }
 
     async fn append(&mut self, entry: &ManifestEntry<'_>, object: WholeObject) -> Result<()> {
-        let WholeObject { info, data, md5 } = object;
+        let WholeObject {
+            info, data, md5, ..
+        } = object;
         let start = begin_member(self.writer, entry, &info).await?;
         self.writer.write_owned(Bytes::from(data)).await?;
         let row = end_member(self.writer, entry, &info, md5, start).await?;

@@ -269,6 +269,8 @@ pub struct ObjectReader {
     /// How long a lean body may send nothing before it is resumed; the SDK's stalled-stream
     /// protection covers its own bodies.
     stall: Option<std::time::Duration>,
+    /// How long the GET took to answer with its headers: the round trip the GET gate watches.
+    answered_in: std::time::Duration,
 }
 
 impl ObjectReader {
@@ -280,6 +282,7 @@ impl ObjectReader {
     ) -> Result<(ObjectInfo, ObjectReader), ReadFailure> {
         let uri = entry_uri(entry);
         let version_id = entry.version_id.as_deref().map(str::to_string);
+        let started = std::time::Instant::now();
         if let Some(lean) = s3.lean() {
             let conditions = crate::get_object::Conditions {
                 version_id: version_id.as_deref(),
@@ -289,10 +292,13 @@ impl ObjectReader {
             if let Some(answer) = lean.get(&uri.bucket, &uri.key, conditions).await {
                 let (head, body) =
                     answer.map_err(|failure| ReadFailure::from_remote_for(failure, &uri))?;
-                return Self::opened_lean(s3, entry, uri, version_id, head, body).await;
+                let answered_in = started.elapsed();
+                return Self::opened_lean(s3, entry, (uri, version_id), (head, body), answered_in)
+                    .await;
             }
         }
         let output = send_for_object!(s3.client().get_object(), s3, uri, version_id)?;
+        let answered_in = started.elapsed();
         let mut info = object_info!(output, entry, version_id);
         check_size(&info, entry)?;
         if output.tag_count().unwrap_or(0) > 0 {
@@ -310,6 +316,7 @@ impl ObjectReader {
             md5: Md5::new(),
             checksum: None,
             stall: None,
+            answered_in,
         };
         Ok((info, reader))
     }
@@ -319,10 +326,9 @@ impl ObjectReader {
     async fn opened_lean(
         s3: &S3,
         entry: &ManifestEntry<'_>,
-        uri: S3Uri,
-        version_id: Option<String>,
-        head: crate::get_object::ObjectHead,
-        body: hyper::body::Incoming,
+        (uri, version_id): (S3Uri, Option<String>),
+        (head, body): (crate::get_object::ObjectHead, hyper::body::Incoming),
+        answered_in: std::time::Duration,
     ) -> Result<(ObjectInfo, ObjectReader), ReadFailure> {
         let checksum = crate::get_object::BodyChecksum::for_answer(&head);
         let mut info = ObjectInfo::from_head(&head, entry, &version_id);
@@ -342,6 +348,7 @@ impl ObjectReader {
             md5: Md5::new(),
             checksum,
             stall: s3.lean().map(|lean| lean.body_stall()),
+            answered_in,
         };
         Ok((info, reader))
     }
@@ -437,6 +444,11 @@ impl ObjectReader {
         Ok(())
     }
 
+    /// How long the GET took to answer with its headers (tags and body not counted).
+    pub fn answered_in(&self) -> std::time::Duration {
+        self.answered_in
+    }
+
     /// Lowercase hex MD5 of every byte read.
     pub fn md5_hex(self) -> String {
         hex::encode(self.md5.finalize())
@@ -470,6 +482,8 @@ pub struct WholeObject {
     pub info: ObjectInfo,
     pub data: Vec<u8>,
     pub md5: String,
+    /// How long the GET that read it took to answer with its headers.
+    pub answered_in: std::time::Duration,
 }
 
 /// Reads an object whole. When its ETag is a plain MD5 the computed MD5 must match; a mismatch
@@ -522,10 +536,12 @@ async fn read_once(s3: &S3, entry: &ManifestEntry<'_>) -> Result<WholeObject, Re
     while let Some(chunk) = reader.next_chunk().await? {
         data.extend_from_slice(&chunk);
     }
+    let answered_in = reader.answered_in();
     Ok(WholeObject {
         info,
         data,
         md5: reader.md5_hex(),
+        answered_in,
     })
 }
 
