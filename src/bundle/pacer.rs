@@ -355,9 +355,15 @@ mod tests {
         assert_eq!(limit.limit(), 1);
     }
 
-    #[tokio::test]
-    async fn the_gate_admits_only_the_current_limit() {
-        let pacer = Pacer::new(4, 4);
+    /// A gate of 4 that may grow to `ceiling`, its 4 places taken, and a GET waiting at it.
+    async fn full_gate(
+        ceiling: usize,
+    ) -> (
+        Arc<Pacer>,
+        Vec<PacerSlot>,
+        tokio::task::JoinHandle<PacerSlot>,
+    ) {
+        let pacer = Pacer::new(4, ceiling);
         let mut slots = Vec::new();
         for _ in 0..4 {
             slots.push(pacer.acquire().await);
@@ -368,6 +374,12 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
+        (pacer, slots, waiting)
+    }
+
+    #[tokio::test]
+    async fn the_gate_admits_only_the_current_limit() {
+        let (pacer, mut slots, waiting) = full_gate(4).await;
         pacer.throttled();
         assert_eq!(pacer.limit(), 2);
         slots.truncate(2);
@@ -380,17 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn growing_admits_the_gets_waiting_at_the_gate() {
-        let pacer = Pacer::new(4, 8);
-        let mut slots = Vec::new();
-        for _ in 0..4 {
-            slots.push(pacer.acquire().await);
-        }
-        let waiting = tokio::spawn({
-            let pacer = pacer.clone();
-            async move { pacer.acquire().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        let (pacer, _slots, waiting) = full_gate(8).await;
         for _ in 0..4 {
             pacer.answered(Duration::from_millis(20));
         }
