@@ -403,6 +403,9 @@ pub struct Conditions<'a> {
     pub expected_bucket_owner: Option<&'a str>,
 }
 
+/// How long a new connection may take, as `AwsOptions::load` sets it for the SDK.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// GetObject signed with SigV4 on a pooled hyper client, over HTTPS or plain HTTP.
 #[derive(Debug)]
 pub struct LeanGet {
@@ -417,12 +420,17 @@ impl LeanGet {
         provider: SharedCredentialsProvider,
         attempt_timeout: Duration,
     ) -> Result<Self, String> {
+        // As the SDK's client: TCP_NODELAY, and a connect timeout of its own.
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(tcp);
         Ok(LeanGet {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             credentials: CredentialCache::new(provider),
