@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use s3bundler::manifest::ManifestWriter;
 use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
 
 /// At 100 ms a request, the default GETs in flight (128 per core) cap a worker at 1,280
@@ -14,17 +13,7 @@ use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
 async fn the_gets_in_flight_grow_while_answers_stay_fast_unless_chosen() {
     const OBJECTS: usize = 3000;
     let server = LocalS3::shared();
-    let client = s3_client(&server.endpoint);
-    let bucket = new_bucket(&client, "grow").await;
-    let mut manifest = ManifestWriter::default();
-    for i in 0..OBJECTS {
-        let key = format!("objects/{i}");
-        server
-            .write_object_file(&bucket, &key, &body(1024, i as u8))
-            .unwrap_or_else(|e| panic!("{e}"));
-        manifest.push(&entry(&bucket, &key, 1024, None));
-    }
-    put_object(&client, &bucket, "m/grow.0.index", manifest.finish()).await;
+    let (_client, bucket, manifest) = local_objects("grow", OBJECTS, 1024).await;
     let slow = FaultProxy::start(
         &server.endpoint,
         FaultPlan {
@@ -33,7 +22,6 @@ async fn the_gets_in_flight_grow_while_answers_stay_fast_unless_chosen() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let manifest = format!("s3://{bucket}/m/grow.0.index");
     let bundle = |prefix: &'static str, extra: &'static [&'static str]| {
         let args: Vec<&str> = [
             "bundle", "-m", &manifest, "-b", &bucket, "-p", prefix, "--json",

@@ -222,3 +222,27 @@ pub async fn local_inventory(
     .await;
     (bucket, report)
 }
+
+/// `count` objects of `size` bytes under `objects/` in a new bucket of the local server, and
+/// their manifest at `m/<name>.0.index`: (client, bucket, manifest URI).
+pub async fn local_objects(
+    name: &str,
+    count: usize,
+    size: usize,
+) -> (aws_sdk_s3::Client, String, String) {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, name).await;
+    let mut manifest = ManifestWriter::default();
+    for i in 0..count {
+        let key = format!("objects/{i}");
+        server
+            .write_object_file(&bucket, &key, &body(size, i as u8))
+            .unwrap_or_else(|e| panic!("{e}"));
+        manifest.push(&entry(&bucket, &key, size as u64, None));
+    }
+    let key = format!("m/{name}.0.index");
+    put_object(&client, &bucket, &key, manifest.finish()).await;
+    let manifest = format!("s3://{bucket}/{key}");
+    (client, bucket, manifest)
+}
