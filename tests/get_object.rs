@@ -134,15 +134,21 @@ fn head_of(sdk: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> ObjectHe
     }
 }
 
-/// On moto, every header bundle reads (versions, tags, encryption, storage classes, content
-/// headers, metadata, checksums) comes out of the lean GET as the SDK's GetObject gives it,
-/// and archived, missing and changed objects fail as the SDK path classifies them.
-#[tokio::test]
-async fn the_lean_get_reads_every_header_the_sdk_reads_on_moto() {
-    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ServerSideEncryption, StorageClass};
+/// Objects on moto with every header bundle reads (versions, tags, encryption, storage classes,
+/// content headers, UTF-8 metadata, checksums), the endpoint settings of moto, and each
+/// object's (key, version, size).
+async fn objects_with_every_header(
+    name: &str,
+) -> (
+    aws_sdk_s3::Client,
+    String,
+    EndpointSettings,
+    Vec<(String, Option<String>, u64)>,
+) {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption, StorageClass};
     let endpoint_url = s3bundler_testkit::moto::endpoint();
     let client = s3bundler_testkit::s3_client(endpoint_url);
-    let bucket = s3bundler_testkit::new_bucket(&client, "leanmoto").await;
+    let bucket = s3bundler_testkit::new_bucket(&client, name).await;
     common::enable_versioning(&client, &bucket).await;
     let put = |key: &str, size: usize| {
         client
@@ -174,11 +180,15 @@ async fn the_lean_get_reads_every_header_the_sdk_reads_on_moto() {
     ];
     for request in cases {
         let key = request.get_key().clone().unwrap_or_default();
+        let size = request
+            .get_body()
+            .as_ref()
+            .map_or(0, |b| b.bytes().map_or(0, <[u8]>::len));
         let output = request
             .send()
             .await
             .unwrap_or_else(|e| panic!("{key}: {e:?}"));
-        versions.push((key, output.version_id().map(str::to_string)));
+        versions.push((key, output.version_id().map(str::to_string), size as u64));
     }
     let settings = EndpointSettings {
         region: s3bundler_testkit::REGION.into(),
@@ -186,11 +196,21 @@ async fn the_lean_get_reads_every_header_the_sdk_reads_on_moto() {
         force_path_style: true,
         ..EndpointSettings::default()
     };
+    (client, bucket, settings, versions)
+}
+
+/// On moto, every header bundle reads (versions, tags, encryption, storage classes, content
+/// headers, metadata, checksums) comes out of the lean GET as the SDK's GetObject gives it,
+/// and archived, missing and changed objects fail as the SDK path classifies them.
+#[tokio::test]
+async fn the_lean_get_reads_every_header_the_sdk_reads_on_moto() {
+    use aws_sdk_s3::types::{ChecksumMode, StorageClass};
+    let (client, bucket, settings, versions) = objects_with_every_header("leanmoto").await;
     let endpoint = resolve_endpoint(&settings, &bucket)
         .await
         .expect("an endpoint");
     let lean = lean();
-    for (key, version) in &versions {
+    for (key, version, _) in &versions {
         let sdk = client
             .get_object()
             .bucket(&bucket)
@@ -234,7 +254,11 @@ async fn the_lean_get_reads_every_header_the_sdk_reads_on_moto() {
         .expect("the first version");
     assert_eq!(old.size, 10, "the version asked for, not the latest");
 
-    put("archived", 19)
+    client
+        .put_object()
+        .bucket(&bucket)
+        .key("archived")
+        .body(vec![19; 19].into())
         .storage_class(StorageClass::Glacier)
         .send()
         .await
@@ -276,4 +300,43 @@ async fn the_lean_get_reads_every_header_the_sdk_reads_on_moto() {
         ),
         "{classes:?}"
     );
+}
+
+/// bundle's reader describes an object the same (every field its index row and pax records
+/// keep) and reads the same bytes, whether the lean GET read it or, for a bucket the lean
+/// path leaves alone, the SDK's GetObject: both go through `ObjectInfo::from_head`.
+#[tokio::test]
+async fn the_reader_describes_objects_alike_through_the_lean_get_and_the_sdk() {
+    use s3bundler::bundle::object::ObjectReader;
+    use s3bundler::get_object::LeanObjects;
+    use s3bundler::s3::{WriteSettings, S3};
+
+    let (client, bucket, settings, objects) = objects_with_every_header("leanreader").await;
+    let through_sdk = S3::new(client.clone(), WriteSettings::default());
+    let through_lean = S3::new(client.clone(), WriteSettings::default())
+        .with_lean(LeanObjects::new(lean(), settings));
+    for (key, version, size) in &objects {
+        let entry = common::entry(&bucket, key, *size, version.as_deref());
+        let mut read = Vec::new();
+        for s3 in [&through_sdk, &through_lean] {
+            let (info, mut reader) = ObjectReader::open(s3, &entry)
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+            let mut bytes = Vec::new();
+            while let Some(chunk) = reader
+                .next_chunk()
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e:?}"))
+            {
+                bytes.extend_from_slice(&chunk);
+            }
+            read.push((info, bytes, reader.md5_hex()));
+        }
+        assert_eq!(read[0], read[1], "{key} {version:?}: SDK, then lean");
+    }
+    let tagged = ObjectReader::open(&through_sdk, &common::entry(&bucket, "tagged", 11, None))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .0;
+    assert_eq!(tagged.tags.len(), 2, "{tagged:?}");
 }

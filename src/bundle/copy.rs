@@ -7,7 +7,7 @@
 use aws_sdk_s3::types::{CompletedPart, MetadataDirective, StorageClass, TaggingDirective};
 
 use super::object::{
-    check_size, entry_uri, fetch_tags, object_info, send_for_object, ObjectInfo, ReadFailure,
+    check_size, entry_uri, fetch_tags, object_head, send_for_object, ObjectInfo, ReadFailure,
 };
 use super::upload::{abort_upload, complete_upload, part_size_for};
 use crate::archive::layout::big_object_key;
@@ -36,7 +36,7 @@ async fn describe(s3: &S3, entry: &ManifestEntry<'_>) -> Result<ObjectInfo, Read
     let uri = entry_uri(entry);
     let version_id = entry.version_id.as_deref().map(str::to_string);
     let head = send_for_object!(s3.client().head_object(), s3, uri, version_id)?;
-    let mut info = object_info!(head, entry, version_id);
+    let mut info = ObjectInfo::from_head(&object_head!(head), entry, &version_id);
     check_size(&info, entry)?;
     info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;
     Ok(info)

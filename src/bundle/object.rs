@@ -45,7 +45,8 @@ pub struct ObjectInfo {
 }
 
 impl ObjectInfo {
-    /// The description a lean GET's headers give, as `object_info!` reads the SDK's.
+    /// The description an answer's headers give (a lean GET's, or the SDK's through
+    /// `object_head!`); tags come separately.
     pub fn from_head(
         head: &crate::get_object::ObjectHead,
         entry: &ManifestEntry<'_>,
@@ -188,33 +189,22 @@ macro_rules! send_for_object {
 }
 pub(crate) use send_for_object;
 
-/// The description HeadObject and GetObject both return, read through the accessors their
-/// outputs share. Tags come separately.
-macro_rules! object_info {
-    ($output:expr, $entry:expr, $requested_version:expr) => {{
+/// What HeadObject and GetObject both say of an object, as the lean GET reads it off the
+/// headers, through the accessors the SDK's two outputs share: one mapping,
+/// [`ObjectInfo::from_head`], then serves every path. The tag count and checksums are left
+/// out: HeadObject has no tag count, and only the lean path checks checksums itself.
+macro_rules! object_head {
+    ($output:expr) => {{
         let output = &$output;
-        let last_modified = output.last_modified();
-        ObjectInfo {
-            version_id: output
-                .version_id()
-                .map(str::to_string)
-                .or_else(|| $requested_version.clone()),
-            etag: output.e_tag().unwrap_or("").trim_matches('"').to_string(),
-            last_modified: last_modified
-                .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok())
-                .unwrap_or_default(),
-            mtime: last_modified
-                .map(|t| u64::try_from(t.secs()).unwrap_or(0))
-                .unwrap_or(0),
+        crate::get_object::ObjectHead {
             size: output
                 .content_length()
                 .and_then(|l| u64::try_from(l).ok())
                 .unwrap_or(0),
-            storage_class: output
-                .storage_class()
-                .map(|c| c.as_str().to_string())
-                .or_else(|| $entry.storage_class.as_deref().map(str::to_string))
-                .unwrap_or_else(|| "STANDARD".to_string()),
+            etag: output.e_tag().map(str::to_string),
+            last_modified: output.last_modified().copied(),
+            version_id: output.version_id().map(str::to_string),
+            storage_class: output.storage_class().map(|c| c.as_str().to_string()),
             content_type: output.content_type().map(str::to_string),
             content_encoding: output.content_encoding().map(str::to_string),
             content_language: output.content_language().map(str::to_string),
@@ -225,18 +215,15 @@ macro_rules! object_info {
                 .metadata()
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
-            tags: std::collections::BTreeMap::new(),
-            opaque_etag: matches!(
-                output.server_side_encryption(),
-                Some(
-                    aws_sdk_s3::types::ServerSideEncryption::AwsKms
-                        | aws_sdk_s3::types::ServerSideEncryption::AwsKmsDsse
-                )
-            ) || output.sse_customer_algorithm().is_some(),
+            sse: output
+                .server_side_encryption()
+                .map(|s| s.as_str().to_string()),
+            sse_customer_algorithm: output.sse_customer_algorithm().map(str::to_string),
+            ..Default::default()
         }
     }};
 }
-pub(crate) use object_info;
+pub(crate) use object_head;
 
 /// An object whose size is not the manifest's has changed since the inventory.
 pub(crate) fn check_size(info: &ObjectInfo, entry: &ManifestEntry<'_>) -> Result<(), ReadFailure> {
@@ -299,7 +286,7 @@ impl ObjectReader {
         }
         let output = send_for_object!(s3.client().get_object(), s3, uri, version_id)?;
         let answered_in = started.elapsed();
-        let mut info = object_info!(output, entry, version_id);
+        let mut info = ObjectInfo::from_head(&object_head!(output), entry, &version_id);
         check_size(&info, entry)?;
         if output.tag_count().unwrap_or(0) > 0 {
             info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;
