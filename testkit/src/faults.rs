@@ -130,7 +130,7 @@ pub struct FaultCounts {
     pub injected_503: AtomicU64,
     pub injected_500: AtomicU64,
     pub cut_bodies: AtomicU64,
-    /// Bodies that stopped sending halfway (`get_stall_first`).
+    /// Bodies that stopped sending halfway (`stall_keys_containing`).
     pub stalled_bodies: AtomicU64,
     pub failed_parts: AtomicU64,
     pub corrupted: AtomicU64,
@@ -294,8 +294,8 @@ struct State {
 /// How to spoil the body of a forwarded GetObject's answer.
 #[derive(Default)]
 struct Spoil {
-    cut: bool,
-    stall: bool,
+    /// Only the first half of the body is sent.
+    half: Option<HalfEnd>,
     corrupt: bool,
 }
 
@@ -337,8 +337,13 @@ impl State {
             return Err((StatusCode::INTERNAL_SERVER_ERROR, "InternalError"));
         }
         Ok(Spoil {
-            cut: hits(n, plan.get_cut_every) || n <= plan.get_cut_first,
-            stall: self.first_stall(key),
+            half: if self.first_stall(key) {
+                Some(HalfEnd::Stall)
+            } else if hits(n, plan.get_cut_every) || n <= plan.get_cut_first {
+                Some(HalfEnd::Cut)
+            } else {
+                None
+            },
             corrupt: plan
                 .corrupt_keys_containing
                 .as_deref()
@@ -504,14 +509,14 @@ async fn handle(
         counts.corrupted.fetch_add(1, Ordering::Relaxed);
         return Response::from_parts(head, corrupt_body(body));
     }
-    match length {
-        Some(length) if spoil.stall && head.status.is_success() && length > 1 => {
-            counts.stalled_bodies.fetch_add(1, Ordering::Relaxed);
-            Response::from_parts(head, half_body(body, length / 2, HalfEnd::Stall))
-        }
-        Some(length) if spoil.cut && head.status.is_success() && length > 1 => {
-            counts.cut_bodies.fetch_add(1, Ordering::Relaxed);
-            Response::from_parts(head, half_body(body, length / 2, HalfEnd::Cut))
+    match (length, spoil.half) {
+        (Some(length), Some(end)) if head.status.is_success() && length > 1 => {
+            let counted = match end {
+                HalfEnd::Cut => &counts.cut_bodies,
+                HalfEnd::Stall => &counts.stalled_bodies,
+            };
+            counted.fetch_add(1, Ordering::Relaxed);
+            Response::from_parts(head, half_body(body, length / 2, end))
         }
         _ => Response::from_parts(
             head,
