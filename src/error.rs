@@ -130,6 +130,18 @@ pub enum Error {
     #[error("{manifest}: {detail}; nothing was committed, run it again")]
     Incomplete { manifest: String, detail: String },
 
+    /// A write-once record was written by another writer while this attempt ran.
+    #[error("{record} was written by another writer while this attempt ran, and records are never replaced; this attempt committed nothing (run it again: it finds the other writer's records)")]
+    Superseded { record: String },
+
+    /// Two manifests whose records would have one key.
+    #[error("{manifest} would write {record}, which belongs to {owner}: manifests with the same file name share an archive, index and big-object copies; rename this manifest (or bundle it under another --prefix); nothing was written")]
+    Collision {
+        manifest: String,
+        record: String,
+        owner: String,
+    },
+
     /// A local file could not be read or written.
     #[error("{location}: {source}")]
     Io {
@@ -205,14 +217,17 @@ impl Error {
 
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Usage(_) | Error::BadInput { .. } => ExitCode::BadInput,
+            Error::Usage(_) | Error::BadInput { .. } | Error::Collision { .. } => {
+                ExitCode::BadInput
+            }
             Error::Read { .. } => ExitCode::ReadFailed,
             Error::Write { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
                 ExitCode::WriteFailed
             }
-            Error::Remote { .. } | Error::Refused { .. } | Error::Busy { .. } => {
-                ExitCode::RemoteFailed
-            }
+            Error::Remote { .. }
+            | Error::Refused { .. }
+            | Error::Busy { .. }
+            | Error::Superseded { .. } => ExitCode::RemoteFailed,
             Error::Interrupted => ExitCode::Interrupted,
         }
     }

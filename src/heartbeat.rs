@@ -5,6 +5,11 @@
 //! that dies stops beating and its message reappears within one timeout. If the extensions keep
 //! failing until the message may be visible again, another worker may be handed it: the
 //! manifest is then stopped (its uploads aborted, nothing committed) through its [`Stopper`].
+//!
+//! SQS hides a received message for at most 12 hours from its receipt. A manifest that runs
+//! toward that limit keeps its work and its lease: before the limit, its message is handed
+//! over, a fresh copy sent (invisible for a while) and the old one deleted. Whoever receives
+//! the copy finds the manifest's lease held (and waits) or its index written (and is done).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +17,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::shutdown::Stopper;
 use crate::sqs::{Message, Queue};
@@ -30,23 +35,37 @@ pub fn backoff_for(receive_count: u32) -> Duration {
     (Duration::from_secs(30) * (1u32 << doublings)).min(Duration::from_secs(15 * 60))
 }
 
+/// SQS's limit on how long a received message can be kept hidden, counted from its receipt.
+pub const MAX_HIDDEN: Duration = Duration::from_secs(12 * 60 * 60);
+
 /// A running heartbeat; it stops when dropped.
 pub struct Heartbeat {
     task: JoinHandle<()>,
     lost: Arc<AtomicBool>,
+    handed_over: Arc<AtomicBool>,
+}
+
+/// True when a beat due `elapsed` after the receipt could not keep the message hidden until
+/// the next one without going past `limit`: the message must be handed over now.
+pub fn must_hand_over(elapsed: Duration, visibility: Duration, limit: Duration) -> bool {
+    elapsed + visibility + interval_for(visibility) > limit
 }
 
 impl Heartbeat {
-    /// Starts beating; `stopper` stops the manifest if the message cannot be kept hidden.
+    /// Starts beating; `stopper` stops the manifest if the message cannot be kept hidden. The
+    /// message is handed over before `limit` (normally [`MAX_HIDDEN`]) since its receipt.
     pub fn start(
         queue: Queue,
         message: Message,
         visibility: Duration,
+        limit: Duration,
         stopper: Stopper,
     ) -> Heartbeat {
         let lost = Arc::new(AtomicBool::new(false));
-        let flag = lost.clone();
+        let handed_over = Arc::new(AtomicBool::new(false));
+        let (flag, handed) = (lost.clone(), handed_over.clone());
         let task = tokio::spawn(async move {
+            let received = Instant::now();
             let interval = interval_for(visibility);
             let mut ticks = tokio::time::interval(interval);
             // The first tick is immediate: the message was just received with a full timeout.
@@ -54,6 +73,12 @@ impl Heartbeat {
             let mut hidden_until = Instant::now() + visibility;
             loop {
                 ticks.tick().await;
+                if must_hand_over(received.elapsed(), visibility, limit)
+                    && hand_over(&queue, &message, visibility).await
+                {
+                    handed.store(true, Ordering::Relaxed);
+                    return;
+                }
                 match queue.set_visibility(&message, visibility).await {
                     Ok(()) => {
                         hidden_until = Instant::now() + visibility;
@@ -77,13 +102,47 @@ impl Heartbeat {
                 }
             }
         });
-        Heartbeat { task, lost }
+        Heartbeat {
+            task,
+            lost,
+            handed_over,
+        }
     }
 
     /// True once the message could no longer be kept hidden and the manifest was stopped.
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
     }
+
+    /// True once the message was handed over (see [`MAX_HIDDEN`]): it is gone, and a fresh
+    /// copy of it is on the queue, so it is neither deleted nor released.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends a fresh copy of `message`, invisible for a while (a visibility timeout, at most 15
+/// minutes), then deletes the old one. False if the copy could not be sent: the old message
+/// is kept and extended while SQS allows.
+async fn hand_over(queue: &Queue, message: &Message, visibility: Duration) -> bool {
+    let delay = visibility.min(crate::sqs::MAX_DELAY);
+    if let Err(problem) = queue.send_delayed(message.body.clone(), delay).await {
+        warn!(
+            message_id = %message.id,
+            "could not hand the message over before SQS's 12-hour limit: {problem}"
+        );
+        return false;
+    }
+    if let Err(problem) = queue.delete(message).await {
+        // It reappears at the limit; whoever receives it finds the lease or the index.
+        warn!(message_id = %message.id, "could not delete the handed-over message: {problem}");
+    }
+    info!(
+        message_id = %message.id,
+        "message handed over before SQS's limit on hiding it: a fresh copy is on the queue \
+         (visible in {delay:?}); the manifest goes on under its lease"
+    );
+    true
 }
 
 impl Drop for Heartbeat {
@@ -131,7 +190,8 @@ mod tests {
             receive_count: 1,
         };
         let (mut manifest, stopper) = crate::shutdown::Shutdown::never().child();
-        let heartbeat = Heartbeat::start(queue, message, Duration::from_secs(1), stopper);
+        let heartbeat =
+            Heartbeat::start(queue, message, Duration::from_secs(1), MAX_HIDDEN, stopper);
         tokio::time::timeout(Duration::from_secs(10), manifest.requested())
             .await
             .unwrap_or_else(|_| panic!("the manifest was not stopped"));

@@ -769,32 +769,45 @@ impl S3 {
             &common[..shared]
         });
         let listing = S3Uri::new(first.bucket.clone(), prefix.to_string());
-        let listed = crate::retry::retrying(self.settings.retry, &listing, || {
-            self.client
-                .list_multipart_uploads()
-                .bucket(&first.bucket)
-                .prefix(prefix)
-                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-                .send()
-                .map_err(failure)
-        })
-        .await?;
         let mut aborted = 0;
-        for upload in listed.uploads() {
-            let started = upload.initiated().map_or(i64::MAX, |t| t.secs());
-            let target = targets
-                .iter()
-                .find(|t| upload.key() == Some(t.key.as_str()));
-            let (Some(target), Some(id)) = (target, upload.upload_id()) else {
-                continue;
-            };
-            if started >= before {
-                continue;
+        // Every page: a prefix with more than 1,000 uploads in progress lists in several.
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = crate::retry::retrying(self.settings.retry, &listing, || {
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&first.bucket)
+                    .prefix(prefix)
+                    .set_key_marker(markers.0.clone())
+                    .set_upload_id_marker(markers.1.clone())
+                    .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                    .send()
+                    .map_err(failure)
+            })
+            .await?;
+            for upload in page.uploads() {
+                let started = upload.initiated().map_or(i64::MAX, |t| t.secs());
+                let target = targets
+                    .iter()
+                    .find(|t| upload.key() == Some(t.key.as_str()));
+                let (Some(target), Some(id)) = (target, upload.upload_id()) else {
+                    continue;
+                };
+                if started >= before {
+                    continue;
+                }
+                self.abort_upload(target, id).await?;
+                aborted += 1;
             }
-            self.abort_upload(target, id).await?;
-            aborted += 1;
+            let next = (
+                page.next_key_marker().map(str::to_string),
+                page.next_upload_id_marker().map(str::to_string),
+            );
+            if page.is_truncated() != Some(true) || next.0.is_none() || next == markers {
+                return Ok(aborted);
+            }
+            markers = next;
         }
-        Ok(aborted)
     }
 
     /// AbortMultipartUpload, with the expected bucket owner like every other request, tried

@@ -8,6 +8,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::error::{Error, RemoteFailure, Result};
 
+/// The longest a sent message can stay invisible (SendMessage's DelaySeconds).
+pub const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+
 /// A received message.
 #[derive(Clone, Debug)]
 pub struct Message {
@@ -162,10 +165,18 @@ impl Queue {
     }
 
     pub async fn send(&self, body: String) -> Result<()> {
+        self.send_delayed(body, Duration::ZERO).await
+    }
+
+    /// Sends a message that stays invisible for `delay` (at most 15 minutes, SQS's limit).
+    pub async fn send_delayed(&self, body: String, delay: Duration) -> Result<()> {
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .set_delay_seconds(
+                Some(delay.as_secs().min(MAX_DELAY.as_secs()) as i32).filter(|d| *d > 0),
+            )
             .send()
             .await
             .map_err(|e| {

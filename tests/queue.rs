@@ -533,6 +533,66 @@ async fn the_heartbeat_keeps_a_manifest_longer_than_the_visibility_timeout_from_
     assert_eq!(messages_left(moto, &queue).await, 0);
 }
 
+/// SQS hides a received message for 12 hours at most (here, a limit of 4 s): a manifest that
+/// runs past it hands its message over (a fresh copy, the old one deleted) and finishes under its
+/// lease; the copy then finds the index. The old code could only let the message reappear, and
+/// a second worker redid the manifest from zero, forever for a manifest longer than the limit.
+#[tokio::test]
+async fn a_manifest_longer_than_sqs_allows_a_message_hidden_is_handed_over_not_restarted() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = versioned_bucket(&client, "handover").await;
+    let manifest = slow_manifest(&client, &bucket, 8, 1000).await;
+    let queue = create_queue(moto, &s3bundler_testkit::unique_name("handover"), 2, None).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    // 8 GETs of 1 s one at a time: about 8 s, twice the limit.
+    let proxy = FaultProxy::start(
+        moto,
+        FaultPlan {
+            get_delay: Some(Duration::from_millis(1000)),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let worker = s3bundler(
+        &proxy.endpoint,
+        &worker_args(
+            &queue,
+            &bucket,
+            &[
+                "--concurrency",
+                "1",
+                "--max-messages",
+                "2",
+                "--idle-timeout",
+                "6",
+                "--message-hold-limit",
+                "4",
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(worker.code, 0, "{worker:?}");
+    assert!(worker.stderr.contains("handed over"), "{}", worker.stderr);
+    assert_eq!(
+        worker.stderr.matches("successfully archived").count(),
+        1,
+        "{}",
+        worker.stderr
+    );
+    assert!(
+        worker.stderr.contains("already bundled"),
+        "{}",
+        worker.stderr
+    );
+    let versions = versions_per_key(&client, &bucket, "archives/").await;
+    assert!(
+        !versions.is_empty() && versions.values().all(|&n| n == 1),
+        "{versions:?}"
+    );
+    assert_eq!(messages_left(moto, &queue).await, 0);
+}
+
 #[tokio::test]
 async fn a_message_delivered_twice_is_bundled_once() {
     let moto = moto::endpoint();

@@ -109,10 +109,43 @@ pub fn is_bundle_output(prefix: &str, key: &str) -> bool {
         })
 }
 
-/// Where an object too big to bundle is copied: `PREFIX/H2/SOURCE/bigobjects/<key>`.
-pub fn big_object_key(prefix: &str, source_bucket: &str, key: &str) -> String {
+/// Which of a key's contents a big-object copy holds, so that two versions of one key never
+/// share a copy (a committed copy is never replaced): the manifest's version ID, or else its
+/// ETag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOf<'a> {
+    Version(&'a str),
+    Etag(&'a str),
+    /// A manifest that names neither (the original tools' three columns).
+    Unknown,
+}
+
+impl<'a> CopyOf<'a> {
+    /// From a manifest entry's version ID and ETag; the version `null` (an object written
+    /// while versioning was off) names no version.
+    pub fn of(version_id: Option<&'a str>, etag: Option<&'a str>) -> Self {
+        let named = |v: Option<&'a str>| v.map(|v| v.trim_matches('"')).filter(|v| !v.is_empty());
+        match (named(version_id).filter(|v| *v != "null"), named(etag)) {
+            (Some(version), _) => CopyOf::Version(version),
+            (None, Some(etag)) => CopyOf::Etag(etag),
+            (None, None) => CopyOf::Unknown,
+        }
+    }
+}
+
+/// Where an object too big to bundle is copied: `PREFIX/H2/SOURCE/bigobjects-by-version/V/<key>`
+/// or `PREFIX/H2/SOURCE/bigobjects-by-etag/E/<key>`, or the original tools'
+/// `PREFIX/H2/SOURCE/bigobjects/<key>` when the manifest names neither. The version or ETag is
+/// one path segment (`%` and `/` percent-encoded), so no two (key, version) pairs share a key.
+pub fn big_object_key(prefix: &str, source_bucket: &str, key: &str, of: CopyOf<'_>) -> String {
     let hash = hash_prefix(&format!("{source_bucket}/{key}"));
-    join_prefix(prefix, &format!("{hash}/{source_bucket}/bigobjects/{key}"))
+    let segment = |text: &str| text.replace('%', "%25").replace('/', "%2F");
+    let folder = match of {
+        CopyOf::Version(version) => format!("bigobjects-by-version/{}", segment(version)),
+        CopyOf::Etag(etag) => format!("bigobjects-by-etag/{}", segment(etag)),
+        CopyOf::Unknown => "bigobjects".to_string(),
+    };
+    join_prefix(prefix, &format!("{hash}/{source_bucket}/{folder}/{key}"))
 }
 
 #[cfg(test)]
@@ -188,7 +221,10 @@ mod tests {
             "",
             &BundleLayout::new("", "s", "x.0.index", Compression::None).index_key
         ));
-        assert!(is_bundle_output("", &big_object_key("", "src", "a/b")));
+        assert!(is_bundle_output(
+            "",
+            &big_object_key("", "src", "a/b", CopyOf::Unknown)
+        ));
         assert!(!is_bundle_output(
             "bundles",
             "s3grouper-output/src-manifest.0.index"
@@ -203,10 +239,31 @@ mod tests {
 
     #[test]
     fn big_objects_keep_their_key() {
-        let key = big_object_key("bundles", "src", "a/b c.bin");
+        let key = big_object_key("bundles", "src", "a/b c.bin", CopyOf::Unknown);
         assert!(
             key.starts_with("bundles/") && key.ends_with("/src/bigobjects/a/b c.bin"),
             "{key}"
         );
+    }
+
+    /// Two versions of one key, or two contents of an unversioned key, never share a copy;
+    /// no version or ETag can make one key's copy land on another key's.
+    #[test]
+    fn each_version_of_a_big_object_has_a_copy_of_its_own() {
+        let key = |k: &str, of| big_object_key("p", "src", k, of);
+        let v1 = key("a", CopyOf::of(Some("v1"), Some("e1")));
+        let v2 = key("a", CopyOf::of(Some("v2"), Some("e1")));
+        assert!(v1.ends_with("/src/bigobjects-by-version/v1/a"), "{v1}");
+        assert_ne!(v1, v2);
+        let e1 = key("a", CopyOf::of(Some("null"), Some("\"e1\"")));
+        assert!(e1.ends_with("/src/bigobjects-by-etag/e1/a"), "{e1}");
+        assert_ne!(e1, key("a", CopyOf::of(None, Some("e2"))));
+        // A version with a slash stays one segment.
+        assert_ne!(
+            key("b/c", CopyOf::Version("x")),
+            key("c", CopyOf::Version("x/b"))
+        );
+        assert!(key("c", CopyOf::Version("x/b")).ends_with("/bigobjects-by-version/x%2Fb/c"));
+        assert_eq!(CopyOf::of(Some(""), None), CopyOf::Unknown);
     }
 }

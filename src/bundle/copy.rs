@@ -4,18 +4,22 @@
 //! UploadPartCopy ranges of a multipart upload whose headers, metadata and tags are set
 //! explicitly (a multipart copy does not carry them over by itself).
 
-use aws_sdk_s3::types::{CompletedPart, MetadataDirective, StorageClass, TaggingDirective};
+use std::collections::BTreeMap;
 
+use aws_sdk_s3::types::{CompletedPart, MetadataDirective, StorageClass, TaggingDirective};
+use tracing::{debug, info};
+
+use super::commit::{complete_once, put_once, Identity};
 use super::object::{
     check_size, entry_uri, fetch_tags, object_head, send_for_object, ObjectInfo, ReadFailure,
 };
-use super::upload::{abort_upload, complete_upload, part_size_for};
-use crate::archive::layout::big_object_key;
+use super::upload::{abort_upload, part_size_for};
+use crate::archive::layout::{big_object_key, CopyOf};
 use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::ManifestEntry;
 use crate::retry::retrying;
-use crate::s3::{copy_source, failure, with_object_headers, ObjectHeaders, S3};
+use crate::s3::{copy_source, failure, with_object_headers, ObjectHead, ObjectHeaders, Put, S3};
 use crate::s3uri::S3Uri;
 use futures_util::TryFutureExt;
 
@@ -29,6 +33,9 @@ pub struct CopySettings {
     pub multipart_threshold: u64,
     /// Multipart copies under way, so that a stopped manifest aborts them.
     pub open_uploads: super::OpenUploads,
+    /// When this attempt started (seconds since the epoch): a multipart copy to the same
+    /// target started before it belongs to an attempt that stopped.
+    pub attempt_started: i64,
 }
 
 /// HeadObject and GetObjectTagging: what the copy must keep.
@@ -42,7 +49,58 @@ async fn describe(s3: &S3, entry: &ManifestEntry<'_>) -> Result<ObjectInfo, Read
     Ok(info)
 }
 
-/// Copies one big object and writes its `.metadata`; returns its index row.
+/// User metadata of a big-object copy (and of its `.metadata`): the source version and ETag
+/// it holds, so that `verify` can prove it, and a second writer recognises a copy of the same
+/// contents as its own.
+pub const SOURCE_ETAG_METADATA: &str = "s3bundler-source-etag";
+pub const SOURCE_VERSION_METADATA: &str = "s3bundler-source-version-id";
+/// S3's limit on user metadata (keys and values, UTF-8 bytes).
+const MAX_USER_METADATA: usize = 2048;
+
+/// The source contents a copy holds: its identity as a write-once record.
+fn source_identity(info: &ObjectInfo) -> Identity {
+    let mut entries = vec![(SOURCE_ETAG_METADATA.to_string(), info.etag.clone())];
+    if let Some(version) = &info.version_id {
+        entries.push((SOURCE_VERSION_METADATA.to_string(), version.clone()));
+    }
+    Identity::new(entries)
+}
+
+/// The copy's content headers, user metadata and tags: the source's, with the source identity
+/// added when S3's metadata limit leaves room for it (the `.metadata` beside the copy records
+/// it either way).
+fn copy_headers(info: &ObjectInfo, identity: &Identity) -> ObjectHeaders {
+    let mut metadata = info.metadata.clone();
+    let with_identity: BTreeMap<String, String> = metadata
+        .clone()
+        .into_iter()
+        .chain(identity.entries())
+        .collect();
+    let size: usize = with_identity.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size <= MAX_USER_METADATA {
+        metadata = with_identity;
+    }
+    ObjectHeaders {
+        content_type: info.content_type.clone(),
+        content_encoding: info.content_encoding.clone(),
+        content_language: info.content_language.clone(),
+        content_disposition: info.content_disposition.clone(),
+        cache_control: info.cache_control.clone(),
+        expires: info.expires.as_deref().and_then(|e| {
+            aws_sdk_s3::primitives::DateTime::from_str(
+                e,
+                aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
+            )
+            .ok()
+        }),
+        metadata,
+        tags: info.tags.clone(),
+    }
+}
+
+/// Copies one big object and writes its `.metadata`; returns its index row. The copy is keyed
+/// by the version (or ETag) the manifest names and written once: a copy of the same contents
+/// already there (an earlier attempt's, another manifest's) is kept as it is.
 pub async fn copy_big_object(
     s3: &S3,
     entry: &ManifestEntry<'_>,
@@ -50,32 +108,47 @@ pub async fn copy_big_object(
 ) -> Result<IndexRow, ReadFailure> {
     let source = entry_uri(entry);
     let info = describe(s3, entry).await?;
+    let of = CopyOf::of(entry.version_id.as_deref(), entry.etag.as_deref());
+    if let CopyOf::Etag(etag) = of {
+        if !etag.eq_ignore_ascii_case(&info.etag) {
+            return Err(ReadFailure::Dlq(
+                DlqReason::Changed,
+                format!(
+                    "the object's ETag is {}, the manifest says {etag}: it changed since the \
+                     inventory",
+                    info.etag
+                ),
+            ));
+        }
+    }
     let target = S3Uri::new(
         settings.bucket.clone(),
-        big_object_key(&settings.prefix, &source.bucket, &source.key),
+        big_object_key(&settings.prefix, &source.bucket, &source.key, of),
     );
-    if info.size > settings.multipart_threshold {
-        multipart_copy(s3, &source, &info, &target, settings).await?;
-    } else {
-        retrying(s3.settings().retry, &target, || {
-            s3.client()
-                .copy_object()
-                .copy_source(copy_source(&source, info.version_id.as_deref()))
-                .copy_source_if_match(format!("\"{}\"", info.etag))
-                .bucket(&target.bucket)
-                .key(&target.key)
-                .metadata_directive(MetadataDirective::Copy)
-                .tagging_directive(TaggingDirective::Copy)
-                .set_storage_class(settings.storage_class.clone())
-                .set_server_side_encryption(s3.settings().encryption())
-                .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
-                .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-                .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
-                .send()
-                .map_err(failure)
-        })
+    let identity = source_identity(&info);
+    let existing = s3
+        .head(&target)
         .await
-        .map_err(|f| copy_failure(f, &target))?;
+        .map_err(|f| ReadFailure::Fatal(Error::reading("HeadObject", target.to_string(), f)))?;
+    match existing {
+        Some(head) if identity.is_on(&head.metadata) || same_bytes(&head, &info) => {
+            debug!(object = %source, "{target} already holds this version");
+        }
+        Some(head) => {
+            return Err(ReadFailure::Dlq(
+                DlqReason::Changed,
+                format!(
+                    "{target} already holds other contents of this key (ETag {}), and copies \
+                     are never replaced: bundle it from a manifest that names its version or \
+                     ETag (group writes both)",
+                    head.etag.as_deref().unwrap_or("none").trim_matches('"')
+                ),
+            ))
+        }
+        None if info.size > settings.multipart_threshold => {
+            multipart_copy(s3, &source, &info, &target, settings, &identity).await?
+        }
+        None => copy_whole(s3, &source, &info, &target, settings, &identity).await?,
     }
     let row = IndexRow {
         bucket: source.bucket.clone(),
@@ -100,12 +173,61 @@ pub async fn copy_big_object(
     let mut metadata = IndexWriter::default();
     metadata.push(&row);
     let metadata_uri = S3Uri::new(target.bucket.clone(), format!("{}.metadata", target.key));
-    s3.put_bytes(&metadata_uri, metadata.finish().into(), "text/csv")
+    let mut put = Put::new("text/csv");
+    put.metadata = identity.entries().collect();
+    put_once(s3, &metadata_uri, metadata.finish().into(), put, &identity)
         .await
-        .map_err(|f| {
-            ReadFailure::Fatal(Error::writing("PutObject", metadata_uri.to_string(), f))
-        })?;
+        .map_err(ReadFailure::Fatal)?;
     Ok(row)
+}
+
+/// A copy written before copies carried their source's identity: the same bytes if it has the
+/// source's size and plain MD5.
+fn same_bytes(head: &ObjectHead, info: &ObjectInfo) -> bool {
+    info.md5_checkable()
+        && head.size == info.size
+        && head.plain_md5().as_deref() == Some(info.etag.to_ascii_lowercase().as_str())
+}
+
+/// One CopyObject (up to 5 GiB), with the source's headers and the source identity. S3 has no
+/// If-None-Match on CopyObject: the target was found empty just before, and any writer that
+/// races this one writes the same version's bytes there.
+async fn copy_whole(
+    s3: &S3,
+    source: &S3Uri,
+    info: &ObjectInfo,
+    target: &S3Uri,
+    settings: &CopySettings,
+    identity: &Identity,
+) -> Result<(), ReadFailure> {
+    let headers = copy_headers(info, identity);
+    retrying(s3.settings().retry, target, || {
+        s3.client()
+            .copy_object()
+            .copy_source(copy_source(source, info.version_id.as_deref()))
+            .copy_source_if_match(format!("\"{}\"", info.etag))
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .metadata_directive(MetadataDirective::Replace)
+            .tagging_directive(TaggingDirective::Copy)
+            .set_content_type(headers.content_type.clone())
+            .set_content_encoding(headers.content_encoding.clone())
+            .set_content_language(headers.content_language.clone())
+            .set_content_disposition(headers.content_disposition.clone())
+            .set_cache_control(headers.cache_control.clone())
+            .set_expires(headers.expires)
+            .set_metadata(Some(headers.metadata.clone().into_iter().collect()))
+            .set_storage_class(settings.storage_class.clone())
+            .set_server_side_encryption(s3.settings().encryption())
+            .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .send()
+            .map_err(failure)
+    })
+    .await
+    .map_err(|f| copy_failure(f, target))?;
+    Ok(())
 }
 
 /// What a failed copy request means, after its retries. The source changed or vanished, was
@@ -143,20 +265,22 @@ async fn multipart_copy(
     info: &ObjectInfo,
     target: &S3Uri,
     settings: &CopySettings,
+    identity: &Identity,
 ) -> Result<(), ReadFailure> {
     let fatal = |operation: &'static str, failure: RemoteFailure| {
         ReadFailure::Fatal(Error::writing(operation, target.to_string(), failure))
     };
-    let headers = ObjectHeaders {
-        content_type: info.content_type.clone(),
-        content_encoding: info.content_encoding.clone(),
-        content_language: info.content_language.clone(),
-        content_disposition: info.content_disposition.clone(),
-        cache_control: info.cache_control.clone(),
-        expires: None,
-        metadata: info.metadata.clone(),
-        tags: info.tags.clone(),
-    };
+    let headers = copy_headers(info, identity);
+    match s3
+        .abort_uploads_before(&[target], settings.attempt_started)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => {
+            info!("aborted {n} incomplete copy upload(s) of {target} left by an earlier attempt")
+        }
+        Err(failure) => debug!("could not list earlier uploads of {target}: {failure}"),
+    }
     let created = retrying(s3.settings().retry, target, || {
         let request = s3
             .client()
@@ -172,7 +296,7 @@ async fn multipart_copy(
     .map_err(|f| fatal("CreateMultipartUpload", f))?;
     let upload_id = created.upload_id().unwrap_or_default().to_string();
     settings.open_uploads.opened(target, &upload_id);
-    let outcome = copy_parts(s3, source, info, target, &upload_id).await;
+    let outcome = copy_parts(s3, source, info, target, &upload_id, identity).await;
     match &outcome {
         Ok(()) => settings.open_uploads.closed(&upload_id),
         Err(_) => {
@@ -183,13 +307,15 @@ async fn multipart_copy(
     outcome
 }
 
-/// UploadPartCopy of every range, then CompleteMultipartUpload.
+/// UploadPartCopy of every range, then CompleteMultipartUpload, only where no object is yet:
+/// one that carries the same source identity is as good (a racing writer's copy).
 async fn copy_parts(
     s3: &S3,
     source: &S3Uri,
     info: &ObjectInfo,
     target: &S3Uri,
     upload_id: &str,
+    identity: &Identity,
 ) -> Result<(), ReadFailure> {
     let part_size = part_size_for(info.size, 512 << 20);
     let mut parts = Vec::new();
@@ -215,7 +341,15 @@ async fn copy_parts(
             },
         )
         .await
-        .map_err(|f| copy_failure(f, target))?;
+        .map_err(|f| match f {
+            // The upload was aborted under it (a lifecycle rule, or the start of another
+            // attempt at the same version's copy): the copy is tried again whole, and finds
+            // that attempt's copy if it completed. A source that is gone fails its HEAD then.
+            RemoteFailure::NotFound => ReadFailure::Transient(RemoteFailure::Transient(format!(
+                "the multipart copy to {target} was aborted"
+            ))),
+            other => copy_failure(other, target),
+        })?;
         parts.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -228,7 +362,7 @@ async fn copy_parts(
                 .build(),
         );
     }
-    complete_upload(s3, target, upload_id, parts)
+    complete_once(s3, target, upload_id, parts, identity)
         .await
         .map_err(ReadFailure::Fatal)?;
     Ok(())

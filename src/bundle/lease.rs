@@ -121,6 +121,11 @@ impl Lease {
             Ok(etag) => etag,
             Err(RemoteFailure::PreconditionFailed) => {
                 let (current, etag) = read_lease(s3, &uri).await?;
+                if held_by(&current, &me) {
+                    // A retry of this worker's own write, whose first answer was lost.
+                    debug!("the lease {uri} was written by this worker's first try");
+                    return Ok(Self::held(s3, uri, ttl, me, Some(etag)));
+                }
                 let remaining = if LeaseBody::holder_is_gone(&current) {
                     info!("the lease {uri} belongs to a process of this host that has ended");
                     0
@@ -144,17 +149,26 @@ impl Lease {
                         etag
                     }
                     Err(RemoteFailure::PreconditionFailed | RemoteFailure::NotFound) => {
+                        if let Some(etag) = written_by(s3, &uri, &me).await {
+                            info!("took over the expired lease {uri} of an attempt that stopped");
+                            return Ok(Self::held(s3, uri, ttl, me, Some(etag)));
+                        }
                         return Err(Error::Busy {
                             manifest: manifest.to_string(),
                             lease: uri.to_string(),
                             remaining_seconds: ttl.as_secs(),
-                        })
+                        });
                     }
                     Err(failure) => return Err(written(failure)),
                 }
             }
             Err(failure) => return Err(written(failure)),
         };
+        Ok(Self::held(s3, uri, ttl, me, etag))
+    }
+
+    /// The lease this worker wrote at `uri`, renewed from now on.
+    fn held(s3: &S3, uri: S3Uri, ttl: Duration, me: String, etag: Option<String>) -> Lease {
         let held = Arc::new(Mutex::new(Held {
             etag: etag.unwrap_or_default(),
             expires_at: now() + ttl.as_secs(),
@@ -169,14 +183,14 @@ impl Lease {
             lost_tx,
         ));
         debug!("holding the lease {uri}");
-        Ok(Lease {
+        Lease {
             s3: s3.clone(),
             uri,
             ttl,
             held,
             lost,
             renewer,
-        })
+        }
     }
 
     /// Resolves once the lease is lost: another worker took it over.
@@ -232,6 +246,20 @@ fn lease_body(owner: &str, ttl: Duration) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// True when the lease body `text` names `me` as its holder.
+fn held_by(text: &[u8], me: &str) -> bool {
+    serde_json::from_slice::<LeaseBody>(text).is_ok_and(|body| body.owner == me)
+}
+
+/// After a conditional write of the lease was refused: the ETag of the lease if it is this
+/// worker's all the same (a retry of a write whose first answer was lost finds it there).
+async fn written_by(s3: &S3, uri: &S3Uri, me: &str) -> Option<String> {
+    match read_lease(s3, uri).await {
+        Ok((current, etag)) if held_by(&current, me) => Some(etag),
+        _ => None,
+    }
+}
+
 async fn read_lease(s3: &S3, uri: &S3Uri) -> Result<(Bytes, String)> {
     let read = |failure| Error::reading("GetObject", uri.to_string(), failure);
     let stream = s3.get_stream(uri).await.map_err(read)?;
@@ -273,6 +301,14 @@ async fn renew(
                 }
             }
             Err(RemoteFailure::PreconditionFailed | RemoteFailure::NotFound) => {
+                if let Some(etag) = written_by(&s3, &uri, &me).await {
+                    // This renewal landed; only its answer was lost.
+                    if let Ok(mut held) = held.lock() {
+                        held.etag = etag;
+                        held.expires_at = now() + ttl.as_secs();
+                    }
+                    continue;
+                }
                 warn!("the lease {uri} was taken over by another worker");
                 let _ = lost.send(true);
                 return;

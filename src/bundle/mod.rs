@@ -5,6 +5,7 @@
 //! marker. A lease keeps a second worker off the same manifest meanwhile.
 
 pub mod budget;
+pub mod commit;
 pub mod copy;
 pub mod lease;
 pub mod manifest_stream;
@@ -27,14 +28,15 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use self::budget::{budget_for, BudgetPermit, ByteBudget};
+use self::commit::{Attempt, Places, State};
 use self::copy::{copy_big_object, CopySettings};
 use self::lease::Lease;
 use self::manifest_stream::ManifestStream;
 use self::object::{read_whole, ObjectInfo, ObjectReader, ReadFailure, WholeObject};
 use self::pacer::Pacer;
-use self::table_upload::{Committed, TableUpload};
+use self::table_upload::TableUpload;
 use self::upload::{abort_upload, part_size_for};
-use self::writer::{ArchiveWriter, FinishedArchive};
+use self::writer::ArchiveWriter;
 use crate::archive::layout::{BundleLayout, Compression};
 use crate::archive::pax::{member_header, padding};
 use crate::archive::records::{DlqReason, DlqRow, DlqWriter, IndexRow, IndexWriter};
@@ -45,18 +47,10 @@ use crate::s3::S3;
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
 
-/// User metadata of an index: the ETag and version of the archive it describes, so that
-/// `verify` can prove they belong together.
-pub const ARCHIVE_ETAG_METADATA: &str = "s3bundler-archive-etag";
-pub const ARCHIVE_VERSION_METADATA: &str = "s3bundler-archive-version-id";
-/// User metadata of a DLQ that is its manifest's only output (every object failed): the DLQ is
-/// then the commit marker. Any other DLQ is complete only once the index beside the archive
-/// exists.
-pub const DLQ_FINAL_METADATA: &str = "s3bundler-final";
-/// User metadata of an archive, and of its index and DLQ: a random id of the attempt that
-/// wrote them. An index too big to be put whole is uploaded before its archive's ETag is
-/// known, so this is what proves that an index and an archive belong together.
-pub const ATTEMPT_METADATA: &str = "s3bundler-attempt";
+pub use self::commit::{
+    ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA, DLQ_FINAL_METADATA,
+    MANIFEST_ETAG_METADATA, MANIFEST_METADATA,
+};
 /// Objects that must all be denied before AccessDenied is taken as the bucket's, not the
 /// objects'.
 const DENIED_TO_FAIL: u64 = 50;
@@ -91,9 +85,6 @@ pub struct BundleSettings {
     pub compression: Compression,
     /// Counts objects as they are archived, copied or fail (hidden unless on a terminal).
     pub progress: indicatif::ProgressBar,
-    /// Leave a manifest alone when its index (or, if every object failed, its DLQ) is at least
-    /// as new as the manifest: it was bundled already (a resumed run, a message delivered twice).
-    pub skip_done: bool,
     /// How long a worker's lease on a manifest lasts without renewal: how soon another worker
     /// may take over a manifest whose worker died.
     pub lease_ttl: Duration,
@@ -113,7 +104,7 @@ pub struct BundleReport {
     pub bytes_copied: u64,
     pub failed: BTreeMap<DlqReason, u64>,
     pub elapsed_seconds: f64,
-    /// Bundled before (see `BundleSettings::skip_done`): nothing was done this time.
+    /// Committed before (its index, or its final DLQ, exists): nothing was done this time.
     pub already_done: bool,
 }
 
@@ -242,19 +233,14 @@ impl Tally {
 
 /// Outputs being assembled for one manifest: the tally, and the index and the DLQ, uploaded
 /// as they grow.
-struct Outputs {
+pub(crate) struct Outputs {
     tally: Tally,
     index: TableUpload<IndexWriter>,
     dlq: TableUpload<DlqWriter>,
 }
 
 impl Outputs {
-    fn new(
-        s3: &S3,
-        places: &OutputPlaces,
-        attempt: &Attempt,
-        progress: indicatif::ProgressBar,
-    ) -> Self {
+    fn new(s3: &S3, places: &Places, attempt: &Attempt, progress: indicatif::ProgressBar) -> Self {
         Outputs {
             tally: Tally::new(progress),
             index: TableUpload::new(
@@ -296,19 +282,6 @@ impl Outputs {
     async fn abort(&mut self) {
         self.index.abort().await;
         self.dlq.abort().await;
-    }
-}
-
-/// The attempt at a manifest that writes its outputs (see [`ATTEMPT_METADATA`]).
-struct Attempt(String);
-
-impl Attempt {
-    fn new() -> Self {
-        Attempt(format!("{:016x}", fastrand::u64(..)))
-    }
-
-    fn metadata(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([(ATTEMPT_METADATA.to_string(), self.0.clone())])
     }
 }
 
@@ -370,14 +343,14 @@ pub async fn bundle_manifest(
     budget_for(settings.max_in_flight, summary.part_size())
         .map_err(|e| Error::Usage(format!("{manifest_uri}: {e}")))?;
     let mut lease = Lease::acquire(s3, places.lease(), settings.lease_ttl, manifest_uri).await?;
-    // Checked again under the lease: another worker may have committed it meanwhile.
-    if settings.skip_done {
-        if let Some(marker) = done_marker(s3, manifest_uri, &places).await? {
+    let bundled = match prepare_leased(s3, &summary, &places).await {
+        Ok(None) => bundle_leased(s3, &summary, settings, &places, &mut lease, shutdown).await,
+        Ok(Some(marker)) => {
             lease.release().await;
             return Ok(already_done(report, marker));
         }
-    }
-    let bundled = bundle_leased(s3, &summary, settings, &places, &mut lease, shutdown).await;
+        Err(error) => Err(error),
+    };
     lease.release().await;
     let mut report = BundleReport {
         manifest: report.manifest,
@@ -401,9 +374,9 @@ pub async fn bundle_manifest(
 /// A manifest as read, before its lease.
 enum Read {
     Empty,
-    /// Bundled already (see `BundleSettings::skip_done`).
+    /// Committed already: its index, or its final DLQ.
     Done(S3Uri),
-    ToDo(Box<(ManifestSummary, OutputPlaces)>),
+    ToDo(Box<(ManifestSummary, Places)>),
 }
 
 /// What a first pass over a manifest learns, without holding its entries: enough to name the
@@ -454,9 +427,16 @@ impl ManifestSummary {
     fn part_size(&self) -> u64 {
         part_size_for(self.archive_estimate, 8 << 20)
     }
+
+    /// What this manifest's records say (see [`commit::inspect`]).
+    async fn inspect(&self, s3: &S3, places: &Places) -> Result<State> {
+        commit::inspect(s3, places, self.etag.as_deref(), self.entries).await
+    }
 }
 
-/// Reads the manifest's summary, and checks whether it was bundled already.
+/// Reads the manifest's summary, and checks whether it was committed already. Committed
+/// records are never written again, whatever their dates say; a record of another manifest
+/// at one of this manifest's places is refused before anything is written.
 async fn read_manifest(s3: &S3, manifest_uri: &S3Uri, settings: &BundleSettings) -> Result<Read> {
     let summary = ManifestSummary::read(s3, manifest_uri, settings.max_size).await?;
     if summary.entries == 0 {
@@ -469,18 +449,34 @@ async fn read_manifest(s3: &S3, manifest_uri: &S3Uri, settings: &BundleSettings)
         &manifest_uri.key,
         settings.compression,
     );
-    let places = OutputPlaces::new(settings, manifest_uri, &layout);
-    if settings.skip_done {
-        if let Some(marker) = done_marker(s3, manifest_uri, &places).await? {
-            return Ok(Read::Done(marker));
+    let places = Places::new(&settings.archive_bucket, manifest_uri, &layout);
+    match summary.inspect(s3, &places).await? {
+        State::Committed(marker) => Ok(Read::Done(marker)),
+        State::Open(_) => Ok(Read::ToDo(Box::new((summary, places)))),
+    }
+}
+
+/// Under the lease: another worker may have committed the manifest meanwhile (its marker is
+/// returned), and what attempts that stopped left behind is the holder's to remove before it
+/// writes anything.
+async fn prepare_leased(
+    s3: &S3,
+    summary: &ManifestSummary,
+    places: &Places,
+) -> Result<Option<S3Uri>> {
+    match summary.inspect(s3, places).await? {
+        State::Committed(marker) => Ok(Some(marker)),
+        State::Open(leftovers) => {
+            commit::remove_leftovers(s3, &leftovers).await?;
+            Ok(None)
         }
     }
-    Ok(Read::ToDo(Box::new((summary, places))))
 }
 
 fn already_done(mut report: BundleReport, marker: S3Uri) -> BundleReport {
     info!(
-        "skipping {}: already bundled ({marker} is not older than it)",
+        "skipping {}: already bundled ({marker} exists, and committed records are never \
+         replaced)",
         report.manifest
     );
     report.already_done = true;
@@ -488,41 +484,12 @@ fn already_done(mut report: BundleReport, marker: S3Uri) -> BundleReport {
     report
 }
 
-/// Where one manifest's outputs go.
-struct OutputPlaces {
-    archive: S3Uri,
-    index: S3Uri,
-    dlq: S3Uri,
-    manifest: S3Uri,
-}
-
-impl OutputPlaces {
-    fn new(settings: &BundleSettings, manifest: &S3Uri, layout: &BundleLayout) -> Self {
-        let bucket = &settings.archive_bucket;
-        OutputPlaces {
-            archive: S3Uri::new(bucket.clone(), layout.archive_key.clone()),
-            index: S3Uri::new(bucket.clone(), layout.index_key.clone()),
-            dlq: S3Uri::new(manifest.bucket.clone(), layout.dlq_key.clone()),
-            manifest: manifest.clone(),
-        }
-    }
-
-    /// Beside the manifest, like its DLQ: one manifest, one lease, and nothing but the
-    /// record of the archives under the archive prefix.
-    fn lease(&self) -> S3Uri {
-        S3Uri::new(
-            self.manifest.bucket.clone(),
-            format!("{}.lease", self.manifest.key),
-        )
-    }
-}
-
 /// Bundles a manifest whose lease this worker holds, then commits it.
 async fn bundle_leased(
     s3: &S3,
     summary: &ManifestSummary,
     settings: &BundleSettings,
-    places: &OutputPlaces,
+    places: &Places,
     lease: &mut Lease,
     shutdown: Shutdown,
 ) -> Result<BundleReport> {
@@ -531,7 +498,8 @@ async fn bundle_leased(
     // Only the lease holder gets here: uploads of these outputs started earlier belong to an
     // attempt that stopped.
     abort_earlier_attempts(s3, places, started_at).await;
-    let attempt = Attempt::new();
+    let attempt = Attempt::new(&places.manifest, summary.etag.as_deref());
+    let mine = attempt.identity();
     let mut writer = ArchiveWriter::new(
         s3,
         places.archive.clone(),
@@ -556,6 +524,7 @@ async fn bundle_leased(
             storage_class: settings.storage_class.clone(),
             multipart_threshold: settings.multipart_copy_threshold,
             open_uploads: open_copies.clone(),
+            attempt_started: started_at,
         },
         max_size: settings.max_size,
     };
@@ -593,13 +562,13 @@ async fn bundle_leased(
             .check_accounted(&places.manifest, summary.entries)?;
         lease.ensure_held()?;
         tokio::select! {
-            finished = members.writer.finish() => finished,
+            finished = members.writer.finish(&mine) => finished,
             _ = members.shutdown.requested() => Err(Error::Interrupted),
         }
     }
     .await;
     let committed = match archived {
-        Ok(finished) => commit(s3, places, lease, &mut outputs, finished).await,
+        Ok(finished) => commit::commit(s3, places, lease, &mut outputs, finished, &mine).await,
         Err(error) => Err(error),
     };
     if committed.is_err() {
@@ -610,61 +579,10 @@ async fn bundle_leased(
         writer.abort().await;
         outputs.abort().await;
     }
+    // Still the lease holder: any upload open at these places now is one of this attempt's
+    // whose CreateMultipartUpload answer was lost (its retry opened another).
+    abort_earlier_attempts(s3, places, i64::MAX).await;
     committed
-}
-
-/// The commit, in the order that never loses a record: the archive is complete; now the DLQ
-/// (or the removal of one an earlier attempt left), then the index, the commit marker, last.
-async fn commit(
-    s3: &S3,
-    places: &OutputPlaces,
-    lease: &Lease,
-    outputs: &mut Outputs,
-    finished: Option<FinishedArchive>,
-) -> Result<BundleReport> {
-    let mut report = outputs.tally.report.clone();
-    let writes_index = report.objects_archived + report.objects_copied > 0;
-    if let Some(archive) = &finished {
-        report.archive = Some(places.archive.to_string());
-        report.archive_bytes = archive.tar_bytes;
-    }
-    lease.ensure_held()?;
-    if outputs.dlq.rows() > 0 {
-        let mut late = BTreeMap::new();
-        if !writes_index {
-            late.insert(DLQ_FINAL_METADATA.to_string(), "true".to_string());
-        }
-        if let Committed::Completed(completed) = outputs.dlq.commit(late.clone()).await? {
-            if !late.is_empty() {
-                // Created before it was known that nothing would be archived.
-                outputs.dlq.add_metadata(late, &completed).await?;
-            }
-        }
-        report.dlq = Some(places.dlq.to_string());
-    } else {
-        // A DLQ left by an earlier attempt would now be wrong, and verify and prune trust it.
-        s3.delete(&places.dlq)
-            .await
-            .map_err(|f| Error::writing("DeleteObject", places.dlq.to_string(), f))?;
-    }
-    if writes_index {
-        lease.ensure_held()?;
-        let mut claim = BTreeMap::new();
-        if let Some(archive) = &finished {
-            let etag = archive.completed.etag.as_deref().unwrap_or_default();
-            claim.insert(
-                ARCHIVE_ETAG_METADATA.to_string(),
-                etag.trim_matches('"').to_string(),
-            );
-            if let Some(version) = &archive.completed.version_id {
-                claim.insert(ARCHIVE_VERSION_METADATA.to_string(), version.clone());
-            }
-        }
-        // An index uploaded in parts carries the attempt id alone, which its archive has too.
-        outputs.index.commit(claim).await?;
-        report.index = Some(places.index.to_string());
-    }
-    Ok(report)
 }
 
 fn lost_task(manifest: &S3Uri, what: &str, error: tokio::task::JoinError) -> Error {
@@ -682,13 +600,14 @@ fn epoch_seconds() -> i64 {
 
 /// A worker killed mid-manifest leaves its multipart uploads behind (the archive, and the
 /// index or DLQ when they had grown past a part); the next holder of the manifest's lease aborts
-/// them so no storage is billed for them (the bucket's lifecycle rule is the backstop for
-/// archives never attempted again). Best effort: a failure is only logged. The two listings
-/// run at once: each is a round trip every manifest waits for before its first GET.
-async fn abort_earlier_attempts(s3: &S3, places: &OutputPlaces, started_at: i64) {
+/// those started before `before` so no storage is billed for them (the bucket's lifecycle rule
+/// is the backstop for archives never attempted again). Best effort: a failure is only logged.
+/// The two listings run at once: each is a round trip every manifest waits for before its
+/// first GET.
+async fn abort_earlier_attempts(s3: &S3, places: &Places, before: i64) {
     let groups = [vec![&places.archive, &places.index], vec![&places.dlq]];
     futures_util::future::join_all(groups.iter().map(|targets| async move {
-        match s3.abort_uploads_before(targets, started_at).await {
+        match s3.abort_uploads_before(targets, before).await {
             Ok(0) => {}
             Ok(n) => info!(
                 "aborted {n} incomplete upload(s) of {} left by an earlier attempt",
@@ -701,54 +620,6 @@ async fn abort_earlier_attempts(s3: &S3, places: &OutputPlaces, started_at: i64)
         }
     }))
     .await;
-}
-
-/// Seconds since the epoch of an RFC 3339 time.
-fn epoch(time: &str) -> Option<i64> {
-    aws_sdk_s3::primitives::DateTime::from_str(
-        time,
-        aws_sdk_s3::primitives::DateTimeFormat::DateTime,
-    )
-    .ok()
-    .map(|t| t.secs())
-}
-
-/// The index of an earlier bundling of this manifest, or its DLQ when that DLQ is the only
-/// output (every object failed), if it is at least as new as the manifest (a manifest rewritten
-/// since is bundled again). A DLQ without its index is an attempt that stopped before its
-/// commit: not done.
-async fn done_marker(
-    s3: &S3,
-    manifest_uri: &S3Uri,
-    places: &OutputPlaces,
-) -> Result<Option<S3Uri>> {
-    let head = |uri: S3Uri| async move {
-        match s3.head(&uri).await {
-            Ok(found) => Ok(found.map(|head| (uri, head))),
-            Err(failure) => Err(Error::reading("HeadObject", uri.to_string(), failure)),
-        }
-    };
-    let marker = match head(places.index.clone()).await? {
-        Some(found) => found,
-        None => match head(places.dlq.clone()).await? {
-            Some(found) if found.1.metadata.contains_key(DLQ_FINAL_METADATA) => found,
-            _ => return Ok(None),
-        },
-    };
-    let manifest = head(manifest_uri.clone()).await?;
-    let written = manifest.and_then(|(_, head)| head.last_modified.as_deref().and_then(epoch));
-    let (uri, head) = marker;
-    Ok(
-        match (head.last_modified.as_deref().and_then(epoch), written) {
-            (Some(marker), Some(written)) if marker < written => {
-                info!(
-                    "{uri} is older than {manifest_uri}: the manifest changed, bundling it again"
-                );
-                None
-            }
-            _ => Some(uri),
-        },
-    )
 }
 
 /// What every fetch shares: the client, the retry policy and the adaptive GET gate.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::budget::BudgetPermit;
+use super::commit::{put_once, Identity};
 use super::upload::{Completed, MultipartUpload};
 use crate::archive::records::Spill;
 use crate::error::{Error, Result};
@@ -28,14 +29,6 @@ pub struct TableUpload<T> {
     part_size: usize,
     upload: Option<MultipartUpload>,
     next_part: i32,
-}
-
-/// How a table was committed.
-pub enum Committed {
-    /// Put whole, with the metadata given at the commit.
-    Put,
-    /// Completed as a multipart upload: it has only the metadata it was created with.
-    Completed(Completed),
 }
 
 impl<T: Spill> TableUpload<T> {
@@ -106,47 +99,31 @@ impl<T: Spill> TableUpload<T> {
         Ok(())
     }
 
-    /// Writes the table: puts it whole with `late_metadata` added, or completes its upload.
-    /// On failure the caller aborts it.
-    pub async fn commit(&mut self, late_metadata: BTreeMap<String, String>) -> Result<Committed> {
+    /// Writes the table once (nothing may be at its key yet): puts it whole with
+    /// `late_metadata` added, or completes its upload (which has only the metadata it was
+    /// created with). On failure the caller aborts it.
+    pub async fn commit(
+        &mut self,
+        late_metadata: BTreeMap<String, String>,
+        mine: &Identity,
+    ) -> Result<Completed> {
         let rest = Bytes::from(self.table.take());
         if self.upload.is_none() {
             let mut put = Put::new("text/csv");
             put.metadata = self.metadata.clone();
             put.metadata.extend(late_metadata);
-            self.s3
-                .put(&self.target, rest, &put)
-                .await
-                .map_err(|f| Error::writing("PutObject", self.target.to_string(), f))?;
-            return Ok(Committed::Put);
+            return put_once(&self.s3, &self.target, rest, put, mine).await;
         }
         if !rest.is_empty() {
             self.send(rest).await?;
         }
         match &mut self.upload {
-            Some(upload) => Ok(Committed::Completed(upload.complete().await?)),
-            None => Ok(Committed::Put),
+            Some(upload) => upload.complete_once(mine).await,
+            None => Err(Error::Incomplete {
+                manifest: self.target.to_string(),
+                detail: "the table's upload vanished before its commit".into(),
+            }),
         }
-    }
-
-    /// Adds `late` to the metadata of a table `completed` in parts (a copy onto itself, only
-    /// while it is still that version): the metadata it was created with is known here.
-    pub async fn add_metadata(
-        &self,
-        late: BTreeMap<String, String>,
-        completed: &Completed,
-    ) -> Result<()> {
-        let mut metadata = self.metadata.clone();
-        metadata.extend(late);
-        self.s3
-            .replace_metadata(
-                &self.target,
-                "text/csv",
-                &metadata,
-                completed.etag.as_deref(),
-            )
-            .await
-            .map_err(|f| Error::writing("CopyObject", self.target.to_string(), f))
     }
 
     /// Aborts the table's upload, if it has one: nothing of it is left behind.

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::budget::BudgetPermit;
+use super::commit::{complete_once, Identity};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::retry::retrying;
 use crate::s3::{failure, with_object_headers, ObjectHeaders, S3};
@@ -172,15 +173,32 @@ impl MultipartUpload {
 
     /// Waits for every part and completes the upload. On failure the caller aborts it.
     pub async fn complete(&mut self) -> Result<Completed> {
-        self.forget_parts_from(i32::MAX).await?;
-        let mut parts: Vec<CompletedPart> = std::mem::take(&mut self.done);
-        parts.sort_by_key(|p| p.part_number());
-        let output = complete_upload(&self.s3, &self.target, &self.upload_id, parts).await?;
+        let parts = self.all_parts().await?;
+        let output = complete_upload(&self.s3, &self.target, &self.upload_id, parts, false).await?;
         self.closed = true;
         Ok(Completed {
             etag: output.e_tag().map(str::to_string),
             version_id: output.version_id().map(str::to_string),
         })
+    }
+
+    /// Waits for every part and completes the upload as a write-once record (see
+    /// [`complete_once`]). On failure the caller aborts it.
+    pub async fn complete_once(&mut self, mine: &Identity) -> Result<Completed> {
+        let parts = self.all_parts().await?;
+        let completed = complete_once(&self.s3, &self.target, &self.upload_id, parts, mine).await;
+        // Completed, or refused for good: either way there is nothing left to abort unless
+        // S3 still holds the upload, which an abort then finds.
+        self.closed = completed.is_ok();
+        completed
+    }
+
+    /// Every part, in order, once all have been acknowledged.
+    async fn all_parts(&mut self) -> Result<Vec<CompletedPart>> {
+        self.forget_parts_from(i32::MAX).await?;
+        let mut parts: Vec<CompletedPart> = std::mem::take(&mut self.done);
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
     }
 
     /// Stops every part and aborts the upload (unless it completed); failures are logged,
@@ -196,12 +214,13 @@ impl MultipartUpload {
 }
 
 /// CompleteMultipartUpload of `parts` (in ascending order), tried again while it fails
-/// transiently; a failure is the target's.
+/// transiently; a failure is the target's. With `if_none_match`, only where no object is yet.
 pub async fn complete_upload(
     s3: &S3,
     target: &S3Uri,
     upload_id: &str,
     parts: Vec<CompletedPart>,
+    if_none_match: bool,
 ) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput> {
     retrying(s3.settings().retry, target, || {
         s3.client()
@@ -209,6 +228,7 @@ pub async fn complete_upload(
             .bucket(&target.bucket)
             .key(&target.key)
             .upload_id(upload_id)
+            .set_if_none_match(if_none_match.then(|| "*".to_string()))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts.clone()))

@@ -10,6 +10,7 @@ use aws_sdk_s3::types::StorageClass;
 use bytes::Bytes;
 
 use super::budget::BudgetPermit;
+use super::commit::Identity;
 use super::upload::{Completed, MultipartUpload};
 use crate::archive::layout::Compression;
 use crate::archive::pax::END_OF_ARCHIVE;
@@ -283,9 +284,9 @@ impl ArchiveWriter {
         Ok(())
     }
 
-    /// Ends the archive and completes the upload; `None` when nothing was written (no archive).
-    /// On failure the caller aborts the upload.
-    pub async fn finish(&mut self) -> Result<Option<FinishedArchive>> {
+    /// Ends the archive and completes the upload as a write-once record written by `mine`;
+    /// `None` when nothing was written (no archive). On failure the caller aborts the upload.
+    pub async fn finish(&mut self, mine: &Identity) -> Result<Option<FinishedArchive>> {
         if self.offset == 0 {
             // Every member was taken back: parts may have been sent, none is wanted.
             self.abort().await;
@@ -304,7 +305,7 @@ impl ArchiveWriter {
         match self.upload.as_mut() {
             Some(upload) => Ok(Some(FinishedArchive {
                 tar_bytes: self.offset,
-                completed: upload.complete().await?,
+                completed: upload.complete_once(mine).await?,
             })),
             None => Ok(None),
         }

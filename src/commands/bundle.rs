@@ -134,6 +134,12 @@ pub struct WorkerOptions {
     #[arg(long, value_name = "SECONDS", hide = true, requires = "queue",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub task_protection_renew: Option<u64>,
+    /// Seconds after its receipt at which a message still being worked on is handed over (a
+    /// fresh copy sent, the old one deleted): SQS hides a message for 12 hours at most.
+    #[arg(long, value_name = "SECONDS", hide = true, requires = "queue",
+          default_value_t = crate::heartbeat::MAX_HIDDEN.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub message_hold_limit: u64,
 }
 
 impl WorkerOptions {
@@ -183,7 +189,6 @@ impl BundleOptions {
             storage_class: self.storage_class.as_deref().map(StorageClass::from),
             multipart_copy_threshold: self.multipart_copy_threshold.0,
             progress: indicatif::ProgressBar::hidden(),
-            skip_done: false,
             lease_ttl: std::time::Duration::from_secs(self.lease_seconds),
             compression: self.compress.map(Compression::from).unwrap_or_default(),
         }

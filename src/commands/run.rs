@@ -109,7 +109,6 @@ pub async fn run(
         .settings(&args.bucket, &args.archive_prefix, args.max_size);
     settings.progress =
         crate::progress::objects_bar(Some(grouped.stats.objects_selected), "bundling");
-    settings.skip_done = true;
     let outcomes: Vec<(String, ManifestOutcome)> =
         futures_util::stream::iter(grouped.manifests.iter())
             .map(|manifest| {

@@ -35,8 +35,6 @@ pub async fn work(
     args: &BundleArgs,
     mut shutdown: Shutdown,
 ) -> Result<ExitCode> {
-    // A message delivered twice (SQS is at-least-once) finds its index and is not redone.
-    settings.skip_done = true;
     let options = &args.worker;
     let visibility = queue.visibility_timeout().await?;
     // A killed worker's message reappears after one visibility timeout; its lease must have
@@ -106,14 +104,30 @@ pub async fn work(
                 // Before any work: a scale-in now would make the manifest be redone.
                 let renewal = protection.hold().await;
                 let (this_message, stopper) = shutdown.child();
-                let heartbeat =
-                    Heartbeat::start(queue.clone(), message.clone(), visibility, stopper);
+                let heartbeat = Heartbeat::start(
+                    queue.clone(),
+                    message.clone(),
+                    visibility,
+                    Duration::from_secs(options.message_hold_limit),
+                    stopper,
+                );
                 let outcome =
                     bundle_all(s3, &manifests, &settings, args, &this_message, &mut tally).await;
-                let lost = heartbeat.lost();
+                let (lost, handed_over) = (heartbeat.lost(), heartbeat.handed_over());
                 drop(heartbeat);
                 // Still protected until the queue is found empty: no flapping between messages.
                 drop(renewal);
+                if handed_over {
+                    // The message is gone; its fresh copy finds the index, or does the work.
+                    match outcome {
+                        Ok(()) => {}
+                        Err(Error::Interrupted) => break,
+                        Err(error) => {
+                            tally.first_error.get_or_insert(error);
+                        }
+                    }
+                    continue;
+                }
                 match outcome {
                     Ok(()) => queue.delete(&message).await?,
                     // Another worker may hold it now: leave its visibility alone.

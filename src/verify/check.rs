@@ -10,10 +10,11 @@ use tracing::debug;
 
 use super::spill::{Partition, Partitions};
 use super::{reconcile, BigCopy, ManifestReport, Outputs, Status};
-use crate::archive::layout::{big_object_key, is_bundle_output, BundleLayout, Compression};
+use crate::archive::layout::{big_object_key, is_bundle_output, BundleLayout, Compression, CopyOf};
 use crate::archive::pax::END_OF_ARCHIVE;
 use crate::archive::records::{dlq_rows, index_rows, parse_index, DlqRow, IndexRow};
 use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
+use crate::bundle::copy::{SOURCE_ETAG_METADATA, SOURCE_VERSION_METADATA};
 use crate::bundle::{ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{manifest_entries, ManifestEntry};
@@ -319,7 +320,8 @@ impl ArchiveClaim {
         let replaced = |what: &str, found: &str, claimed: &str| {
             format!(
                 "{archive} is not the archive its index was committed for ({what} {found}, the \
-                 index names {claimed}): it was replaced since; bundle the manifest again"
+                 index names {claimed}): it was replaced since; restore the committed version \
+                 (a versioned bucket keeps it) or keep the originals, which prune leaves alone"
             )
         };
         if let Some(claimed) = self.etag.as_deref().filter(|c| *c != etag) {
@@ -767,18 +769,18 @@ async fn find_big_copies(
         .map(|r| (r.bucket.as_str(), r.key.as_str()))
         .chain(dlq.iter().map(|r| (r.bucket.as_str(), r.key.as_str())))
         .collect();
-    let mut wanted: Vec<(String, String)> = entries
+    let mut wanted: Vec<String> = entries
         .iter()
         .filter(|e| e.size > settings.max_size || !placed.contains(&(&e.bucket, &e.key)))
-        .map(|e| (e.bucket.to_string(), e.key.to_string()))
+        .map(|e| {
+            let of = CopyOf::of(e.version_id.as_deref(), e.etag.as_deref());
+            big_object_key(&settings.prefix, &e.bucket, &e.key, of)
+        })
         .collect();
     wanted.sort();
     wanted.dedup();
-    let jobs = wanted.into_iter().map(|(bucket, key)| {
-        let copy = S3Uri::new(
-            settings.archive_bucket.clone(),
-            big_object_key(&settings.prefix, &bucket, &key),
-        );
+    let jobs = wanted.into_iter().map(|key| {
+        let copy = S3Uri::new(settings.archive_bucket.clone(), key);
         async move { check_big_copy(s3, copy).await }
     });
     let found: Vec<Result<Vec<BigCopy>>> = stream::iter(jobs)
@@ -790,6 +792,24 @@ async fn find_big_copies(
         copies.extend(result?);
     }
     Ok(copies)
+}
+
+/// How the source a copy says it holds (its user metadata; copies written before they
+/// carried it say nothing) differs from the one its `.metadata` row records, if it does.
+fn copied_source_differs(head: &ObjectHead, row: &IndexRow) -> Option<String> {
+    let said = |name: &str| head.metadata.get(name).map(String::as_str);
+    let recorded_version = row.version_id.as_deref();
+    match (said(SOURCE_ETAG_METADATA), said(SOURCE_VERSION_METADATA)) {
+        (Some(etag), _) if !etag.eq_ignore_ascii_case(row.etag.trim_matches('"')) => Some(format!(
+            "holds the source's ETag {etag}, its .metadata records {}",
+            row.etag
+        )),
+        (_, Some(version)) if Some(version) != recorded_version => Some(format!(
+            "holds the source's version {version}, its .metadata records {}",
+            recorded_version.unwrap_or("none")
+        )),
+        _ => None,
+    }
 }
 
 /// A copy's `.metadata` rows, each with what is wrong with the copy; none without `.metadata`.
@@ -822,14 +842,17 @@ async fn check_big_copy(s3: &S3, copy: S3Uri) -> Result<Vec<BigCopy>> {
                     "the copy {copy} has {} bytes, its .metadata says {}",
                     head.size, row.size
                 )),
-                Some(head) => match head.plain_md5() {
-                    Some(md5) if !row.md5.is_empty() && !md5.eq_ignore_ascii_case(&row.md5) => {
-                        Some(format!(
-                            "the copy {copy} has ETag {md5}, its .metadata records MD5 {}",
-                            row.md5
-                        ))
-                    }
-                    _ => None,
+                Some(head) => match copied_source_differs(head, &row) {
+                    Some(problem) => Some(format!("the copy {copy} {problem}")),
+                    None => match head.plain_md5() {
+                        Some(md5) if !row.md5.is_empty() && !md5.eq_ignore_ascii_case(&row.md5) => {
+                            Some(format!(
+                                "the copy {copy} has ETag {md5}, its .metadata records MD5 {}",
+                                row.md5
+                            ))
+                        }
+                        _ => None,
+                    },
                 },
             };
             BigCopy { row, problem }

@@ -407,6 +407,14 @@ pub fn table(report: &VerifyReport, max_problems: usize) -> String {
             problems.len() - max_problems
         ));
     }
+    let in_dlq: u64 = report.totals.in_dlq.values().sum();
+    if in_dlq > 0 {
+        out.push_str(&format!(
+            "{in_dlq} objects are in DLQs, not archived: a manifest's records are final, so \
+             bundling it again changes nothing; put those worth another try in a bundle \
+             manifest with a new name\n"
+        ));
+    }
     out.push_str(&if report.problems == 0 {
         "verified: no problems\n".to_string()
     } else {

@@ -75,6 +75,17 @@ pub struct FaultPlan {
     /// Every request waits at least this long before it is forwarded: the round trip of a real
     /// S3 endpoint, which the local servers do not have.
     pub latency: Option<Duration>,
+    /// S3's write-once condition where the local server lacks it: a PutObject or
+    /// CompleteMultipartUpload with `If-None-Match: *` on a key that exists is answered 412
+    /// PreconditionFailed (moto and s3s-fs ignore it on CompleteMultipartUpload).
+    pub write_once: bool,
+    /// PutObject of keys ending with a suffix is forwarded (the write happens), then answered
+    /// with an error instead of the server's answer: an answer lost on the way back, which the
+    /// client's retry meets as its own write.
+    pub lose_put_answers_ending_with: Option<FailPut>,
+    /// Requests after the first this many are held, never answered: the moment for a test to
+    /// kill the client between two requests (a crash at a chosen point).
+    pub hold_after: Option<u64>,
 }
 
 /// PutObject of keys ending with `suffix` answered `status` with S3 error `code`.
@@ -142,6 +153,14 @@ pub struct FaultCounts {
     pub rejected_puts: AtomicU64,
     /// Reads answered with the error of `gets_fail_after`.
     pub injected_after: AtomicU64,
+    /// Writes refused by `write_once`.
+    pub refused_writes: AtomicU64,
+    /// Answers replaced by `lose_put_answers_ending_with`.
+    pub lost_answers: AtomicU64,
+    /// Every request the proxy received.
+    pub requests: AtomicU64,
+    /// Requests held by `hold_after`.
+    pub held: AtomicU64,
     /// "Operation path: problem" for each request without a header of `require_headers`.
     pub header_violations: Mutex<Vec<String>>,
 }
@@ -259,6 +278,7 @@ impl FaultProxy {
         let state = Arc::new(State {
             plan,
             counts: counts.clone(),
+            upstream: Some(crate::s3_client(&upstream.to_string())),
             ..State::default()
         });
         let client: Client<HttpConnector, Incoming> =
@@ -285,6 +305,10 @@ struct State {
     parts: AtomicU64,
     /// PutObjects of keys `fail_put_keys_ending_with` matches seen.
     failing_puts: AtomicU64,
+    /// PutObjects of keys `lose_put_answers_ending_with` matches seen.
+    lost_puts: AtomicU64,
+    /// A client of the upstream server, for `write_once`.
+    upstream: Option<aws_sdk_s3::Client>,
     /// GetObject attempts by bucket/key, for `slowdown_first_tries`.
     tries: Mutex<HashMap<String, u64>>,
     /// Keys whose body was stalled once (`stall_keys_containing`).
@@ -410,6 +434,50 @@ impl State {
         Some(chosen_error(fail.status, &fail.code))
     }
 
+    /// The error that replaces the answer to a PutObject of `key` once it was forwarded.
+    fn lost_answer(&self, key: &str) -> Option<Injected<'_>> {
+        let lose = self
+            .plan
+            .lose_put_answers_ending_with
+            .as_ref()
+            .filter(|lose| key.ends_with(&lose.suffix))?;
+        let n = self.lost_puts.fetch_add(1, Ordering::Relaxed) + 1;
+        if lose.times.is_some_and(|times| n > times) {
+            return None;
+        }
+        self.counts.lost_answers.fetch_add(1, Ordering::Relaxed);
+        Some(chosen_error(lose.status, &lose.code))
+    }
+
+    /// With `write_once`: true when a write that must not replace anything would, i.e. an
+    /// object exists at `key` (`bucket/key`, decoded).
+    async fn refuses_write(&self, operation: &str, key: &str, headers: &http::HeaderMap) -> bool {
+        let conditional = headers
+            .get("if-none-match")
+            .is_some_and(|value| value.as_bytes() == b"*");
+        let (Some(client), true, true) = (
+            self.upstream.as_ref(),
+            self.plan.write_once && conditional,
+            matches!(operation, "PutObject" | "CompleteMultipartUpload"),
+        ) else {
+            return false;
+        };
+        let Some((bucket, key)) = key.trim_start_matches('/').split_once('/') else {
+            return false;
+        };
+        let exists = client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .is_ok();
+        if exists {
+            self.counts.refused_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        exists
+    }
+
     /// How long a request of `operation` on `key` waits before it is forwarded.
     fn delay(&self, operation: &str, key: &str) -> Option<Duration> {
         let plan = &self.plan;
@@ -472,6 +540,11 @@ async fn handle(
     if let Ok(mut operations) = counts.operations.lock() {
         *operations.entry(name).or_default() += 1;
     }
+    let number = counts.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    if state.plan.hold_after.is_some_and(|after| number > after) {
+        counts.held.fetch_add(1, Ordering::Relaxed);
+        return futures::future::pending().await;
+    }
     if name == "GetObjectTagging" {
         counts.tagging_gets.fetch_add(1, Ordering::Relaxed);
     }
@@ -483,6 +556,9 @@ async fn handle(
     };
     if let Some(delay) = state.delay(name, &key) {
         tokio::time::sleep(delay).await;
+    }
+    if state.refuses_write(name, &key, request.headers()).await {
+        return error_response(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
     }
     let (mut parts_of_request, body) = request.into_parts();
     let mut uri = http::uri::Parts::from(parts_of_request.uri.clone());
@@ -505,6 +581,11 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let (head, body) = response.into_parts();
+    if name == "PutObject" && head.status.is_success() {
+        if let Some((status, code)) = state.lost_answer(&key) {
+            return error_response(status, code);
+        }
+    }
     if spoil.corrupt && head.status.is_success() {
         counts.corrupted.fetch_add(1, Ordering::Relaxed);
         return Response::from_parts(head, corrupt_body(body));
