@@ -205,8 +205,12 @@ pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
             + census.data_files
             + 2 * census.manifests
             + census.manifests_with_copies,
-        heads: 5 * census.manifests + copied.objects,
-        lists: 2 * census.manifests,
+        // Per manifest: group's check of an existing manifest, and bundle's look at the index,
+        // the DLQ and the archive before the lease and again under it; per copy: the source
+        // and the copy's target.
+        heads: 7 * census.manifests + 2 * copied.objects,
+        // The archive's and the DLQ's earlier uploads, before and after each attempt.
+        lists: 4 * census.manifests,
         archive_puts: 2 * census.archives + census.archive_parts,
         other_puts: census.archives + 3 * census.manifests + copied.objects,
         copies: copied.objects,
@@ -424,15 +428,15 @@ mod tests {
         assert_eq!(r.tagging_gets_at_most, 100_002);
         // Two passes over each of the 3 manifests, a third over the one with both copies.
         assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 6 + 1);
-        assert_eq!((r.heads, r.lists), (17, 6));
+        assert_eq!((r.heads, r.lists), (25, 12));
         let parts = 2 * 36; // 294,401,024 / 8 MiB, rounded up
         assert_eq!(r.archive_puts, 4 + parts);
         assert_eq!(r.other_puts, 2 + 9 + 2);
         assert_eq!(r.copies, 2);
         // GETs at 0.0004/1000 (objects, tagging, inventory, heads); lists and other PUTs at
         // 0.005/1000; archive PUTs and copies at Deep Archive's 0.05/1000.
-        let requests = (100_000.0 + 100_002.0 + 10.0 + 17.0) / 1000.0 * 0.0004
-            + (6.0 + 13.0) / 1000.0 * 0.005
+        let requests = (100_000.0 + 100_002.0 + 10.0 + 25.0) / 1000.0 * 0.0004
+            + (12.0 + 13.0) / 1000.0 * 0.005
             + (76.0 + 2.0) / 1000.0 * 0.05;
         assert!(
             (report.request_cost - requests).abs() < 1e-9,

@@ -10,11 +10,11 @@
 //!   both measured over the sample's wall time, times [`BUNDLE_OVERHEAD`] for what bundle
 //!   does with each object besides the GET;
 //! * per manifest, the requests of the request model besides object GETs (manifest passes,
-//!   resume-check HEADs, lease, ListMultipartUploads, the upload's create and complete, index
-//!   PUT, group's staging PUT, HEAD and COPY: [`ROUND_TRIPS_PER_MANIFEST`]) taken as
+//!   the HEADs of its records, lease, ListMultipartUploads, the upload's create and complete,
+//!   index PUT, group's staging PUT, HEAD and COPY: [`ROUND_TRIPS_PER_MANIFEST`]) taken as
 //!   sequential round trips at the sample's fastest GET latency (the median is inflated by
 //!   the sample's own hundreds of GETs in flight, which these requests do not wait behind);
-//! * objects copied whole: HEAD, CopyObject and a `.metadata` PUT each, [`CONCURRENT_COPIES`]
+//! * objects copied whole: two HEADs, CopyObject and a `.metadata` PUT each, [`CONCURRENT_COPIES`]
 //!   at once, at that latency;
 //! * reading the inventory, once, as long as this `plan` took to read it.
 //!
@@ -42,9 +42,10 @@ pub const GETS_PER_SECOND_PER_PREFIX: f64 = 5500.0;
 /// Distinct prefixes counted at most: past this the per-prefix cap (55 million GETs a second)
 /// binds no fleet, and the set stays small.
 pub const PREFIXES_COUNTED: usize = 10_000;
-/// Requests per manifest besides object GETs, as the request model in `plan` counts them:
-/// 2 manifest GETs, 5 HEADs, 2 ListMultipartUploads, create and complete of the archive
-/// upload, its last part, the index PUT, the lease PUT, group's staging PUT and COPY.
+/// Sequential round trips per manifest besides object GETs: 2 manifest GETs, group's HEAD,
+/// bundle's two looks at its records (three HEADs at once each), the lease PUT and its
+/// release, ListMultipartUploads before and after the attempt (two at once each), create and
+/// complete of the archive upload, its last part, the index PUT, group's staging PUT and COPY.
 pub const ROUND_TRIPS_PER_MANIFEST: f64 = 16.0;
 /// Big objects bundle copies at once (see `bundle`).
 pub const CONCURRENT_COPIES: f64 = 4.0;
@@ -53,8 +54,9 @@ pub const CONCURRENT_COPIES: f64 = 4.0;
 /// measured bundle at 80-82% of a bare GET loop's rate at 20 ms a request, with 1.12-1.25
 /// times its CPU per object; `plan`'s test measured 1.06-1.27 (on a local server).
 pub const BUNDLE_OVERHEAD: f64 = 1.2;
-/// Requests per object copied whole: HEAD, CopyObject, `.metadata` PUT.
-const ROUND_TRIPS_PER_COPY: f64 = 3.0;
+/// Requests per object copied whole: HEADs of the source and the target, CopyObject,
+/// `.metadata` PUT.
+const ROUND_TRIPS_PER_COPY: f64 = 4.0;
 
 /// The prefix S3 partitions `key` under, as approximated here: the key up to and including
 /// its last `/` (the whole "folder"), or the empty prefix for a key without one. S3 partitions
@@ -635,7 +637,7 @@ mod tests {
         });
         assert!((report.get_seconds - 100.0 * BUNDLE_OVERHEAD).abs() < 1e-9);
         assert!((report.manifest_seconds - 4.0 * 16.0 * 0.02).abs() < 1e-9);
-        assert!((report.copy_seconds - 8.0 * 3.0 * 0.02 / 4.0).abs() < 1e-9);
+        assert!((report.copy_seconds - 8.0 * 4.0 * 0.02 / 4.0).abs() < 1e-9);
         let one = 100.0 * BUNDLE_OVERHEAD + 1.28 + 0.12;
         let seconds: Vec<f64> = report.projections.iter().map(|p| p.seconds).collect();
         assert!((seconds[0] - (3.0 + one)).abs() < 1e-9);
