@@ -126,6 +126,12 @@ pub async fn copy_big_object(
         big_object_key(&settings.prefix, &source.bucket, &source.key, of),
     );
     let identity = source_identity(&info);
+    let job = Job {
+        source: &source,
+        info: &info,
+        target: &target,
+        identity: &identity,
+    };
     let existing = s3
         .head(&target)
         .await
@@ -146,9 +152,9 @@ pub async fn copy_big_object(
             ))
         }
         None if info.size > settings.multipart_threshold => {
-            multipart_copy(s3, &source, &info, &target, settings, &identity).await?
+            multipart_copy(s3, &job, settings).await?
         }
-        None => copy_whole(s3, &source, &info, &target, settings, &identity).await?,
+        None => copy_whole(s3, &job, settings).await?,
     }
     let row = IndexRow {
         bucket: source.bucket.clone(),
@@ -189,20 +195,26 @@ fn same_bytes(head: &ObjectHead, info: &ObjectInfo) -> bool {
         && head.plain_md5().as_deref() == Some(info.etag.to_ascii_lowercase().as_str())
 }
 
-/// One CopyObject (up to 5 GiB), with the source's headers and the source identity. S3 has no
-/// If-None-Match on CopyObject: the target was found empty just before, and any writer that
-/// races this one writes the same version's bytes there.
-async fn copy_whole(
-    s3: &S3,
-    source: &S3Uri,
-    info: &ObjectInfo,
-    target: &S3Uri,
-    settings: &CopySettings,
-    identity: &Identity,
-) -> Result<(), ReadFailure> {
-    let headers = copy_headers(info, identity);
+/// One copy: of which source contents, to where, and the identity the copy carries.
+struct Job<'a> {
+    source: &'a S3Uri,
+    info: &'a ObjectInfo,
+    target: &'a S3Uri,
+    identity: &'a Identity,
+}
+
+/// One CopyObject (up to 5 GiB), with the source's headers and the source identity; tags are
+/// copied by S3. S3 has no If-None-Match on CopyObject: the target was found empty just
+/// before, and any writer that races this one writes the same version's bytes there.
+async fn copy_whole(s3: &S3, job: &Job<'_>, settings: &CopySettings) -> Result<(), ReadFailure> {
+    let (source, info, target) = (job.source, job.info, job.target);
+    let headers = ObjectHeaders {
+        tags: BTreeMap::new(),
+        ..copy_headers(info, job.identity)
+    };
     retrying(s3.settings().retry, target, || {
-        s3.client()
+        let request = s3
+            .client()
             .copy_object()
             .copy_source(copy_source(source, info.version_id.as_deref()))
             .copy_source_if_match(format!("\"{}\"", info.etag))
@@ -210,18 +222,9 @@ async fn copy_whole(
             .key(&target.key)
             .metadata_directive(MetadataDirective::Replace)
             .tagging_directive(TaggingDirective::Copy)
-            .set_content_type(headers.content_type.clone())
-            .set_content_encoding(headers.content_encoding.clone())
-            .set_content_language(headers.content_language.clone())
-            .set_content_disposition(headers.content_disposition.clone())
-            .set_cache_control(headers.cache_control.clone())
-            .set_expires(headers.expires)
-            .set_metadata(Some(headers.metadata.clone().into_iter().collect()))
             .set_storage_class(settings.storage_class.clone())
-            .set_server_side_encryption(s3.settings().encryption())
-            .set_ssekms_key_id(s3.settings().sse_kms_key_id.clone())
-            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
-            .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .set_expected_source_bucket_owner(s3.settings().expected_bucket_owner.clone());
+        with_object_headers!(request, &headers, s3.settings())
             .send()
             .map_err(failure)
     })
@@ -261,16 +264,14 @@ pub fn copy_ranges(size: u64, part_size: u64) -> Vec<(u64, u64)> {
 
 async fn multipart_copy(
     s3: &S3,
-    source: &S3Uri,
-    info: &ObjectInfo,
-    target: &S3Uri,
+    job: &Job<'_>,
     settings: &CopySettings,
-    identity: &Identity,
 ) -> Result<(), ReadFailure> {
+    let (info, target) = (job.info, job.target);
     let fatal = |operation: &'static str, failure: RemoteFailure| {
         ReadFailure::Fatal(Error::writing(operation, target.to_string(), failure))
     };
-    let headers = copy_headers(info, identity);
+    let headers = copy_headers(info, job.identity);
     match s3
         .abort_uploads_before(&[target], settings.attempt_started)
         .await
@@ -296,7 +297,7 @@ async fn multipart_copy(
     .map_err(|f| fatal("CreateMultipartUpload", f))?;
     let upload_id = created.upload_id().unwrap_or_default().to_string();
     settings.open_uploads.opened(target, &upload_id);
-    let outcome = copy_parts(s3, source, info, target, &upload_id, identity).await;
+    let outcome = copy_parts(s3, job, &upload_id).await;
     match &outcome {
         Ok(()) => settings.open_uploads.closed(&upload_id),
         Err(_) => {
@@ -309,14 +310,8 @@ async fn multipart_copy(
 
 /// UploadPartCopy of every range, then CompleteMultipartUpload, only where no object is yet:
 /// one that carries the same source identity is as good (a racing writer's copy).
-async fn copy_parts(
-    s3: &S3,
-    source: &S3Uri,
-    info: &ObjectInfo,
-    target: &S3Uri,
-    upload_id: &str,
-    identity: &Identity,
-) -> Result<(), ReadFailure> {
+async fn copy_parts(s3: &S3, job: &Job<'_>, upload_id: &str) -> Result<(), ReadFailure> {
+    let (source, info, target) = (job.source, job.info, job.target);
     let part_size = part_size_for(info.size, 512 << 20);
     let mut parts = Vec::new();
     for (n, (first, last)) in copy_ranges(info.size, part_size).into_iter().enumerate() {
@@ -362,7 +357,7 @@ async fn copy_parts(
                 .build(),
         );
     }
-    complete_once(s3, target, upload_id, parts, identity)
+    complete_once(s3, target, upload_id, parts, job.identity)
         .await
         .map_err(ReadFailure::Fatal)?;
     Ok(())
