@@ -142,6 +142,19 @@ pub enum Error {
         owner: String,
     },
 
+    /// Bundle manifests in place hold other content than this run would write (grouped
+    /// before with other options, or by a run racing this one): `group` never replaces one,
+    /// since an archive may describe it.
+    #[error("{}", manifests_differ(.differing, .this_run, *.written))]
+    ManifestsDiffer {
+        /// Each manifest, with the options it was grouped with when it recorded them.
+        differing: Vec<String>,
+        /// This run's options, as on the command line.
+        this_run: String,
+        /// Manifests this run wrote before it found one (only when another run raced it).
+        written: u64,
+    },
+
     /// A local file could not be read or written.
     #[error("{location}: {source}")]
     Io {
@@ -162,6 +175,30 @@ fn hint_suffix(failure: &RemoteFailure, verb: &str) -> String {
         RemoteFailure::NotFound => "; check the bucket and key".to_string(),
         _ => String::new(),
     }
+}
+
+fn manifests_differ(differing: &[String], this_run: &str, written: u64) -> String {
+    const LISTED: usize = 5;
+    let mut listed = differing
+        .iter()
+        .take(LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if differing.len() > LISTED {
+        listed.push_str(&format!(" and {} more", differing.len() - LISTED));
+    }
+    let done = match written {
+        0 => "no manifest was written".to_string(),
+        n => format!("{n} manifest(s) before it were written"),
+    };
+    format!(
+        "{} bundle manifest(s) already exist with other content than this run's ({this_run}): \
+         {listed}. A bundle manifest is never replaced, since an archive may describe it; {done}. \
+         To group with other options, write the manifests to another place (-p PREFIX or -k \
+         KEY); if the old ones were never bundled, delete them and group again",
+        differing.len()
+    )
 }
 
 impl Error {
@@ -217,9 +254,10 @@ impl Error {
 
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Usage(_) | Error::BadInput { .. } | Error::Collision { .. } => {
-                ExitCode::BadInput
-            }
+            Error::Usage(_)
+            | Error::BadInput { .. }
+            | Error::Collision { .. }
+            | Error::ManifestsDiffer { .. } => ExitCode::BadInput,
             Error::Read { .. } => ExitCode::ReadFailed,
             Error::Write { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
                 ExitCode::WriteFailed

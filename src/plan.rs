@@ -9,7 +9,8 @@
 //! inventory does not say which, so that figure is an upper bound); per object too big to
 //! bundle a HEAD (its headers and metadata), a CopyObject and a PUT of its `.metadata`; for grouping, GETs of manifest.json and
 //! of every data file, and per manifest a staging PUT, a HEAD of its final key (is an identical
-//! manifest there already?) and a COPY into place (DELETEs are free).
+//! manifest there already?), a GET of the staged copy and a conditional PUT into place (DELETEs
+//! are free).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -134,8 +135,8 @@ pub struct Requests {
     pub object_gets: u64,
     /// GetObjectTagging, at most (only objects with tags are asked).
     pub tagging_gets_at_most: u64,
-    /// GETs of manifest.json, the data files and the bundle manifests (read as a stream in
-    /// two passes, three when a manifest has objects to copy).
+    /// GETs of manifest.json, the data files and the bundle manifests (once staged, to be put
+    /// into place, then as a stream in two passes, three when a manifest has objects to copy).
     pub inventory_and_manifest_gets: u64,
     /// HEADs of manifests (unchanged?), indexes and DLQs (the resume check, before and under
     /// the lease), and of objects copied whole.
@@ -144,8 +145,7 @@ pub struct Requests {
     pub lists: u64,
     /// CreateMultipartUpload, UploadPart and CompleteMultipartUpload of the archives.
     pub archive_puts: u64,
-    /// PUTs of indexes, leases, staged manifests and `.metadata` files, and COPYs of manifests
-    /// into place.
+    /// PUTs of indexes, leases, `.metadata` files and manifests (staged, then into place).
     pub other_puts: u64,
     /// CopyObject of objects too big to bundle.
     pub copies: u64,
@@ -203,7 +203,7 @@ pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
         tagging_gets_at_most: all.objects,
         inventory_and_manifest_gets: 1
             + census.data_files
-            + 2 * census.manifests
+            + 3 * census.manifests
             + census.manifests_with_copies,
         // Per manifest: group's check of an existing manifest, and bundle's look at the index,
         // the DLQ and the archive before the lease and again under it; per copy: the source
@@ -319,7 +319,7 @@ pub fn render(report: &PlanReport) -> String {
         ("HEAD (unchanged and resume checks)", r.heads),
         ("ListMultipartUploads", r.lists),
         ("archive uploads and parts", r.archive_puts),
-        ("index, manifest and metadata PUT/COPY", r.other_puts),
+        ("index, manifest and metadata PUT", r.other_puts),
         ("CopyObject (big objects)", r.copies),
     ] {
         let _ = writeln!(out, "  {what:<40} {n:>12}");
@@ -426,8 +426,9 @@ mod tests {
         let r = &report.requests;
         assert_eq!(r.object_gets, 100_000);
         assert_eq!(r.tagging_gets_at_most, 100_002);
-        // Two passes over each of the 3 manifests, a third over the one with both copies.
-        assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 6 + 1);
+        // Each of the 3 manifests read once staged and in two passes, a third over the one with
+        // both copies.
+        assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 9 + 1);
         assert_eq!((r.heads, r.lists), (25, 12));
         let parts = 2 * 36; // 294,401,024 / 8 MiB, rounded up
         assert_eq!(r.archive_puts, 4 + parts);
@@ -435,7 +436,7 @@ mod tests {
         assert_eq!(r.copies, 2);
         // GETs at 0.0004/1000 (objects, tagging, inventory, heads); lists and other PUTs at
         // 0.005/1000; archive PUTs and copies at Deep Archive's 0.05/1000.
-        let requests = (100_000.0 + 100_002.0 + 10.0 + 25.0) / 1000.0 * 0.0004
+        let requests = (100_000.0 + 100_002.0 + 13.0 + 25.0) / 1000.0 * 0.0004
             + (12.0 + 13.0) / 1000.0 * 0.005
             + (76.0 + 2.0) / 1000.0 * 0.05;
         assert!(

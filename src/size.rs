@@ -39,6 +39,21 @@ impl FromStr for ByteSize {
     }
 }
 
+impl ByteSize {
+    /// The size as the command line takes it, exactly (`4GiB`, `64KiB`, `1000`), where
+    /// [`Display`](fmt::Display) rounds for people.
+    pub fn as_argument(self) -> String {
+        const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+        UNITS
+            .iter()
+            .find(|(_, shift)| self.0 != 0 && self.0.is_multiple_of(1u64 << shift))
+            .map_or_else(
+                || self.0.to_string(),
+                |(unit, shift)| format!("{}{unit}", self.0 >> shift),
+            )
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&human_bytes(self.0))
@@ -96,6 +111,14 @@ mod tests {
         assert_eq!(human_bytes(17), "17 B");
         assert_eq!(human_bytes(4 << 30), "4.0 GiB");
     }
+
+    #[test]
+    fn sizes_as_arguments_take_the_largest_exact_unit() {
+        assert_eq!(ByteSize(4 << 30).as_argument(), "4GiB");
+        assert_eq!(ByteSize(1536 << 10).as_argument(), "1536KiB");
+        assert_eq!(ByteSize(1000).as_argument(), "1000");
+        assert_eq!(ByteSize(0).as_argument(), "0");
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +149,11 @@ mod proptests {
             let text = format!("{n}{}", spellings[unit][spelling]);
             let want = n.checked_mul(1 << (10 * unit));
             prop_assert_eq!(text.parse::<ByteSize>().ok().map(|s| s.0), want);
+        }
+
+        #[test]
+        fn sizes_as_arguments_parse_back(n in any::<u64>()) {
+            prop_assert_eq!(ByteSize(n).as_argument().parse::<ByteSize>(), Ok(ByteSize(n)));
         }
     }
 }

@@ -7,7 +7,7 @@ use common::*;
 use s3bundler::manifest::parse_manifest;
 use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
 use s3bundler_testkit::generate::{
-    csv_report, report, rows, upload_report, DataFormat, InventorySpec,
+    csv_report, report, rows, upload_report, DataFormat, InventorySpec, UploadedReport,
 };
 
 const FIXTURE_MANIFEST_KEY: &str = "inventory/filemanager-inventory-test/cfg/2024-05-06T01-00Z";
@@ -197,6 +197,22 @@ async fn generated_as(
     (client, bucket, spec, report.manifest_uri, report.expected)
 }
 
+/// A CSV report of `objects` objects for moto, which cannot store keys with newlines.
+async fn moto_report(client: &aws_sdk_s3::Client, bucket: &str, objects: u64) -> UploadedReport {
+    let spec = InventorySpec {
+        newline_keys: false,
+        ..InventorySpec::new(bucket, objects)
+    };
+    upload_report(
+        client,
+        bucket,
+        "inventory/",
+        &spec,
+        csv_report(&spec, false),
+    )
+    .await
+}
+
 async fn read_manifests(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<Vec<u8>> {
     let mut keys = list_keys(client, bucket, prefix).await;
     keys.sort_by_key(|k| {
@@ -316,6 +332,203 @@ async fn size_threshold_closes_manifests_and_a_rerun_rewrites_nothing() {
     );
 }
 
+/// Every object under `prefix` with its bytes, staged ones included.
+async fn objects_under(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut objects = std::collections::BTreeMap::new();
+    for key in list_keys(client, bucket, prefix).await {
+        let body = get_object(client, bucket, &key).await;
+        objects.insert(key, body);
+    }
+    objects
+}
+
+/// Grouping again with other thresholds would replace manifests that archives may describe.
+/// Fails on the old code, which copied the new manifests over the old ones (and wrote the 5th).
+#[tokio::test]
+async fn regrouping_with_other_thresholds_replaces_no_manifest_and_writes_none() {
+    let (client, bucket, _spec, uri, expected) = generated(|b| InventorySpec::new(b, 400)).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let group = |count: &'static str| {
+        let (uri, bucket) = (uri.clone(), bucket.clone());
+        async move {
+            s3bundler(
+                endpoint,
+                &["group", "-m", &uri, "-b", &bucket, "-c", count, "--json"],
+            )
+            .await
+        }
+    };
+    let first = group("100").await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let manifests = expected.selected.div_ceil(100);
+    assert!(expected.selected.div_ceil(80) > manifests);
+    let before = objects_under(&client, &bucket, "s3grouper-output/").await;
+    assert_eq!(before.len() as u64, manifests);
+
+    let again = group("100").await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["manifests_unchanged"], manifests);
+
+    let other = group("80").await;
+    assert_eq!(other.code, 2, "{other:?}");
+    let first_manifest = before.keys().next().map(String::as_str).unwrap_or_default();
+    for needle in [
+        &format!("s3://{bucket}/{first_manifest}")[..],
+        "grouped with -c 100 -s 4GiB",
+        "-c 80 -s 4GiB",
+        "-p PREFIX",
+    ] {
+        assert!(
+            other.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            other.stderr
+        );
+    }
+    assert!(
+        objects_under(&client, &bucket, "s3grouper-output/").await == before,
+        "the manifests are unchanged byte for byte, no new one, no staging leftovers"
+    );
+}
+
+/// A manifest that differs is found before any is written: a missing one before it is not
+/// written either. Fails on the old code, which wrote the missing ones and replaced the other.
+#[tokio::test]
+async fn one_differing_manifest_stops_the_run_before_any_write() {
+    let (client, bucket, _spec, uri, _) = generated(|b| InventorySpec::new(b, 400)).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let args = ["group", "-m", &uri, "-b", &bucket, "-c", "100"];
+    let out = s3bundler(endpoint, &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut keys = list_keys(&client, &bucket, "s3grouper-output/").await;
+    keys.sort();
+    assert!(keys.len() >= 3, "{keys:?}");
+    for key in &keys[..2] {
+        client
+            .delete_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let foreign = keys[keys.len() - 1].clone();
+    put_object(&client, &bucket, &foreign, b"b,someone else's,1\n".to_vec()).await;
+
+    let out = s3bundler(endpoint, &args).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(&foreign), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("recorded no thresholds"),
+        "{}",
+        out.stderr
+    );
+    let left = objects_under(&client, &bucket, "s3grouper-output/").await;
+    assert_eq!(
+        left.keys().cloned().collect::<Vec<_>>(),
+        keys[2..].to_vec(),
+        "no manifest written"
+    );
+    assert_eq!(left[&foreign], b"b,someone else's,1\n");
+}
+
+/// Fails on the old code, which accepted zero thresholds (and cut a manifest per object).
+#[tokio::test]
+async fn zero_thresholds_are_refused_by_every_command_that_groups() {
+    let (client, bucket, _spec, uri, _) = generated(|b| InventorySpec::new(b, 20)).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    for command in ["group", "run", "plan"] {
+        for (option, long) in [("-c", "--count-threshold"), ("-s", "--size-threshold")] {
+            let mut args = vec![command, "-m", &uri, option, "0"];
+            if command != "plan" {
+                args.extend(["-b", &bucket]);
+            }
+            let out = s3bundler(endpoint, &args).await;
+            assert_eq!(out.code, 2, "{args:?}: {out:?}");
+            assert!(
+                out.stderr.contains(long) && out.stderr.contains("at least 1"),
+                "{args:?}: {}",
+                out.stderr
+            );
+        }
+    }
+    assert!(list_keys(&client, &bucket, "s3grouper-output/")
+        .await
+        .is_empty());
+}
+
+/// Two runs racing for one manifest: the other run's PUT lands between this run's check and
+/// its write. moto refuses the conditional PUT (412); a manifest with other content is then
+/// refused, an identical one is fine. Fails on the old code, whose CopyObject replaced it.
+#[tokio::test]
+async fn a_manifest_written_meanwhile_by_another_run_is_never_replaced() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let bucket = new_bucket(&client, "race").await;
+    let report = moto_report(&client, &bucket, 30).await;
+    let uri = report.manifest_uri;
+    let reference = s3bundler(
+        endpoint,
+        &["group", "-m", &uri, "-b", &bucket, "-p", "reference"],
+    )
+    .await;
+    assert_eq!(reference.code, 0, "{reference:?}");
+    let reference_keys = list_keys(&client, &bucket, "reference/").await;
+    assert_eq!(reference_keys.len(), 1, "{reference_keys:?}");
+    let same = get_object(&client, &bucket, &reference_keys[0]).await;
+    let other = b"b,someone else's,1\n".to_vec();
+
+    for (prefix, meanwhile, code) in [("differs", &other, 2), ("same", &same, 0)] {
+        let proxy = FaultProxy::start(
+            endpoint,
+            FaultPlan {
+                put_delay: Some(std::time::Duration::from_secs(2)),
+                delay_put_keys_ending_with: Some(".0.index".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let child = spawn_s3bundler(
+            &proxy.endpoint,
+            &["group", "-m", &uri, "-b", &bucket, "-p", prefix, "--json"],
+        );
+        // The staged manifest's PUT, then the final one, which the proxy holds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while proxy
+            .counts
+            .operations()
+            .get("PutObject")
+            .copied()
+            .unwrap_or(0)
+            < 2
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let target = reference_keys[0].replacen("reference/", &format!("{prefix}/"), 1);
+        put_object(&client, &bucket, &target, meanwhile.clone()).await;
+        let out = finish(child, std::time::Duration::from_secs(60)).await;
+        assert_eq!(out.code, code, "{prefix}: {out:?}");
+        assert_eq!(
+            &get_object(&client, &bucket, &target).await,
+            meanwhile,
+            "{prefix}"
+        );
+        if code == 0 {
+            assert_eq!(out.json()["manifests_unchanged"], 1, "{out:?}");
+        } else {
+            assert!(out.stderr.contains(&target), "{}", out.stderr);
+        }
+        assert_eq!(
+            list_keys(&client, &bucket, &format!("{prefix}/")).await,
+            [target]
+        );
+    }
+}
+
 #[tokio::test]
 async fn glacier_and_include_prefix_selection() {
     let (client, bucket, spec, uri, expected) = generated(|b| InventorySpec::new(b, 1000)).await;
@@ -382,18 +595,7 @@ async fn queue_gets_one_message_per_manifest() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let spec = InventorySpec {
-        newline_keys: false,
-        ..InventorySpec::new(&bucket, 300)
-    };
-    let report = upload_report(
-        &client,
-        &bucket,
-        "inventory/",
-        &spec,
-        csv_report(&spec, false),
-    )
-    .await;
+    let report = moto_report(&client, &bucket, 300).await;
     let out = s3bundler(
         endpoint,
         &[
@@ -671,18 +873,7 @@ async fn output_bucket_missing_exit_4_through_moto() {
     let endpoint = moto::endpoint();
     let client = s3_client(endpoint);
     let bucket = new_bucket(&client, "inv").await;
-    let spec = InventorySpec {
-        newline_keys: false,
-        ..InventorySpec::new(&bucket, 30)
-    };
-    let report = upload_report(
-        &client,
-        &bucket,
-        "inventory/",
-        &spec,
-        csv_report(&spec, false),
-    )
-    .await;
+    let report = moto_report(&client, &bucket, 30).await;
     let out = s3bundler(
         endpoint,
         &[

@@ -90,6 +90,55 @@ async fn run_bundles_every_selected_object_once_and_a_rerun_skips_finished_manif
     assert_eq!(again.json()["objects_archived"], 0);
 }
 
+/// Running again with other thresholds would regroup the inventory under the same manifest
+/// names, which the archives describe: the run stops before it bundles anything. Fails on the
+/// old code, which replaced the manifests and bundled the new third one.
+#[tokio::test]
+async fn a_rerun_with_other_thresholds_stops_before_bundling_anything() {
+    let (client, spec, uri, selected) = inventory_with_objects(400).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let bucket = spec.source_bucket.clone();
+    let run = |count: &'static str| {
+        let (uri, bucket) = (uri.clone(), bucket.clone());
+        async move {
+            let mut args = vec!["run", "-m", &uri, "-b", &bucket, "-c", count];
+            args.extend(["--archive-prefix", "archives", "--json"]);
+            s3bundler(endpoint, &args).await
+        }
+    };
+    let first = run("200").await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let manifests = selected.div_ceil(200);
+    assert!(selected.div_ceil(150) > manifests);
+    let snapshot = || async {
+        let mut keys = list_keys(&client, &bucket, "archives/").await;
+        keys.extend(list_keys(&client, &bucket, "s3grouper-output/").await);
+        let mut objects = BTreeMap::new();
+        for key in keys {
+            let body = get_object(&client, &bucket, &key).await;
+            objects.insert(key, body);
+        }
+        objects
+    };
+    let before = snapshot().await;
+
+    let again = run("200").await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["manifests_skipped"], manifests);
+
+    let other = run("150").await;
+    assert_eq!(other.code, 2, "{other:?}");
+    assert!(
+        other.stderr.contains("manifest.0.index") && other.stderr.contains("grouped with -c 200"),
+        "{}",
+        other.stderr
+    );
+    assert!(
+        snapshot().await == before,
+        "no manifest replaced or added, nothing bundled"
+    );
+}
+
 #[tokio::test]
 async fn a_killed_run_resumes_and_archives_every_object_exactly_once() {
     let (client, spec, uri, selected) = inventory_with_objects(3000).await;

@@ -5,6 +5,7 @@
 //! on one thread; closed manifests are uploaded to a staging area while reading goes on. Only when every data file has been read and verified
 //! are the manifests committed under their final names (so a damaged report leaves no manifest
 //! that a bundler could pick up), unchanged ones left alone, and their queue messages sent.
+//! A manifest in place is never replaced: an archive may describe it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,14 +16,14 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::aws::AwsOptions;
-use crate::error::{Error, Result};
+use crate::error::{Error, RemoteFailure, Result};
 use crate::group::{ClosedManifest, GroupStats, SelectedRows, Selection, Splitter};
 use crate::inventory::columns::ColumnMap;
 use crate::inventory::manifest::verify_checksum;
 use crate::inventory::ordered::{default_parallelism, OrderedBatches, ReadPlan};
 use crate::inventory::{FileFormat, InventoryManifest};
 use crate::manifest::{bundle_manifest_key, bundle_manifest_stem, join_prefix};
-use crate::s3::{is_plain_md5, S3};
+use crate::s3::{is_plain_md5, Put, S3};
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
 use crate::size::{human_bytes, ByteSize};
@@ -30,6 +31,11 @@ use crate::sqs::Queue;
 
 /// manifest.json files are small; refuse anything absurd rather than hold it in memory.
 const MANIFEST_JSON_LIMIT: u64 = 256 << 20;
+
+/// User metadata of each bundle manifest: the thresholds it was cut with, so that a later run
+/// that finds it with other content can say how it was grouped.
+const COUNT_THRESHOLD_METADATA: &str = "s3bundler-count-threshold";
+const SIZE_THRESHOLD_METADATA: &str = "s3bundler-size-threshold";
 
 /// Selection, splitting and reading options, shared with `run` and `plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,7 +45,8 @@ pub struct GroupingOptions {
         short = 's',
         long = "size-threshold",
         value_name = "SIZE",
-        default_value = "4GiB"
+        default_value = "4GiB",
+        value_parser = at_least_one_byte
     )]
     pub size_threshold: ByteSize,
     /// Close a bundle manifest when it holds this many objects.
@@ -47,7 +54,8 @@ pub struct GroupingOptions {
         short = 'c',
         long = "count-threshold",
         value_name = "COUNT",
-        default_value_t = 65000
+        default_value_t = 65000,
+        value_parser = at_least_one_object
     )]
     pub count_threshold: u64,
     /// Keep only keys that start with this prefix.
@@ -66,6 +74,24 @@ pub struct GroupingOptions {
     pub readers: Option<u16>,
 }
 
+/// `-c`: a manifest holds at least one object, so zero can only be a mistake.
+fn at_least_one_object(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("the count threshold must be at least 1 object, e.g. 65000".into()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("`{text}` is not a whole number of objects")),
+    }
+}
+
+/// `-s`: a manifest closes once its objects' sizes reach it, so zero would mean one object
+/// per manifest (whatever `-c` says), surely not what was meant.
+fn at_least_one_byte(text: &str) -> Result<ByteSize, String> {
+    match text.parse::<ByteSize>()? {
+        ByteSize(0) => Err("the size threshold must be at least 1 byte, e.g. 4GiB".into()),
+        size => Ok(size),
+    }
+}
+
 impl GroupingOptions {
     pub fn selection(&self) -> Selection {
         Selection {
@@ -73,6 +99,26 @@ impl GroupingOptions {
             all_versions: self.all_versions,
             glacier: self.glacier,
         }
+    }
+
+    /// The thresholds as options: `-c 65000 -s 4GiB`.
+    fn thresholds(&self) -> String {
+        format!(
+            "-c {} -s {}",
+            self.count_threshold,
+            self.size_threshold.as_argument()
+        )
+    }
+
+    /// The thresholds as a manifest's user metadata.
+    fn threshold_metadata(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            (COUNT_THRESHOLD_METADATA, self.count_threshold.to_string()),
+            (SIZE_THRESHOLD_METADATA, self.size_threshold.as_argument()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
     }
 }
 
@@ -424,7 +470,9 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
 }
 
 /// Puts staged manifests in their final places, in order, leaving identical ones alone, and
-/// sends their queue messages.
+/// sends their queue messages. Every final key is checked before any is written, so that a
+/// manifest in place with other content stops the run with nothing written; each write is
+/// conditional, so that a run racing this one cannot have its manifest replaced either.
 async fn commit(
     s3: &S3,
     queue: Option<&Queue>,
@@ -432,22 +480,59 @@ async fn commit(
     inventory_uri: &S3Uri,
     staged: &[Staged],
 ) -> Result<Vec<WrittenManifest>> {
-    let mut written = Vec::with_capacity(staged.len());
-    for item in staged {
-        let key = bundle_manifest_key(
-            &args.prefix,
-            &inventory_uri.key,
-            &args.key,
-            item.number,
-            args.grouping.glacier,
-        );
-        let target = S3Uri::new(args.bucket.clone(), key);
-        let unchanged = is_identical(s3, &target, item).await?;
-        if !unchanged {
-            s3.copy_small(&item.uri, &target)
-                .await
-                .map_err(|failure| Error::writing("CopyObject", target.to_string(), failure))?;
+    let targets: Vec<S3Uri> = staged
+        .iter()
+        .map(|item| {
+            let key = bundle_manifest_key(
+                &args.prefix,
+                &inventory_uri.key,
+                &args.key,
+                item.number,
+                args.grouping.glacier,
+            );
+            S3Uri::new(args.bucket.clone(), key)
+        })
+        .collect();
+    let mut in_place = Vec::with_capacity(staged.len());
+    let mut differing = Vec::new();
+    for (item, target) in staged.iter().zip(&targets) {
+        match existing(s3, target, item).await? {
+            Existing::Nothing => in_place.push(false),
+            Existing::Identical => in_place.push(true),
+            Existing::Different { grouped_with } => {
+                differing.push(describe_differing(target, grouped_with));
+            }
         }
+    }
+    let refusal = |differing, written| Error::ManifestsDiffer {
+        differing,
+        this_run: args.grouping.thresholds(),
+        written,
+    };
+    if !differing.is_empty() {
+        return Err(refusal(differing, 0));
+    }
+    let metadata = args.grouping.threshold_metadata();
+    let mut written: Vec<WrittenManifest> = Vec::with_capacity(staged.len());
+    for ((item, target), identical) in staged.iter().zip(targets).zip(in_place) {
+        let unchanged = identical
+            || match put_if_absent(s3, item, &target, &metadata).await? {
+                None => false,
+                Some(Existing::Identical) => true,
+                Some(Existing::Different { grouped_with }) => {
+                    let done = written.iter().filter(|m| m.written).count() as u64;
+                    let differing = vec![describe_differing(&target, grouped_with)];
+                    return Err(refusal(differing, done));
+                }
+                // Refused because an object was there, yet none is now: deleted meanwhile.
+                Some(Existing::Nothing) => {
+                    return Err(Error::writing(
+                        "PutObject",
+                        target.to_string(),
+                        RemoteFailure::PreconditionFailed,
+                    ))
+                }
+            };
         info!(
             objects = item.objects,
             bytes = item.bytes,
@@ -469,33 +554,95 @@ async fn commit(
     Ok(written)
 }
 
-/// True when `target` already holds exactly the staged manifest. S3 computed the staged
-/// copy's MD5 as its ETag; where ETags are not MD5s (SSE-KMS), the bytes are compared.
-async fn is_identical(s3: &S3, target: &S3Uri, item: &Staged) -> Result<bool> {
+/// What a manifest's final key holds.
+enum Existing {
+    Nothing,
+    /// Exactly the staged manifest.
+    Identical,
+    /// Another manifest, and the thresholds it was grouped with when it recorded them.
+    Different {
+        grouped_with: Option<String>,
+    },
+}
+
+/// How the refusal names a manifest in place with other content.
+fn describe_differing(target: &S3Uri, grouped_with: Option<String>) -> String {
+    match grouped_with {
+        Some(options) => format!("{target} (grouped with {options})"),
+        None => format!(
+            "{target} (it recorded no thresholds: written by another tool or an older s3bundler)"
+        ),
+    }
+}
+
+/// Puts a staged manifest at `target` with `If-None-Match: *` (CopyObject takes no such
+/// condition), holding only this manifest in memory. `None` when it was written; otherwise S3
+/// refused because an object is there (a run racing this one), and this is what it holds.
+async fn put_if_absent(
+    s3: &S3,
+    item: &Staged,
+    target: &S3Uri,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<Existing>> {
+    let body = s3
+        .get_bytes(&item.uri, item.length)
+        .await
+        .map_err(|f| Error::reading("GetObject", item.uri.to_string(), f))?;
+    let put = Put {
+        metadata: metadata.clone(),
+        if_none_match: true,
+        ..Put::new("text/csv")
+    };
+    match s3.put(target, body, &put).await {
+        Ok(_) => Ok(None),
+        // Also what a retried PUT whose first answer was lost gets: it then finds its own
+        // manifest, identical.
+        Err(RemoteFailure::PreconditionFailed) => Ok(Some(existing(s3, target, item).await?)),
+        Err(failure) => Err(Error::writing("PutObject", target.to_string(), failure)),
+    }
+}
+
+/// What `target` holds, compared with the staged manifest. S3 computed the staged copy's MD5
+/// as its ETag; where ETags are not MD5s (SSE-KMS), the bytes are compared.
+async fn existing(s3: &S3, target: &S3Uri, item: &Staged) -> Result<Existing> {
     let head = s3
         .head(target)
         .await
         .map_err(|f| Error::reading("HeadObject", target.to_string(), f))?;
-    let Some(head) = head else { return Ok(false) };
-    if head.size != item.length {
-        return Ok(false);
-    }
-    let existing_etag = head.etag.unwrap_or_default();
-    let staged_etag = item.etag.clone().unwrap_or_default();
-    if is_plain_md5(&existing_etag) && is_plain_md5(&staged_etag) {
-        return Ok(existing_etag
-            .trim_matches('"')
-            .eq_ignore_ascii_case(staged_etag.trim_matches('"')));
-    }
-    let read = |uri: &S3Uri| {
-        let uri = uri.clone();
-        async move {
-            s3.get_bytes(&uri, item.length)
-                .await
-                .map_err(|f| Error::reading("GetObject", uri.to_string(), f))
+    let Some(head) = head else {
+        return Ok(Existing::Nothing);
+    };
+    let identical = head.size == item.length && {
+        let existing_etag = head.etag.clone().unwrap_or_default();
+        let staged_etag = item.etag.clone().unwrap_or_default();
+        if is_plain_md5(&existing_etag) && is_plain_md5(&staged_etag) {
+            existing_etag
+                .trim_matches('"')
+                .eq_ignore_ascii_case(staged_etag.trim_matches('"'))
+        } else {
+            let read = |uri: &S3Uri| {
+                let uri = uri.clone();
+                async move {
+                    s3.get_bytes(&uri, item.length)
+                        .await
+                        .map_err(|f| Error::reading("GetObject", uri.to_string(), f))
+                }
+            };
+            read(target).await? == read(&item.uri).await?
         }
     };
-    Ok(read(target).await? == read(&item.uri).await?)
+    if identical {
+        return Ok(Existing::Identical);
+    }
+    let recorded = |name| head.metadata.get(name);
+    let grouped_with = match (
+        recorded(COUNT_THRESHOLD_METADATA),
+        recorded(SIZE_THRESHOLD_METADATA),
+    ) {
+        (Some(count), Some(size)) => Some(format!("-c {count} -s {size}")),
+        _ => None,
+    };
+    Ok(Existing::Different { grouped_with })
 }
 
 fn print_summary(outcome: &GroupOutcome, json: bool) {

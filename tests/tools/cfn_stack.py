@@ -244,7 +244,7 @@ def check_notification(args, outputs):
     ]
     for key in [expected[0]] + quiet:
         s3.put_object(Bucket=bucket, Key=key, Body=b"test-source,a,1\n")
-    # The grouper puts manifests in place with a server-side copy from its staging area.
+    # A manifest put in place by a server-side copy from a staging area arrives too.
     s3.copy_object(Bucket=bucket, Key=expected[1], CopySource={"Bucket": bucket, "Key": quiet[0]})
     keys = received_keys(sqs, queue_url)
     return {

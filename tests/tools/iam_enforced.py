@@ -53,8 +53,8 @@ moto's IAM enforcement is partial; what it does not check is checked with moto's
 evaluator (moto.iam.access_control.IAMPolicy, the code the server uses) against the resource AWS
 authorizes ("OfflineChecks"), and is listed in deploy/README.md ("IAM, proven"):
   * CopyObject and UploadPartCopy: moto authorizes s3:PutObject on the destination only, not
-    s3:GetObject on the copy source (the grouper copies staged manifests in place). Checked
-    offline: the grouper may s3:GetObject a staged manifest.
+    s3:GetObject on the copy source. Checked offline: the grouper may s3:GetObject a staged
+    manifest (it reads each one back to put it in place with a conditional PutObject).
   * DeleteObjects: moto authorizes s3:DeleteObject on the bucket's ARN (arn:aws:s3:::BUCKET)
     once for the whole request, where AWS authorizes s3:DeleteObject (s3:DeleteObjectVersion for
     a version) on each object's ARN. PrunePolicy rightly grants it on arn:*:s3:::SOURCE/* only,
