@@ -614,58 +614,6 @@ impl S3 {
         Ok(output.e_tag().map(str::to_string))
     }
 
-    /// Server-side copy of an object of at most 5 GiB, with the configured encryption.
-    pub async fn copy_small(&self, from: &S3Uri, to: &S3Uri) -> Result<(), RemoteFailure> {
-        self.copy(from, to, None, None).await
-    }
-
-    /// Replaces the content type and user metadata of an object (a copy onto itself); with
-    /// `etag`, only if it is still that version.
-    pub async fn replace_metadata(
-        &self,
-        uri: &S3Uri,
-        content_type: &str,
-        metadata: &std::collections::BTreeMap<String, String>,
-        etag: Option<&str>,
-    ) -> Result<(), RemoteFailure> {
-        self.copy(uri, uri, Some((content_type, metadata)), etag)
-            .await
-    }
-
-    async fn copy(
-        &self,
-        from: &S3Uri,
-        to: &S3Uri,
-        replace: Option<(&str, &std::collections::BTreeMap<String, String>)>,
-        if_match: Option<&str>,
-    ) -> Result<(), RemoteFailure> {
-        crate::retry::retrying(self.settings.retry, to, || {
-            let request = self
-                .client
-                .copy_object()
-                .copy_source(copy_source(from, None))
-                .set_copy_source_if_match(if_match.map(str::to_string))
-                .bucket(&to.bucket)
-                .key(&to.key);
-            let request = match replace {
-                Some((content_type, metadata)) => request
-                    .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                    .content_type(content_type)
-                    .set_metadata(Some(metadata.clone().into_iter().collect())),
-                None => request,
-            };
-            request
-                .set_server_side_encryption(self.settings.encryption())
-                .set_ssekms_key_id(self.settings.sse_kms_key_id.clone())
-                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-                .set_expected_source_bucket_owner(self.settings.expected_bucket_owner.clone())
-                .send()
-                .map_err(failure)
-        })
-        .await?;
-        Ok(())
-    }
-
     /// Every key under `uri.key` with its size, in key order.
     pub async fn list(&self, uri: &S3Uri) -> Result<Vec<(String, u64)>, RemoteFailure> {
         // A listing cut by a failure is started again whole, within the retry policy.
