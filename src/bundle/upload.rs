@@ -172,10 +172,22 @@ impl MultipartUpload {
 
     /// Waits for every part and completes the upload. On failure the caller aborts it.
     pub async fn complete(&mut self) -> Result<Completed> {
+        self.complete_if(None, false).await
+    }
+
+    /// [`Self::complete`] under S3 conditional writes: only while the object's ETag is
+    /// `if_match`, or with `if_none_match` only where no object is.
+    pub async fn complete_if(
+        &mut self,
+        if_match: Option<&str>,
+        if_none_match: bool,
+    ) -> Result<Completed> {
         self.forget_parts_from(i32::MAX).await?;
         let mut parts: Vec<CompletedPart> = std::mem::take(&mut self.done);
         parts.sort_by_key(|p| p.part_number());
-        let output = complete_upload(&self.s3, &self.target, &self.upload_id, parts).await?;
+        let condition = (if_match, if_none_match);
+        let output =
+            complete_upload_if(&self.s3, &self.target, &self.upload_id, parts, condition).await?;
         self.closed = true;
         Ok(Completed {
             etag: output.e_tag().map(str::to_string),
@@ -203,6 +215,17 @@ pub async fn complete_upload(
     upload_id: &str,
     parts: Vec<CompletedPart>,
 ) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput> {
+    complete_upload_if(s3, target, upload_id, parts, (None, false)).await
+}
+
+/// [`complete_upload`] with `(If-Match, If-None-Match: *)`.
+async fn complete_upload_if(
+    s3: &S3,
+    target: &S3Uri,
+    upload_id: &str,
+    parts: Vec<CompletedPart>,
+    (if_match, if_none_match): (Option<&str>, bool),
+) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput> {
     retrying(s3.settings().retry, target, || {
         s3.client()
             .complete_multipart_upload()
@@ -214,6 +237,8 @@ pub async fn complete_upload(
                     .set_parts(Some(parts.clone()))
                     .build(),
             )
+            .set_if_match(if_match.map(str::to_string))
+            .set_if_none_match(if_none_match.then(|| "*".to_string()))
             .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
             .send()
             .map_err(failure)
