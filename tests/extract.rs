@@ -85,6 +85,24 @@ async fn assert_restored(client: &aws_sdk_s3::Client, bucket: &str, key: &str, s
     assert_eq!(tags_of(client, bucket, key).await, source.tags, "{key}");
 }
 
+/// `bundle -m MANIFEST -b ARCH -p b [--compress C]`, which must succeed; returns the archive.
+async fn bundled(endpoint: &str, manifest: &str, arch: &str, compress: Option<&str>) -> String {
+    let mut args = vec!["bundle", "-m", manifest, "-b", arch, "-p", "b", "--json"];
+    if let Some(compress) = compress {
+        args.extend(["--compress", compress]);
+    }
+    let out = s3bundler(endpoint, &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    out.json()["archive"].as_str().unwrap_or("").to_string()
+}
+
+/// `extract ARCHIVE --to TO --json EXTRA`.
+async fn extract_to(endpoint: &str, archive: &str, to: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["extract", archive, "--to", to, "--json"];
+    args.extend_from_slice(extra);
+    s3bundler(endpoint, &args).await
+}
+
 async fn round_trip(compress: Option<&str>) {
     let endpoint = moto::endpoint();
     let client = s3_client(endpoint);
@@ -100,12 +118,10 @@ async fn round_trip(compress: Option<&str>) {
         entries.push(entry(&src, &source.key, source.body.len() as u64, None));
     }
     let manifest = write_manifest(&client, &arch, "m/x-manifest.0.index", &entries).await;
-    let out = bundle(endpoint, &manifest, &arch, compress).await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let archive = out.json()["archive"].as_str().unwrap_or("").to_string();
+    let archive = bundled(endpoint, &manifest, &arch, compress).await;
 
     let to = format!("s3://{dst}/restored");
-    let out = s3bundler(endpoint, &["extract", &archive, "--to", &to, "--json"]).await;
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     let restored = out.json()["objects"].clone();
     assert_eq!(
@@ -537,9 +553,7 @@ async fn overwritten_after_archiving(compress: Option<&str>) {
         entries.push(entry(&src, &source.key, source.body.len() as u64, None));
     }
     let manifest = write_manifest(&client, &arch, "m/xkeep-manifest.0.index", &entries).await;
-    let out = bundle(endpoint, &manifest, &arch, compress).await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let archive = out.json()["archive"].as_str().unwrap_or("").to_string();
+    let archive = bundled(endpoint, &manifest, &arch, compress).await;
 
     // After archiving: one deleted, two overwritten with other bytes of the same size.
     client
@@ -555,16 +569,7 @@ async fn overwritten_after_archiving(compress: Option<&str>) {
     }
 
     let to = format!("s3://{src}");
-    let extract = |extra: &'static [&'static str]| {
-        let mut args = vec!["extract", archive.as_str(), "--to", to.as_str(), "--json"];
-        args.extend_from_slice(extra);
-        let args: Vec<String> = args.into_iter().map(str::to_string).collect();
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            s3bundler(endpoint, &args).await
-        }
-    };
-    let out = extract(&[]).await;
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
     assert_eq!(out.code, 1, "{out:?}");
     let json = out.json();
     assert_eq!(counts(&json), [1, 2, 2, 0], "{json}");
@@ -589,7 +594,7 @@ async fn overwritten_after_archiving(compress: Option<&str>) {
     );
 
     // --overwrite replaces them; then every object is the archived one.
-    let out = extract(&["--overwrite"]).await;
+    let out = extract_to(endpoint, &archive, &to, &["--overwrite"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(counts(&out.json()), [2, 3, 0, 0], "{out:?}");
     for source in &archived {
@@ -600,18 +605,9 @@ async fn overwritten_after_archiving(compress: Option<&str>) {
         );
     }
     // Identical objects (one now multipart, its ETag no MD5: read and hashed) are counted.
-    let out = extract(&[]).await;
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(counts(&out.json()), [0, 5, 0, 0], "{out:?}");
-}
-
-/// `bundle -m MANIFEST -b ARCH -p b --json [--compress C]`.
-async fn bundle(endpoint: &str, manifest: &str, arch: &str, compress: Option<&str>) -> Output {
-    let mut args = vec!["bundle", "-m", manifest, "-b", arch, "-p", "b", "--json"];
-    if let Some(compress) = compress {
-        args.extend(["--compress", compress]);
-    }
-    s3bundler(endpoint, &args).await
 }
 
 /// Fails on the old code, which uploaded the versions of one key concurrently: the one left
@@ -654,12 +650,10 @@ async fn versions_oldest_first(compress: Option<&str>) {
     // Newest first, as an inventory lists them.
     entries.reverse();
     let manifest = write_manifest(&client, &src, "m/xvers-manifest.0.index", &entries).await;
-    let out = bundle(endpoint, &manifest, &src, compress).await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let archive = out.json()["archive"].as_str().unwrap_or("").to_string();
+    let archive = bundled(endpoint, &manifest, &src, compress).await;
 
     let to = format!("s3://{dst}");
-    let out = s3bundler(endpoint, &["extract", &archive, "--to", &to, "--json"]).await;
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         get_object(&client, &dst, "v").await == bodies[2],
@@ -685,7 +679,7 @@ async fn versions_oldest_first(compress: Option<&str>) {
         "written oldest first"
     );
     // Again: the newest is current, so every version counts as already restored.
-    let out = s3bundler(endpoint, &["extract", &archive, "--to", &to, "--json"]).await;
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(counts(&out.json()), [0, 3, 0, 0], "{out:?}");
 }

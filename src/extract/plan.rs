@@ -61,16 +61,20 @@ impl Identities {
     /// The fingerprints that meet: held by more than one member, or a file's that is a folder
     /// above another member. Empty in the usual case.
     pub fn shared(mut self) -> Shared {
-        let files: HashSet<u64> = self.targets.iter().copied().collect();
+        let mut shared: HashSet<u64> = self
+            .targets
+            .iter()
+            .filter(|file| self.above.contains(file))
+            .copied()
+            .collect();
         let mut all = std::mem::take(&mut self.targets);
         all.append(&mut self.folders);
         all.sort_unstable();
-        let mut shared: HashSet<u64> = all
-            .windows(2)
-            .filter(|pair| pair[0] == pair[1])
-            .map(|pair| pair[0])
-            .collect();
-        shared.extend(files.intersection(&self.above));
+        shared.extend(
+            all.windows(2)
+                .filter(|pair| pair[0] == pair[1])
+                .map(|pair| pair[0]),
+        );
         Shared(shared)
     }
 }
