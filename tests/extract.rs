@@ -85,6 +85,24 @@ async fn assert_restored(client: &aws_sdk_s3::Client, bucket: &str, key: &str, s
     assert_eq!(tags_of(client, bucket, key).await, source.tags, "{key}");
 }
 
+/// `bundle -m MANIFEST -b ARCH -p b [--compress C]`, which must succeed; returns the archive.
+async fn bundled(endpoint: &str, manifest: &str, arch: &str, compress: Option<&str>) -> String {
+    let mut args = vec!["bundle", "-m", manifest, "-b", arch, "-p", "b", "--json"];
+    if let Some(compress) = compress {
+        args.extend(["--compress", compress]);
+    }
+    let out = s3bundler(endpoint, &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    out.json()["archive"].as_str().unwrap_or("").to_string()
+}
+
+/// `extract ARCHIVE --to TO --json EXTRA`.
+async fn extract_to(endpoint: &str, archive: &str, to: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["extract", archive, "--to", to, "--json"];
+    args.extend_from_slice(extra);
+    s3bundler(endpoint, &args).await
+}
+
 async fn round_trip(compress: Option<&str>) {
     let endpoint = moto::endpoint();
     let client = s3_client(endpoint);
@@ -100,18 +118,12 @@ async fn round_trip(compress: Option<&str>) {
         entries.push(entry(&src, &source.key, source.body.len() as u64, None));
     }
     let manifest = write_manifest(&client, &arch, "m/x-manifest.0.index", &entries).await;
-    let mut args = vec!["bundle", "-m", &manifest, "-b", &arch, "-p", "b", "--json"];
-    if let Some(compress) = compress {
-        args.extend(["--compress", compress]);
-    }
-    let out = s3bundler(endpoint, &args).await;
-    assert_eq!(out.code, 0, "{out:?}");
-    let archive = out.json()["archive"].as_str().unwrap_or("").to_string();
+    let archive = bundled(endpoint, &manifest, &arch, compress).await;
 
     let to = format!("s3://{dst}/restored");
-    let out = s3bundler(endpoint, &["extract", &archive, "--to", &to, "--json"]).await;
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
-    let restored = out.json();
+    let restored = out.json()["objects"].clone();
     assert_eq!(
         restored.as_array().map(Vec::len),
         Some(sources.len()),
@@ -185,9 +197,19 @@ type Crafted<'a> = (&'a str, &'a [u8], Vec<(String, String)>);
 
 /// Puts a crafted archive and its index on the local server; returns the archive's URI.
 async fn put_crafted(client: &aws_sdk_s3::Client, bucket: &str, members: &[Crafted<'_>]) -> String {
+    put_crafted_with(client, bucket, members, |_, _| {}).await
+}
+
+/// [`put_crafted`], with each index row changed by `edit` (given the member's position).
+async fn put_crafted_with(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    members: &[Crafted<'_>],
+    edit: impl Fn(usize, &mut IndexRow),
+) -> String {
     let mut tar = Vec::new();
     let mut index = IndexWriter::default();
-    for (name, data, attributes) in members {
+    for (position, (name, data, attributes)) in members.iter().enumerate() {
         let header_offset = tar.len() as u64;
         tar.extend(member_header(
             name,
@@ -199,7 +221,7 @@ async fn put_crafted(client: &aws_sdk_s3::Client, bucket: &str, members: &[Craft
         tar.extend_from_slice(data);
         tar.resize(tar.len() + padding(data.len() as u64) as usize, 0);
         let (bucket, key) = name.split_once('/').unwrap_or(("", name));
-        index.push(&IndexRow {
+        let mut row = IndexRow {
             bucket: bucket.to_string(),
             key: key.to_string(),
             size: data.len() as u64,
@@ -208,7 +230,9 @@ async fn put_crafted(client: &aws_sdk_s3::Client, bucket: &str, members: &[Craft
             header_offset: Some(header_offset),
             data_offset: Some(data_offset),
             ..IndexRow::default()
-        });
+        };
+        edit(position, &mut row);
+        index.push(&row);
     }
     tar.extend_from_slice(&END_OF_ARCHIVE);
     put_object(client, bucket, "crafted/x.tar", tar).await;
@@ -461,4 +485,478 @@ async fn a_server_that_never_answers_fails_the_command_after_the_request_timeout
         );
     }
     silent.abort();
+}
+
+/// Counts in `extract --json`'s summary.
+fn counts(json: &serde_json::Value) -> [u64; 4] {
+    [
+        "restored",
+        "already_restored",
+        "kept",
+        "older_versions_not_written",
+    ]
+    .map(|field| json[field].as_u64().unwrap_or(u64::MAX))
+}
+
+/// The objects of `extract --json` with this status, by key.
+fn with_status(json: &serde_json::Value, status: &str) -> Vec<String> {
+    let mut keys: Vec<String> = json["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["status"] == status)
+        .map(|o| o["key"].as_str().unwrap_or("").to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Fails on the old code, which replaced whatever object was at the target: an object
+/// overwritten after it was archived was rolled back to the archived bytes, exit 0.
+#[tokio::test]
+async fn an_object_overwritten_after_archiving_is_kept_and_listed_and_replaced_only_with_overwrite()
+{
+    overwritten_after_archiving(None).await;
+}
+
+/// The same through one streaming pass, small objects written in the background.
+#[tokio::test]
+async fn an_object_overwritten_after_archiving_is_kept_when_restored_from_tar_gz() {
+    overwritten_after_archiving(Some("gzip")).await;
+}
+
+async fn overwritten_after_archiving(compress: Option<&str>) {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "xkeep").await;
+    let arch = new_bucket(&client, "xkeeparch").await;
+    let small = |key: &str, seed: u8| Source {
+        key: key.into(),
+        body: body(1000, seed),
+        ..Source::default()
+    };
+    let big = |key: &str, seed: u8| Source {
+        key: key.into(),
+        body: body(9 << 20, seed),
+        ..Source::default()
+    };
+    let archived = [
+        small("same", 1),
+        small("gone", 2),
+        small("changed", 3),
+        big("big/same", 4),
+        big("big/changed", 5),
+    ];
+    let mut entries = Vec::new();
+    for source in &archived {
+        put(&client, &src, source).await;
+        entries.push(entry(&src, &source.key, source.body.len() as u64, None));
+    }
+    let manifest = write_manifest(&client, &arch, "m/xkeep-manifest.0.index", &entries).await;
+    let archive = bundled(endpoint, &manifest, &arch, compress).await;
+
+    // After archiving: one deleted, two overwritten with other bytes of the same size.
+    client
+        .delete_object()
+        .bucket(&src)
+        .key("gone")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let newer = [small("changed", 30), big("big/changed", 50)];
+    for source in &newer {
+        put(&client, &src, source).await;
+    }
+
+    let to = format!("s3://{src}");
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let json = out.json();
+    assert_eq!(counts(&json), [1, 2, 2, 0], "{json}");
+    assert_eq!(with_status(&json, "kept"), ["big/changed", "changed"]);
+    assert_eq!(with_status(&json, "already_restored"), ["big/same", "same"]);
+    assert!(out.stderr.contains("--overwrite"), "{}", out.stderr);
+    for source in &newer {
+        assert!(
+            get_object(&client, &src, &source.key).await == source.body,
+            "{} was replaced",
+            source.key
+        );
+    }
+    assert!(get_object(&client, &src, "gone").await == archived[1].body);
+    assert_eq!(incomplete_uploads(&client, &src).await, 0);
+    let text = s3bundler(endpoint, &["extract", &archive, "--to", &to]).await;
+    assert_eq!(text.code, 1, "{text:?}");
+    assert!(
+        text.stdout.contains("2 kept") && text.stdout.contains("--overwrite"),
+        "{}",
+        text.stdout
+    );
+
+    // --overwrite replaces them; then every object is the archived one.
+    let out = extract_to(endpoint, &archive, &to, &["--overwrite"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(counts(&out.json()), [2, 3, 0, 0], "{out:?}");
+    for source in &archived {
+        assert!(
+            get_object(&client, &src, &source.key).await == source.body,
+            "{} not restored",
+            source.key
+        );
+    }
+    // Identical objects (one now multipart, its ETag no MD5: read and hashed) are counted.
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(counts(&out.json()), [0, 5, 0, 0], "{out:?}");
+}
+
+/// Fails on the old code, which uploaded the versions of one key concurrently: the one left
+/// current was whichever upload finished last (here the big oldest one).
+#[tokio::test]
+async fn versions_of_one_key_are_restored_oldest_first_so_the_newest_ends_current() {
+    versions_oldest_first(None).await;
+}
+
+/// The same from a compressed archive, where the versions come in archive order (newest
+/// first): one pass over the stream per version.
+#[tokio::test]
+async fn versions_from_tar_zst_are_restored_oldest_first() {
+    versions_oldest_first(Some("zstd")).await;
+}
+
+async fn versions_oldest_first(compress: Option<&str>) {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "xvers").await;
+    let dst = new_bucket(&client, "xversdst").await;
+    enable_versioning(&client, &src).await;
+    enable_versioning(&client, &dst).await;
+    // Oldest big (a multipart restore, slowest), newest small; a second apart, as S3's
+    // LastModified counts seconds.
+    let bodies = [body(9 << 20, 1), body(3000, 2), body(10, 3)];
+    let mut entries = Vec::new();
+    for (i, bytes) in bodies.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+        let source = Source {
+            key: "v".into(),
+            body: bytes.clone(),
+            ..Source::default()
+        };
+        let version = put(&client, &src, &source).await;
+        entries.push(entry(&src, "v", bytes.len() as u64, version.as_deref()));
+    }
+    // Newest first, as an inventory lists them.
+    entries.reverse();
+    let manifest = write_manifest(&client, &src, "m/xvers-manifest.0.index", &entries).await;
+    let archive = bundled(endpoint, &manifest, &src, compress).await;
+
+    let to = format!("s3://{dst}");
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        get_object(&client, &dst, "v").await == bodies[2],
+        "newest is current"
+    );
+    assert_eq!(counts(&out.json()), [3, 0, 0, 0], "{out:?}");
+    let listed = client
+        .list_object_versions()
+        .bucket(&dst)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // S3 lists the versions of a key newest first.
+    let sizes: Vec<i64> = listed
+        .versions()
+        .iter()
+        .rev()
+        .map(|v| v.size().unwrap_or(-1))
+        .collect();
+    assert_eq!(
+        sizes,
+        bodies.iter().map(|b| b.len() as i64).collect::<Vec<_>>(),
+        "written oldest first"
+    );
+    // Again: the newest is current, so every version counts as already restored.
+    let out = extract_to(endpoint, &archive, &to, &[]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(counts(&out.json()), [0, 3, 0, 0], "{out:?}");
+}
+
+/// Fails on the old code, which wrote `a/b`, `a//b` and `a/./b` to one file (concurrently),
+/// a key and the same key with a trailing slash to one path, and exited 0.
+#[tokio::test]
+async fn members_that_land_on_one_local_path_are_refused_before_anything_is_written() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "xsame").await;
+    let archive = put_crafted(
+        &client,
+        &bucket,
+        &[
+            ("src/fine", b"fine", vec![]),
+            ("src/a/b", b"1", vec![]),
+            ("src/a//b", b"2", vec![]),
+            ("src/a/./b", b"3", vec![]),
+            ("src/t", b"file", vec![]),
+            ("src/t/", b"", vec![]),
+            ("src/p", b"file", vec![]),
+            ("src/p/q", b"under", vec![]),
+            ("src/folder/", b"", vec![]),
+            ("src/folder/inside", b"ok", vec![]),
+        ],
+    )
+    .await;
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.path().join("out");
+    let dir_text = dir.display().to_string();
+    let out = s3bundler(&server.endpoint, &["extract", &archive, "-C", &dir_text]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    for name in [
+        "src/a/b",
+        "src/a//b",
+        "src/a/./b",
+        "src/t",
+        "src/t/",
+        "src/p",
+        "src/p/q",
+    ] {
+        assert!(
+            out.stderr.contains(&format!("`{name}`")),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+    assert!(
+        !out.stderr.contains("`src/folder/inside`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(files_under(scratch.path()), Vec::<String>::new());
+    // One of them alone is fine.
+    let out = s3bundler(
+        &server.endpoint,
+        &["extract", &archive, "--prefix", "a//", "-C", &dir_text],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(std::fs::read(dir.join("src/a/b")).unwrap_or_default(), b"2");
+}
+
+/// Fails on the old code, which truncated and rewrote an existing file.
+#[tokio::test]
+async fn an_existing_local_file_is_kept_unless_overwrite_and_an_identical_one_counts_as_restored() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "xexist").await;
+    let archive = put_crafted(
+        &client,
+        &bucket,
+        &[
+            ("src/new", b"new", vec![]),
+            ("src/mine", b"archived", vec![]),
+            ("src/same", b"same", vec![]),
+        ],
+    )
+    .await;
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.path();
+    std::fs::create_dir_all(dir.join("src")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("src/mine"), b"my edits").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("src/same"), b"same").unwrap_or_else(|e| panic!("{e}"));
+    let dir_text = dir.display().to_string();
+    let out = s3bundler(
+        &server.endpoint,
+        &["extract", &archive, "-C", &dir_text, "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let json = out.json();
+    assert_eq!(counts(&json), [1, 1, 1, 0], "{json}");
+    assert_eq!(with_status(&json, "kept"), ["mine"]);
+    assert_eq!(
+        std::fs::read(dir.join("src/mine")).unwrap_or_default(),
+        b"my edits"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("src/new")).unwrap_or_default(),
+        b"new"
+    );
+    let out = s3bundler(
+        &server.endpoint,
+        &["extract", &archive, "-C", &dir_text, "--overwrite"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read(dir.join("src/mine")).unwrap_or_default(),
+        b"archived"
+    );
+}
+
+/// Fails on the old code, which wrote every version of a key to one file, concurrently: the
+/// file held whichever finished last.
+#[tokio::test]
+async fn versions_of_one_key_to_a_folder_write_the_newest_unless_one_is_chosen() {
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "xlocalvers").await;
+    // In the archive: the newest first.
+    let versions = [
+        ("v3", "2024-03-01T00:00:00Z"),
+        ("v1", "2024-01-01T00:00:00Z"),
+        ("v2", "2024-02-01T00:00:00Z"),
+    ];
+    let archive = put_crafted_with(
+        &client,
+        &bucket,
+        &[
+            ("src/k", b"third", vec![]),
+            ("src/k", b"first", vec![]),
+            ("src/k", b"second", vec![]),
+            ("src/other", b"other", vec![]),
+        ],
+        |position, row| {
+            if let Some((version, modified)) = versions.get(position) {
+                row.version_id = Some(version.to_string());
+                row.last_modified = modified.to_string();
+            }
+        },
+    )
+    .await;
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.path().join("out");
+    let dir_text = dir.display().to_string();
+    let out = s3bundler(&server.endpoint, &["extract", &archive, "-C", &dir_text]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read(dir.join("src/k")).unwrap_or_default(),
+        b"third"
+    );
+    assert!(
+        out.stdout.contains("2 older versions") && out.stdout.contains("--version-id"),
+        "{}",
+        out.stdout
+    );
+    let chosen = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let chosen_text = chosen.path().display().to_string();
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "extract",
+            &archive,
+            "--key",
+            "k",
+            "--version-id",
+            "v1",
+            "-C",
+            &chosen_text,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(counts(&out.json()), [1, 0, 0, 0], "{out:?}");
+    assert_eq!(
+        std::fs::read(chosen.path().join("src/k")).unwrap_or_default(),
+        b"first"
+    );
+    // Two versions chosen land on one path: refused.
+    let out = s3bundler(
+        &server.endpoint,
+        &[
+            "extract",
+            &archive,
+            "--version-id",
+            "v1",
+            "--version-id",
+            "v2",
+            "-C",
+            &chosen_text,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(
+        std::fs::read(chosen.path().join("src/k")).unwrap_or_default(),
+        b"first"
+    );
+}
+
+/// Fails on the old code, which wrote unconditionally: objects another writer created while
+/// the restore's PutObject and CompleteMultipartUpload were in flight were replaced. Here S3
+/// refuses the conditional writes (412), and extract keeps and lists those objects, exit 1.
+#[tokio::test]
+async fn an_object_written_by_another_writer_during_the_restore_is_kept() {
+    use s3bundler_testkit::faults::{FaultPlan, FaultProxy};
+    use std::time::{Duration, Instant};
+
+    let server = LocalS3::shared();
+    let client = s3_client(&server.endpoint);
+    let bucket = new_bucket(&client, "xrace").await;
+    let big = body(9 << 20, 7);
+    let archive = put_crafted(
+        &client,
+        &bucket,
+        &[
+            ("src/race/small", b"archived", vec![]),
+            ("src/race/big", &big, vec![]),
+        ],
+    )
+    .await;
+    let proxy = FaultProxy::start(
+        &server.endpoint,
+        FaultPlan {
+            put_delay: Some(Duration::from_secs(3)),
+            delay_put_keys_ending_with: Some("race/small".into()),
+            complete_delay: Some(Duration::from_secs(3)),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let to = format!("s3://{bucket}/restored");
+    let child = spawn_s3bundler(
+        &proxy.endpoint,
+        &["extract", &archive, "--to", &to, "--json"],
+    );
+    // Once both writes are held by the proxy, another writer creates both objects.
+    let started = Instant::now();
+    while {
+        let operations = proxy.counts.operations();
+        operations.get("PutObject").copied().unwrap_or(0) < 1
+            || operations
+                .get("CompleteMultipartUpload")
+                .copied()
+                .unwrap_or(0)
+                < 1
+    } {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            proxy.counts.operations()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    put_object(&client, &bucket, "restored/race/small", b"theirs".to_vec()).await;
+    put_object(
+        &client,
+        &bucket,
+        "restored/race/big",
+        b"theirs too".to_vec(),
+    )
+    .await;
+    let out = finish(child, Duration::from_secs(60)).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let json = out.json();
+    assert_eq!(counts(&json), [0, 0, 2, 0], "{json}");
+    assert_eq!(with_status(&json, "kept"), ["race/big", "race/small"]);
+    assert_eq!(
+        get_object(&client, &bucket, "restored/race/small").await,
+        b"theirs"
+    );
+    assert_eq!(
+        get_object(&client, &bucket, "restored/race/big").await,
+        b"theirs too"
+    );
 }

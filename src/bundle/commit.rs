@@ -181,7 +181,7 @@ pub async fn complete_once(
     parts: Vec<CompletedPart>,
     mine: &Identity,
 ) -> Result<Completed> {
-    match complete_upload(s3, target, upload_id, parts, true).await {
+    match complete_upload(s3, target, upload_id, parts, (None, true)).await {
         Ok(output) => Ok(Completed {
             etag: output.e_tag().map(str::to_string),
             version_id: output.version_id().map(str::to_string),

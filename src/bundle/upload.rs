@@ -173,8 +173,20 @@ impl MultipartUpload {
 
     /// Waits for every part and completes the upload. On failure the caller aborts it.
     pub async fn complete(&mut self) -> Result<Completed> {
+        self.complete_if(None, false).await
+    }
+
+    /// [`Self::complete`] under S3 conditional writes: only while the object's ETag is
+    /// `if_match`, or with `if_none_match` only where no object is.
+    pub async fn complete_if(
+        &mut self,
+        if_match: Option<&str>,
+        if_none_match: bool,
+    ) -> Result<Completed> {
         let parts = self.all_parts().await?;
-        let output = complete_upload(&self.s3, &self.target, &self.upload_id, parts, false).await?;
+        let condition = (if_match, if_none_match);
+        let output =
+            complete_upload(&self.s3, &self.target, &self.upload_id, parts, condition).await?;
         self.closed = true;
         Ok(Completed {
             etag: output.e_tag().map(str::to_string),
@@ -187,8 +199,8 @@ impl MultipartUpload {
     pub async fn complete_once(&mut self, mine: &Identity) -> Result<Completed> {
         let parts = self.all_parts().await?;
         let completed = complete_once(&self.s3, &self.target, &self.upload_id, parts, mine).await;
-        // Completed, or refused for good: either way there is nothing left to abort unless
-        // S3 still holds the upload, which an abort then finds.
+        // Completed (or found to be this writer's): nothing is left to abort. Refused: the
+        // upload is still open, and the caller aborts it.
         self.closed = completed.is_ok();
         completed
     }
@@ -214,13 +226,14 @@ impl MultipartUpload {
 }
 
 /// CompleteMultipartUpload of `parts` (in ascending order), tried again while it fails
-/// transiently; a failure is the target's. With `if_none_match`, only where no object is yet.
+/// transiently; a failure is the target's. Under S3 conditional writes: only while the
+/// object's ETag is `if_match`, or with `if_none_match` only where no object is yet.
 pub async fn complete_upload(
     s3: &S3,
     target: &S3Uri,
     upload_id: &str,
     parts: Vec<CompletedPart>,
-    if_none_match: bool,
+    (if_match, if_none_match): (Option<&str>, bool),
 ) -> Result<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput> {
     retrying(s3.settings().retry, target, || {
         s3.client()
@@ -228,12 +241,13 @@ pub async fn complete_upload(
             .bucket(&target.bucket)
             .key(&target.key)
             .upload_id(upload_id)
-            .set_if_none_match(if_none_match.then(|| "*".to_string()))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts.clone()))
                     .build(),
             )
+            .set_if_match(if_match.map(str::to_string))
+            .set_if_none_match(if_none_match.then(|| "*".to_string()))
             .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
             .send()
             .map_err(failure)

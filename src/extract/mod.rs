@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod path;
+pub mod plan;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,12 +21,13 @@ use crate::archive::pax::{parse_member_header, MemberHeader};
 use crate::archive::records::{index_rows, IndexRow};
 use crate::archive::scan::{span, Span};
 use crate::bundle::budget::BudgetPermit;
-use crate::bundle::upload::MultipartUpload;
-use crate::error::{Error, Result};
+use crate::bundle::upload::{Completed, MultipartUpload};
+use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::join_prefix;
 use crate::reading::{decompressed, Chunks, ReadError, RowStream};
-use crate::s3::{with_object_headers, ObjectHeaders, S3};
+use crate::s3::{with_object_headers, ObjectHead, ObjectHeaders, S3};
 use crate::s3uri::S3Uri;
+use plan::Member;
 
 /// Members up to this size are restored to S3 with one PutObject; larger ones are streamed in
 /// parts of this size.
@@ -67,11 +69,12 @@ impl Archive {
 }
 
 /// Which members to restore: `keys` (each must be in the index; a member name works too),
-/// those under `prefix`, or all.
+/// those under `prefix`, or all; of those, with `versions`, only these version IDs.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub keys: Vec<String>,
     pub prefix: Option<String>,
+    pub versions: Vec<String>,
 }
 
 impl Selection {
@@ -81,24 +84,41 @@ impl Selection {
                 .prefix
                 .as_deref()
                 .is_none_or(|p| row.key.starts_with(p))
+            && (self.versions.is_empty() || self.versions.iter().any(|v| is_version(row, v)))
     }
 
-    /// Marks the keys `row` answers in `found` (one flag per key).
+    /// Marks the keys and then the versions `row` answers in `found` (one flag per key, then
+    /// one per version): a version only on a row that is wanted.
     pub fn mark_found(&self, row: &IndexRow, found: &mut [bool]) {
-        for (key, seen) in self.keys.iter().zip(found.iter_mut()) {
+        let (keys, versions) = found.split_at_mut(self.keys.len().min(found.len()));
+        for (key, seen) in self.keys.iter().zip(keys) {
             *seen |= *key == row.key || *key == row.member;
+        }
+        let wanted = self.wants(row);
+        for (version, seen) in self.versions.iter().zip(versions) {
+            *seen |= wanted && is_version(row, version);
         }
     }
 
-    /// The keys whose flag in `found` is still false.
+    /// The flags `mark_found` needs, all false.
+    pub fn none_found(&self) -> Vec<bool> {
+        vec![false; self.keys.len() + self.versions.len()]
+    }
+
+    /// The keys and versions whose flag in `found` is still false.
     pub fn not_found(&self, found: &[bool]) -> Vec<&str> {
         self.keys
             .iter()
+            .chain(&self.versions)
             .zip(found)
             .filter(|(_, seen)| !**seen)
-            .map(|(key, _)| key.as_str())
+            .map(|(name, _)| name.as_str())
             .collect()
     }
+}
+
+fn is_version(row: &IndexRow, version: &str) -> bool {
+    row.version_id.as_deref() == Some(version)
 }
 
 /// Reads the uncompressed tar stream from some offset on.
@@ -238,6 +258,24 @@ impl Sink for FileSink {
     }
 }
 
+/// What a write to S3 may replace (S3 conditional writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No object (`If-None-Match: *`).
+    Nothing,
+    /// The object with this ETag (`If-Match`).
+    Etag(String),
+}
+
+impl Expect {
+    fn if_match(&self) -> Option<&str> {
+        match self {
+            Expect::Etag(etag) => Some(etag),
+            Expect::Nothing => None,
+        }
+    }
+}
+
 /// An S3 object: one PutObject when it fits a part, else a multipart upload.
 struct S3Sink {
     s3: S3,
@@ -246,6 +284,8 @@ struct S3Sink {
     part_size: usize,
     headers: ObjectHeaders,
     buffer: Vec<u8>,
+    /// The body of a member written with one PutObject, once read whole.
+    whole: Bytes,
     upload: Option<MultipartUpload>,
     next_part: i32,
 }
@@ -273,10 +313,13 @@ impl Sink for S3Sink {
 }
 
 impl S3Sink {
-    /// Completes the object; returns its new version ID.
-    async fn finish(mut self) -> Result<Option<String>> {
-        match self.upload.take() {
-            Some(mut upload) => {
+    /// Writes the object if the target is as `expect` says; `None` when S3 refused the
+    /// condition (412). A multipart upload is completed or aborted; a body of one PutObject is
+    /// kept for another try.
+    async fn finish(&mut self, expect: &Expect) -> Result<Option<Completed>> {
+        let if_none_match = *expect == Expect::Nothing;
+        let written = match self.upload.as_mut() {
+            Some(upload) => {
                 let completed = async {
                     if !self.buffer.is_empty() {
                         let body = Bytes::from(std::mem::take(&mut self.buffer));
@@ -284,28 +327,45 @@ impl S3Sink {
                             .send_part(self.next_part, body, BudgetPermit::default())
                             .await?;
                     }
-                    upload.complete().await
+                    upload.complete_if(expect.if_match(), if_none_match).await
                 }
                 .await;
                 if completed.is_err() {
                     upload.abort().await;
                 }
-                completed.map(|done| done.version_id)
+                completed
             }
             None => {
+                if !self.buffer.is_empty() {
+                    self.whole = Bytes::from(std::mem::take(&mut self.buffer));
+                }
                 let request = self
                     .s3
                     .client()
                     .put_object()
                     .bucket(&self.target.bucket)
                     .key(&self.target.key)
-                    .body(Bytes::from(std::mem::take(&mut self.buffer)).into());
+                    .set_if_match(expect.if_match().map(str::to_string))
+                    .set_if_none_match(if_none_match.then(|| "*".to_string()))
+                    .body(self.whole.clone().into());
                 let request = with_object_headers!(request, &self.headers, self.s3.settings());
-                let output = crate::send_upload!(request, self.s3.settings()).map_err(|e| {
-                    Error::writing("PutObject", self.target.to_string(), crate::s3::failure(e))
-                })?;
-                Ok(output.version_id().map(str::to_string))
+                crate::send_upload!(request, self.s3.settings())
+                    .map(|output| Completed {
+                        etag: output.e_tag().map(str::to_string),
+                        version_id: output.version_id().map(str::to_string),
+                    })
+                    .map_err(|e| {
+                        Error::writing("PutObject", self.target.to_string(), crate::s3::failure(e))
+                    })
             }
+        };
+        match written {
+            Ok(completed) => Ok(Some(completed)),
+            Err(Error::Write {
+                failure: RemoteFailure::PreconditionFailed,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -313,6 +373,153 @@ impl S3Sink {
         if let Some(mut upload) = self.upload.take() {
             upload.abort().await;
         }
+    }
+}
+
+/// Why an object or file was kept.
+const DIFFERS: &str = "differs from the archived one";
+const CHANGED: &str = "changed by another writer during the restore";
+const OLDER_KEPT: &str = "not written: an older version of the key was kept";
+
+/// The object at a target, and the MD5 of its bytes once known.
+struct Current {
+    head: ObjectHead,
+    md5: Option<Option<String>>,
+}
+
+impl Current {
+    /// Whether it holds `row`'s bytes: the same size and MD5, the MD5 taken from a plain ETag
+    /// or else read and hashed (once).
+    async fn holds(&mut self, s3: &S3, target: &S3Uri, row: &IndexRow) -> Result<bool> {
+        if self.head.size != row.size || row.md5.is_empty() {
+            return Ok(false);
+        }
+        if self.md5.is_none() {
+            self.md5 = Some(match self.head.plain_md5() {
+                Some(md5) => Some(md5),
+                None => hash_object(s3, target, self.head.etag.as_deref()).await?,
+            });
+        }
+        Ok(self
+            .md5
+            .as_ref()
+            .and_then(Option::as_deref)
+            .is_some_and(|md5| md5.eq_ignore_ascii_case(&row.md5)))
+    }
+
+    fn etag(&self) -> String {
+        self.head.etag.clone().unwrap_or_default()
+    }
+}
+
+/// The current object at `target`, if there is one.
+async fn current(s3: &S3, target: &S3Uri) -> Result<Option<Current>> {
+    let head = s3
+        .head(target)
+        .await
+        .map_err(|f| Error::reading("HeadObject", target.to_string(), f))?;
+    Ok(head.map(|head| Current { head, md5: None }))
+}
+
+/// The MD5 of the object with ETag `etag`; `None` when it changed or went meanwhile.
+async fn hash_object(s3: &S3, target: &S3Uri, etag: Option<&str>) -> Result<Option<String>> {
+    let mut got = match s3.get_from(target, 0, etag).await {
+        Ok(got) => got,
+        Err(RemoteFailure::PreconditionFailed | RemoteFailure::NotFound) => return Ok(None),
+        Err(failure) => return Err(Error::reading("GetObject", target.to_string(), failure)),
+    };
+    let mut md5 = Md5::new();
+    while let Some(chunk) = got.body.try_next().await.map_err(|e| Error::Remote {
+        operation: "GetObject",
+        location: target.to_string(),
+        detail: format!("body cut off: {}", crate::s3::error_chain(&e)),
+    })? {
+        md5.update(&chunk);
+    }
+    Ok(Some(hex::encode(md5.finalize())))
+}
+
+/// What to do about a target, from what it holds now.
+enum Decision {
+    Write(Expect),
+    Settled(Status, Option<String>, Option<String>),
+}
+
+/// Looks at `target` before writing `row` there as `expect` allows: nothing there, or the
+/// object `expect` names, is written; an object with `row`'s bytes is already restored; any
+/// other is kept, except the first write's with `overwrite` (then replaced, `If-Match` on the
+/// ETag seen).
+async fn decide(
+    s3: &S3,
+    target: &S3Uri,
+    row: &IndexRow,
+    expect: &Expect,
+    overwrite: bool,
+) -> Result<Decision> {
+    let kept = |why: &str| Decision::Settled(Status::Kept, Some(why.to_string()), None);
+    let Some(mut current) = current(s3, target).await? else {
+        return Ok(match expect {
+            Expect::Nothing => Decision::Write(Expect::Nothing),
+            Expect::Etag(_) => kept(CHANGED),
+        });
+    };
+    if current.holds(s3, target, row).await? {
+        return Ok(Decision::Settled(
+            Status::AlreadyRestored,
+            None,
+            Some(current.etag()),
+        ));
+    }
+    let now = current.etag();
+    Ok(match expect {
+        Expect::Etag(etag) if etag.trim_matches('"') == now.trim_matches('"') => {
+            Decision::Write(Expect::Etag(now))
+        }
+        Expect::Nothing if overwrite => Decision::Write(Expect::Etag(now)),
+        Expect::Nothing => kept(DIFFERS),
+        Expect::Etag(_) => kept(CHANGED),
+    })
+}
+
+/// PutObjects of one member at most: a refused condition is looked at and the write tried
+/// again only when the target allows it, so a target that keeps changing is kept, not
+/// fought over.
+const WRITE_TRIES: u32 = 3;
+
+/// A member read and ready to be written to S3.
+struct S3Write {
+    sink: S3Sink,
+    row: IndexRow,
+    restored: Restored,
+    overwrite: bool,
+}
+
+impl S3Write {
+    /// Writes it as `expect` allows (see [`decide`]) and says what happened.
+    async fn settle(mut self, mut expect: Expect) -> Result<Restored> {
+        // The parts of a multipart upload are sent once: its completion is not tried again.
+        let tries = if self.sink.upload.is_some() {
+            1
+        } else {
+            WRITE_TRIES
+        };
+        for _ in 0..tries {
+            if let Some(written) = self.sink.finish(&expect).await? {
+                self.restored.new_version_id = written.version_id;
+                self.restored.etag = written.etag;
+                return Ok(self.restored);
+            }
+            let (s3, target) = (&self.sink.s3, &self.sink.target);
+            match decide(s3, target, &self.row, &expect, self.overwrite).await? {
+                Decision::Write(next) => expect = next,
+                Decision::Settled(status, why, etag) => {
+                    return Ok(self.restored.settled(status, why, etag))
+                }
+            }
+        }
+        Ok(self
+            .restored
+            .settled(Status::Kept, Some(CHANGED.to_string()), None))
     }
 }
 
@@ -340,15 +547,41 @@ pub fn object_headers(row: &IndexRow, header: &MemberHeader) -> ObjectHeaders {
     }
 }
 
-/// Where extracted members go.
+/// Where extracted members go, and whether an object or file that differs from the archived
+/// one is replaced (`--overwrite`).
 #[derive(Debug, Clone)]
 pub enum Destination {
     /// Bucket and key prefix (empty: the original keys).
-    S3(S3Uri),
-    Local(PathBuf),
+    S3 {
+        to: S3Uri,
+        overwrite: bool,
+    },
+    Local {
+        dir: PathBuf,
+        overwrite: bool,
+    },
 }
 
-/// One member restored.
+/// The S3 object `row` is restored to under `to`.
+pub fn s3_target(to: &S3Uri, row: &IndexRow) -> S3Uri {
+    S3Uri::new(to.bucket.clone(), join_prefix(&to.key, &row.key))
+}
+
+/// What became of one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Written.
+    Restored,
+    /// The target already held the archived bytes: nothing written.
+    AlreadyRestored,
+    /// The target holds something else, left alone (`--overwrite` replaces it).
+    Kept,
+    /// To a folder, only the newest version of a key is written.
+    OlderVersionNotWritten,
+}
+
+/// One member restored, or why not.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
     pub key: String,
@@ -359,20 +592,51 @@ pub struct Restored {
     pub archived_version_id: Option<String>,
     /// The version the restore created (S3, versioned buckets).
     pub new_version_id: Option<String>,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// The target's ETag afterwards (S3): the condition of the next version's write.
+    #[serde(skip)]
+    pub etag: Option<String>,
+}
+
+impl Restored {
+    pub fn new(row: &IndexRow, target: String) -> Self {
+        Restored {
+            key: row.key.clone(),
+            size: row.size,
+            target,
+            archived_version_id: row.version_id.clone(),
+            new_version_id: None,
+            status: Status::Restored,
+            why: None,
+            etag: None,
+        }
+    }
+
+    pub fn settled(self, status: Status, why: Option<String>, etag: Option<String>) -> Self {
+        Restored {
+            status,
+            why,
+            etag,
+            ..self
+        }
+    }
 }
 
 /// Restored members whose upload runs in the background.
 pub type Background = tokio::task::JoinSet<Result<Restored>>;
 
-/// Restores one member read from `cursor` to `destination`.
+/// Restores one member read from `cursor` to `destination`; to S3 only as `expect` allows.
 pub async fn restore(
     s3: &S3,
     cursor: &mut Cursor,
     row: &IndexRow,
     destination: &Destination,
+    expect: &Expect,
 ) -> Result<Restored> {
     let mut none = None;
-    match restore_in(s3, cursor, row, destination, &mut none).await? {
+    match restore_in(s3, cursor, row, destination, expect, &mut none).await? {
         Some(restored) => Ok(restored),
         // Without a background set every upload is finished here.
         None => Err(Error::Interrupted),
@@ -382,32 +646,44 @@ pub async fn restore(
 /// Restores one member read from `cursor`. With `background`, a member that fits one PutObject
 /// is uploaded by a task added there (the caller bounds how many run), and `None` is returned:
 /// a single pass over a compressed archive then keeps reading while small objects upload.
+///
+/// Nothing is replaced: to S3 a member is written where no object is (or, by `expect`, over
+/// the object this run wrote before), a file only where none is; a target that already holds
+/// the member's bytes is already restored, any other is kept, unless the destination says
+/// overwrite.
 pub async fn restore_in(
     s3: &S3,
     cursor: &mut Cursor,
     row: &IndexRow,
     destination: &Destination,
+    expect: &Expect,
     background: &mut Option<&mut Background>,
 ) -> Result<Option<Restored>> {
     let header = cursor.header(row).await?;
-    let mut restored = Restored {
-        key: row.key.clone(),
-        size: row.size,
-        target: String::new(),
-        archived_version_id: row.version_id.clone(),
-        new_version_id: None,
-    };
     match destination {
-        Destination::S3(to) => {
-            let target = S3Uri::new(to.bucket.clone(), join_prefix(&to.key, &row.key));
-            restored.target = target.to_string();
+        Destination::S3 { to, overwrite } => {
+            let target = s3_target(to, row);
+            let restored = Restored::new(row, target.to_string());
             let part_size = crate::bundle::upload::part_size_for(row.size, PART_SIZE as u64);
+            let part_size = usize::try_from(part_size).unwrap_or(PART_SIZE);
+            let mut expect = expect.clone();
+            // A multipart upload is sent once: the target is looked at first (S3 honours the
+            // condition on its completion too, not every server does).
+            if row.size >= part_size as u64 {
+                match decide(s3, &target, row, &expect, *overwrite).await? {
+                    Decision::Write(allowed) => expect = allowed,
+                    Decision::Settled(status, why, etag) => {
+                        return Ok(Some(restored.settled(status, why, etag)))
+                    }
+                }
+            }
             let mut sink = S3Sink {
                 s3: s3.clone(),
                 target,
-                part_size: usize::try_from(part_size).unwrap_or(PART_SIZE),
+                part_size,
                 headers: object_headers(row, &header),
                 buffer: Vec::new(),
+                whole: Bytes::new(),
                 upload: None,
                 next_part: 1,
             };
@@ -415,23 +691,36 @@ pub async fn restore_in(
                 sink.abort().await;
                 return Err(e);
             }
+            let write = S3Write {
+                sink,
+                row: row.clone(),
+                restored,
+                overwrite: *overwrite,
+            };
             match background {
-                Some(tasks) if sink.upload.is_none() => {
-                    tasks.spawn(async move {
-                        restored.new_version_id = sink.finish().await?;
-                        Ok(restored)
-                    });
-                    return Ok(None);
+                Some(tasks) if write.sink.upload.is_none() => {
+                    tasks.spawn(write.settle(expect));
+                    Ok(None)
                 }
-                _ => restored.new_version_id = sink.finish().await?,
+                _ => write.settle(expect).await.map(Some),
             }
         }
-        Destination::Local(root) => {
+        Destination::Local { dir, overwrite } => {
             let relative = path::local_path(&row.member)
                 .map_err(|e| Error::bad_input(cursor.location.clone(), e.to_string()))?;
-            let (file_path, file) = local::open(root, &relative)?;
-            restored.target = file_path.display().to_string();
-            if let Some(file) = file {
+            let (file_path, mut opened) = local::open(dir, &relative, false)?;
+            let restored = Restored::new(row, file_path.display().to_string());
+            if let local::Opened::Exists = opened {
+                if local::holds(&file_path, row.size, &row.md5) {
+                    return Ok(Some(restored.settled(Status::AlreadyRestored, None, None)));
+                }
+                if !overwrite {
+                    let why = "a different file is there".to_string();
+                    return Ok(Some(restored.settled(Status::Kept, Some(why), None)));
+                }
+                opened = local::open(dir, &relative, true)?.1;
+            }
+            if let local::Opened::File(file) = opened {
                 let mut sink = FileSink(file, file_path.clone());
                 if let Err(e) = cursor.data(row, &mut sink).await {
                     // Never leave a file with the wrong bytes behind.
@@ -441,9 +730,110 @@ pub async fn restore_in(
                 }
             }
             local::write_xattrs(&file_path, &header.attributes);
+            Ok(Some(restored))
         }
     }
-    Ok(Some(restored))
+}
+
+/// The versions of one key restored to S3 one after another, oldest first, so that the newest
+/// ends current. The first written goes only where no object is, or over an object that holds
+/// one of the versions (the versions up to that one are then already restored); each later one
+/// over the object this run wrote before it (`If-Match` on its ETag).
+pub struct VersionRun {
+    members: Vec<Member>,
+    target: S3Uri,
+    overwrite: bool,
+    next: usize,
+    /// What the next write may replace; `None` until the target was looked at.
+    expect: Option<Expect>,
+}
+
+impl VersionRun {
+    /// `members` oldest first (see [`plan::version_runs`]), all going to `target`.
+    pub fn new(members: Vec<Member>, target: S3Uri, overwrite: bool) -> Self {
+        VersionRun {
+            members,
+            target,
+            overwrite,
+            next: 0,
+            expect: None,
+        }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The member to write next and what its write may replace, once [`Self::begin`] ran.
+    pub fn due(&self) -> Option<(&Member, &Expect)> {
+        Some((self.members.get(self.next)?, self.expect.as_ref()?))
+    }
+
+    pub fn begun(&self) -> bool {
+        self.expect.is_some()
+    }
+
+    /// Some version is still to be written (or the target still to be looked at).
+    pub fn pending(&self) -> bool {
+        self.next < self.members.len()
+    }
+
+    /// Looks at the target. Returns the members settled by what it holds: those up to the
+    /// version it holds (already restored), or, when it holds none and `overwrite` is off,
+    /// every one (kept).
+    pub async fn begin(&mut self, s3: &S3) -> Result<Vec<Restored>> {
+        let target = &self.target;
+        let Some(mut current) = current(s3, target).await? else {
+            self.expect = Some(Expect::Nothing);
+            return Ok(Vec::new());
+        };
+        let mut holds = None;
+        for (at, member) in self.members.iter().enumerate().rev() {
+            if current.holds(s3, target, &member.row).await? {
+                holds = Some(at);
+                break;
+            }
+        }
+        self.expect = Some(Expect::Etag(current.etag()));
+        let (settled, status, why) = match holds {
+            Some(at) => (at + 1, Status::AlreadyRestored, None),
+            None if self.overwrite => (0, Status::Kept, None),
+            None => (self.members.len(), Status::Kept, Some(DIFFERS)),
+        };
+        self.next = settled;
+        Ok(self.members[..settled]
+            .iter()
+            .map(|m| {
+                Restored::new(&m.row, target.to_string()).settled(
+                    status,
+                    why.map(str::to_string),
+                    Some(current.etag()),
+                )
+            })
+            .collect())
+    }
+
+    /// Takes what became of the due member. When it was kept, the later versions are not
+    /// written (returned, kept): the object is no longer this run's.
+    pub fn advance(&mut self, outcome: &Restored) -> Vec<Restored> {
+        self.next += 1;
+        if outcome.status == Status::Kept {
+            let rest = self.members.get(self.next..).unwrap_or_default();
+            self.next = self.members.len();
+            return rest
+                .iter()
+                .map(|m| {
+                    Restored::new(&m.row, self.target.to_string()).settled(
+                        Status::Kept,
+                        Some(OLDER_KEPT.to_string()),
+                        None,
+                    )
+                })
+                .collect();
+        }
+        self.expect = Some(Expect::Etag(outcome.etag.clone().unwrap_or_default()));
+        Vec::new()
+    }
 }
 
 impl Archive {
@@ -516,6 +906,7 @@ mod tests {
             bucket: "src".into(),
             key: key.into(),
             member: format!("src/{key}"),
+            version_id: Some(format!("v-{key}")),
             ..IndexRow::default()
         };
         vec![row("img/c"), row("logs/a"), row("logs/b")]
@@ -539,18 +930,24 @@ mod tests {
         assert_eq!(chosen(&logs), ["logs/a", "logs/b"]);
         let by_key = Selection {
             keys: vec!["logs/b".into(), "src/img/c".into()],
-            prefix: None,
+            ..Selection::default()
         };
         assert_eq!(chosen(&by_key), ["img/c", "logs/b"], "keys or member names");
         let with_missing = Selection {
             keys: vec!["logs/a".into(), "nope".into()],
-            prefix: None,
+            versions: vec!["v-logs/a".into(), "v-img/c".into(), "v-none".into()],
+            ..Selection::default()
         };
-        let mut found = vec![false; 2];
+        assert_eq!(chosen(&with_missing), ["logs/a"], "keys and versions");
+        let mut found = with_missing.none_found();
         for row in rows() {
             with_missing.mark_found(&row, &mut found);
         }
-        assert_eq!(with_missing.not_found(&found), ["nope"]);
+        assert_eq!(
+            with_missing.not_found(&found),
+            ["nope", "v-img/c", "v-none"],
+            "a version of a key not chosen is not found"
+        );
     }
 
     #[test]
