@@ -28,9 +28,16 @@ impl ExitCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteFailure {
     NotFound,
+    /// AccessDenied without a sign of whose: one object's, or the whole bucket's (see
+    /// `bundle::access`).
     AccessDenied,
+    /// Access to this object, never to its bucket, was refused: S3 named the KMS key the object
+    /// is encrypted with, which the credentials may not use.
+    ObjectDenied(String),
     /// The object is archived (GLACIER, DEEP_ARCHIVE) and needs a restore before it can be read.
     InvalidObjectState,
+    /// SSE-C: the object can be read only with the customer-provided key it was written with.
+    CustomerKey(String),
     PreconditionFailed,
     /// S3 asked the caller to slow down (503 SlowDown, 429): the request rate must fall.
     Throttled(String),
@@ -40,6 +47,13 @@ pub enum RemoteFailure {
     /// not accept (InvalidAccessKeyId, SignatureDoesNotMatch, ExpiredToken, InvalidToken).
     /// Every other request would fail the same way.
     Credentials(String),
+    /// The bucket, not the object: it does not exist (NoSuchBucket), it is in another region
+    /// (PermanentRedirect, AuthorizationHeaderMalformed, IllegalLocationConstraintException),
+    /// or the credentials may not read it. Every object of it fails the same way.
+    Bucket(String),
+    /// S3 refused the request's time (RequestTimeTooSkewed) even after the clock was corrected
+    /// from S3's Date header: this machine's clock, not the object, is wrong.
+    ClockSkew(String),
     /// Any other answer the service gave; retrying will not change it.
     Permanent(String),
 }
@@ -59,9 +73,14 @@ impl fmt::Display for RemoteFailure {
         match self {
             RemoteFailure::NotFound => f.write_str("not found"),
             RemoteFailure::AccessDenied => f.write_str("access denied"),
+            RemoteFailure::ObjectDenied(m) => write!(f, "access denied ({m})"),
             RemoteFailure::InvalidObjectState => {
                 f.write_str("object is archived (InvalidObjectState) and must be restored first")
             }
+            RemoteFailure::CustomerKey(m) => write!(
+                f,
+                "the object is encrypted with a customer-provided key (SSE-C), which s3bundler does not have ({m})"
+            ),
             RemoteFailure::PreconditionFailed => f.write_str("precondition failed"),
             RemoteFailure::Throttled(m) | RemoteFailure::Transient(m) => {
                 write!(f, "{m} (still failing after retries)")
@@ -70,7 +89,11 @@ impl fmt::Display for RemoteFailure {
                 f,
                 "the credentials were refused or are missing ({m}); refresh or fix them (AWS_PROFILE or --profile, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, `aws sso login`, the task role)"
             ),
-            RemoteFailure::Permanent(m) => f.write_str(m),
+            RemoteFailure::ClockSkew(m) => write!(
+                f,
+                "S3 refused the request time even after the clock was corrected from S3's Date header ({m}); set this machine's clock right (NTP)"
+            ),
+            RemoteFailure::Bucket(m) | RemoteFailure::Permanent(m) => f.write_str(m),
         }
     }
 }
@@ -243,11 +266,13 @@ impl Error {
                 location,
                 detail,
             },
-            failure @ RemoteFailure::Credentials(_) => Error::Refused {
-                operation,
-                location,
-                detail: failure.to_string(),
-            },
+            failure @ (RemoteFailure::Credentials(_) | RemoteFailure::ClockSkew(_)) => {
+                Error::Refused {
+                    operation,
+                    location,
+                    detail: failure.to_string(),
+                }
+            }
             failure => permanent(location, failure),
         }
     }
@@ -308,6 +333,22 @@ mod tests {
         let text = e.to_string();
         assert!(
             text.contains("ExpiredToken") && text.contains("nothing was committed"),
+            "{text}"
+        );
+    }
+
+    /// Fails on the old code, which took a refused request time for a denied object.
+    #[test]
+    fn a_clock_still_refused_is_the_caller_s_and_exits_5() {
+        let e = Error::reading(
+            "GetObject",
+            "s3://b/k",
+            RemoteFailure::ClockSkew("HTTP 403 RequestTimeTooSkewed".into()),
+        );
+        assert_eq!(e.exit_code(), ExitCode::RemoteFailed);
+        let text = e.to_string();
+        assert!(
+            text.contains("clock") && text.contains("nothing was committed"),
             "{text}"
         );
     }

@@ -7,6 +7,7 @@
 //! through the SDK everywhere else (S3 Express, access points with other signers).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
@@ -152,7 +153,7 @@ impl LeanObjects {
     /// How long a body may send nothing before it is read again from where it stopped: what
     /// the SDK's stalled-stream protection does for its own bodies.
     pub fn body_stall(&self) -> Duration {
-        self.get.attempt_timeout.min(BODY_STALL)
+        self.get.body_stall()
     }
 
     /// GETs `key` from `bucket`, or `None` when the bucket is left to the SDK.
@@ -413,6 +414,72 @@ pub struct LeanGet {
     credentials: CredentialCache,
     /// How long the answer's headers may take (`--request-timeout`).
     attempt_timeout: Duration,
+    clock: ClockOffset,
+}
+
+/// How far S3's clock is ahead of this machine's, in milliseconds (behind when negative), as
+/// the Date header of a `RequestTimeTooSkewed` refusal tells it; requests are signed at local
+/// time plus this, shared by every GET, as the SDK's clock-skew correction does for its own.
+#[derive(Debug, Default)]
+struct ClockOffset(AtomicI64);
+
+/// A refusal for skew is tried again with the clock it gave only if that clock differs from
+/// the one signed with by more than this many milliseconds: otherwise correcting cannot help.
+const SKEW_WORTH_CORRECTING: u64 = 60_000;
+
+impl ClockOffset {
+    fn now(&self) -> SystemTime {
+        shifted(SystemTime::now(), self.0.load(Ordering::Relaxed))
+    }
+
+    fn millis(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Takes S3's time from a `RequestTimeTooSkewed` refusal's Date header, for a request sent
+    /// at `sent` (local time) and signed with `signed_with`; true when signing again with it
+    /// could pass.
+    fn correct(
+        &self,
+        date: Option<&http::HeaderValue>,
+        sent: SystemTime,
+        signed_with: i64,
+    ) -> bool {
+        let Some(server) = date
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| DateTime::from_str(d, Format::HttpDate).ok())
+            .and_then(|d| SystemTime::try_from(d).ok())
+        else {
+            return false;
+        };
+        // S3 stamped its Date halfway through the round trip, roughly.
+        let midpoint = sent + SystemTime::now().duration_since(sent).unwrap_or_default() / 2;
+        let offset = match server.duration_since(midpoint) {
+            Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        if offset.abs_diff(signed_with) <= SKEW_WORTH_CORRECTING {
+            return false;
+        }
+        if offset.abs_diff(self.0.swap(offset, Ordering::Relaxed)) > SKEW_WORTH_CORRECTING {
+            tracing::info!(
+                "this machine's clock is {} s off S3's (S3 is ahead when positive): GETs are now signed with S3's time",
+                offset / 1000
+            );
+        }
+        true
+    }
+}
+
+/// `time` moved by `millis` (earlier when negative).
+fn shifted(time: SystemTime, millis: i64) -> SystemTime {
+    let by = Duration::from_millis(millis.unsigned_abs());
+    if millis >= 0 {
+        time.checked_add(by)
+    } else {
+        time.checked_sub(by)
+    }
+    .unwrap_or(time)
 }
 
 impl LeanGet {
@@ -435,17 +502,71 @@ impl LeanGet {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             credentials: CredentialCache::new(provider),
             attempt_timeout,
+            clock: ClockOffset::default(),
         })
     }
 
+    /// How long a body, of an object or of an error answer, may send nothing.
+    pub fn body_stall(&self) -> Duration {
+        self.attempt_timeout.min(BODY_STALL)
+    }
+
     /// GETs `key` from the bucket at `endpoint`: the object's headers and its body, or the
-    /// failure classified as the SDK path classifies it.
+    /// failure classified as the SDK path classifies it. A refusal of the request's time
+    /// (`RequestTimeTooSkewed`) corrects the clock from its Date header and is tried again
+    /// once; refused again, it is the caller's `ClockSkew`.
     pub async fn get(
         &self,
         endpoint: &BucketEndpoint,
         key: &str,
         conditions: Conditions<'_>,
     ) -> Result<(ObjectHead, hyper::body::Incoming), RemoteFailure> {
+        let mut corrected = false;
+        loop {
+            let signed_with = self.clock.millis();
+            let sent = SystemTime::now();
+            let response = self.send(endpoint, key, conditions).await?;
+            let status = response.status().as_u16();
+            if response.status().is_success() {
+                let head = ObjectHead::from_headers(response.headers())
+                    .map_err(|e| RemoteFailure::Transient(format!("bad response: {e}")))?;
+                return Ok((head, response.into_body()));
+            }
+            let date = response.headers().get("date").cloned();
+            // An error body that stalls is cut: the status alone then classifies it.
+            let body = tokio::time::timeout(
+                self.body_stall(),
+                http_body_util::Limited::new(response.into_body(), ERROR_BODY_LIMIT).collect(),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+            let (code, message) = error_code_and_message(&body);
+            let failure = classify_answer(
+                code.as_deref().unwrap_or(""),
+                message.as_deref().unwrap_or(""),
+                Some(status),
+            );
+            match failure {
+                RemoteFailure::ClockSkew(_)
+                    if !corrected && self.clock.correct(date.as_ref(), sent, signed_with) =>
+                {
+                    corrected = true;
+                }
+                failure => return Err(failure),
+            }
+        }
+    }
+
+    /// Sends one signed GET and waits for its answer's headers.
+    async fn send(
+        &self,
+        endpoint: &BucketEndpoint,
+        key: &str,
+        conditions: Conditions<'_>,
+    ) -> Result<http::Response<hyper::body::Incoming>, RemoteFailure> {
         let mut uri = format!("{}/{}", endpoint.url, request_path_key(key));
         if let Some(version) = conditions.version_id {
             uri.push_str("?versionId=");
@@ -470,7 +591,7 @@ impl LeanGet {
             .body(Empty::new())
             .map_err(|e| RemoteFailure::Permanent(format!("cannot build GET {uri}: {e}")))?;
         self.sign(&mut request, endpoint).await?;
-        let response = tokio::time::timeout(self.attempt_timeout, self.client.request(request))
+        tokio::time::timeout(self.attempt_timeout, self.client.request(request))
             .await
             .map_err(|_| {
                 RemoteFailure::Transient(
@@ -478,26 +599,7 @@ impl LeanGet {
                         .into(),
                 )
             })?
-            .map_err(|e| {
-                RemoteFailure::Transient(format!("connection failed: {}", error_chain(&e)))
-            })?;
-        let status = response.status().as_u16();
-        if response.status().is_success() {
-            let head = ObjectHead::from_headers(response.headers())
-                .map_err(|e| RemoteFailure::Transient(format!("bad response: {e}")))?;
-            return Ok((head, response.into_body()));
-        }
-        let body = http_body_util::Limited::new(response.into_body(), ERROR_BODY_LIMIT)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let (code, message) = error_code_and_message(&body);
-        Err(classify_answer(
-            code.as_deref().unwrap_or(""),
-            message.as_deref().unwrap_or(""),
-            Some(status),
-        ))
+            .map_err(|e| RemoteFailure::Transient(format!("connection failed: {}", error_chain(&e))))
     }
 
     async fn sign(
@@ -519,7 +621,7 @@ impl LeanGet {
             .identity(&identity)
             .region(&endpoint.signing_region)
             .name(&endpoint.signing_name)
-            .time(SystemTime::now())
+            .time(self.clock.now())
             .settings(settings)
             .build()
             .map_err(|e| RemoteFailure::Permanent(format!("cannot sign: {e}")))?
@@ -692,6 +794,42 @@ mod tests {
         ];
         assert_eq!(checked(&composite, body), None);
         assert_eq!(checked(&[], body), None);
+    }
+
+    /// Fails on the old code, which never corrected the clock it signed with.
+    #[test]
+    fn a_skewed_clock_is_corrected_from_the_refusal_s_date_once() {
+        let clock = ClockOffset::default();
+        let sent = SystemTime::now();
+        let date = |time: SystemTime| {
+            let text = DateTime::from(time)
+                .fmt(Format::HttpDate)
+                .expect("an HTTP date");
+            http::HeaderValue::from_str(&text).expect("a header value")
+        };
+        let ahead = date(sent + Duration::from_secs(3600));
+        assert!(
+            clock.correct(Some(&ahead), sent, 0),
+            "an hour off: worth it"
+        );
+        let offset = clock.millis();
+        assert!((3_595_000..=3_601_000).contains(&offset), "{offset}");
+        let signed = clock.now();
+        assert!(
+            signed > sent + Duration::from_secs(3590),
+            "signed with S3's time"
+        );
+        assert!(
+            !clock.correct(Some(&ahead), sent, offset),
+            "refused again with the corrected clock: correcting cannot help"
+        );
+        assert!(
+            !clock.correct(None, sent, 0),
+            "no Date, nothing to correct from"
+        );
+        let behind = date(sent - Duration::from_secs(1800));
+        assert!(clock.correct(Some(&behind), sent, offset));
+        assert!(clock.millis() < -1_795_000, "{}", clock.millis());
     }
 
     #[test]

@@ -88,6 +88,15 @@ impl ObjectHead {
     }
 }
 
+/// Which HeadObject refusals [`S3::head_once`] asks a GET to explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// Those without a code: 400, 403 and other statuses S3 sends without one.
+    Unexplained,
+    /// Those and 404 too, which may be NoSuchBucket rather than NoSuchKey.
+    NotFoundToo,
+}
+
 /// How an object is written by [`S3::put`].
 #[derive(Debug, Clone, Default)]
 pub struct Put {
@@ -287,27 +296,62 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
     }
 }
 
-/// Classifies an S3 error answer by its code and HTTP status.
+/// Classifies an S3 error answer by its code, message and HTTP status. The code decides
+/// before the status: S3 answers 403 for an archived object and a skewed clock alike, and an
+/// answer without a code (a HEAD's) is classified by its status alone.
 pub fn classify_answer(code: &str, message: &str, status: Option<u16>) -> RemoteFailure {
     let detail = || {
         let status = status.map(|s| format!("HTTP {s} ")).unwrap_or_default();
         format!("{status}{code} {message}").trim().to_string()
     };
     match (code, status) {
-        // S3 answers 403 for an archived object: the code decides, before the status.
         ("InvalidObjectState", _) => RemoteFailure::InvalidObjectState,
         (code, _) if is_caller_refused(code) => RemoteFailure::Credentials(detail()),
-        ("NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchVersion" | "NoSuchUpload", _)
-        | (_, Some(404)) => RemoteFailure::NotFound,
-        ("AccessDenied" | "AllAccessDisabled", _) | (_, Some(403)) => RemoteFailure::AccessDenied,
+        ("RequestTimeTooSkewed", _) => RemoteFailure::ClockSkew(detail()),
+        ("NoSuchBucket", _) => {
+            RemoteFailure::Bucket(format!("the bucket does not exist ({})", detail()))
+        }
+        (
+            "PermanentRedirect"
+            | "TemporaryRedirect"
+            | "Redirect"
+            | "AuthorizationHeaderMalformed"
+            | "IllegalLocationConstraintException",
+            _,
+        )
+        | (_, Some(300..=399)) => RemoteFailure::Bucket(format!(
+            "the bucket is in another region than the one the request was sent to ({}); set \
+             the bucket's region (AWS_REGION, --region)",
+            detail()
+        )),
+        ("NoSuchKey" | "NotFound" | "NoSuchVersion" | "NoSuchUpload", _) | (_, Some(404)) => {
+            RemoteFailure::NotFound
+        }
+        // The object's own key, never the bucket's access (`KMS.DisabledException`…).
+        (code, _) if code.starts_with("KMS.") => RemoteFailure::ObjectDenied(detail()),
+        ("AccessDenied" | "AllAccessDisabled", _)
+            if message.to_ascii_lowercase().contains("kms") =>
+        {
+            RemoteFailure::ObjectDenied(detail())
+        }
+        ("AccessDenied" | "AllAccessDisabled", _) | ("", Some(403)) => RemoteFailure::AccessDenied,
+        ("InvalidRequest", _) if message.contains("Server Side Encryption") => {
+            RemoteFailure::CustomerKey(detail())
+        }
         ("PreconditionFailed", _) | (_, Some(412)) => RemoteFailure::PreconditionFailed,
         // The server lacks the operation: asking again will not add it.
         ("NotImplemented", _) | (_, Some(501)) => RemoteFailure::Permanent(detail()),
         ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded", _)
         | (_, Some(429 | 503)) => RemoteFailure::Throttled(detail()),
-        ("RequestTimeout" | "InternalError" | "ServiceUnavailable", _) => {
-            RemoteFailure::Transient(detail())
-        }
+        // A request that raced another on the same object (409): the next try goes through.
+        (
+            "RequestTimeout"
+            | "InternalError"
+            | "ServiceUnavailable"
+            | "ConditionalRequestConflict"
+            | "OperationAborted",
+            _,
+        ) => RemoteFailure::Transient(detail()),
         (_, Some(s)) if s >= 500 => RemoteFailure::Transient(detail()),
         _ => RemoteFailure::Permanent(detail()),
     }
@@ -327,6 +371,8 @@ pub fn is_caller_refused(code: &str) -> bool {
             | "InvalidClientTokenId"
             | "UnrecognizedClientException"
             | "AccountProblem"
+            | "InvalidSecurity"
+            | "NotSignedUp"
     )
 }
 
@@ -531,14 +577,7 @@ impl S3 {
     ) -> Result<Option<ObjectHead>, RemoteFailure> {
         check_lengths(uri, version_id)?;
         let result = crate::retry::retrying(self.settings.retry, uri, || {
-            self.client
-                .head_object()
-                .bucket(&uri.bucket)
-                .key(&uri.key)
-                .set_version_id(version_id.map(str::to_string))
-                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
-                .send()
-                .map_err(failure)
+            self.head_once(uri, version_id, Learn::Unexplained)
         })
         .await;
         match result {
@@ -564,6 +603,58 @@ impl S3 {
             Err(RemoteFailure::NotFound) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+
+    /// One HeadObject, with the configured expected owner. A HEAD answer has no body, so a
+    /// refusal carries no error code (the SDK names a 404 `NotFound` itself), and a status
+    /// alone cannot tell expired credentials, a skewed clock or a missing bucket from a denied
+    /// object: the code of such a refusal (as `learn` says) is learnt from a one-byte GET of the
+    /// same object, whose error answer has a body.
+    pub async fn head_once(
+        &self,
+        uri: &S3Uri,
+        version_id: Option<&str>,
+        learn: Learn,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, RemoteFailure> {
+        let error = match self
+            .client
+            .head_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_version_id(version_id.map(str::to_string))
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await
+        {
+            Ok(output) => return Ok(output),
+            Err(error) => error,
+        };
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        let unexplained = match error.as_service_error().and_then(|e| e.code()) {
+            None => status.is_some_and(|s| (400..500).contains(&s)),
+            Some("NotFound") => learn == Learn::NotFoundToo,
+            Some(_) => false,
+        };
+        let by_status = classify(&error, status);
+        if !unexplained {
+            return Err(by_status);
+        }
+        let probe = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_version_id(version_id.map(str::to_string))
+            .range("bytes=0-0")
+            .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+            .send()
+            .await;
+        Err(match probe {
+            Err(error) if error.as_service_error().and_then(|e| e.code()).is_some() => {
+                failure(error)
+            }
+            _ => by_status,
+        })
     }
 
     /// PutObject of an in-memory body, with the configured encryption. Returns the ETag.
@@ -815,6 +906,64 @@ mod tests {
             classify(&no_credentials, None),
             RemoteFailure::Credentials(_)
         ));
+    }
+
+    /// Each failed on the old code, which took NoSuchBucket for a missing key, any 403 for a
+    /// denied object, a refused clock for AccessDenied and every other 4xx (409s included) for
+    /// a permanent failure of the object.
+    #[test]
+    fn error_answers_are_classified_by_code_before_status() {
+        let class = |code: &str, message: &str, status: u16| {
+            let failure = classify_answer(code, message, Some(status));
+            let name = format!("{failure:?}");
+            name[..name.find('(').unwrap_or(name.len())].to_string()
+        };
+        let cases = [
+            ("RequestTimeTooSkewed", "", 403, "ClockSkew"),
+            ("NoSuchBucket", "", 404, "Bucket"),
+            ("PermanentRedirect", "", 301, "Bucket"),
+            ("", "", 301, "Bucket"),
+            (
+                "AuthorizationHeaderMalformed",
+                "the region 'us-east-1' is wrong; expecting 'eu-west-1'",
+                400,
+                "Bucket",
+            ),
+            ("IllegalLocationConstraintException", "", 400, "Bucket"),
+            ("NoSuchKey", "", 404, "NotFound"),
+            (
+                "AccessDenied",
+                "not authorized to perform: kms:Decrypt",
+                403,
+                "ObjectDenied",
+            ),
+            ("KMS.DisabledException", "", 400, "ObjectDenied"),
+            ("AccessDenied", "Access Denied", 403, "AccessDenied"),
+            ("", "", 403, "AccessDenied"),
+            (
+                "InvalidRequest",
+                "The object was stored using a form of Server Side Encryption.",
+                400,
+                "CustomerKey",
+            ),
+            ("InvalidRequest", "Something else", 400, "Permanent"),
+            ("ConditionalRequestConflict", "", 409, "Transient"),
+            ("OperationAborted", "", 409, "Transient"),
+            ("BucketNotEmpty", "", 409, "Permanent"),
+            ("SomethingS3AddedLater", "", 400, "Permanent"),
+            ("SomethingS3AddedLater", "", 403, "Permanent"),
+            ("InvalidObjectState", "", 403, "InvalidObjectState"),
+            ("ExpiredToken", "", 400, "Credentials"),
+            ("SlowDown", "", 503, "Throttled"),
+        ];
+        for (code, message, status, expected) in cases {
+            assert_eq!(class(code, message, status), expected, "{status} {code}");
+        }
+        assert_eq!(
+            classify_answer("SomethingS3AddedLater", "why", Some(400)),
+            RemoteFailure::Permanent("HTTP 400 SomethingS3AddedLater why".into()),
+            "the code is in the detail"
+        );
     }
 
     #[test]

@@ -315,6 +315,7 @@ fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
 async fn get_discarding(s3: &S3, entry: &ManifestEntry<'_>) -> Result<u64, String> {
     let reason = |failure: ReadFailure| match failure {
         ReadFailure::Dlq(reason, _) => reason.to_string(),
+        ReadFailure::Denied(_) => "AccessDenied".to_string(),
         ReadFailure::ChangedDuringRead => "Changed".to_string(),
         ReadFailure::Corrupt(_) => "ChecksumMismatch".to_string(),
         ReadFailure::Transient(_) => "Retry".to_string(),

@@ -11,7 +11,6 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
 use s3bundler::archive::records::{parse_dlq, parse_index, DlqReason, IndexRow};
 use s3bundler::bundle::ARCHIVE_ETAG_METADATA;
 use s3bundler::manifest::ManifestWriter;
@@ -19,41 +18,6 @@ use s3bundler_testkit::faults::{FailAfter, FaultPlan, FaultProxy};
 
 /// The account moto answers for: sent as `--expected-bucket-owner`.
 const MOTO_ACCOUNT: &str = "123456789012";
-
-fn proxy(upstream: &str, plan: FaultPlan) -> FaultProxy {
-    FaultProxy::start(upstream, plan).unwrap_or_else(|e| panic!("fault proxy: {e}"))
-}
-
-/// Objects on moto (`sizes` gives each key's size), an empty archive bucket and the manifest
-/// at `m/<name>.0.index`: (client, source, archive, manifest URI).
-async fn moto_objects(
-    name: &str,
-    sizes: &[(String, usize)],
-) -> (aws_sdk_s3::Client, String, String, String) {
-    let client = s3_client(moto::endpoint());
-    let src = new_bucket(&client, "src").await;
-    let arch = new_bucket(&client, "arch").await;
-    let puts = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, (key, size))| put_object(&client, &src, key, body(*size, i as u8)));
-    futures_util::stream::iter(puts)
-        .buffer_unordered(16)
-        .collect::<Vec<()>>()
-        .await;
-    let entries: Vec<_> = sizes
-        .iter()
-        .map(|(key, size)| entry(&src, key, *size as u64, None))
-        .collect();
-    let manifest = write_manifest(&client, &src, &format!("m/{name}.0.index"), &entries).await;
-    (client, src, arch, manifest)
-}
-
-fn keys(prefix: &str, count: usize, size: usize) -> Vec<(String, usize)> {
-    (0..count)
-        .map(|i| (format!("{prefix}/{i}"), size))
-        .collect()
-}
 
 /// Old main: with half of all GETs answered 503 SlowDown, a quarter of the objects ended in the
 /// DLQ as `Retry` once the SDK's shared retry quota ran dry (exit 1).
@@ -93,31 +57,6 @@ async fn a_throttling_storm_sends_no_healthy_object_to_the_dlq() {
         "the adaptation is logged: {}",
         out.stderr
     );
-}
-
-/// Runs `bundle` on moto through `plan` and checks that the manifest failed as refused (exit 5,
-/// `expected` in the message) with nothing committed and no upload left.
-async fn assert_refused(name: &str, count: usize, plan: FaultPlan, expected: &str) {
-    let (client, src, arch, manifest) = moto_objects(name, &keys("o", count, 1024)).await;
-    let faults = proxy(moto::endpoint(), plan);
-    let out = s3bundler(&faults.endpoint, &["bundle", "-m", &manifest, "-b", &arch]).await;
-    assert_eq!(out.code, 5, "{}", out.stderr);
-    assert!(
-        out.stderr.contains(expected) && out.stderr.contains("nothing was committed"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(
-        list_keys(&client, &arch, "").await,
-        Vec::<String>::new(),
-        "no archive, no index"
-    );
-    assert_eq!(
-        list_keys(&client, &src, "m/").await,
-        [format!("m/{name}.0.index")],
-        "no DLQ"
-    );
-    assert_eq!(incomplete_uploads(&client, &arch).await, 0);
 }
 
 /// Old main: credentials expiring mid-manifest gave 450 DLQ rows, an index and exit 1.

@@ -73,16 +73,23 @@ pub enum DlqReason {
     ChecksumMismatch,
     /// Size differs from the manifest.
     Changed,
+    /// SSE-C: readable only with the customer-provided key it was written with.
+    SseC,
+    /// S3 refused the object with an error s3bundler does not know (a 4xx it does not retry);
+    /// the detail gives S3's code.
+    Unexpected,
 }
 
 impl DlqReason {
-    pub const ALL: [DlqReason; 6] = [
+    pub const ALL: [DlqReason; 8] = [
         DlqReason::NoSuchKey,
         DlqReason::Glacier,
         DlqReason::AccessDenied,
         DlqReason::Retry,
         DlqReason::ChecksumMismatch,
         DlqReason::Changed,
+        DlqReason::SseC,
+        DlqReason::Unexpected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +100,8 @@ impl DlqReason {
             DlqReason::Retry => "Retry",
             DlqReason::ChecksumMismatch => "ChecksumMismatch",
             DlqReason::Changed => "Changed",
+            DlqReason::SseC => "SseC",
+            DlqReason::Unexpected => "Unexpected",
         }
     }
 

@@ -10,16 +10,16 @@ use aws_sdk_s3::types::{CompletedPart, MetadataDirective, StorageClass, TaggingD
 use tracing::{debug, info};
 
 use super::commit::{complete_once, put_once, Identity};
-use super::object::{
-    check_size, entry_uri, fetch_tags, object_head, send_for_object, ObjectInfo, ReadFailure,
-};
+use super::object::{check_size, entry_uri, fetch_tags, object_head, ObjectInfo, ReadFailure};
 use super::upload::{abort_upload, part_size_for};
 use crate::archive::layout::{big_object_key, CopyOf};
 use crate::archive::records::{DlqReason, IndexRow, IndexWriter};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::ManifestEntry;
 use crate::retry::retrying;
-use crate::s3::{copy_source, failure, with_object_headers, ObjectHead, ObjectHeaders, Put, S3};
+use crate::s3::{
+    copy_source, failure, with_object_headers, Learn, ObjectHead, ObjectHeaders, Put, S3,
+};
 use crate::s3uri::S3Uri;
 use futures_util::TryFutureExt;
 
@@ -38,11 +38,15 @@ pub struct CopySettings {
     pub attempt_started: i64,
 }
 
-/// HeadObject and GetObjectTagging: what the copy must keep.
+/// HeadObject and GetObjectTagging: what the copy must keep. A 404 is explained by a GET
+/// too: NoSuchBucket fails the manifest, where NoSuchKey is one row.
 async fn describe(s3: &S3, entry: &ManifestEntry<'_>) -> Result<ObjectInfo, ReadFailure> {
     let uri = entry_uri(entry);
     let version_id = entry.version_id.as_deref().map(str::to_string);
-    let head = send_for_object!(s3.client().head_object(), s3, uri, version_id)?;
+    let head = s3
+        .head_once(&uri, version_id.as_deref(), Learn::NotFoundToo)
+        .await
+        .map_err(|f| ReadFailure::from_remote_for(f, &uri))?;
     let mut info = ObjectInfo::from_head(&object_head!(head), entry, &version_id);
     check_size(&info, entry)?;
     info.tags = fetch_tags(s3, &uri, info.version_id.as_deref()).await?;
@@ -229,28 +233,28 @@ async fn copy_whole(s3: &S3, job: &Job<'_>, settings: &CopySettings) -> Result<(
             .map_err(failure)
     })
     .await
-    .map_err(|f| copy_failure(f, target))?;
+    .map_err(|f| copy_failure(f, source, target))?;
     Ok(())
 }
 
-/// What a failed copy request means, after its retries. The source changed or vanished, was
-/// denied, or kept failing: the object's, a DLQ row. Refused credentials or anything else
-/// (the archive bucket cannot be written): the whole manifest's.
-fn copy_failure(failure: RemoteFailure, target: &S3Uri) -> ReadFailure {
+/// What a failed copy request means, after its retries. S3 kept failing: a `Retry` row. A
+/// denial: the object's or its bucket's (`access` asks). What S3 says of the source (changed,
+/// gone, archived since the inventory, its KMS or SSE-C key, the caller's credentials or clock):
+/// as a GET of it would mean. Anything else may be the target's (the archive bucket cannot be
+/// written): the whole manifest's.
+fn copy_failure(failure: RemoteFailure, source: &S3Uri, target: &S3Uri) -> ReadFailure {
     match failure {
-        RemoteFailure::PreconditionFailed => ReadFailure::ChangedDuringRead,
-        RemoteFailure::NotFound => {
-            ReadFailure::Dlq(DlqReason::NoSuchKey, "the object no longer exists".into())
+        RemoteFailure::AccessDenied => {
+            ReadFailure::Denied(format!("copying it to {target} was denied"))
         }
-        RemoteFailure::AccessDenied => ReadFailure::Dlq(
-            DlqReason::AccessDenied,
-            format!("copying it to {target} was denied"),
-        ),
         RemoteFailure::Throttled(detail) | RemoteFailure::Transient(detail) => ReadFailure::Dlq(
             DlqReason::Retry,
             format!("copying it to {target}: {detail}"),
         ),
-        other => ReadFailure::Fatal(Error::writing("CopyObject", target.to_string(), other)),
+        other @ (RemoteFailure::Permanent(_) | RemoteFailure::Bucket(_)) => {
+            ReadFailure::Fatal(Error::writing("CopyObject", target.to_string(), other))
+        }
+        of_source => ReadFailure::from_remote_for(of_source, source),
     }
 }
 
@@ -343,7 +347,7 @@ async fn copy_parts(s3: &S3, job: &Job<'_>, upload_id: &str) -> Result<(), ReadF
             RemoteFailure::NotFound => ReadFailure::Transient(RemoteFailure::Transient(format!(
                 "the multipart copy to {target} was aborted"
             ))),
-            other => copy_failure(other, target),
+            other => copy_failure(other, source, target),
         })?;
         parts.push(
             CompletedPart::builder()

@@ -4,6 +4,7 @@
 //! archive, then DLQ (or removal of an earlier one), then the index, written last as the commit
 //! marker. A lease keeps a second worker off the same manifest meanwhile.
 
+pub mod access;
 pub mod budget;
 pub mod commit;
 pub mod copy;
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use self::access::BucketAccess;
 use self::budget::{budget_for, BudgetPermit, ByteBudget};
 use self::commit::{Attempt, Places, State};
 use self::copy::{copy_big_object, CopySettings};
@@ -51,9 +53,6 @@ pub use self::commit::{
     ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA, DLQ_FINAL_METADATA,
     MANIFEST_ETAG_METADATA, MANIFEST_METADATA,
 };
-/// Objects that must all be denied before AccessDenied is taken as the bucket's, not the
-/// objects'.
-const DENIED_TO_FAIL: u64 = 50;
 
 /// Parts of the index and the DLQ, each uploaded as soon as it is full.
 const TABLE_PART_SIZE: u64 = 8 << 20;
@@ -158,9 +157,6 @@ fn dlq_row(entry: &ManifestEntry<'_>, reason: DlqReason, detail: String) -> DlqR
 struct Tally {
     report: BundleReport,
     progress: indicatif::ProgressBar,
-    /// Objects with an outcome so far, and how many of them were denied.
-    decided: u64,
-    denied: u64,
 }
 
 impl Tally {
@@ -168,47 +164,25 @@ impl Tally {
         Tally {
             report: BundleReport::default(),
             progress,
-            decided: 0,
-            denied: 0,
         }
     }
 
-    /// Counts a failed object; fails the manifest once every object so far was denied.
-    fn failed(&mut self, entry: &ManifestEntry<'_>, reason: DlqReason) -> Result<()> {
+    /// Counts a failed object (whether a denial is the bucket's is `access`'s to say).
+    fn failed(&mut self, reason: DlqReason) {
         *self.report.failed.entry(reason).or_default() += 1;
         self.progress.inc(1);
-        self.decided += 1;
-        if reason == DlqReason::AccessDenied {
-            self.denied += 1;
-            if self.denied == self.decided && self.denied >= DENIED_TO_FAIL {
-                return Err(Error::Refused {
-                    operation: "GetObject",
-                    location: format!("s3://{}/", entry.bucket),
-                    detail: format!(
-                        "each of the first {} objects tried was denied (AccessDenied): the \
-                         credentials lack access to the bucket (or --expected-bucket-owner does \
-                         not own it), not to single objects; fix the policy, then put the \
-                         manifest back",
-                        self.denied
-                    ),
-                });
-            }
-        }
-        Ok(())
     }
 
     fn archived(&mut self, size: u64) {
         self.report.objects_archived += 1;
         self.report.bytes_archived += size;
         self.progress.inc(1);
-        self.decided += 1;
     }
 
     fn copied(&mut self, size: u64) {
         self.report.objects_copied += 1;
         self.report.bytes_copied += size;
         self.progress.inc(1);
-        self.decided += 1;
     }
 
     /// Every object of the manifest must be archived, copied or in the DLQ before anything is
@@ -268,7 +242,7 @@ impl Outputs {
     ) -> Result<()> {
         warn!(object = %format!("s3://{}/{}", entry.bucket, entry.key), reason = reason.as_str(), "could not archive: {detail}");
         self.dlq.table().push(&dlq_row(entry, reason, detail));
-        self.tally.failed(entry, reason)?;
+        self.tally.failed(reason);
         self.dlq.spill_if_full().await
     }
 
@@ -514,6 +488,7 @@ async fn bundle_leased(
         s3: s3.clone(),
         policy: s3.settings().retry,
         pacer: Pacer::new(settings.concurrency, settings.concurrency_ceiling),
+        access: Arc::default(),
     };
     let open_copies = OpenUploads::default();
     let copy_lane = CopyLane {
@@ -628,6 +603,8 @@ struct Fetching {
     s3: S3,
     policy: RetryPolicy,
     pacer: Arc<Pacer>,
+    /// Whose each AccessDenied is, the object's or its bucket's.
+    access: Arc<BucketAccess>,
 }
 
 impl Fetching {
@@ -801,12 +778,14 @@ impl CopyLane {
 }
 
 async fn record_failure(
+    fetching: &Fetching,
     entry: &ManifestEntry<'_>,
     failure: ReadFailure,
     outputs: &mut Outputs,
 ) -> Result<()> {
     let (reason, detail) = match failure {
         ReadFailure::Dlq(reason, detail) => (reason, detail),
+        ReadFailure::Denied(detail) => fetching.access.judge(&fetching.s3, entry, detail).await?,
         ReadFailure::ChangedDuringRead => (
             DlqReason::Changed,
             "the object changed while it was being read".into(),
@@ -905,7 +884,7 @@ impl Members<'_> {
                         Ok(())
                     }
                     Ready::Failed(entry, failure) => {
-                        Box::pin(record_failure(&entry, failure, self.outputs)).await
+                        Box::pin(record_failure(self.fetching, &entry, failure, self.outputs)).await
                     }
                     Ready::Stream(entry) => Box::pin(self.stream(&entry)).await,
                     Ready::Copied(entry, copied) => match *copied {
@@ -915,7 +894,8 @@ impl Members<'_> {
                             Ok(())
                         }
                         Err(failure) => {
-                            Box::pin(record_failure(&entry, failure, self.outputs)).await
+                            Box::pin(record_failure(self.fetching, &entry, failure, self.outputs))
+                                .await
                         }
                     },
                 }
@@ -948,7 +928,9 @@ impl Members<'_> {
             .await;
         let (info, reader) = match opened {
             Ok(opened) => opened,
-            Err(failure) => return record_failure(entry, failure, self.outputs).await,
+            Err(failure) => {
+                return record_failure(self.fetching, entry, failure, self.outputs).await
+            }
         };
         let checkpoint = self.writer.checkpoint().await?;
         match self.stream_body(entry, &info, reader).await {
@@ -957,7 +939,7 @@ impl Members<'_> {
             Err(failure) => {
                 self.writer.rollback(checkpoint).await?;
                 debug!(object = %format!("s3://{}/{}", entry.bucket, entry.key), "taken back out of the archive");
-                record_failure(entry, failure, self.outputs).await
+                record_failure(self.fetching, entry, failure, self.outputs).await
             }
         }
     }
@@ -1024,19 +1006,6 @@ impl OpenUploads {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::ManifestEntry;
-
-    fn entry(key: &str) -> ManifestEntry<'static> {
-        ManifestEntry {
-            bucket: "src".into(),
-            key: key.to_string().into(),
-            size: 10,
-            version_id: None,
-            etag: None,
-            last_modified: None,
-            storage_class: None,
-        }
-    }
 
     #[test]
     fn nothing_is_committed_unless_every_object_is_accounted_for() {
@@ -1044,36 +1013,13 @@ mod tests {
         let mut tally = Tally::new(indicatif::ProgressBar::hidden());
         tally.archived(10);
         tally.copied(20);
-        assert!(tally.failed(&entry("c"), DlqReason::NoSuchKey).is_ok());
+        tally.failed(DlqReason::NoSuchKey);
         assert!(tally.check_accounted(&manifest, 3).is_ok());
         // A fetch that vanished leaves one object without an outcome.
         let error = tally.check_accounted(&manifest, 4).err();
         assert!(
             matches!(&error, Some(Error::Incomplete { detail, .. }) if detail.contains("lists 4")),
             "{error:?}"
-        );
-    }
-
-    #[test]
-    fn access_denied_fails_the_manifest_only_when_every_object_so_far_was_denied() {
-        let denied = |tally: &mut Tally, n: usize| {
-            (0..n)
-                .map(|i| tally.failed(&entry(&i.to_string()), DlqReason::AccessDenied))
-                .collect::<Vec<_>>()
-        };
-        let mut tally = Tally::new(indicatif::ProgressBar::hidden());
-        let results = denied(&mut tally, 50);
-        assert!(results[..49].iter().all(Result::is_ok));
-        assert!(
-            matches!(results[49], Err(Error::Refused { .. })),
-            "the 50th in a row"
-        );
-
-        let mut mixed = Tally::new(indicatif::ProgressBar::hidden());
-        mixed.archived(1);
-        assert!(
-            denied(&mut mixed, 80).iter().all(Result::is_ok),
-            "one object was readable"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Reading one source object for an archive: a GET pinned to the manifest's version, the size
 //! check, tags when the object has any, an MD5 computed while the bytes stream, and a body cut
 //! mid-stream resumed with a range GET pinned to the same object (If-Match on its ETag), so
-//! that partial bytes never reach the archive.
+//! that partial bytes never reach the archive. A body is resumed as long as it makes progress,
+//! and given up once it has made none for `--retry-for`, as a failing small object is.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +14,9 @@ use md5::{Digest, Md5};
 use crate::archive::records::DlqReason;
 use crate::error::{Error, RemoteFailure};
 use crate::manifest::ManifestEntry;
-use crate::retry::retrying;
+use crate::retry::{retrying, Retrier};
 use crate::s3::{error_chain, failure, is_plain_md5, S3};
 use crate::s3uri::S3Uri;
-
-/// How often a body cut mid-stream is resumed before the object goes to the DLQ as `Retry`.
-const RESUMES: u32 = 5;
 
 /// What S3 says about an object, as the index and the pax records keep it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -130,6 +128,9 @@ impl ObjectInfo {
 pub enum ReadFailure {
     /// The object goes to the DLQ with this reason and detail.
     Dlq(DlqReason, String),
+    /// AccessDenied that does not say whose: the object's (a DLQ row) or the bucket's (the
+    /// manifest fails); `bundle::access` asks the bucket.
+    Denied(String),
     /// The object changed while it was being read (If-Match failed on a resume).
     ChangedDuringRead,
     /// The bytes did not match a checksum S3 sent with them (the SDK checks the CRC32/SHA
@@ -153,16 +154,25 @@ impl ReadFailure {
                 DlqReason::Glacier,
                 "the object is archived and must be restored first".into(),
             ),
-            RemoteFailure::AccessDenied => {
-                ReadFailure::Dlq(DlqReason::AccessDenied, "access denied".into())
+            RemoteFailure::AccessDenied => ReadFailure::Denied("access denied".into()),
+            denied @ RemoteFailure::ObjectDenied(_) => {
+                ReadFailure::Dlq(DlqReason::AccessDenied, denied.to_string())
+            }
+            sse_c @ RemoteFailure::CustomerKey(_) => {
+                ReadFailure::Dlq(DlqReason::SseC, sse_c.to_string())
             }
             RemoteFailure::PreconditionFailed => ReadFailure::ChangedDuringRead,
             transient @ (RemoteFailure::Transient(_) | RemoteFailure::Throttled(_)) => {
                 ReadFailure::Transient(transient)
             }
-            RemoteFailure::Permanent(detail) => ReadFailure::Dlq(DlqReason::Retry, detail),
-            credentials @ RemoteFailure::Credentials(_) => {
-                ReadFailure::Fatal(Error::reading("GetObject", uri.to_string(), credentials))
+            RemoteFailure::Permanent(detail) => ReadFailure::Dlq(DlqReason::Unexpected, detail),
+            RemoteFailure::Bucket(detail) => ReadFailure::Fatal(Error::Refused {
+                operation: "GetObject",
+                location: format!("s3://{}/", uri.bucket),
+                detail,
+            }),
+            caller @ (RemoteFailure::Credentials(_) | RemoteFailure::ClockSkew(_)) => {
+                ReadFailure::Fatal(Error::reading("GetObject", uri.to_string(), caller))
             }
         }
     }
@@ -172,22 +182,6 @@ impl ReadFailure {
 pub fn entry_uri(entry: &ManifestEntry<'_>) -> S3Uri {
     S3Uri::new(entry.bucket.as_ref(), entry.key.as_ref())
 }
-
-/// Sends a HeadObject or GetObject request for the object at `uri` (the version when one is
-/// named) with the configured expected owner; a failure names the object.
-macro_rules! send_for_object {
-    ($request:expr, $s3:expr, $uri:expr, $version_id:expr) => {
-        $request
-            .bucket(&$uri.bucket)
-            .key(&$uri.key)
-            .set_version_id($version_id.clone())
-            .set_expected_bucket_owner($s3.settings().expected_bucket_owner.clone())
-            .send()
-            .await
-            .map_err(|e| ReadFailure::from_remote_for(failure(e), &$uri))
-    };
-}
-pub(crate) use send_for_object;
 
 /// What HeadObject and GetObject both say of an object, as the lean GET reads it off the
 /// headers, through the accessors the SDK's two outputs share: one mapping,
@@ -249,7 +243,9 @@ pub struct ObjectReader {
     body: ByteStream,
     received: u64,
     size: u64,
-    resumes: u32,
+    /// Since the body was last cut after making progress: the patience left for resumes, and
+    /// the bytes received when it began.
+    cuts: Option<(Retrier, u64)>,
     md5: Md5,
     /// The full-object checksum to check the body against (lean GETs only).
     checksum: Option<crate::get_object::BodyChecksum>,
@@ -284,7 +280,16 @@ impl ObjectReader {
                     .await;
             }
         }
-        let output = send_for_object!(s3.client().get_object(), s3, uri, version_id)?;
+        let output = s3
+            .client()
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_version_id(version_id.clone())
+            .set_expected_bucket_owner(s3.settings().expected_bucket_owner.clone())
+            .send()
+            .await
+            .map_err(|e| ReadFailure::from_remote_for(failure(e), &uri))?;
         let answered_in = started.elapsed();
         let mut info = ObjectInfo::from_head(&object_head!(output), entry, &version_id);
         check_size(&info, entry)?;
@@ -299,7 +304,7 @@ impl ObjectReader {
             size: info.size,
             body: output.body,
             received: 0,
-            resumes: 0,
+            cuts: None,
             md5: Md5::new(),
             checksum: None,
             stall: None,
@@ -331,7 +336,7 @@ impl ObjectReader {
             size: info.size,
             body: ByteStream::new(aws_smithy_types::body::SdkBody::from_body_1_x(body)),
             received: 0,
-            resumes: 0,
+            cuts: None,
             md5: Md5::new(),
             checksum,
             stall: s3.lean().map(|lean| lean.body_stall()),
@@ -402,16 +407,21 @@ impl ObjectReader {
         }
     }
 
-    /// Reopens the object from the first byte not yet received. The reopening GET is tried
-    /// again while it fails transiently, within the retry policy.
+    /// Reopens the object from the first byte not yet received, after a pause. A body that
+    /// made progress since its last cut gets the whole retry policy again; one that made none
+    /// for the policy's time is given up. The reopening GET is tried again while it fails
+    /// transiently, within the retry policy.
     async fn resume(&mut self, why: String) -> Result<(), ReadFailure> {
-        if self.resumes >= RESUMES {
-            return Err(ReadFailure::Transient(RemoteFailure::Transient(format!(
-                "{why}; gave up after {RESUMES} resumed reads"
-            ))));
+        let (received, policy) = (self.received, self.s3.settings().retry);
+        let retrier = match &mut self.cuts {
+            Some((retrier, mark)) if *mark == received => retrier,
+            cuts => &mut cuts.insert((Retrier::new(policy), received)).0,
+        };
+        let cut = RemoteFailure::Transient(why.clone());
+        if !retrier.again(&cut).await {
+            return Err(ReadFailure::Transient(retrier.gave_up(&cut)));
         }
-        self.resumes += 1;
-        tracing::debug!(object = %self.uri, "{why}; resuming (attempt {})", self.resumes);
+        tracing::debug!(object = %self.uri, "{why}; resuming from byte {received} (try {})", retrier.attempts() + 1);
         let s3 = &self.s3;
         let output = retrying(s3.settings().retry, &self.uri, || {
             s3.client()

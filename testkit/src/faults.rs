@@ -2,15 +2,19 @@
 //! requests with 503 SlowDown or 500 InternalError, cuts some response bodies in the middle,
 //! fails some part uploads, and can slow every GET down, so tests can show that every object still ends archived intact
 //! or in the DLQ, never lost. Faults are chosen by a counter per request kind, so runs repeat.
-//! It can also reject chosen PUTs, expire the credentials after some GETs, hold a commit or copy
-//! back long enough for a test to stop the process, and record requests missing a required header.
+//! It can also reject chosen PUTs, GETs and copies with any S3 error, stall an error answer's body,
+//! run its clock ahead of the client's, expire the credentials after some GETs, hold a commit or
+//! copy back long enough for a test to stop the process, and record requests missing a required
+//! header.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use aws_sdk_s3::primitives::{DateTime, DateTimeFormat as Format};
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -37,6 +41,9 @@ pub struct FaultPlan {
     /// The first GetObject of each key containing this text sends half its body, then nothing
     /// more while the connection stays open: a stalled body, which only a read timeout ends.
     pub stall_keys_containing: Option<String>,
+    /// Every GetObject of keys containing this text has its body cut after half its bytes: a
+    /// connection that keeps dropping, each resumed read getting half of what is left.
+    pub cut_keys_containing: Option<String>,
     /// UploadPart answered 500 InternalError.
     pub upload_part_500_every: u64,
     /// GetObject of keys containing this text always answers 503.
@@ -86,7 +93,72 @@ pub struct FaultPlan {
     /// Requests after the first this many are held, never answered: the moment for a test to
     /// kill the client between two requests (a crash at a chosen point).
     pub hold_after: Option<u64>,
+    /// GetObject of keys containing a text answered with an error of the test's choice
+    /// (NoSuchBucket, 301 PermanentRedirect, 409 ConditionalRequestConflict, a KMS
+    /// AccessDenied, a code s3bundler does not know); the first rule that matches answers.
+    pub get_errors: Vec<FailMatching>,
+    /// HeadObject of keys containing a text answered with an error; as S3's, the answer has
+    /// no body, so the client sees the status alone.
+    pub head_errors: Vec<FailMatching>,
+    /// CopyObject and UploadPartCopy whose source (`x-amz-copy-source`) contains a text
+    /// answered with an error: a source that went to GLACIER after the inventory (403
+    /// InvalidObjectState), one the role may not read.
+    pub copy_errors: Vec<FailMatching>,
+    /// The first GetObject of each key containing this text is answered 503 SlowDown with an
+    /// error body that stops after its first bytes while the connection stays open: only a
+    /// timeout on reading error bodies ends it.
+    pub stall_error_keys_containing: Option<String>,
+    /// The proxy's clock runs this far ahead of the client's, as a server's whose time differs:
+    /// every answer's Date header says the proxy's time, and a request whose x-amz-date is more
+    /// than 15 minutes off it is answered 403 RequestTimeTooSkewed, as S3 does. Only a client
+    /// that corrects its clock from the Date header gets through.
+    pub clock_ahead: Option<Duration>,
 }
+
+/// Requests whose key (for copies, whose source) contains `needle` answered `status` with S3
+/// error `code` and `message`.
+#[derive(Debug, Clone)]
+pub struct FailMatching {
+    pub needle: String,
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    /// Only the first this many matching requests fail (so a retry succeeds); None: every one.
+    pub times: Option<u64>,
+}
+
+impl FailMatching {
+    /// Every request matching `needle` answered `status` and `code`.
+    pub fn new(needle: &str, status: u16, code: &str) -> FailMatching {
+        FailMatching {
+            needle: needle.to_string(),
+            status,
+            code: code.to_string(),
+            message: INJECTED_MESSAGE.to_string(),
+            times: None,
+        }
+    }
+
+    /// With S3's `message`, which may tell more than the code (a KMS key, SSE-C).
+    pub fn saying(self, message: &str) -> FailMatching {
+        FailMatching {
+            message: message.to_string(),
+            ..self
+        }
+    }
+}
+
+/// The message of an injected error, unless a rule gives one.
+const INJECTED_MESSAGE: &str = "injected by the test proxy";
+
+/// How far a request's x-amz-date may be from the server's clock (S3's limit).
+const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// How long a cut body waits, its bytes sent, before it breaks the connection.
+const CUT_AFTER: Duration = Duration::from_millis(10);
+
+/// Bytes of a stalled error body sent before it stops.
+const STALLED_ERROR_PREFIX: usize = 20;
 
 /// PutObject of keys ending with `suffix` answered `status` with S3 error `code`.
 #[derive(Debug, Clone)]
@@ -163,6 +235,12 @@ pub struct FaultCounts {
     pub held: AtomicU64,
     /// "Operation path: problem" for each request without a header of `require_headers`.
     pub header_violations: Mutex<Vec<String>>,
+    /// Requests answered by a rule of `get_errors`, `head_errors` or `copy_errors`.
+    pub injected_matching: AtomicU64,
+    /// Error answers whose body stalled (`stall_error_keys_containing`).
+    pub stalled_errors: AtomicU64,
+    /// Requests refused as RequestTimeTooSkewed (`clock_ahead`).
+    pub skewed: AtomicU64,
 }
 
 impl FaultCounts {
@@ -242,28 +320,53 @@ pub struct FaultProxy {
     pub counts: Arc<FaultCounts>,
 }
 
-fn error_response(status: StatusCode, code: &str) -> Response<ProxyBody> {
-    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>");
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("application/xml"),
-    );
-    response
+/// An answer the proxy gives instead of the upstream server's.
+struct Injected<'a> {
+    status: StatusCode,
+    code: &'a str,
+    message: &'a str,
+    /// The body stops after its first bytes, the connection left open.
+    stalls: bool,
 }
 
-/// An error the proxy answers instead of the upstream server: its status and S3 error code.
-type Injected<'a> = (StatusCode, &'a str);
+impl<'a> Injected<'a> {
+    fn new(status: StatusCode, code: &'a str) -> Self {
+        Injected {
+            status,
+            code,
+            message: INJECTED_MESSAGE,
+            stalls: false,
+        }
+    }
 
-/// The error a plan chose by number; a number that is no HTTP status becomes 500.
-fn chosen_error(status: u16, code: &str) -> Injected<'_> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, code)
+    /// The error a plan chose by number; a number that is no HTTP status becomes 500.
+    fn chosen(status: u16, code: &'a str) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Injected::new(status, code)
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        let body = Bytes::from(format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>{}</Message></Error>", self.code, self.message));
+        let body = if self.stalls {
+            stalled_body(body.slice(..STALLED_ERROR_PREFIX.min(body.len())))
+        } else {
+            Full::new(body).map_err(|never| match never {}).boxed()
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/xml"),
+        );
+        response
+    }
+}
+
+/// `first`, then nothing, forever, with the connection open.
+fn stalled_body(first: Bytes) -> ProxyBody {
+    let stream = futures::stream::once(async move { Ok(Frame::data(first)) })
+        .chain(futures::stream::pending());
+    BodyExt::boxed(StreamBody::new(stream))
 }
 
 fn hits(counter: u64, every: u64) -> bool {
@@ -312,7 +415,12 @@ struct State {
     /// GetObject attempts by bucket/key, for `slowdown_first_tries`.
     tries: Mutex<HashMap<String, u64>>,
     /// Keys whose body was stalled once (`stall_keys_containing`).
-    stalled: Mutex<std::collections::HashSet<String>>,
+    stalled: Mutex<HashSet<String>>,
+    /// Keys whose error answer stalled once (`stall_error_keys_containing`).
+    stalled_errors: Mutex<HashSet<String>>,
+    /// Requests each rule of `get_errors`, `head_errors` and `copy_errors` answered, by list
+    /// and position.
+    rule_hits: Mutex<HashMap<(&'static str, usize), u64>>,
 }
 
 /// How to spoil the body of a forwarded GetObject's answer.
@@ -324,19 +432,74 @@ struct Spoil {
 }
 
 impl State {
-    /// An injected answer to a request of `operation` on `key` (bucket/key), or how to spoil
-    /// the answer of the upstream server.
-    fn decide(&self, operation: &str, key: &str) -> Result<Spoil, Injected<'_>> {
-        let injected = match operation {
-            "GetObject" => return self.get_object(key),
-            "HeadObject" | "GetObjectTagging" => {
-                self.failed_after(self.gets.load(Ordering::Relaxed), false)
-            }
-            "UploadPart" | "UploadPartCopy" => self.failed_part(),
-            "PutObject" => self.rejected_put(key),
+    /// An injected answer to a request of `operation` on `key` (bucket/key; a copy's source is
+    /// `copy_source`), or how to spoil the answer of the upstream server.
+    fn decide(
+        &self,
+        operation: &str,
+        key: &str,
+        copy_source: Option<&str>,
+    ) -> Result<Spoil, Injected<'_>> {
+        let copied = |source| self.matching("copy", &self.plan.copy_errors, source);
+        let injected = match (operation, copy_source) {
+            ("GetObject", _) => return self.get_object(key),
+            ("HeadObject", _) => self
+                .matching("head", &self.plan.head_errors, key)
+                .or_else(|| self.failed_after(self.gets.load(Ordering::Relaxed), false)),
+            ("GetObjectTagging", _) => self.failed_after(self.gets.load(Ordering::Relaxed), false),
+            ("UploadPartCopy", Some(source)) => copied(source).or_else(|| self.failed_part()),
+            ("CopyObject", Some(source)) => copied(source),
+            ("UploadPart" | "UploadPartCopy", _) => self.failed_part(),
+            ("PutObject", _) => self.rejected_put(key),
             _ => None,
         };
         injected.map_or(Ok(Spoil::default()), Err)
+    }
+
+    /// The answer of the first rule of `rules` (the list `list`) whose needle `text` contains
+    /// and that has not answered its `times` yet.
+    fn matching<'s>(
+        &'s self,
+        list: &'static str,
+        rules: &'s [FailMatching],
+        text: &str,
+    ) -> Option<Injected<'s>> {
+        let mut hits = self.rule_hits.lock().ok()?;
+        let rule = rules.iter().enumerate().find_map(|(position, rule)| {
+            let answered = hits.entry((list, position)).or_default();
+            let due = text.contains(&rule.needle) && rule.times.is_none_or(|t| *answered < t);
+            *answered += u64::from(due);
+            due.then_some(rule)
+        })?;
+        self.counts
+            .injected_matching
+            .fetch_add(1, Ordering::Relaxed);
+        Some(Injected {
+            message: &rule.message,
+            ..Injected::chosen(rule.status, &rule.code)
+        })
+    }
+
+    /// 403 RequestTimeTooSkewed for a request signed more than 15 minutes off the proxy's
+    /// clock (`clock_ahead`).
+    fn skewed(&self, headers: &http::HeaderMap) -> Option<Injected<'static>> {
+        let now = SystemTime::now() + self.plan.clock_ahead?;
+        let signed = headers
+            .get("x-amz-date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(amz_date)?;
+        let off = now
+            .duration_since(signed)
+            .or_else(|_| signed.duration_since(now))
+            .unwrap_or_default();
+        if off <= MAX_SKEW {
+            return None;
+        }
+        self.counts.skewed.fetch_add(1, Ordering::Relaxed);
+        Some(Injected {
+            message: "The difference between the request time and the current time is too large.",
+            ..Injected::new(StatusCode::FORBIDDEN, "RequestTimeTooSkewed")
+        })
     }
 
     fn get_object(&self, key: &str) -> Result<Spoil, Injected<'_>> {
@@ -346,6 +509,16 @@ impl State {
         if let Some(response) = self.failed_after(n - 1, true) {
             return Err(response);
         }
+        if let Some(response) = self.matching("get", &plan.get_errors, key) {
+            return Err(response);
+        }
+        if self.first_time(&plan.stall_error_keys_containing, &self.stalled_errors, key) {
+            counts.stalled_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(Injected {
+                stalls: true,
+                ..Injected::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
+            });
+        }
         if self.throttled_try(key)
             || plan
                 .always_fail_keys_containing
@@ -354,16 +527,25 @@ impl State {
             || hits(n, plan.get_503_every)
         {
             counts.injected_503.fetch_add(1, Ordering::Relaxed);
-            return Err((StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
+            return Err(Injected::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
         }
         if hits(n, plan.get_500_every) {
             counts.injected_500.fetch_add(1, Ordering::Relaxed);
-            return Err((StatusCode::INTERNAL_SERVER_ERROR, "InternalError"));
+            return Err(Injected::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+            ));
         }
         Ok(Spoil {
-            half: if self.first_stall(key) {
+            half: if self.first_time(&plan.stall_keys_containing, &self.stalled, key) {
                 Some(HalfEnd::Stall)
-            } else if hits(n, plan.get_cut_every) || n <= plan.get_cut_first {
+            } else if hits(n, plan.get_cut_every)
+                || n <= plan.get_cut_first
+                || plan
+                    .cut_keys_containing
+                    .as_deref()
+                    .is_some_and(|needle| key.contains(needle))
+            {
                 Some(HalfEnd::Cut)
             } else {
                 None
@@ -382,7 +564,7 @@ impl State {
             return None;
         }
         self.counts.injected_after.fetch_add(1, Ordering::Relaxed);
-        Some(chosen_error(fail.status, &fail.code))
+        Some(Injected::chosen(fail.status, &fail.code))
     }
 
     /// Whether this GetObject of `key` is one of its first `slowdown_first_tries`.
@@ -399,16 +581,20 @@ impl State {
         *tried <= limit
     }
 
-    /// True for the first GetObject of a key `stall_keys_containing` matches.
-    fn first_stall(&self, key: &str) -> bool {
-        let Some(needle) = self.plan.stall_keys_containing.as_deref() else {
+    /// True for the first GetObject of a key that contains `needle`, by the keys `seen`.
+    fn first_time(
+        &self,
+        needle: &Option<String>,
+        seen: &Mutex<HashSet<String>>,
+        key: &str,
+    ) -> bool {
+        let Some(needle) = needle.as_deref() else {
             return false;
         };
         key.contains(needle)
-            && self
-                .stalled
+            && seen
                 .lock()
-                .is_ok_and(|mut stalled| stalled.insert(key.to_string()))
+                .is_ok_and(|mut seen| seen.insert(key.to_string()))
     }
 
     fn failed_part(&self) -> Option<Injected<'static>> {
@@ -417,7 +603,10 @@ impl State {
             return None;
         }
         self.counts.failed_parts.fetch_add(1, Ordering::Relaxed);
-        Some((StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
+        Some(Injected::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+        ))
     }
 
     fn rejected_put(&self, key: &str) -> Option<Injected<'_>> {
@@ -431,7 +620,7 @@ impl State {
             return None;
         }
         self.counts.rejected_puts.fetch_add(1, Ordering::Relaxed);
-        Some(chosen_error(fail.status, &fail.code))
+        Some(Injected::chosen(fail.status, &fail.code))
     }
 
     /// The error that replaces the answer to a PutObject of `key` once it was forwarded.
@@ -446,7 +635,7 @@ impl State {
             return None;
         }
         self.counts.lost_answers.fetch_add(1, Ordering::Relaxed);
-        Some(chosen_error(lose.status, &lose.code))
+        Some(Injected::chosen(lose.status, &lose.code))
     }
 
     /// With `write_once`: true when a write that must not replace anything would, i.e. an
@@ -528,6 +717,46 @@ async fn handle(
     upstream: &http::Uri,
     state: &State,
 ) -> Response<ProxyBody> {
+    let Some(ahead) = state.plan.clock_ahead else {
+        return answer(request, client, upstream, state).await;
+    };
+    let mut response = match state.skewed(request.headers()) {
+        Some(refused) => refused.response(),
+        None => answer(request, client, upstream, state).await,
+    };
+    let now = DateTime::from(SystemTime::now() + ahead);
+    if let Some(date) = now
+        .fmt(Format::HttpDate)
+        .ok()
+        .and_then(|date| http::HeaderValue::from_str(&date).ok())
+    {
+        response.headers_mut().insert("date", date);
+    }
+    response
+}
+
+/// The time of an x-amz-date header (`20260102T030405Z`).
+fn amz_date(text: &str) -> Option<SystemTime> {
+    let digits = |range: std::ops::Range<usize>| text.get(range);
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        digits(0..4)?,
+        digits(4..6)?,
+        digits(6..8)?,
+        digits(9..11)?,
+        digits(11..13)?,
+        digits(13..15)?
+    );
+    SystemTime::try_from(DateTime::from_str(&rfc3339, Format::DateTime).ok()?).ok()
+}
+
+/// The answer to one request: injected, or the upstream server's, maybe spoiled.
+async fn answer(
+    request: Request<Incoming>,
+    client: &Client<HttpConnector, Incoming>,
+    upstream: &http::Uri,
+    state: &State,
+) -> Response<ProxyBody> {
     let counts = &state.counts;
     let query = request.uri().query().unwrap_or("").to_string();
     let path = request.uri().path().to_string();
@@ -550,15 +779,19 @@ async fn handle(
     }
     state.check_headers(name, &path, request.headers());
     let key = percent_decode(&path);
-    let spoil = match state.decide(name, &key) {
+    let copy_source = request
+        .headers()
+        .get("x-amz-copy-source")
+        .map(|source| percent_decode(&String::from_utf8_lossy(source.as_bytes())));
+    let spoil = match state.decide(name, &key, copy_source.as_deref()) {
         Ok(spoil) => spoil,
-        Err((status, code)) => return error_response(status, code),
+        Err(injected) => return injected.response(),
     };
     if let Some(delay) = state.delay(name, &key) {
         tokio::time::sleep(delay).await;
     }
     if state.refuses_write(name, &key, request.headers()).await {
-        return error_response(StatusCode::PRECONDITION_FAILED, "PreconditionFailed");
+        return Injected::new(StatusCode::PRECONDITION_FAILED, "PreconditionFailed").response();
     }
     let (mut parts_of_request, body) = request.into_parts();
     let mut uri = http::uri::Parts::from(parts_of_request.uri.clone());
@@ -566,14 +799,14 @@ async fn handle(
     uri.authority = upstream.authority().cloned();
     parts_of_request.uri = match http::Uri::from_parts(uri) {
         Ok(uri) => uri,
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "BadProxyUri"),
+        Err(_) => return Injected::new(StatusCode::BAD_REQUEST, "BadProxyUri").response(),
     };
     let response = match client
         .request(Request::from_parts(parts_of_request, body))
         .await
     {
         Ok(response) => response,
-        Err(_) => return error_response(StatusCode::BAD_GATEWAY, "BadGateway"),
+        Err(_) => return Injected::new(StatusCode::BAD_GATEWAY, "BadGateway").response(),
     };
     let length: Option<u64> = response
         .headers()
@@ -582,8 +815,8 @@ async fn handle(
         .and_then(|v| v.parse().ok());
     let (head, body) = response.into_parts();
     if name == "PutObject" && head.status.is_success() {
-        if let Some((status, code)) = state.lost_answer(&key) {
-            return error_response(status, code);
+        if let Some(lost) = state.lost_answer(&key) {
+            return lost.response();
         }
     }
     if spoil.corrupt && head.status.is_success() {
@@ -620,8 +853,11 @@ enum HalfEnd {
 fn half_body(body: Incoming, keep: u64, end: HalfEnd) -> ProxyBody {
     let stream = futures::stream::unfold((body, keep), move |(mut body, left)| async move {
         if left == 0 {
-            if let HalfEnd::Stall = end {
-                futures::future::pending::<()>().await;
+            match end {
+                HalfEnd::Stall => futures::future::pending::<()>().await,
+                // A pause first, so that the bytes sent reach the client before the connection
+                // breaks, as on a real network (hyper drops what it has not flushed).
+                HalfEnd::Cut => tokio::time::sleep(CUT_AFTER).await,
             }
             let error: Box<dyn std::error::Error + Send + Sync> =
                 "body cut by the test proxy".into();
@@ -744,6 +980,73 @@ mod tests {
         for (operation, key, expected) in cases {
             assert_eq!(state.delay(operation, key), expected, "{operation} {key}");
         }
+    }
+
+    #[test]
+    fn chosen_errors_answer_matching_keys_and_copy_sources_until_their_times_are_up() {
+        let state = State {
+            plan: FaultPlan {
+                get_errors: vec![
+                    FailMatching {
+                        times: Some(1),
+                        ..FailMatching::new("a/", 409, "OperationAborted")
+                    },
+                    FailMatching::new("a/", 404, "NoSuchBucket").saying("gone"),
+                ],
+                copy_errors: vec![FailMatching::new("src/big", 403, "InvalidObjectState")],
+                ..FaultPlan::default()
+            },
+            ..State::default()
+        };
+        let answer = |operation, key, source| {
+            state
+                .decide(operation, key, source)
+                .err()
+                .map(|i| format!("{} {} {}", i.status.as_u16(), i.code, i.message))
+        };
+        let aborted = format!("409 OperationAborted {INJECTED_MESSAGE}");
+        assert_eq!(answer("GetObject", "b/a/1", None), Some(aborted));
+        assert_eq!(
+            answer("GetObject", "b/a/1", None).as_deref(),
+            Some("404 NoSuchBucket gone")
+        );
+        assert_eq!(answer("GetObject", "b/c/1", None), None);
+        let archived = format!("403 InvalidObjectState {INJECTED_MESSAGE}");
+        assert_eq!(
+            answer("UploadPartCopy", "arch/x", Some("src/big/1")),
+            Some(archived)
+        );
+        assert_eq!(answer("CopyObject", "arch/x", Some("src/small/1")), None);
+        assert_eq!(state.counts.injected_matching.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_clock_ahead_refuses_requests_signed_more_than_15_minutes_off_it() {
+        let state = State {
+            plan: FaultPlan {
+                clock_ahead: Some(Duration::from_secs(3600)),
+                ..FaultPlan::default()
+            },
+            ..State::default()
+        };
+        let signed_at = |time: SystemTime| {
+            let text = DateTime::from(time)
+                .fmt(Format::DateTime)
+                .unwrap_or_default()
+                .replace(['-', ':'], "");
+            let mut headers = http::HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_str(&text) {
+                headers.insert("x-amz-date", value);
+            }
+            headers
+        };
+        let now = SystemTime::now();
+        let refused = state.skewed(&signed_at(now)).map(|i| i.code);
+        assert_eq!(refused, Some("RequestTimeTooSkewed"));
+        let corrected = now + Duration::from_secs(3600 - 60);
+        assert!(state.skewed(&signed_at(corrected)).is_none());
+        assert!(state.skewed(&http::HeaderMap::new()).is_none(), "unsigned");
+        assert_eq!(state.counts.skewed.load(Ordering::Relaxed), 1);
     }
 
     /// The S3 error code of a failed request, or "ok".

@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
+pub mod faults;
 pub mod queues;
 pub mod sources;
+pub use faults::*;
 pub use queues::*;
 pub use sources::*;
 

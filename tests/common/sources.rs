@@ -230,16 +230,26 @@ pub async fn local_objects(
     count: usize,
     size: usize,
 ) -> (aws_sdk_s3::Client, String, String) {
+    let keys: Vec<(String, usize)> = (0..count).map(|i| (format!("objects/{i}"), size)).collect();
+    local_keys(name, &keys).await
+}
+
+/// Objects of the local server (`sizes` gives each key's size; the bytes are `body(size, n)`
+/// for the n-th) in a new bucket, and their manifest at `m/<name>.0.index`, in that order:
+/// (client, bucket, manifest URI).
+pub async fn local_keys(
+    name: &str,
+    sizes: &[(String, usize)],
+) -> (aws_sdk_s3::Client, String, String) {
     let server = LocalS3::shared();
     let client = s3_client(&server.endpoint);
     let bucket = new_bucket(&client, name).await;
     let mut manifest = ManifestWriter::default();
-    for i in 0..count {
-        let key = format!("objects/{i}");
+    for (i, (key, size)) in sizes.iter().enumerate() {
         server
-            .write_object_file(&bucket, &key, &body(size, i as u8))
+            .write_object_file(&bucket, key, &body(*size, i as u8))
             .unwrap_or_else(|e| panic!("{e}"));
-        manifest.push(&entry(&bucket, &key, size as u64, None));
+        manifest.push(&entry(&bucket, key, *size as u64, None));
     }
     let key = format!("m/{name}.0.index");
     put_object(&client, &bucket, &key, manifest.finish()).await;
