@@ -286,6 +286,7 @@ async fn multipart_copy(
         }
         Err(failure) => debug!("could not list earlier uploads of {target}: {failure}"),
     }
+    settings.open_uploads.creating(target);
     let created = retrying(s3.settings().retry, target, || {
         let request = s3
             .client()

@@ -974,20 +974,40 @@ impl Members<'_> {
 
 /// Multipart uploads started for big-object copies and not yet completed or aborted: when a
 /// manifest stops (a failure, a stop request), its copy tasks are cancelled wherever they are,
-/// and these are aborted so that no upload is left behind.
+/// and these are aborted so that no upload is left behind. A copy cancelled while its
+/// CreateMultipartUpload was in flight (or whose answer was lost) has an upload nobody knows
+/// the id of: its target is remembered from before the request, and listed.
 #[derive(Clone, Default, Debug)]
-pub struct OpenUploads(Arc<Mutex<BTreeMap<String, S3Uri>>>);
+pub struct OpenUploads(Arc<Mutex<Open>>);
+
+#[derive(Default, Debug)]
+struct Open {
+    /// Upload id → target.
+    known: BTreeMap<String, S3Uri>,
+    /// Targets whose CreateMultipartUpload was sent and not answered yet.
+    creating: Vec<S3Uri>,
+}
 
 impl OpenUploads {
+    /// Before CreateMultipartUpload of `target`.
+    pub fn creating(&self, target: &S3Uri) {
+        if let Ok(mut open) = self.0.lock() {
+            open.creating.push(target.clone());
+        }
+    }
+
     pub fn opened(&self, target: &S3Uri, upload_id: &str) {
         if let Ok(mut open) = self.0.lock() {
-            open.insert(upload_id.to_string(), target.clone());
+            if let Some(at) = open.creating.iter().position(|t| t == target) {
+                open.creating.swap_remove(at);
+            }
+            open.known.insert(upload_id.to_string(), target.clone());
         }
     }
 
     pub fn closed(&self, upload_id: &str) {
         if let Ok(mut open) = self.0.lock() {
-            open.remove(upload_id);
+            open.known.remove(upload_id);
         }
     }
 
@@ -997,8 +1017,13 @@ impl OpenUploads {
             .lock()
             .map(|mut open| std::mem::take(&mut *open))
             .unwrap_or_default();
-        for (upload_id, target) in open {
+        for (upload_id, target) in open.known {
             abort_upload(s3, &target, &upload_id).await;
+        }
+        for target in open.creating {
+            if let Err(failure) = s3.abort_uploads_before(&[&target], i64::MAX).await {
+                warn!("could not list the uploads of {target} to abort them: {failure}");
+            }
         }
     }
 }
