@@ -199,6 +199,8 @@ mod tests {
             last_modified: None,
             opaque_etag: false,
             metadata: Default::default(),
+            storage_class: None,
+            cold: false,
         }
     }
 

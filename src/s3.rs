@@ -78,6 +78,28 @@ pub struct ObjectHead {
     pub opaque_etag: bool,
     /// User metadata (`x-amz-meta-*`).
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// `x-amz-storage-class` (S3 sends none for STANDARD).
+    pub storage_class: Option<String>,
+    /// Its bytes cannot be read without a restore (see [`is_cold`]).
+    pub cold: bool,
+}
+
+/// Whether an object's bytes cannot be read without a restore: it is in GLACIER or
+/// DEEP_ARCHIVE, or in an Intelligent-Tiering archive tier (`x-amz-archive-status`), and no
+/// restore has finished (`x-amz-restore: ongoing-request="false", …`). GLACIER_IR is read at
+/// once, like STANDARD.
+pub fn is_cold(
+    storage_class: Option<&str>,
+    archive_status: Option<&str>,
+    restore: Option<&str>,
+) -> bool {
+    let archived = matches!(storage_class, Some("GLACIER" | "DEEP_ARCHIVE"))
+        || matches!(
+            archive_status,
+            Some("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS")
+        );
+    let restored = restore.is_some_and(|r| r.contains("ongoing-request=\"false\""));
+    archived && !restored
 }
 
 impl ObjectHead {
@@ -599,6 +621,12 @@ impl S3 {
                     .metadata()
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                     .unwrap_or_default(),
+                storage_class: output.storage_class().map(|c| c.as_str().to_string()),
+                cold: is_cold(
+                    output.storage_class().map(|c| c.as_str()),
+                    output.archive_status().map(|a| a.as_str()),
+                    output.restore(),
+                ),
             })),
             Err(RemoteFailure::NotFound) => Ok(None),
             Err(other) => Err(other),
@@ -879,6 +907,29 @@ pub(crate) fn copy_source(uri: &S3Uri, version_id: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_archive_classes_and_tiers_not_yet_restored_are_cold() {
+        assert!(is_cold(Some("DEEP_ARCHIVE"), None, None));
+        assert!(is_cold(
+            Some("GLACIER"),
+            None,
+            Some("ongoing-request=\"true\"")
+        ));
+        assert!(is_cold(
+            Some("INTELLIGENT_TIERING"),
+            Some("ARCHIVE_ACCESS"),
+            None
+        ));
+        assert!(!is_cold(
+            Some("GLACIER"),
+            None,
+            Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"")
+        ));
+        assert!(!is_cold(Some("GLACIER_IR"), None, None));
+        assert!(!is_cold(Some("INTELLIGENT_TIERING"), None, None));
+        assert!(!is_cold(None, None, None));
+    }
 
     /// Fails on the old code, which took every connector error of kind "other" as permanent:
     /// at 256 GETs in flight, objects whose pooled connection the server had just closed went

@@ -34,6 +34,11 @@ use crate::s3uri::S3Uri;
 /// `verify` can prove they belong together.
 pub const ARCHIVE_ETAG_METADATA: &str = "s3bundler-archive-etag";
 pub const ARCHIVE_VERSION_METADATA: &str = "s3bundler-archive-version-id";
+/// User metadata of an index put whole: the archive's size in bytes and the class it was
+/// written in. With the ETag, S3's check of every part's CRC as it landed and the MD5 of every
+/// member computed as it streamed, they prove a cold archive by a HEAD, without reading it.
+pub const ARCHIVE_SIZE_METADATA: &str = "s3bundler-archive-size";
+pub const ARCHIVE_CLASS_METADATA: &str = "s3bundler-archive-storage-class";
 /// User metadata of a DLQ that is its manifest's only output (every object failed), when it
 /// was put whole. A DLQ uploaded in parts cannot get it (a multipart upload's metadata is fixed
 /// when it starts): it is final when it lists every object of its manifest.
@@ -439,6 +444,15 @@ pub(super) async fn commit(
             if let Some(version) = &archive.completed.version_id {
                 claim.insert(ARCHIVE_VERSION_METADATA.to_string(), version.clone());
             }
+            claim.insert(
+                ARCHIVE_SIZE_METADATA.to_string(),
+                archive.object_bytes.to_string(),
+            );
+            let class = archive
+                .storage_class
+                .as_ref()
+                .map_or("STANDARD", |c| c.as_str());
+            claim.insert(ARCHIVE_CLASS_METADATA.to_string(), class.to_string());
         }
         // An index uploaded in parts carries the attempt id alone, which its archive has too.
         let committed = match lease.ensure_held() {

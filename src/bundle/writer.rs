@@ -78,6 +78,11 @@ pub struct Checkpoint {
 #[derive(Debug, Clone)]
 pub struct FinishedArchive {
     pub tar_bytes: u64,
+    /// The object's size (compressed, when it is): with the ETag, what a HEAD of a cold
+    /// archive is checked against.
+    pub object_bytes: u64,
+    /// The class it was written in (`None`: the bucket's default, STANDARD).
+    pub storage_class: Option<StorageClass>,
     pub completed: Completed,
 }
 
@@ -96,6 +101,8 @@ pub struct ArchiveWriter {
     held: BudgetPermit,
     upload: Option<MultipartUpload>,
     next_part: i32,
+    /// Bytes of each part sent (part `n` at `n - 1`), those taken back by a rollback removed.
+    part_bytes: Vec<u64>,
     offset: u64,
 }
 
@@ -136,6 +143,7 @@ impl ArchiveWriter {
             held: BudgetPermit::default(),
             upload: None,
             next_part: 1,
+            part_bytes: Vec::new(),
             offset: 0,
         })
     }
@@ -242,6 +250,7 @@ impl ArchiveWriter {
         let permit = std::mem::take(&mut self.held);
         let number = self.next_part;
         self.next_part += 1;
+        self.part_bytes.push(body.len() as u64);
         match self.upload.as_mut() {
             Some(upload) => upload.send_part(number, body, permit).await,
             None => Ok(()),
@@ -275,6 +284,8 @@ impl ArchiveWriter {
             upload.forget_parts_from(checkpoint.next_part).await?;
         }
         self.next_part = checkpoint.next_part;
+        self.part_bytes
+            .truncate(usize::try_from(checkpoint.next_part - 1).unwrap_or(0));
         self.offset = checkpoint.offset;
         self.buffer = checkpoint.buffer;
         if self.encoder.is_some() {
@@ -305,6 +316,8 @@ impl ArchiveWriter {
         match self.upload.as_mut() {
             Some(upload) => Ok(Some(FinishedArchive {
                 tar_bytes: self.offset,
+                object_bytes: self.part_bytes.iter().sum(),
+                storage_class: self.storage_class.clone(),
                 completed: upload.complete_once(mine).await?,
             })),
             None => Ok(None),

@@ -15,7 +15,9 @@ use crate::archive::pax::END_OF_ARCHIVE;
 use crate::archive::records::{dlq_rows, index_rows, parse_index, DlqRow, IndexRow};
 use crate::archive::scan::{layout, plan_windows, Scanner, Span, Window};
 use crate::bundle::copy::{SOURCE_ETAG_METADATA, SOURCE_VERSION_METADATA};
-use crate::bundle::{ARCHIVE_ETAG_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA};
+use crate::bundle::{
+    ARCHIVE_ETAG_METADATA, ARCHIVE_SIZE_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA,
+};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::manifest::{manifest_entries, ManifestEntry};
 use crate::reading::{decompressed, Chunks, ReadError, RowStream};
@@ -290,12 +292,14 @@ async fn reconcile_partition(
     Ok(())
 }
 
-/// The archive an index was committed for: its ETag and version, from the index's metadata
-/// (indexes written before they carried it claim nothing).
+/// The archive an index was committed for: its ETag, version and size, from the index's
+/// metadata (indexes written before they carried it, and indexes uploaded in parts, claim less).
 #[derive(Debug, Default)]
 struct ArchiveClaim {
     etag: Option<String>,
     version_id: Option<String>,
+    /// Its size in bytes, as written.
+    size: Option<String>,
     /// The attempt that wrote the index; its archive carries the same id.
     attempt: Option<String>,
 }
@@ -310,8 +314,14 @@ impl ArchiveClaim {
         Ok(ArchiveClaim {
             etag: metadata.remove(ARCHIVE_ETAG_METADATA),
             version_id: metadata.remove(ARCHIVE_VERSION_METADATA),
+            size: metadata.remove(ARCHIVE_SIZE_METADATA),
             attempt: metadata.remove(ATTEMPT_METADATA),
         })
+    }
+
+    /// Whether the index names its archive (by ETag or attempt), so that a HEAD can prove it.
+    fn names_archive(&self) -> bool {
+        self.etag.is_some() || self.attempt.is_some()
     }
 
     /// Why `head` is not the archive claimed, if it is not.
@@ -326,6 +336,10 @@ impl ArchiveClaim {
         };
         if let Some(claimed) = self.etag.as_deref().filter(|c| *c != etag) {
             return Some(replaced("ETag", etag, claimed));
+        }
+        let size = head.size.to_string();
+        if let Some(claimed) = self.size.as_deref().filter(|c| *c != size) {
+            return Some(replaced("bytes", &size, claimed));
         }
         if let Some(claimed) = self.attempt.as_deref() {
             let found = head
@@ -359,6 +373,9 @@ struct Found {
     uri: S3Uri,
     compression: Compression,
     size: u64,
+    /// Its storage class when it cannot be read without a restore: proven by its HEAD against
+    /// the index's records, its rows checked for consistency, never read.
+    cold: Option<String>,
     stream: Option<StreamFeed>,
     /// Why the compressed stream could not be read on, once it could not.
     stream_stopped: Option<Stopped>,
@@ -387,11 +404,19 @@ impl ArchiveScan {
                 if let Some(problem) = claimed.mismatch(&uri, &head) {
                     report.manifest_problem(problem);
                 }
+                let cold = head.cold.then(|| {
+                    let class = head.storage_class.clone().unwrap_or_default();
+                    cold_problems(report, &uri, &class, compression, claimed, settings.deep);
+                    class
+                });
                 report.archive = Some(uri.to_string());
+                report.counts.cold_archives += u64::from(cold.is_some());
+                report.cold = cold.clone();
                 self.found = Some(Some(Found {
                     uri,
                     compression,
                     size: head.size,
+                    cold,
                     stream: None,
                     stream_stopped: None,
                 }));
@@ -425,6 +450,9 @@ impl ArchiveScan {
             problems[*row] = Some(problem.clone());
         }
         // Shared with the window tasks, and handed back below.
+        if found.cold.is_some() {
+            return Ok((chunk, problems));
+        }
         let rows = Arc::new(chunk);
         let verdicts = if found.compression == Compression::None {
             let windows = plan_windows(&members.ordered, settings.deep, MAX_WINDOW, MAX_GAP);
@@ -476,6 +504,10 @@ impl ArchiveScan {
             }
             return;
         }
+        if found.cold.is_some() {
+            // Its size was checked against the index's record instead.
+            return;
+        }
         // Every byte is read, to compare the stream's length with the index.
         let length = match (found.stream_stopped.take(), found.stream.as_mut()) {
             (None, Some(stream)) => stream.read_to_end().await,
@@ -490,6 +522,39 @@ impl ArchiveScan {
             Ok(_) => {}
             Err(e) => report.manifest_problem(format!("{archive_uri} cannot be read whole: {e}")),
         }
+    }
+}
+
+/// What keeps a cold archive from being proven by its HEAD: an index that does not name it or
+/// its size (a compressed archive's size is not implied by the rows), or `--deep`, which
+/// needs its bytes.
+fn cold_problems(
+    report: &mut ManifestReport,
+    archive: &S3Uri,
+    class: &str,
+    compression: Compression,
+    claimed: &ArchiveClaim,
+    deep: bool,
+) {
+    let unprovable = if !claimed.names_archive() {
+        Some("its index does not name it (no s3bundler-archive-etag or s3bundler-attempt)")
+    } else if compression != Compression::None && claimed.size.is_none() {
+        Some("its index does not record its size (s3bundler-archive-size)")
+    } else {
+        None
+    };
+    if let Some(why) = unprovable {
+        report.manifest_problem(format!(
+            "{archive} is in {class} and cannot be proven without a restore: {why}; restore it \
+             (S3 RestoreObject) and verify again, or keep the originals, which prune leaves alone"
+        ));
+    }
+    if deep {
+        report.manifest_problem(format!(
+            "{archive} is in {class} and not restored: --deep reads every member, which needs \
+             a restore (S3 RestoreObject); restore it and run --deep again, or verify without \
+             --deep, which proves it by its HEAD against its index"
+        ));
     }
 }
 

@@ -204,6 +204,11 @@ pub struct Counts {
     pub objects: u64,
     pub verified: u64,
     pub bytes_verified: u64,
+    /// Of `verified`, those in cold archives (GLACIER, DEEP_ARCHIVE, not restored), proven by
+    /// the archive's HEAD against what its index recorded when it was written.
+    pub verified_cold: u64,
+    /// Archives proven that way.
+    pub cold_archives: u64,
     pub in_dlq: BTreeMap<DlqReason, u64>,
     pub missing: u64,
     pub duplicated: u64,
@@ -220,6 +225,8 @@ impl Counts {
         self.objects += other.objects;
         self.verified += other.verified;
         self.bytes_verified += other.bytes_verified;
+        self.verified_cold += other.verified_cold;
+        self.cold_archives += other.cold_archives;
         for (reason, n) in &other.in_dlq {
             *self.in_dlq.entry(*reason).or_default() += n;
         }
@@ -253,6 +260,9 @@ pub struct ManifestReport {
     pub archive: Option<String>,
     pub index: Option<String>,
     pub dlq: Option<String>,
+    /// The archive's storage class when it is cold: proven by its HEAD, not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold: Option<String>,
     pub counts: Counts,
     pub problems: Vec<Problem>,
 }
@@ -279,9 +289,12 @@ impl ManifestReport {
             self.counts.objects += 1;
             let object = format!("s3://{}/{}", entry.bucket, entry.key);
             let (kind, detail) = match status {
-                Status::Verified(_) => {
+                Status::Verified(place) => {
                     self.counts.verified += 1;
                     self.counts.bytes_verified += entry.size;
+                    if self.cold.is_some() && matches!(place, Place::Index(_)) {
+                        self.counts.verified_cold += 1;
+                    }
                     continue;
                 }
                 Status::InDlq(reason) => {
@@ -405,6 +418,15 @@ pub fn table(report: &VerifyReport, max_problems: usize) -> String {
         out.push_str(&format!(
             "… and {} more problems (--json lists them all)\n",
             problems.len() - max_problems
+        ));
+    }
+    let cold = &report.totals;
+    if cold.cold_archives > 0 {
+        out.push_str(&format!(
+            "{} of the verified objects are in {} cold archives (GLACIER, DEEP_ARCHIVE), proven \
+             by each archive's HEAD against what its index recorded when it was written; \
+             --deep needs a restore\n",
+            cold.verified_cold, cold.cold_archives
         ));
     }
     let in_dlq: u64 = report.totals.in_dlq.values().sum();
