@@ -4,8 +4,8 @@
 //! or in the DLQ, never lost. Faults are chosen by a counter per request kind, so runs repeat.
 //! It can also reject chosen PUTs, GETs and copies with any S3 error, stall an error answer's body,
 //! run its clock ahead of the client's, expire the credentials after some GETs, hold a commit or
-//! copy back long enough for a test to stop the process, and record requests missing a required
-//! header.
+//! copy back long enough for a test to stop the process, record requests missing a required
+//! header, and put chosen objects in a cold storage class (restored or not).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +113,41 @@ pub struct FaultPlan {
     /// than 15 minutes off it is answered 403 RequestTimeTooSkewed, as S3 does. Only a client
     /// that corrects its clock from the Date header gets through.
     pub clock_ahead: Option<Duration>,
+    /// Objects whose key contains a text are in a cold storage class, as after a lifecycle
+    /// transition: their GetObject is answered 403 InvalidObjectState and their HeadObject
+    /// reports the class (`x-amz-storage-class`), as S3 does for GLACIER and DEEP_ARCHIVE.
+    pub cold: Option<Cold>,
+}
+
+/// Keys containing `needle` are in `storage_class`, restored or not.
+#[derive(Debug, Clone)]
+pub struct Cold {
+    pub needle: String,
+    pub storage_class: String,
+    /// A restore has finished: GETs are served, and HEAD says so (`x-amz-restore`).
+    pub restored: bool,
+}
+
+impl Cold {
+    pub fn new(needle: &str, storage_class: &str) -> Cold {
+        Cold {
+            needle: needle.to_string(),
+            storage_class: storage_class.to_string(),
+            restored: false,
+        }
+    }
+
+    /// The same objects, restored.
+    pub fn restored(self) -> Cold {
+        Cold {
+            restored: true,
+            ..self
+        }
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        key.contains(&self.needle)
+    }
 }
 
 /// Requests whose key (for copies, whose source) contains `needle` answered `status` with S3
@@ -241,6 +276,8 @@ pub struct FaultCounts {
     pub stalled_errors: AtomicU64,
     /// Requests refused as RequestTimeTooSkewed (`clock_ahead`).
     pub skewed: AtomicU64,
+    /// GetObjects of cold objects refused (`cold`).
+    pub cold_gets: AtomicU64,
 }
 
 impl FaultCounts {
@@ -511,6 +548,17 @@ impl State {
         }
         if let Some(response) = self.matching("get", &plan.get_errors, key) {
             return Err(response);
+        }
+        if plan
+            .cold
+            .as_ref()
+            .is_some_and(|cold| cold.holds(key) && !cold.restored)
+        {
+            counts.cold_gets.fetch_add(1, Ordering::Relaxed);
+            return Err(Injected {
+                message: "The operation is not valid for the object's storage class",
+                ..Injected::new(StatusCode::FORBIDDEN, "InvalidObjectState")
+            });
         }
         if self.first_time(&plan.stall_error_keys_containing, &self.stalled_errors, key) {
             counts.stalled_errors.fetch_add(1, Ordering::Relaxed);
@@ -813,7 +861,23 @@ async fn answer(
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let (head, body) = response.into_parts();
+    let (mut head, body) = response.into_parts();
+    if let Some(cold) = state.plan.cold.as_ref().filter(|c| c.holds(&key)) {
+        if let (true, Ok(class)) = (
+            name == "HeadObject" && head.status.is_success(),
+            http::HeaderValue::from_str(&cold.storage_class),
+        ) {
+            head.headers.insert("x-amz-storage-class", class);
+            if cold.restored {
+                head.headers.insert(
+                    "x-amz-restore",
+                    http::HeaderValue::from_static(
+                        "ongoing-request=\"false\", expiry-date=\"Fri, 01 Jan 2100 00:00:00 GMT\"",
+                    ),
+                );
+            }
+        }
+    }
     if name == "PutObject" && head.status.is_success() {
         if let Some(lost) = state.lost_answer(&key) {
             return lost.response();
