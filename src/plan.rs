@@ -180,7 +180,21 @@ pub struct PlanReport {
     pub monthly_savings: f64,
     /// Months until the one-time cost is paid back; `None` when bundling saves nothing.
     pub break_even_months: Option<f64>,
+    /// The same bundles in each cold class of [`COMPARED`] but the target.
+    pub compared: BTreeMap<String, Compared>,
 }
+
+/// Bundled in another class: what a cold `--storage-class` would cost and save.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    pub monthly_bundled: f64,
+    pub monthly_savings: f64,
+    pub break_even_months: Option<f64>,
+}
+
+/// Classes `plan` prints beside the one asked for: the default is STANDARD, and these are
+/// what bundling is for.
+pub const COMPARED: [&str; 2] = ["GLACIER", "DEEP_ARCHIVE"];
 
 const GB: f64 = (1u64 << 30) as f64;
 
@@ -188,8 +202,27 @@ fn per_1000(count: u64, price: f64) -> f64 {
     count as f64 / 1000.0 * price
 }
 
-/// The report for `census`, archives and copies stored in `target`.
+/// The report for `census`, archives and copies stored in `target`, compared with the classes
+/// of [`COMPARED`].
 pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
+    let mut report = estimate_in(census, prices, target);
+    report.compared = COMPARED
+        .iter()
+        .filter(|class| **class != target && prices.classes.contains_key(**class))
+        .map(|class| {
+            let other = estimate_in(census, prices, class);
+            let compared = Compared {
+                monthly_bundled: other.monthly_bundled,
+                monthly_savings: other.monthly_savings,
+                break_even_months: other.break_even_months,
+            };
+            (class.to_string(), compared)
+        })
+        .collect();
+    report
+}
+
+fn estimate_in(census: &Census, prices: &Prices, target: &str) -> PlanReport {
     let archived = census.archived();
     let copied = census.copied();
     let mut all = archived;
@@ -287,6 +320,7 @@ pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
         monthly_bundled,
         monthly_savings,
         break_even_months: (monthly_savings > 0.0).then(|| one_time / monthly_savings),
+        compared: BTreeMap::new(),
     }
 }
 
@@ -367,6 +401,18 @@ pub fn render(report: &PlanReport) -> String {
     ];
     for (what, value) in rows {
         let _ = writeln!(out, "  {what:<40} {value}");
+    }
+    for (class, other) in &report.compared {
+        let _ = writeln!(
+            out,
+            "  {:<40} {} (saves {}; break-even {})",
+            format!("per month: bundled in {class} instead"),
+            usd(other.monthly_bundled),
+            usd(other.monthly_savings),
+            other
+                .break_even_months
+                .map_or("never".to_string(), |m| format!("{m:.1} months"))
+        );
     }
     out
 }
@@ -482,5 +528,25 @@ mod tests {
         assert!(report.monthly_savings < 0.0);
         assert_eq!(report.break_even_months, None);
         assert!(render(&report).contains("never"));
+    }
+
+    #[test]
+    fn the_cold_classes_are_compared_beside_the_one_asked_for() {
+        let prices = Prices::builtin();
+        let standard = estimate(&census(), &prices, "STANDARD");
+        assert_eq!(
+            standard.compared.keys().collect::<Vec<_>>(),
+            ["DEEP_ARCHIVE", "GLACIER"]
+        );
+        let deep = estimate(&census(), &prices, "DEEP_ARCHIVE");
+        assert_eq!(deep.compared.keys().collect::<Vec<_>>(), ["GLACIER"]);
+        let compared = &standard.compared["DEEP_ARCHIVE"];
+        assert_eq!(compared.monthly_bundled, deep.monthly_bundled);
+        assert_eq!(compared.break_even_months, deep.break_even_months);
+        assert!(
+            render(&standard).contains("per month: bundled in DEEP_ARCHIVE instead"),
+            "{}",
+            render(&standard)
+        );
     }
 }

@@ -98,6 +98,33 @@ async fn plan_counts_the_requests_run_then_makes() {
     );
 }
 
+/// Old main: plan assumed DEEP_ARCHIVE (`--target-storage-class`) while bundle and run wrote
+/// STANDARD (`--storage-class`): one flag, one default, and the cold classes beside it.
+#[tokio::test]
+async fn plan_assumes_bundles_storage_class_and_compares_the_cold_ones() {
+    let (_, report) = local_inventory("planclass", 20, 512, &[]).await;
+    let endpoint = &LocalS3::shared().endpoint;
+    let plan = |extra: &'static [&'static str]| {
+        let manifest = report.manifest_uri.clone();
+        async move {
+            let mut args = vec!["plan", "-m", manifest.as_str(), "--json"];
+            args.extend_from_slice(extra);
+            let out = s3bundler(endpoint, &args).await;
+            assert_eq!(out.code, 0, "{out:?}");
+            out.json()
+        }
+    };
+    let default = plan(&[]).await;
+    assert_eq!(default["target_storage_class"], "STANDARD", "{default}");
+    assert!(default["compared"]["DEEP_ARCHIVE"]["monthly_bundled"].is_number());
+    let deep = plan(&["--storage-class", "DEEP_ARCHIVE"]).await;
+    assert_eq!(deep["target_storage_class"], "DEEP_ARCHIVE", "{deep}");
+    assert_eq!(
+        deep["monthly_bundled"], default["compared"]["DEEP_ARCHIVE"]["monthly_bundled"],
+        "{deep}"
+    );
+}
+
 #[tokio::test]
 async fn plan_refuses_unknown_classes_and_bad_price_files() {
     let endpoint = &LocalS3::shared().endpoint;
@@ -107,7 +134,7 @@ async fn plan_refuses_unknown_classes_and_bad_price_files() {
             "plan",
             "-m",
             "s3://x/manifest.json",
-            "--target-storage-class",
+            "--storage-class",
             "TAPE",
         ],
     )

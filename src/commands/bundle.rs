@@ -32,9 +32,10 @@ pub struct BundleOptions {
     /// Bytes of object data held in memory at most, from GET until uploaded in a part.
     #[arg(long, value_name = "SIZE", default_value = "192MiB")]
     pub max_in_flight: ByteSize,
-    /// Storage class of archives and big-object copies (e.g. DEEP_ARCHIVE, GLACIER, STANDARD_IA).
-    #[arg(long, value_name = "CLASS")]
-    pub storage_class: Option<String>,
+    /// Storage class of archives and big-object copies (e.g. DEEP_ARCHIVE, GLACIER, STANDARD_IA);
+    /// plan's default too. Indexes, DLQs and `.metadata` rows stay STANDARD.
+    #[arg(long, value_name = "CLASS", default_value = "STANDARD")]
+    pub storage_class: String,
     /// Objects above this size are copied with multipart UploadPartCopy (S3 allows CopyObject up
     /// to 5 GiB).
     #[arg(long, value_name = "SIZE", default_value = "5GiB", hide = true)]
@@ -186,7 +187,9 @@ impl BundleOptions {
                 .unwrap_or_else(default_concurrency_ceiling)
                 .max(1),
             max_in_flight: self.max_in_flight.0,
-            storage_class: self.storage_class.as_deref().map(StorageClass::from),
+            // STANDARD is S3's default: no header, as before the flag had a default.
+            storage_class: (self.storage_class != "STANDARD")
+                .then(|| StorageClass::from(self.storage_class.as_str())),
             multipart_copy_threshold: self.multipart_copy_threshold.0,
             progress: indicatif::ProgressBar::hidden(),
             lease_ttl: std::time::Duration::from_secs(self.lease_seconds),

@@ -32,9 +32,15 @@ pub struct PlanArgs {
     /// Objects bigger than this are copied whole instead of archived (bundle's -s).
     #[arg(long = "maxsize", value_name = "SIZE", default_value = "2GiB")]
     pub max_size: ByteSize,
-    /// The storage class the archives would be kept in.
-    #[arg(long, value_name = "CLASS", default_value = "DEEP_ARCHIVE")]
-    pub target_storage_class: String,
+    /// The storage class the archives would be kept in: bundle's and run's --storage-class,
+    /// with the same default (GLACIER and DEEP_ARCHIVE are printed beside it for comparison).
+    #[arg(
+        long,
+        alias = "target-storage-class",
+        value_name = "CLASS",
+        default_value = "STANDARD"
+    )]
+    pub storage_class: String,
     /// A price table in the built-in table's JSON shape (see the README) instead of the
     /// us-east-1 list prices.
     #[arg(long, value_name = "FILE")]
@@ -118,10 +124,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<ExitCode> {
     let prices = load_prices(args.prices.as_ref())?;
-    if !prices.classes.contains_key(&args.target_storage_class) {
+    if !prices.classes.contains_key(&args.storage_class) {
         return Err(Error::Usage(format!(
-            "--target-storage-class {} is not in the price table (it has {})",
-            args.target_storage_class,
+            "--storage-class {} is not in the price table (it has {})",
+            args.storage_class,
             prices
                 .classes
                 .keys()
@@ -161,7 +167,7 @@ pub async fn run(
     )
     .await?;
     let inventory_seconds = started.elapsed().as_secs_f64();
-    let report = estimate(&sink.census, &prices, &args.target_storage_class);
+    let report = estimate(&sink.census, &prices, &args.storage_class);
     let mut output = PlanOutput {
         report,
         sample: None,
