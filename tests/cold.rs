@@ -164,6 +164,44 @@ async fn the_index_dlq_and_metadata_rows_stay_standard_whatever_the_archive_clas
     }
 }
 
+/// A cold archive's proof rests on S3 having checked every part as it landed: each part (and
+/// each record put whole) carries a CRC S3 verifies before it stores the bytes. The SDK's
+/// default; the proxy's count is shown to catch uploads without one.
+#[tokio::test]
+async fn every_part_and_record_is_uploaded_with_a_checksum_s3_verifies() {
+    let endpoint = &LocalS3::shared().endpoint;
+    let client = s3_client(endpoint);
+    for (env, checked) in [
+        (&[][..], true),
+        (
+            &[("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")][..],
+            false,
+        ),
+    ] {
+        let (_, arch, manifest) = manifest(&client, "checked", 0).await;
+        let faults = proxy(endpoint, FaultPlan::default());
+        let args = [
+            "bundle", "-m", &manifest, "-b", &arch, "-p", "bundles", "-s", "2KiB",
+        ];
+        let out = s3bundler_with_env(&faults.endpoint, &args, env).await;
+        assert_eq!(out.code, 1, "{out:?}");
+        let operations = faults.counts.operations();
+        assert!(
+            operations.get("UploadPart").is_some_and(|n| *n > 0),
+            "{operations:?}"
+        );
+        let unchecked = faults
+            .counts
+            .unchecked_uploads
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            unchecked == 0,
+            checked,
+            "{env:?}: {unchecked} uploads without a checksum"
+        );
+    }
+}
+
 /// An archive bundled in STANDARD, then transitioned to DEEP_ARCHIVE (by the proxy): local
 /// server, objects, manifest, the archive key, and a proxy in front that makes it cold.
 struct Transitioned {

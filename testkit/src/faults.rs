@@ -278,6 +278,9 @@ pub struct FaultCounts {
     pub skewed: AtomicU64,
     /// GetObjects of cold objects refused (`cold`).
     pub cold_gets: AtomicU64,
+    /// PutObjects and UploadParts that carried no checksum S3 verifies before it stores the
+    /// bytes (no `Content-MD5`, no `x-amz-checksum-*` header or trailer).
+    pub unchecked_uploads: AtomicU64,
 }
 
 impl FaultCounts {
@@ -826,6 +829,9 @@ async fn answer(
         counts.tagging_gets.fetch_add(1, Ordering::Relaxed);
     }
     state.check_headers(name, &path, request.headers());
+    if matches!(name, "PutObject" | "UploadPart") && !carries_checksum(request.headers()) {
+        counts.unchecked_uploads.fetch_add(1, Ordering::Relaxed);
+    }
     let key = percent_decode(&path);
     let copy_source = request
         .headers()
@@ -902,6 +908,18 @@ async fn answer(
                 .boxed(),
         ),
     }
+}
+
+/// Whether an upload carries a checksum of its body that S3 checks: Content-MD5, an
+/// `x-amz-checksum-<algorithm>` header, or one announced as a trailer of a chunked body.
+fn carries_checksum(headers: &http::HeaderMap) -> bool {
+    headers.contains_key("content-md5")
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("x-amz-checksum-"))
+        || headers
+            .get("x-amz-trailer")
+            .is_some_and(|t| t.as_bytes().starts_with(b"x-amz-checksum-"))
 }
 
 /// What a spoiled body does after its first half.
