@@ -21,27 +21,6 @@ async fn bundle(endpoint: &str, manifest: &str, arch: &str, extra: &[&str]) -> O
     s3bundler(endpoint, &args).await
 }
 
-async fn head(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
-    client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("HEAD s3://{bucket}/{key}: {e:?}"))
-}
-
-fn key_of(uri: &serde_json::Value, bucket: &str) -> String {
-    uri.as_str()
-        .unwrap_or_else(|| panic!("no URI in {uri}"))
-        .trim_start_matches(&format!("s3://{bucket}/"))
-        .to_string()
-}
-
 /// Text, so that `cat`'s output compares as it was written.
 fn photo(i: usize) -> Vec<u8> {
     format!("photo {i} ").repeat(10 + i).into_bytes()

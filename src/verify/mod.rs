@@ -619,6 +619,20 @@ mod tests {
         let mut all = VerifyReport::default();
         all.push(report);
         assert!(table(&all, 10).ends_with("verified: no problems\n"));
+        // In a cold archive: verified, and counted apart.
+        let mut cold = ManifestReport {
+            cold: Some("DEEP_ARCHIVE".into()),
+            ..ManifestReport::default()
+        };
+        cold.counts.cold_archives = 1;
+        cold.record(&entries, &statuses, &unclaimed, &outputs);
+        assert_eq!((cold.counts.verified, cold.counts.verified_cold), (2, 2));
+        all.push(cold);
+        let text = table(&all, 10);
+        assert!(
+            text.contains("2 of the verified objects are in 1 cold archives"),
+            "{text}"
+        );
         // Nothing at all is also clean.
         let (statuses, unclaimed) = reconcile(&[], &outputs);
         assert!(statuses.is_empty() && unclaimed.len() == 2);

@@ -139,6 +139,29 @@ pub async fn check_command(
     (out, json)
 }
 
+/// HeadObject of an object that must exist.
+pub async fn head(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD s3://{bucket}/{key}: {e:?}"))
+}
+
+/// The key of an `s3://BUCKET/KEY` in a JSON report, in `bucket`.
+pub fn key_of(uri: &serde_json::Value, bucket: &str) -> String {
+    uri.as_str()
+        .unwrap_or_else(|| panic!("no URI in {uri}"))
+        .trim_start_matches(&format!("s3://{bucket}/"))
+        .to_string()
+}
+
 /// The real AWS inventory samples, or `None` (with a note) in a clone without `../shared`.
 /// CI must have them: there a missing folder fails the test.
 pub fn aws_samples() -> Option<PathBuf> {
