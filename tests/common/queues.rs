@@ -48,7 +48,7 @@ pub async fn queue_arn(endpoint: &str, url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Messages waiting plus messages received but not deleted.
+/// Messages waiting (delayed ones too) plus messages received but not deleted.
 pub async fn messages_left(endpoint: &str, url: &str) -> u64 {
     let out = sqs(endpoint)
         .get_queue_attributes()
@@ -61,6 +61,7 @@ pub async fn messages_left(endpoint: &str, url: &str) -> u64 {
     [
         QueueAttributeName::ApproximateNumberOfMessages,
         QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
     ]
     .iter()
     .map(|name| {
