@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ServerSideEncryption;
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use bytes::Bytes;
 use futures_util::TryFutureExt;
 
@@ -600,6 +600,35 @@ impl S3 {
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                     .unwrap_or_default(),
             })),
+            Err(RemoteFailure::NotFound) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Whether an object (one version of it) can be read now: not in GLACIER or DEEP_ARCHIVE
+    /// nor an Intelligent-Tiering archive tier, or restored (`x-amz-restore` says the restore
+    /// finished). `None` when it does not exist.
+    pub async fn readable_now(
+        &self,
+        uri: &S3Uri,
+        version_id: Option<&str>,
+    ) -> Result<Option<bool>, RemoteFailure> {
+        check_lengths(uri, version_id)?;
+        let result = crate::retry::retrying(self.settings.retry, uri, || {
+            self.head_once(uri, version_id, Learn::Unexplained)
+        })
+        .await;
+        match result {
+            Ok(output) => {
+                let cold = matches!(
+                    output.storage_class(),
+                    Some(StorageClass::Glacier | StorageClass::DeepArchive)
+                ) || output.archive_status().is_some();
+                let restored = output
+                    .restore()
+                    .is_some_and(|r| r.contains("ongoing-request=\"false\""));
+                Ok(Some(!cold || restored))
+            }
             Err(RemoteFailure::NotFound) => Ok(None),
             Err(other) => Err(other),
         }
