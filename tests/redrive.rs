@@ -6,7 +6,7 @@ mod common;
 
 use aws_sdk_s3::types::{RestoreRequest, StorageClass};
 use common::*;
-use s3bundler::archive::records::{parse_dlq, DlqReason};
+use s3bundler::archive::records::{parse_dlq, DlqReason, DlqRow, DlqWriter};
 use s3bundler_testkit::faults::{FailMatching, FaultPlan};
 
 /// Before `redrive`, an object dead-lettered (denied, throttled, in GLACIER) could only come back
@@ -117,6 +117,15 @@ async fn dead_lettered_objects_made_readable_are_archived_once_by_a_redrive() {
         .await
         .iter()
         .any(|k| k.contains("redrive2")));
+    // A reason left out by default is redriven when chosen.
+    let chosen = s3bundler(moto, &[&base[..], &["--reason", "NoSuchKey"][..]].concat()).await;
+    assert_eq!(chosen.code, 0, "{}", chosen.stderr);
+    assert_eq!(
+        chosen.json()["redriven"]["NoSuchKey"],
+        1,
+        "{}",
+        chosen.stdout
+    );
     // Each object counted once: 6 + 3 archived, the deleted one in a DLQ, 3 redriven.
     let verify = s3bundler(
         moto,
@@ -148,4 +157,47 @@ async fn dead_lettered_objects_made_readable_are_archived_once_by_a_redrive() {
     assert_eq!(prune.json()["deleted"]["objects"], 9, "{}", prune.stdout);
     let left = list_keys(&client, &src, "o/").await;
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A DLQ beside a manifest that has not committed (an attempt running, or one that stopped
+/// before its index) is no record yet: the next attempt may archive those objects itself.
+#[tokio::test]
+async fn the_dlq_of_a_manifest_not_committed_is_left_alone() {
+    let moto = moto::endpoint();
+    let (client, src, arch, _) = moto_objects("pending", &keys("o", 3, 100)).await;
+    let mut dlq = DlqWriter::default();
+    dlq.push(&DlqRow {
+        bucket: src.clone(),
+        key: "o/1".into(),
+        version_id: None,
+        size: 100,
+        last_modified: None,
+        reason: DlqReason::Retry,
+        detail: "throttled".into(),
+    });
+    put_object(&client, &src, "m/pending.0.index.dlq", dlq.finish()).await;
+    let prefix = format!("s3://{src}/m/");
+    let out = s3bundler(
+        moto,
+        &[
+            "redrive",
+            "--manifests",
+            &prefix,
+            "-b",
+            &arch,
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(
+        report["uncommitted"][0],
+        format!("s3://{src}/m/pending.0.index.dlq").as_str(),
+        "{report}"
+    );
+    assert_eq!(report["manifests"].as_array().map(Vec::len), Some(0));
+    let keys = list_keys(&client, &src, "m/").await;
+    assert!(!keys.iter().any(|k| k.contains("redrive")), "{keys:?}");
 }
