@@ -179,28 +179,27 @@ mod tests {
 
     #[test]
     fn rows_listed_by_a_later_member_are_already_redriven() {
-        let row = |key: &str, reason| DlqRow {
-            bucket: "src".into(),
-            key: key.into(),
-            version_id: None,
-            size: 1,
-            last_modified: None,
-            reason,
-            detail: String::new(),
+        let rows = crate::archive::records::parse_dlq(
+            b"bucket,key,version_id,size,last_modified,reason,detail\n\
+              src,a,,1,,AccessDenied,\n\
+              src,b,,1,,NoSuchKey,\n",
+            "dlq",
+        )
+        .unwrap_or_default();
+        let [denied, gone] = rows.as_slice() else {
+            panic!("{rows:?}");
         };
         let listed = HashMap::from([(("src".to_string(), "a".to_string(), None), 1)]);
         let reasons = DEFAULT_REASONS;
-        let denied = row("a", DlqReason::AccessDenied);
         assert_eq!(
-            sort_row(&denied, 0, &listed, &reasons),
+            sort_row(denied, 0, &listed, &reasons),
             Sorted::AlreadyRedriven
         );
         // Dead-lettered again by the redrive that listed it: the next redrive takes it.
-        assert_eq!(sort_row(&denied, 1, &listed, &reasons), Sorted::Redrive);
-        let gone = row("b", DlqReason::NoSuchKey);
-        assert_eq!(sort_row(&gone, 0, &listed, &reasons), Sorted::NotChosen);
+        assert_eq!(sort_row(denied, 1, &listed, &reasons), Sorted::Redrive);
+        assert_eq!(sort_row(gone, 0, &listed, &reasons), Sorted::NotChosen);
         assert_eq!(
-            sort_row(&gone, 0, &listed, &[DlqReason::NoSuchKey]),
+            sort_row(gone, 0, &listed, &[DlqReason::NoSuchKey]),
             Sorted::Redrive
         );
     }

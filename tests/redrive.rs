@@ -9,6 +9,11 @@ use common::*;
 use s3bundler::archive::records::{parse_dlq, DlqReason, DlqRow, DlqWriter};
 use s3bundler_testkit::faults::{FailMatching, FaultPlan};
 
+/// `redrive` of the manifests under `prefix`, bundled into `arch`, with a JSON report.
+fn redrive_args<'a>(prefix: &'a str, arch: &'a str) -> [&'a str; 6] {
+    ["redrive", "--manifests", prefix, "-b", arch, "--json"]
+}
+
 /// Before `redrive`, an object dead-lettered (denied, throttled, in GLACIER) could only come back
 /// in a hand-written manifest, whose name could collide with the original's archive.
 #[tokio::test]
@@ -68,7 +73,7 @@ async fn dead_lettered_objects_made_readable_are_archived_once_by_a_redrive() {
     );
     let prefix = format!("s3://{src}/m/");
     let redrive_key = "m/redrive.0.redrive1.index";
-    let base = ["redrive", "--manifests", &prefix, "-b", &arch, "--json"];
+    let base = redrive_args(&prefix, &arch);
     // A dry run: the GLACIER object is not restored yet, and nothing is written.
     let dry = s3bundler(moto, &base).await;
     assert_eq!(dry.code, 0, "{}", dry.stderr);
@@ -179,15 +184,7 @@ async fn the_dlq_of_a_manifest_not_committed_is_left_alone() {
     let prefix = format!("s3://{src}/m/");
     let out = s3bundler(
         moto,
-        &[
-            "redrive",
-            "--manifests",
-            &prefix,
-            "-b",
-            &arch,
-            "--yes",
-            "--json",
-        ],
+        &[&redrive_args(&prefix, &arch)[..], &["--yes"][..]].concat(),
     )
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
