@@ -10,7 +10,7 @@ use aws_config::SdkConfig;
 use futures_util::{stream, StreamExt};
 use tracing::{info, warn};
 
-use super::bundle::ArchiveLocation;
+use super::bundle::ArchivePlace;
 use crate::archive::layout::{BundleLayout, Compression};
 use crate::archive::records::{parse_dlq, DlqReason, DlqRow};
 use crate::aws::AwsOptions;
@@ -39,7 +39,7 @@ pub struct RedriveArgs {
     pub manifests: S3Uri,
     /// Where the manifests were bundled: a DLQ counts only once its manifest committed.
     #[command(flatten)]
-    pub archives: ArchiveLocation,
+    pub archives: ArchivePlace,
     /// Redrive the rows of this reason (repeat for several). Default: Retry, AccessDenied, and
     /// Glacier for objects readable now (restored, or out of the archive classes).
     #[arg(long = "reason", value_name = "REASON", value_parser = parse_reason)]
@@ -107,7 +107,8 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &RedriveArgs) -> Re
         prefix: args.archives.prefix.clone(),
         deep: false,
         concurrency: HEADS,
-        max_size: args.archives.max_size.0,
+        // Listing the manifests does not look at sizes.
+        max_size: u64::MAX,
     };
     let manifests = list_manifests(&s3, &args.manifests, &settings).await?;
     if manifests.is_empty() {

@@ -42,8 +42,8 @@ pub struct CheckOptions {
 impl CheckOptions {
     fn settings(&self) -> CheckSettings {
         CheckSettings {
-            archive_bucket: self.archives.bucket.clone(),
-            prefix: self.archives.prefix.clone(),
+            archive_bucket: self.archives.place.bucket.clone(),
+            prefix: self.archives.place.prefix.clone(),
             deep: self.deep,
             concurrency: self.concurrency.max(1),
             max_size: self.archives.max_size.0,
