@@ -8,6 +8,7 @@ use crate::commands::extract::{CatArgs, ExtractArgs};
 use crate::commands::group::GroupArgs;
 use crate::commands::plan::PlanArgs;
 use crate::commands::prune::PruneArgs;
+use crate::commands::redrive::RedriveArgs;
 use crate::commands::run::RunArgs;
 use crate::commands::submit::SubmitArgs;
 use crate::commands::verify::VerifyArgs;
@@ -48,4 +49,7 @@ pub enum Command {
     /// Delete the original objects that verification proves archived and unchanged since
     /// (a dry run unless --yes).
     Prune(PruneArgs),
+    /// Put the retryable DLQ rows of the bundle manifests under a prefix into new bundle
+    /// manifests, to be bundled into new archives (a dry run unless --yes).
+    Redrive(RedriveArgs),
 }

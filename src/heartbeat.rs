@@ -126,16 +126,12 @@ impl Heartbeat {
 /// is kept and extended while SQS allows.
 async fn hand_over(queue: &Queue, message: &Message, visibility: Duration) -> bool {
     let delay = visibility.min(crate::sqs::MAX_DELAY);
-    if let Err(problem) = queue.send_delayed(message.body.clone(), delay).await {
+    if let Err(problem) = queue.resend(message, delay).await {
         warn!(
             message_id = %message.id,
             "could not hand the message over before SQS's 12-hour limit: {problem}"
         );
         return false;
-    }
-    if let Err(problem) = queue.delete(message).await {
-        // It reappears at the limit; whoever receives it finds the lease or the index.
-        warn!(message_id = %message.id, "could not delete the handed-over message: {problem}");
     }
     info!(
         message_id = %message.id,

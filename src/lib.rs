@@ -28,6 +28,7 @@ pub mod progress;
 pub mod prune;
 pub mod queue_message;
 pub mod reading;
+pub mod redrive;
 pub mod request_timeout;
 pub mod retry;
 pub mod s3;

@@ -48,6 +48,8 @@ pub enum Triage<'a> {
     Candidate(&'a IndexRow),
     /// The `.pruned` log says it was deleted already.
     AlreadyPruned,
+    /// In the DLQ and listed by a redrive manifest: that manifest's check decides.
+    Redriven,
     Kept(KeptReason),
 }
 
@@ -59,6 +61,7 @@ pub fn triage<'a>(check: &'a ManifestCheck, pruned: &HashSet<PrunedKey>) -> Vec<
         .iter()
         .map(|status| match status {
             Status::InDlq(_) => Triage::Kept(KeptReason::InDlq),
+            Status::Redriven => Triage::Redriven,
             Status::Missing | Status::Duplicated(_) | Status::Mismatched(..) => {
                 Triage::Kept(KeptReason::NotVerified)
             }

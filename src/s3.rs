@@ -597,40 +597,67 @@ impl S3 {
         uri: &S3Uri,
         version_id: Option<&str>,
     ) -> Result<Option<ObjectHead>, RemoteFailure> {
+        let Some(output) = self.head_output(uri, version_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ObjectHead {
+            size: output
+                .content_length()
+                .and_then(|l| u64::try_from(l).ok())
+                .unwrap_or(0),
+            etag: output.e_tag().map(str::to_string),
+            version_id: output.version_id().map(str::to_string),
+            last_modified: output
+                .last_modified()
+                .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok()),
+            opaque_etag: matches!(
+                output.server_side_encryption(),
+                Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+            ) || output.sse_customer_algorithm().is_some(),
+            metadata: output
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            storage_class: output.storage_class().map(|c| c.as_str().to_string()),
+            cold: is_cold(
+                output.storage_class().map(|c| c.as_str()),
+                output.archive_status().map(|a| a.as_str()),
+                output.restore(),
+            ),
+        }))
+    }
+
+    /// HeadObject's whole answer, tried again within the retry policy; `None` when the object
+    /// does not exist.
+    async fn head_output(
+        &self,
+        uri: &S3Uri,
+        version_id: Option<&str>,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, RemoteFailure> {
         check_lengths(uri, version_id)?;
         let result = crate::retry::retrying(self.settings.retry, uri, || {
             self.head_once(uri, version_id, Learn::Unexplained)
         })
         .await;
         match result {
-            Ok(output) => Ok(Some(ObjectHead {
-                size: output
-                    .content_length()
-                    .and_then(|l| u64::try_from(l).ok())
-                    .unwrap_or(0),
-                etag: output.e_tag().map(str::to_string),
-                version_id: output.version_id().map(str::to_string),
-                last_modified: output
-                    .last_modified()
-                    .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok()),
-                opaque_etag: matches!(
-                    output.server_side_encryption(),
-                    Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-                ) || output.sse_customer_algorithm().is_some(),
-                metadata: output
-                    .metadata()
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                    .unwrap_or_default(),
-                storage_class: output.storage_class().map(|c| c.as_str().to_string()),
-                cold: is_cold(
-                    output.storage_class().map(|c| c.as_str()),
-                    output.archive_status().map(|a| a.as_str()),
-                    output.restore(),
-                ),
-            })),
+            Ok(output) => Ok(Some(output)),
             Err(RemoteFailure::NotFound) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+
+    /// Whether an object (one version of it) can be read now: not in GLACIER or DEEP_ARCHIVE
+    /// nor an Intelligent-Tiering archive tier, or restored (`x-amz-restore` says the restore
+    /// finished). `None` when it does not exist.
+    pub async fn readable_now(
+        &self,
+        uri: &S3Uri,
+        version_id: Option<&str>,
+    ) -> Result<Option<bool>, RemoteFailure> {
+        Ok(self
+            .head_version(uri, version_id)
+            .await?
+            .map(|head| !head.cold))
     }
 
     /// One HeadObject, with the configured expected owner. A HEAD answer has no body, so a

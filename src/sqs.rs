@@ -168,6 +168,19 @@ impl Queue {
         self.send_delayed(body, Duration::ZERO).await
     }
 
+    /// Sends a fresh copy of `message`, invisible for `delay` (at most 15 minutes), then
+    /// deletes the received one: the copy starts with a receive count of zero, so putting a
+    /// message off this way never counts toward the queue's maxReceiveCount. Fails only when the
+    /// copy could not be sent (the received message is then untouched); a failed delete is
+    /// logged, and the old message reappears when its visibility timeout ends.
+    pub async fn resend(&self, message: &Message, delay: Duration) -> Result<()> {
+        self.send_delayed(message.body.clone(), delay).await?;
+        if let Err(problem) = self.delete(message).await {
+            tracing::warn!(message_id = %message.id, "could not delete the resent message: {problem}");
+        }
+        Ok(())
+    }
+
     /// Sends a message that stays invisible for `delay` (at most 15 minutes, SQS's limit).
     pub async fn send_delayed(&self, body: String, delay: Duration) -> Result<()> {
         self.client

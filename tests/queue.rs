@@ -348,14 +348,7 @@ async fn a_garbage_message_is_left_for_redrive_while_the_worker_goes_on() {
     let client = s3_client(endpoint);
     let bucket = new_bucket(&client, "garbage").await;
     let manifest = slow_manifest(&client, &bucket, 3, 100).await;
-    let dead = create_queue(endpoint, &s3bundler_testkit::unique_name("dead"), 30, None).await;
-    let queue = create_queue(
-        endpoint,
-        &s3bundler_testkit::unique_name("work"),
-        1,
-        Some((&dead, 1)),
-    )
-    .await;
+    let (dead, queue) = queue_with_dead_letter(endpoint, "work", 1, 1).await;
     send(endpoint, &queue, "this is not JSON").await;
     send(endpoint, &queue, &bucket_key_message(&manifest)).await;
 
@@ -711,18 +704,7 @@ async fn a_manifest_another_worker_holds_is_left_alone_and_comes_back_later() {
     let bucket = new_bucket(&client, "leased").await;
     let manifest = slow_manifest(&client, &bucket, 3, 100).await;
     // Another worker's live lease beside the manifest.
-    let expires_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 60;
-    let lease = serde_json::json!({"owner": "another-worker", "expires_at": expires_at});
-    put_object(
-        &client,
-        &bucket,
-        "manifests/slow.0.index.lease",
-        lease.to_string().into_bytes(),
-    )
-    .await;
+    hold_lease(&client, &bucket, "manifests/slow.0.index", 60).await;
     let queue = create_queue(moto, &s3bundler_testkit::unique_name("leased"), 30, None).await;
     send(moto, &queue, &bucket_key_message(&manifest)).await;
     let out = finish(
@@ -739,7 +721,11 @@ async fn a_manifest_another_worker_holds_is_left_alone_and_comes_back_later() {
         "{}",
         out.stderr
     );
-    assert_eq!(messages_left(moto, &queue).await, 1, "the message is kept");
+    assert_eq!(
+        messages_left(moto, &queue).await + messages_delayed(moto, &queue).await,
+        1,
+        "the message is kept (as a fresh copy, delayed)"
+    );
     assert!(
         receive_bodies(moto, &queue, 1).await.is_empty(),
         "hidden until the lease would expire"
@@ -750,6 +736,80 @@ async fn a_manifest_another_worker_holds_is_left_alone_and_comes_back_later() {
         "nothing written: {keys:?}"
     );
     assert_eq!(incomplete_uploads(&client, &bucket).await, 0);
+}
+
+/// Writes a lease on `manifest_key` held by another worker, expiring `seconds` from now.
+async fn hold_lease(client: &aws_sdk_s3::Client, bucket: &str, manifest_key: &str, seconds: u64) {
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + seconds;
+    let lease = serde_json::json!({"owner": "another-worker", "expires_at": expires_at});
+    put_object(
+        client,
+        bucket,
+        &format!("{manifest_key}.lease"),
+        lease.to_string().into_bytes(),
+    )
+    .await;
+}
+
+/// Old main hid a duplicate whose manifest another worker held until that lease would expire
+/// (a few seconds, since a live worker renews it): each receive counted toward maxReceiveCount,
+/// so the duplicate of a manifest bundled for longer went to the dead-letter queue and fired
+/// its alarm. Put off as a fresh copy, it is received many times and never dead-lettered.
+#[tokio::test]
+async fn a_duplicate_of_a_held_manifest_never_reaches_the_dead_letter_queue() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let bucket = new_bucket(&client, "dupheld").await;
+    let manifest = slow_manifest(&client, &bucket, 3, 100).await;
+    let (dead, queue) = queue_with_dead_letter(moto, "dupheld", 2, 2).await;
+    send(moto, &queue, &bucket_key_message(&manifest)).await;
+    // The other worker renews its 2-second lease for 12 s, then stops (its lease expires).
+    let renewer = {
+        let (client, bucket) = (client.clone(), bucket.clone());
+        tokio::spawn(async move {
+            for _ in 0..12 {
+                hold_lease(&client, &bucket, "manifests/slow.0.index", 2).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let out = finish(
+        spawn_s3bundler(
+            moto,
+            &worker_args(
+                &queue,
+                &bucket,
+                &["--max-messages", "0", "--idle-timeout", "8"],
+            ),
+        ),
+        Duration::from_secs(90),
+    )
+    .await;
+    renewer.abort();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .matches("being bundled by another worker")
+            .count()
+            > 2,
+        "received more than maxReceiveCount times while held: {}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("successfully archived").count(),
+        1,
+        "bundled once the lease ended: {}",
+        out.stderr
+    );
+    assert_eq!(messages_left(moto, &dead).await, 0, "nothing dead-lettered");
+    assert_eq!(
+        messages_left(moto, &queue).await,
+        0,
+        "the last copy deleted"
+    );
 }
 
 /// Runs a worker (until the queue has been empty for 3 s) with `ECS_AGENT_URI` set to `agent`.

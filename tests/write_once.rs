@@ -279,7 +279,7 @@ async fn a_lease_write_whose_answer_was_lost_is_recognised_as_this_workers_own()
     let proxy = FaultProxy::start(
         endpoint,
         FaultPlan {
-            lose_put_answers_ending_with: Some(FailPut::internal_error(".lease")),
+            lose_answers_ending_with: Some(FailPut::internal_error(".lease")),
             ..FaultPlan::default()
         },
     )
@@ -479,4 +479,62 @@ proptest::proptest! {
         let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
         runtime.block_on(crash_and_rerun(&crash_points));
     }
+}
+
+/// A multipart copy whose CreateMultipartUpload answer was lost: the SDK's retry creates a
+/// second upload and the copy completes through it. The first upload, which the client never
+/// heard of, was left open until the bucket's lifecycle rule.
+#[tokio::test]
+async fn a_multipart_copy_whose_create_answer_was_lost_leaves_no_upload() {
+    let endpoint = moto::endpoint();
+    let client = s3_client(endpoint);
+    let src = new_bucket(&client, "strsrc").await;
+    let arch = new_bucket(&client, "strarch").await;
+    put_object(&client, &src, "big/movie.bin", body(6 << 20, 7)).await;
+    put_object(&client, &src, "small", body(10, 1)).await;
+    let manifest = write_manifest(
+        &client,
+        &arch,
+        "manifests/stray.0.index",
+        &[
+            entry(&src, "big/movie.bin", 6 << 20, None),
+            entry(&src, "small", 10, None),
+        ],
+    )
+    .await;
+    let proxy = FaultProxy::start(
+        endpoint,
+        FaultPlan {
+            lose_answers_ending_with: Some(FailPut {
+                times: Some(1),
+                ..FailPut::internal_error("big/movie.bin")
+            }),
+            ..FaultPlan::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = bundle(
+        &proxy.endpoint,
+        &manifest,
+        &arch,
+        &["--multipart-copy-threshold", "5MiB"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["objects_copied"], 1, "{}", out.stderr);
+    assert_eq!(
+        proxy
+            .counts
+            .lost_answers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the CreateMultipartUpload answer was lost once: {:?}",
+        proxy.counts.operations()
+    );
+    assert_eq!(
+        incomplete_uploads(&client, &arch).await,
+        0,
+        "{}",
+        out.stderr
+    );
 }

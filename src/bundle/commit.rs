@@ -326,7 +326,7 @@ fn warn_if_changed(places: &Places, marker: &S3Uri, head: &ObjectHead, etag: Opt
 /// A DLQ is final (its manifest's commit marker) when it says so, or when it lists every
 /// object of the manifest: a DLQ is only ever completed by a commit, and one that lists every
 /// object has no index to wait for.
-async fn is_final_dlq(s3: &S3, uri: &S3Uri, head: &ObjectHead, entries: u64) -> Result<bool> {
+pub async fn is_final_dlq(s3: &S3, uri: &S3Uri, head: &ObjectHead, entries: u64) -> Result<bool> {
     if head.metadata.contains_key(DLQ_FINAL_METADATA) {
         return Ok(true);
     }

@@ -74,16 +74,18 @@ fn source_identity(info: &ObjectInfo) -> Identity {
 /// added when S3's metadata limit leaves room for it (the `.metadata` beside the copy records
 /// it either way).
 fn copy_headers(info: &ObjectInfo, identity: &Identity) -> ObjectHeaders {
-    let mut metadata = info.metadata.clone();
-    let with_identity: BTreeMap<String, String> = metadata
-        .clone()
-        .into_iter()
+    let with_identity: BTreeMap<String, String> = info
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
         .chain(identity.entries())
         .collect();
     let size: usize = with_identity.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if size <= MAX_USER_METADATA {
-        metadata = with_identity;
-    }
+    let metadata = if size <= MAX_USER_METADATA {
+        with_identity
+    } else {
+        info.metadata.clone()
+    };
     ObjectHeaders {
         content_type: info.content_type.clone(),
         content_encoding: info.content_encoding.clone(),
@@ -276,16 +278,13 @@ async fn multipart_copy(
         ReadFailure::Fatal(Error::writing(operation, target.to_string(), failure))
     };
     let headers = copy_headers(info, job.identity);
-    match s3
-        .abort_uploads_before(&[target], settings.attempt_started)
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => {
-            info!("aborted {n} incomplete copy upload(s) of {target} left by an earlier attempt")
-        }
-        Err(failure) => debug!("could not list earlier uploads of {target}: {failure}"),
-    }
+    abort_uploads_at(
+        s3,
+        target,
+        settings.attempt_started,
+        "left by an earlier attempt",
+    )
+    .await;
     settings.open_uploads.creating(target);
     let created = retrying(s3.settings().retry, target, || {
         let request = s3
@@ -304,13 +303,29 @@ async fn multipart_copy(
     settings.open_uploads.opened(target, &upload_id);
     let outcome = copy_parts(s3, job, &upload_id).await;
     match &outcome {
-        Ok(()) => settings.open_uploads.closed(&upload_id),
+        Ok(()) => {
+            settings.open_uploads.closed(&upload_id);
+            // Any upload still open at the target is a stray: one whose CreateMultipartUpload
+            // answer was lost, so that the retry created another. It would hold its parts
+            // until the bucket's lifecycle rule.
+            abort_uploads_at(s3, target, i64::MAX, "whose creation answer was lost").await;
+        }
         Err(_) => {
             abort_upload(s3, target, &upload_id).await;
             settings.open_uploads.closed(&upload_id);
         }
     }
     outcome
+}
+
+/// Aborts the uploads at `target` started before `before` (seconds since the epoch); a
+/// failure to list them is only logged: the bucket's lifecycle rule is the backstop.
+async fn abort_uploads_at(s3: &S3, target: &S3Uri, before: i64, whose: &str) {
+    match s3.abort_uploads_before(&[target], before).await {
+        Ok(0) => {}
+        Ok(n) => info!("aborted {n} incomplete copy upload(s) of {target} {whose}"),
+        Err(failure) => debug!("could not list the uploads of {target}: {failure}"),
+    }
 }
 
 /// UploadPartCopy of every range, then CompleteMultipartUpload, only where no object is yet:

@@ -12,7 +12,7 @@ use super::budget::BudgetPermit;
 use super::commit::{put_once, Identity};
 use super::upload::{Completed, MultipartUpload};
 use crate::archive::records::Spill;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::s3::{ObjectHeaders, Put, S3};
 use crate::s3uri::S3Uri;
 
@@ -108,21 +108,18 @@ impl<T: Spill> TableUpload<T> {
         mine: &Identity,
     ) -> Result<Completed> {
         let rest = Bytes::from(self.table.take());
-        if self.upload.is_none() {
-            let mut put = Put::new("text/csv");
-            put.metadata = self.metadata.clone();
-            put.metadata.extend(late_metadata);
-            return put_once(&self.s3, &self.target, rest, put, mine).await;
-        }
-        if !rest.is_empty() {
-            self.send(rest).await?;
+        if self.upload.is_some() && !rest.is_empty() {
+            // A clone of `Bytes` shares the buffer.
+            self.send(rest.clone()).await?;
         }
         match &mut self.upload {
             Some(upload) => upload.complete_once(mine).await,
-            None => Err(Error::Incomplete {
-                manifest: self.target.to_string(),
-                detail: "the table's upload vanished before its commit".into(),
-            }),
+            None => {
+                let mut put = Put::new("text/csv");
+                put.metadata = self.metadata.clone();
+                put.metadata.extend(late_metadata);
+                put_once(&self.s3, &self.target, rest, put, mine).await
+            }
         }
     }
 

@@ -65,15 +65,22 @@ pub fn default_concurrency_ceiling() -> usize {
     (default_concurrency() * 4).min(4096)
 }
 
-/// Where archives go (`bundle`) or were put (`verify`, `prune`): `-b`, `-p`, `-s`.
+/// The archive bucket and prefix: `-b`, `-p`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ArchiveLocation {
+pub struct ArchivePlace {
     /// Bucket of the archives, indexes and big-object copies.
     #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
     pub bucket: String,
     /// Key prefix in the archive bucket.
     #[arg(short = 'p', long = "prefix", default_value = "")]
     pub prefix: String,
+}
+
+/// Where archives go (`bundle`) or were put (`verify`, `prune`): `-b`, `-p`, `-s`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArchiveLocation {
+    #[command(flatten)]
+    pub place: ArchivePlace,
     /// Objects bigger than this are copied server-side to bigobjects/ instead of archived (give
     /// `verify` and `prune` the value `bundle` ran with).
     #[arg(
@@ -206,8 +213,8 @@ pub async fn run(
 ) -> Result<ExitCode> {
     let s3 = aws.s3(config);
     let mut settings = args.options.settings(
-        &args.archives.bucket,
-        &args.archives.prefix,
+        &args.archives.place.bucket,
+        &args.archives.place.prefix,
         args.archives.max_size,
     );
     if args.gzip {

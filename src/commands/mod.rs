@@ -5,6 +5,7 @@ pub mod extract;
 pub mod group;
 pub mod plan;
 pub mod prune;
+pub mod redrive;
 pub mod run;
 pub mod submit;
 pub mod verify;
@@ -95,5 +96,6 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
         Command::Cat(args) => extract::run_cat(&cli.aws, &config, &args).await,
         Command::Verify(args) => verify::run(&cli.aws, &config, &args).await,
         Command::Prune(args) => prune::run(&cli.aws, &config, &args, shutdown).await,
+        Command::Redrive(args) => redrive::run(&cli.aws, &config, &args).await,
     }
 }

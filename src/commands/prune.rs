@@ -114,6 +114,7 @@ async fn prune_manifest(
         match triaged {
             Triage::Candidate(row) => candidates.push(row),
             Triage::AlreadyPruned => report.summary.already_pruned += 1,
+            Triage::Redriven => {}
             Triage::Kept(reason) => report.summary.keep(reason),
         }
     }

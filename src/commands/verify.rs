@@ -9,9 +9,12 @@ use futures_util::{stream, StreamExt};
 use super::bundle::ArchiveLocation;
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, Result};
+use crate::redrive::later_members;
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
-use crate::verify::check::{check_manifest, list_manifests, CheckSettings, ManifestCheck};
+use crate::verify::check::{
+    check_manifest, list_manifests, redriven_objects, CheckSettings, ManifestCheck,
+};
 use crate::verify::{table, VerifyReport};
 
 /// Manifests checked at once.
@@ -39,8 +42,8 @@ pub struct CheckOptions {
 impl CheckOptions {
     fn settings(&self) -> CheckSettings {
         CheckSettings {
-            archive_bucket: self.archives.bucket.clone(),
-            prefix: self.archives.prefix.clone(),
+            archive_bucket: self.archives.place.bucket.clone(),
+            prefix: self.archives.place.prefix.clone(),
             deep: self.deep,
             concurrency: self.concurrency.max(1),
             max_size: self.archives.max_size.0,
@@ -77,10 +80,15 @@ impl<'a> Checks<'a> {
         keep_rows: bool,
     ) -> Self {
         let settings = options.settings();
+        let later = later_members(manifests);
         let inner = stream::iter(manifests.iter())
             .map(move |uri| {
                 let settings = settings.clone();
-                async move { check_manifest(s3, uri, &settings, keep_rows).await }
+                let later = later.get(&uri.key).cloned().unwrap_or_default();
+                async move {
+                    let redriven = redriven_objects(s3, &later).await?;
+                    check_manifest(s3, uri, &settings, keep_rows, &redriven).await
+                }
             })
             .buffered(PARALLEL_MANIFESTS);
         Checks {

@@ -1,8 +1,8 @@
 //! `bundle -q`: a queue worker. Takes one message at a time, bundles the manifests it names
 //! while a heartbeat keeps it hidden, then deletes it (commit order: archive, DLQ, index,
 //! message). A manifest that fails is released for another attempt after a pause that grows
-//! with its receive count; one that another worker holds comes back when that worker's lease
-//! would expire; a stop request aborts the upload and releases the message at once.
+//! with its receive count; one that another worker holds is sent again, to come back when that
+//! worker's lease would expire; a stop request aborts the upload and releases the message at once.
 
 use std::time::{Duration, Instant};
 
@@ -147,11 +147,7 @@ pub async fn work(
                     }
                     Err(Error::Busy {
                         remaining_seconds, ..
-                    }) => {
-                        // Not a failure: it comes back once the other worker's lease would
-                        // have expired, and is then done (or taken over).
-                        release(queue, &message, Duration::from_secs(remaining_seconds + 1)).await;
-                    }
+                    }) => put_off(queue, &message, remaining_seconds).await,
                     Err(error) => {
                         release(queue, &message, backoff_for(message.receive_count)).await;
                         tally.first_error.get_or_insert(error);
@@ -205,6 +201,26 @@ async fn bundle_all(
         }
     }
     Ok(())
+}
+
+/// Puts off a message whose manifest another worker holds: not a failure, so it must not count
+/// toward the queue's maxReceiveCount (a manifest bundled for hours would otherwise send its
+/// duplicate to the dead-letter queue). A fresh copy comes back once the other worker's lease
+/// would have expired (at most 15 minutes, SQS's longest delay) and is then done, taken over or
+/// put off again; only if the copy cannot be sent is the received message hidden instead.
+async fn put_off(queue: &Queue, message: &Message, remaining_seconds: u64) {
+    let delay = Duration::from_secs(remaining_seconds + 1);
+    match queue.resend(message, delay).await {
+        Ok(()) => info!(
+            message_id = %message.id,
+            "message put off: a fresh copy is visible in {:?}",
+            delay.min(crate::sqs::MAX_DELAY)
+        ),
+        Err(problem) => {
+            warn!(message_id = %message.id, "could not resend the message: {problem}");
+            release(queue, message, delay).await;
+        }
+    }
 }
 
 /// Makes a message visible again after `delay`, for another worker (or this one) to retry.

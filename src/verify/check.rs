@@ -3,6 +3,7 @@
 //! archive, or one decompressed pass for a compressed one; with `deep`, every member's MD5 and
 //! the source's ETag where it is a plain MD5), and the big-object copies.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::{stream, StreamExt};
@@ -19,8 +20,9 @@ use crate::bundle::{
     ARCHIVE_ETAG_METADATA, ARCHIVE_SIZE_METADATA, ARCHIVE_VERSION_METADATA, ATTEMPT_METADATA,
 };
 use crate::error::{Error, RemoteFailure, Result};
-use crate::manifest::{manifest_entries, ManifestEntry};
+use crate::manifest::{manifest_entries, parse_manifest, ManifestEntry};
 use crate::reading::{decompressed, Chunks, ReadError, RowStream};
+use crate::redrive::{entry_object, ObjectId};
 use crate::s3::{ObjectHead, S3};
 use crate::s3uri::S3Uri;
 
@@ -75,6 +77,19 @@ pub async fn list_manifests(s3: &S3, uri: &S3Uri, settings: &CheckSettings) -> R
         .collect())
 }
 
+/// The objects the manifests `later` list (a manifest's later redrives): small manifests of DLQ
+/// rows, read whole.
+pub async fn redriven_objects(s3: &S3, later: &[S3Uri]) -> Result<HashSet<ObjectId>> {
+    let mut objects = HashSet::new();
+    for uri in later {
+        if let Some(bytes) = get_optional(s3, uri).await? {
+            let entries = parse_manifest(&bytes, &uri.to_string())?;
+            objects.extend(entries.iter().map(entry_object));
+        }
+    }
+    Ok(objects)
+}
+
 /// Reads a small object whole; `None` when it does not exist.
 pub async fn get_optional(s3: &S3, uri: &S3Uri) -> Result<Option<bytes::Bytes>> {
     match s3.get_bytes(uri, TABLE_LIMIT).await {
@@ -114,11 +129,14 @@ fn table_problem(report: &mut ManifestReport, error: Error) -> Result<()> {
 /// in chunks against the archive, then everything spilled by (bucket, key) to [`Partitions`]
 /// and matched one partition at a time. With `keep_rows`, the entries, statuses and rows are
 /// kept in the result too (for `prune`), which then grows with the manifest.
+/// `redriven`: the objects the later redrive manifests of its family list (see
+/// [`redriven_objects`]); its DLQ rows for them are [`Status::Redriven`].
 pub async fn check_manifest(
     s3: &S3,
     manifest_uri: &S3Uri,
     settings: &CheckSettings,
     keep_rows: bool,
+    redriven: &HashSet<ObjectId>,
 ) -> Result<ManifestCheck> {
     let mut check = ManifestCheck {
         report: ManifestReport {
@@ -239,7 +257,7 @@ pub async fn check_manifest(
         }
     }
     for partition in partitions.read_back()? {
-        reconcile_partition(s3, &mut check, partition?, settings, keep_rows).await?;
+        reconcile_partition(s3, &mut check, partition?, settings, keep_rows, redriven).await?;
     }
     check.archive_sound = check.report.counts.manifest_problems == 0
         && check.report.counts.mismatched == 0
@@ -254,6 +272,7 @@ async fn reconcile_partition(
     partition: Partition,
     settings: &CheckSettings,
     keep_rows: bool,
+    redriven: &HashSet<ObjectId>,
 ) -> Result<()> {
     let entries: Vec<ManifestEntry<'static>> =
         partition.entries.into_iter().map(|(_, e)| e).collect();
@@ -276,6 +295,14 @@ async fn reconcile_partition(
         dlq: &dlq,
     };
     let (statuses, unclaimed) = reconcile(&entries, &outputs);
+    let statuses: Vec<Status> = statuses
+        .into_iter()
+        .zip(&entries)
+        .map(|(status, entry)| match status {
+            Status::InDlq(_) if redriven.contains(&entry_object(entry)) => Status::Redriven,
+            other => other,
+        })
+        .collect();
     check
         .report
         .record(&entries, &statuses, &unclaimed, &outputs);

@@ -37,6 +37,8 @@ pub enum Status {
     /// In the index with a sound member, or copied with a sound copy.
     Verified(Place),
     InDlq(DlqReason),
+    /// In the DLQ, and listed by a later redrive manifest of its family, which accounts for it.
+    Redriven,
     Missing,
     /// Found in more than one place.
     Duplicated(Vec<Place>),
@@ -210,6 +212,8 @@ pub struct Counts {
     /// Archives proven that way.
     pub cold_archives: u64,
     pub in_dlq: BTreeMap<DlqReason, u64>,
+    /// DLQ rows a redrive manifest lists: counted there, not in `objects`.
+    pub redriven: u64,
     pub missing: u64,
     pub duplicated: u64,
     pub mismatched: u64,
@@ -230,6 +234,7 @@ impl Counts {
         for (reason, n) in &other.in_dlq {
             *self.in_dlq.entry(*reason).or_default() += n;
         }
+        self.redriven += other.redriven;
         self.missing += other.missing;
         self.duplicated += other.duplicated;
         self.mismatched += other.mismatched;
@@ -286,6 +291,10 @@ impl ManifestReport {
         outputs: &Outputs<'_>,
     ) {
         for (entry, status) in entries.iter().zip(statuses) {
+            if *status == Status::Redriven {
+                self.counts.redriven += 1;
+                continue;
+            }
             self.counts.objects += 1;
             let object = format!("s3://{}/{}", entry.bucket, entry.key);
             let (kind, detail) = match status {
@@ -301,6 +310,7 @@ impl ManifestReport {
                     *self.counts.in_dlq.entry(*reason).or_default() += 1;
                     continue;
                 }
+                Status::Redriven => continue,
                 Status::Missing => {
                     self.counts.missing += 1;
                     (
@@ -386,9 +396,10 @@ pub fn table(report: &VerifyReport, max_problems: usize) -> String {
     let mut out = String::new();
     let row = |name: &str, c: &Counts| {
         format!(
-            "{:>9} {:>9} {:>8} {:>10} {:>10} {:>10}  {:<16} {name}\n",
+            "{:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10}  {:<16} {name}\n",
             c.objects,
             c.verified,
+            c.redriven,
             c.missing,
             c.duplicated,
             c.mismatched + c.unexpected,
@@ -397,8 +408,15 @@ pub fn table(report: &VerifyReport, max_problems: usize) -> String {
         )
     };
     out.push_str(&format!(
-        "{:>9} {:>9} {:>8} {:>10} {:>10} {:>10}  {:<16} manifest\n",
-        "objects", "verified", "missing", "duplicated", "mismatched", "archive", "in DLQ"
+        "{:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10}  {:<16} manifest\n",
+        "objects",
+        "verified",
+        "redriven",
+        "missing",
+        "duplicated",
+        "mismatched",
+        "archive",
+        "in DLQ"
     ));
     for manifest in &report.manifests {
         out.push_str(&row(&manifest.manifest, &manifest.counts));
@@ -433,8 +451,8 @@ pub fn table(report: &VerifyReport, max_problems: usize) -> String {
     if in_dlq > 0 {
         out.push_str(&format!(
             "{in_dlq} objects are in DLQs, not archived: a manifest's records are final, so \
-             bundling it again changes nothing; put those worth another try in a bundle \
-             manifest with a new name\n"
+             bundling it again changes nothing; `s3bundler redrive` puts those worth another \
+             try in new bundle manifests\n"
         ));
     }
     out.push_str(&if report.problems == 0 {

@@ -86,10 +86,11 @@ pub struct FaultPlan {
     /// CompleteMultipartUpload with `If-None-Match: *` on a key that exists is answered 412
     /// PreconditionFailed (moto and s3s-fs ignore it on CompleteMultipartUpload).
     pub write_once: bool,
-    /// PutObject of keys ending with a suffix is forwarded (the write happens), then answered
-    /// with an error instead of the server's answer: an answer lost on the way back, which the
-    /// client's retry meets as its own write.
-    pub lose_put_answers_ending_with: Option<FailPut>,
+    /// PutObject or CreateMultipartUpload of keys ending with a suffix is forwarded (the write
+    /// happens, the upload is created), then answered with an error instead of the server's
+    /// answer: an answer lost on the way back, which the client's retry meets as its own write,
+    /// or which leaves an upload the client never heard of.
+    pub lose_answers_ending_with: Option<FailPut>,
     /// Requests after the first this many are held, never answered: the moment for a test to
     /// kill the client between two requests (a crash at a chosen point).
     pub hold_after: Option<u64>,
@@ -262,7 +263,7 @@ pub struct FaultCounts {
     pub injected_after: AtomicU64,
     /// Writes refused by `write_once`.
     pub refused_writes: AtomicU64,
-    /// Answers replaced by `lose_put_answers_ending_with`.
+    /// Answers replaced by `lose_answers_ending_with`.
     pub lost_answers: AtomicU64,
     /// Every request the proxy received.
     pub requests: AtomicU64,
@@ -448,8 +449,8 @@ struct State {
     parts: AtomicU64,
     /// PutObjects of keys `fail_put_keys_ending_with` matches seen.
     failing_puts: AtomicU64,
-    /// PutObjects of keys `lose_put_answers_ending_with` matches seen.
-    lost_puts: AtomicU64,
+    /// Requests `lose_answers_ending_with` matches seen.
+    lost_answers_seen: AtomicU64,
     /// A client of the upstream server, for `write_once`.
     upstream: Option<aws_sdk_s3::Client>,
     /// GetObject attempts by bucket/key, for `slowdown_first_tries`.
@@ -674,14 +675,15 @@ impl State {
         Some(Injected::chosen(fail.status, &fail.code))
     }
 
-    /// The error that replaces the answer to a PutObject of `key` once it was forwarded.
+    /// The error that replaces the answer to a PutObject or CreateMultipartUpload of `key` once
+    /// it was forwarded.
     fn lost_answer(&self, key: &str) -> Option<Injected<'_>> {
         let lose = self
             .plan
-            .lose_put_answers_ending_with
+            .lose_answers_ending_with
             .as_ref()
             .filter(|lose| key.ends_with(&lose.suffix))?;
-        let n = self.lost_puts.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.lost_answers_seen.fetch_add(1, Ordering::Relaxed) + 1;
         if lose.times.is_some_and(|times| n > times) {
             return None;
         }
@@ -884,7 +886,7 @@ async fn answer(
             }
         }
     }
-    if name == "PutObject" && head.status.is_success() {
+    if matches!(name, "PutObject" | "CreateMultipartUpload") && head.status.is_success() {
         if let Some(lost) = state.lost_answer(&key) {
             return lost.response();
         }

@@ -34,6 +34,31 @@ pub async fn create_queue(
     out.queue_url().unwrap_or_default().to_string()
 }
 
+/// A dead-letter queue and a queue of `visibility` seconds that moves a message there after
+/// `max_receives` receives: (dead-letter queue, queue).
+pub async fn queue_with_dead_letter(
+    endpoint: &str,
+    name: &str,
+    visibility: u32,
+    max_receives: u32,
+) -> (String, String) {
+    let dead = create_queue(
+        endpoint,
+        &s3bundler_testkit::unique_name(&format!("{name}dead")),
+        30,
+        None,
+    )
+    .await;
+    let queue = create_queue(
+        endpoint,
+        &s3bundler_testkit::unique_name(name),
+        visibility,
+        Some((&dead, max_receives)),
+    )
+    .await;
+    (dead, queue)
+}
+
 pub async fn queue_arn(endpoint: &str, url: &str) -> String {
     let out = sqs(endpoint)
         .get_queue_attributes()
@@ -50,6 +75,29 @@ pub async fn queue_arn(endpoint: &str, url: &str) -> String {
 
 /// Messages waiting plus messages received but not deleted.
 pub async fn messages_left(endpoint: &str, url: &str) -> u64 {
+    count_messages(
+        endpoint,
+        url,
+        &[
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ],
+    )
+    .await
+}
+
+/// Messages sent with a delay that has not passed yet.
+pub async fn messages_delayed(endpoint: &str, url: &str) -> u64 {
+    count_messages(
+        endpoint,
+        url,
+        &[QueueAttributeName::ApproximateNumberOfMessagesDelayed],
+    )
+    .await
+}
+
+/// The sum of the queue's `counts` attributes.
+async fn count_messages(endpoint: &str, url: &str, counts: &[QueueAttributeName]) -> u64 {
     let out = sqs(endpoint)
         .get_queue_attributes()
         .queue_url(url)
@@ -58,18 +106,15 @@ pub async fn messages_left(endpoint: &str, url: &str) -> u64 {
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     let attributes = out.attributes().cloned().unwrap_or_default();
-    [
-        QueueAttributeName::ApproximateNumberOfMessages,
-        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-    ]
-    .iter()
-    .map(|name| {
-        attributes
-            .get(name)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    })
-    .sum()
+    counts
+        .iter()
+        .map(|name| {
+            attributes
+                .get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Waits until a worker holds the queue's only message.
