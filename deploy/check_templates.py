@@ -38,6 +38,13 @@ Asserts that
     minutes;
   * an EventBridge rule on new inventory manifest.json files runs the grouper task definition
     with the grouper's command (group ... -m s3://<bucket>/<key>) in the overrides;
+  * that trigger cannot fail silently: a template rule requires InventoryPrefix while
+    GroupNewInventories is on; the rule's target has a RetryPolicy and a DeadLetterConfig to a
+    queue of the stack that only the rule may send to and that has an alarm to the AlarmTopic;
+    a rule sends grouper tasks that stop with a non-zero exit code to the AlarmTopic (a topic
+    policy lets only it publish); a rule on a grouper exiting 0 starts a bundler task with the
+    bundler task definition's command plus --idle-timeout and --task-protection;
+  * the archive bucket's DeletionPolicy is RetainExceptOnCreate;
   * the compute stack drains spot instances, protects instances with tasks from scale-in,
     reads the ECS AMI from the public SSM parameter, and collects the Auto Scaling group's
     capacity metrics (exported name) for the core stack's dashboard, which shows them.
