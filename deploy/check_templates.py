@@ -45,6 +45,7 @@ Asserts that
     policy lets only it publish); a rule on a grouper exiting 0 starts a bundler task with the
     bundler task definition's command plus --idle-timeout and --task-protection;
   * the archive bucket's DeletionPolicy is RetainExceptOnCreate;
+  * the spot events rule counts tasks stopped by Fargate Spot and by EC2 spot;
   * the compute stack drains spot instances, protects instances with tasks from scale-in,
     reads the ECS AMI from the public SSM parameter, and collects the Auto Scaling group's
     capacity metrics (exported name) for the core stack's dashboard, which shows them.
@@ -777,6 +778,20 @@ def check_trigger(checker, template, data):
             )
 
 
+def check_spot_rule(checker, template, resources):
+    """Tasks stopped by spot are counted on Fargate (stop code) and on EC2 (drained instance)."""
+    for name, rule in of_type(resources, "AWS::Events::Rule").items():
+        pattern = text_of(rule.get("Properties", {}).get("EventPattern"))
+        if "Spot Instance Interruption Warning" in pattern and not all(
+            m in pattern for m in ('"SpotInterruption"', "*draining*", "Host EC2*terminated*")
+        ):
+            checker.fail(
+                template, name, rule,
+                "the spot rule must match tasks stopped by Fargate Spot (stopCode SpotInterruption) and by "
+                "EC2 spot (stoppedReason of a draining or terminated instance)",
+            )
+
+
 def check_dashboard(checker, template, resources):
     for name, dashboard in of_type(resources, "AWS::CloudWatch::Dashboard").items():
         body = text_of(dashboard.get("Properties", {}).get("DashboardBody"))
@@ -864,6 +879,7 @@ def check_core(checker, template, data):
     check_alarms(checker, template, resources, data)
     check_inventory_rule(checker, template, resources)
     check_trigger(checker, template, data)
+    check_spot_rule(checker, template, resources)
     check_dashboard(checker, template, resources)
     for name, resource in resources.items():
         if resource.get("Type") != "AWS::ECS::TaskDefinition":
@@ -1049,6 +1065,7 @@ MUTATIONS = [
     ("core.yaml", "no first bundler", lambda d: d["Resources"].pop("BundlerStartRule"), "starts a bundler task when a grouper exits 0"),
     ("core.yaml", "first bundler never exits", lambda d: props(d, "BundlerStartRule")["Targets"][0].update(Input={"Fn::Sub": [props(d, "BundlerStartRule")["Targets"][0]["Input"]["Fn::Sub"][0].replace(', "--idle-timeout=300"', ""), props(d, "BundlerStartRule")["Targets"][0]["Input"]["Fn::Sub"][1]]}), "missing ['--idle-timeout']"),
     ("core.yaml", "first bundler command drifts", lambda d: props(d, "BundlerTaskDefinition")["ContainerDefinitions"][0]["Command"].append("--retry-for=600"), "missing ['--retry-for']"),
+    ("core.yaml", "spot rule for Fargate only", lambda d: props(d, "SpotInterruptionRule")["EventPattern"]["$or"].pop(2), "EC2 spot"),
     ("core.yaml", "start role runs any task", lambda d: statement(d, "BundlerStartRole", "RunBundlerTask").update(Resource={"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task-definition/*"}), "ecs:RunTask must only apply"),
     ("core.yaml", "inventory rule runs bundler", lambda d: props(d, "NewInventoryRule")["Targets"][0]["EcsParameters"].update(TaskDefinitionArn={"Ref": "BundlerTaskDefinition"}), "grouper task definition"),
     ("core.yaml", "inventory rule without -m", lambda d: props(d, "NewInventoryRule")["Targets"][0]["InputTransformer"].update(InputTemplate='{"containerOverrides": [{"name": "s3bundler", "command": ["group"]}]}'), "-m s3://<bucket>/<key>"),
