@@ -29,13 +29,23 @@ Asserts that
   * the archive bucket is versioned by default and expires noncurrent versions;
   * no ARN is written for one partition (no "arn:aws:" literal);
   * the bundler service has no DesiredCount (a stack update would reset the fleet), scales by
-    target tracking on the backlog per running task, and a step policy starts the first task;
+    target tracking on the backlog per *desired* task (Application Auto Scaling multiplies the
+    metric's ratio by the desired count; the running count would compound a slow start), and a
+    step policy starts the first task;
   * alarms exist on the EMF metric ObjectsFailed (namespace from src/metrics.rs) for the
     reasons AccessDenied and Retry, and on manifests waiting with no bundler running (metric
     math over the queue and Container Insights, which cannot be disabled), firing within 15
     minutes;
   * an EventBridge rule on new inventory manifest.json files runs the grouper task definition
     with the grouper's command (group ... -m s3://<bucket>/<key>) in the overrides;
+  * that trigger cannot fail silently: a template rule requires InventoryPrefix while
+    GroupNewInventories is on; the rule's target has a RetryPolicy and a DeadLetterConfig to a
+    queue of the stack that only the rule may send to and that has an alarm to the AlarmTopic;
+    a rule sends grouper tasks that stop with a non-zero exit code to the AlarmTopic (a topic
+    policy lets only it publish); a rule on a grouper exiting 0 starts a bundler task with the
+    bundler task definition's command plus --idle-timeout and --task-protection;
+  * the archive bucket's DeletionPolicy is RetainExceptOnCreate;
+  * the spot events rule counts tasks stopped by Fargate Spot and by EC2 spot;
   * the compute stack drains spot instances, protects instances with tasks from scale-in,
     reads the ECS AMI from the public SSM parameter, and collects the Auto Scaling group's
     capacity metrics (exported name) for the core stack's dashboard, which shows them.
@@ -110,6 +120,10 @@ EXPECTED_ROLES["core.yaml"]["GrouperEventsRole"] = {
     "ecs:RunTask",  # the grouper task definition, in this cluster
     "iam:PassRole",  # the grouper task role and the execution role, to ECS tasks
 }
+EXPECTED_ROLES["core.yaml"]["BundlerStartRole"] = {
+    "ecs:RunTask",  # the bundler task definition, in this cluster
+    "iam:PassRole",  # the bundler task role and the execution role, to ECS tasks
+}
 
 # template file name -> operator managed policy -> the exact set of actions it grants. Attached
 # to nothing in the stack (tests/tools/iam_enforced.py runs verify and prune with them).
@@ -155,6 +169,7 @@ TRUSTED_SERVICE = {
     "BundlerTaskRole": "ecs-tasks.amazonaws.com",
     "InstanceRole": "ec2.amazonaws.com",
     "GrouperEventsRole": "events.amazonaws.com",
+    "BundlerStartRole": "events.amazonaws.com",
 }
 
 # Actions a statement of each role may only grant on resources whose text contains one of these.
@@ -168,6 +183,8 @@ RESOURCE_MUST_CONTAIN = {
     ("BundlerTaskRole", "s3:ListBucketMultipartUploads"): ("ArchiveBucket",),
     ("GrouperEventsRole", "ecs:RunTask"): ("task-definition/${AWS::StackName}-grouper:",),
     ("GrouperEventsRole", "iam:PassRole"): ('"GrouperTaskRole"', '"ExecutionRole"'),
+    ("BundlerStartRole", "ecs:RunTask"): ("task-definition/${AWS::StackName}-bundler:",),
+    ("BundlerStartRole", "iam:PassRole"): ('"BundlerTaskRole"', '"ExecutionRole"'),
     # Operators: deletions on the source buckets' objects only, writes to the .pruned logs only.
     ("PrunePolicy", "s3:DeleteObject"): ('"arn:*:s3:::${Names}/*"',),
     ("PrunePolicy", "s3:DeleteObjectVersion"): ('"arn:*:s3:::${Names}/*"',),
@@ -429,16 +446,28 @@ def check_resource_policies(checker, template, resources):
                 actions = as_list(statement.get("Action", []))
                 principal = text_of(statement.get("Principal"))
                 condition = text_of(statement.get("Condition", {}))
+                from_s3 = '"s3.amazonaws.com"' in principal and "aws:SourceAccount" in condition
+                # EventBridge dead-letters a rule's undelivered events (condition: that rule).
+                from_rule = principal == '{"Service": "events.amazonaws.com"}' and '"Arn"' in condition
                 if statement.get("Effect") == "Allow" and (
-                    actions != ["sqs:SendMessage"]
-                    or '"s3.amazonaws.com"' not in principal
-                    or "aws:SourceArn" not in condition
-                    or "aws:SourceAccount" not in condition
+                    actions != ["sqs:SendMessage"] or "aws:SourceArn" not in condition or not (from_s3 or from_rule)
                 ):
                     checker.fail(
                         template, name, statement,
-                        "the queue policy may only let s3.amazonaws.com SendMessage, "
-                        "conditioned on aws:SourceArn (the archive bucket) and aws:SourceAccount",
+                        "the queue policy may only let s3.amazonaws.com SendMessage, conditioned on "
+                        "aws:SourceArn (the archive bucket) and aws:SourceAccount, or events.amazonaws.com "
+                        "conditioned on aws:SourceArn (a rule of the stack)",
+                    )
+        elif kind == "AWS::SNS::TopicPolicy":
+            for statement in statements(props.get("PolicyDocument", {})):
+                if statement.get("Effect") == "Allow" and (
+                    as_list(statement.get("Action", [])) != ["sns:Publish"]
+                    or text_of(statement.get("Principal")) != '{"Service": "events.amazonaws.com"}'
+                    or "aws:SourceArn" not in text_of(statement.get("Condition", {}))
+                ):
+                    checker.fail(
+                        template, name, statement,
+                        "the topic policy may only let events.amazonaws.com Publish, conditioned on aws:SourceArn (a rule of the stack)",
                     )
         elif kind == "AWS::S3::BucketPolicy":
             for statement in statements(props.get("PolicyDocument", {})):
@@ -542,13 +571,15 @@ def check_scaling(checker, template, resources):
     ]
     backlog = [
         (n, p) for n, p in tracking
-        if all(m in text_of(p) for m in ("ApproximateNumberOfMessagesVisible", "RunningTaskCount"))
+        if all(m in text_of(p) for m in ("ApproximateNumberOfMessagesVisible", "DesiredTaskCount"))
+        and "RunningTaskCount" not in text_of(p)
         and "CustomizedMetricSpecification" in text_of(p)
     ]
     if not backlog:
         checker.fail(
             template, "AWS::ApplicationAutoScaling::ScalingPolicy", None,
-            "no target tracking policy on the backlog per task (ApproximateNumberOfMessagesVisible / RunningTaskCount)",
+            "no target tracking policy on the backlog per desired task (ApproximateNumberOfMessagesVisible / "
+            "DesiredTaskCount; RunningTaskCount compounds scale-out while tasks start)",
         )
     for name, policy in backlog:
         config = policy["Properties"].get("TargetTrackingScalingPolicyConfiguration", {})
@@ -654,6 +685,113 @@ def check_inventory_rule(checker, template, resources):
                 checker.fail(template, name, target, "InputPathsMap must take bucket and key from the S3 event's detail")
 
 
+def grouper_stopped_rules(resources):
+    """Rules on this cluster's grouper tasks stopping: {name: (rule, pattern text)}."""
+    return {
+        n: (r, text_of(r.get("Properties", {}).get("EventPattern")))
+        for n, r in of_type(resources, "AWS::Events::Rule").items()
+        if all(m in text_of(r.get("Properties", {}).get("EventPattern"))
+               for m in ("ECS Task State Change", "family:${AWS::StackName}-grouper", "STOPPED"))
+    }
+
+
+def command_flags(value):
+    """The options (-b, --max-messages, …) a command's text names, in any intrinsic form."""
+    return set(re.findall(r'"(--?[a-z][a-z-]*)', text_of(value)))
+
+
+def check_trigger(checker, template, data):
+    """The hands-off trigger cannot fail silently: it needs InventoryPrefix, its target retries
+    and dead-letters to an alarmed queue, a grouper that stops without exiting 0 alarms, and a
+    grouper that exits 0 starts the first bundler at once."""
+    resources = data.get("Resources", {})
+    rules = data.get("Rules", {})
+    if not any(
+        "GroupNewInventories" in text_of(r.get("RuleCondition"))
+        and '"Ref": "InventoryPrefix"' in text_of(r.get("Assertions")) and '"Fn::Not"' in text_of(r.get("Assertions"))
+        for r in rules.values()
+    ):
+        checker.fail(template, "Rules", rules, "no rule requires InventoryPrefix while GroupNewInventories is on")
+    for name, rule in of_type(resources, "AWS::Events::Rule").items():
+        if "aws.s3" not in text_of(rule.get("Properties", {}).get("EventPattern")):
+            continue
+        for target in rule["Properties"].get("Targets", []):
+            if not target.get("RetryPolicy"):
+                checker.fail(template, name, target, "the inventory rule's target needs a RetryPolicy")
+            dlq = target.get("DeadLetterConfig", {}).get("Arn", {})
+            queue = dlq.get("Fn::GetAtt", [None])[0] if isinstance(dlq, dict) else None
+            if resources.get(queue, {}).get("Type") != "AWS::SQS::Queue":
+                checker.fail(template, name, target, "the inventory rule's target needs a DeadLetterConfig to a queue of the stack")
+                continue
+            allowed = [
+                r for r in of_type(resources, "AWS::SQS::QueuePolicy").values()
+                if {"Ref": queue} in r.get("Properties", {}).get("Queues", [])
+                and f'"{name}"' in text_of(r["Properties"].get("PolicyDocument"))
+            ]
+            if not allowed:
+                checker.fail(template, queue, None, f"no queue policy lets {name} (events.amazonaws.com) send to its dead-letter queue")
+            alarmed = [
+                a for a in of_type(resources, "AWS::CloudWatch::Alarm").values()
+                if f'"{queue}"' in text_of(a.get("Properties", {}).get("Dimensions"))
+                and {"Ref": "AlarmTopic"} in as_list(a["Properties"].get("AlarmActions", []))
+            ]
+            if not alarmed:
+                checker.fail(template, queue, None, f"no alarm (to the AlarmTopic) on the inventory rule's dead-letter queue {queue}")
+    stopped = grouper_stopped_rules(resources)
+    failed = {
+        n: r for n, (r, pattern) in stopped.items()
+        if '"anything-but": 0' in pattern
+        and any(t.get("Arn") == {"Ref": "AlarmTopic"} for t in r["Properties"].get("Targets", []))
+    }
+    if not failed:
+        checker.fail(
+            template, "AWS::Events::Rule", None,
+            "no rule sends a grouper task that stopped with a non-zero exit code to the AlarmTopic",
+        )
+    for name in failed:
+        published = [
+            p for p in of_type(resources, "AWS::SNS::TopicPolicy").values()
+            if {"Ref": "AlarmTopic"} in p.get("Properties", {}).get("Topics", [])
+            and f'"{name}"' in text_of(p["Properties"].get("PolicyDocument"))
+        ]
+        if not published:
+            checker.fail(template, name, None, f"no topic policy lets {name} publish to the AlarmTopic")
+    bundler = resources.get("BundlerTaskDefinition", {}).get("Properties", {}).get("ContainerDefinitions", [{}])[0]
+    expected = command_flags(bundler.get("Command")) | {"--idle-timeout", "--task-protection"}
+    starts = {
+        n: t for n, (r, pattern) in stopped.items() if '"exitCode": [0]' in pattern
+        for t in r["Properties"].get("Targets", [])
+        if t.get("EcsParameters", {}).get("TaskDefinitionArn") == {"Ref": "BundlerTaskDefinition"}
+    }
+    if of_type(resources, "AWS::ECS::Service") and not starts:
+        checker.fail(
+            template, "AWS::Events::Rule", None,
+            "no rule starts a bundler task when a grouper exits 0 (scaling waits ~15 minutes on SQS metrics)",
+        )
+    for name, target in starts.items():
+        found = command_flags(target.get("Input"))
+        if found != expected:
+            checker.fail(
+                template, name, target,
+                f"the started bundler's command must be the bundler task definition's plus --idle-timeout "
+                f"and --task-protection: missing {sorted(expected - found)}, extra {sorted(found - expected)}",
+            )
+
+
+def check_spot_rule(checker, template, resources):
+    """Tasks stopped by spot are counted on Fargate (stop code) and on EC2 (drained instance)."""
+    for name, rule in of_type(resources, "AWS::Events::Rule").items():
+        pattern = text_of(rule.get("Properties", {}).get("EventPattern"))
+        if "Spot Instance Interruption Warning" in pattern and not all(
+            m in pattern for m in ('"SpotInterruption"', "*draining*", "Host EC2*terminated*")
+        ):
+            checker.fail(
+                template, name, rule,
+                "the spot rule must match tasks stopped by Fargate Spot (stopCode SpotInterruption) and by "
+                "EC2 spot (stoppedReason of a draining or terminated instance)",
+            )
+
+
 def check_dashboard(checker, template, resources):
     for name, dashboard in of_type(resources, "AWS::CloudWatch::Dashboard").items():
         body = text_of(dashboard.get("Properties", {}).get("DashboardBody"))
@@ -680,6 +818,12 @@ def check_core(checker, template, data):
     if manifest_queue is None:
         checker.fail(template, "AWS::SQS::Queue", None, "no queue has a redrive policy to a dead-letter queue")
     if bucket is not None:
+        if bucket.get("DeletionPolicy") != "RetainExceptOnCreate":
+            checker.fail(
+                template, bucket_name, bucket,
+                "DeletionPolicy must be RetainExceptOnCreate: kept with its archives, but a failed "
+                "creation must not leave it behind to make the retry fail on 'already exists'",
+            )
         props = bucket.get("Properties", {})
         configs = props.get("NotificationConfiguration", {}).get("QueueConfigurations", [])
         other = {k for k in props.get("NotificationConfiguration", {}) if k != "QueueConfigurations"}
@@ -734,6 +878,8 @@ def check_core(checker, template, data):
     check_scaling(checker, template, resources)
     check_alarms(checker, template, resources, data)
     check_inventory_rule(checker, template, resources)
+    check_trigger(checker, template, data)
+    check_spot_rule(checker, template, resources)
     check_dashboard(checker, template, resources)
     for name, resource in resources.items():
         if resource.get("Type") != "AWS::ECS::TaskDefinition":
@@ -889,7 +1035,8 @@ MUTATIONS = [
     ("compute.yaml", "unprotected instances", lambda d: d["Resources"]["AutoScalingGroup"]["Properties"].update(NewInstancesProtectedFromScaleIn=False), "NewInstancesProtectedFromScaleIn"),
     ("compute.yaml", "fixed AMI", lambda d: d["Parameters"]["EcsAmiId"].update(Default="ami-12345678"), "SSM"),
     ("core.yaml", "service DesiredCount", lambda d: props(d, "BundlerService").update(DesiredCount=0), "no DesiredCount"),
-    ("core.yaml", "no backlog tracking", lambda d: d["Resources"].pop("BundlerBacklogPolicy"), "backlog per task"),
+    ("core.yaml", "no backlog tracking", lambda d: d["Resources"].pop("BundlerBacklogPolicy"), "backlog per desired task"),
+    ("core.yaml", "backlog per running task", lambda d: props(d, "BundlerBacklogPolicy")["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]["Metrics"][2]["MetricStat"]["Metric"].update(MetricName="RunningTaskCount"), "backlog per desired task"),
     ("core.yaml", "backlog no scale-in", lambda d: props(d, "BundlerBacklogPolicy")["TargetTrackingScalingPolicyConfiguration"].update(DisableScaleIn=True), "scale in"),
     ("core.yaml", "no scale from zero", lambda d: d["Resources"].pop("ManifestsWaitingAlarm"), "scale out from zero"),
     ("core.yaml", "dlq retention short", lambda d: props(d, "ManifestDeadLetterQueue").update(MessageRetentionPeriod=345600), "longer than"),
@@ -904,6 +1051,22 @@ MUTATIONS = [
     ("core.yaml", "stall alarm slow", lambda d: props(d, "NoBundlerRunningAlarm").update(EvaluationPeriods=30, DatapointsToAlarm=30), "within 15 minutes"),
     ("core.yaml", "insights can be disabled", lambda d: d["Parameters"]["ContainerInsights"]["AllowedValues"].append("disabled"), "Container Insights"),
     ("core.yaml", "no inventory rule", lambda d: d["Resources"].pop("NewInventoryRule"), "new inventory"),
+    ("core.yaml", "archive bucket retained on failed create", lambda d: d["Resources"]["ArchiveBucket"].update(DeletionPolicy="Retain"), "RetainExceptOnCreate"),
+    ("core.yaml", "trigger without InventoryPrefix", lambda d: d["Rules"].pop("InventoryPrefixWithTrigger"), "requires InventoryPrefix"),
+    ("core.yaml", "inventory target without retries", lambda d: props(d, "NewInventoryRule")["Targets"][0].pop("RetryPolicy"), "RetryPolicy"),
+    ("core.yaml", "inventory target without dead letters", lambda d: props(d, "NewInventoryRule")["Targets"][0].pop("DeadLetterConfig"), "DeadLetterConfig"),
+    ("core.yaml", "inventory dead letters not allowed", lambda d: d["Resources"].pop("InventoryEventsDeadLetterQueuePolicy"), "send to its dead-letter queue"),
+    ("core.yaml", "inventory dead letters not alarmed", lambda d: d["Resources"].pop("InventoryEventsDeadLetterAlarm"), "no alarm (to the AlarmTopic) on the inventory rule's dead-letter"),
+    ("core.yaml", "dead-letter queue open to events", lambda d: props(d, "InventoryEventsDeadLetterQueuePolicy")["PolicyDocument"]["Statement"][0].pop("Condition"), "events.amazonaws.com conditioned"),
+    ("core.yaml", "no grouper failure alarm", lambda d: d["Resources"].pop("GrouperFailedRule"), "non-zero exit code"),
+    ("core.yaml", "grouper failure to nowhere", lambda d: props(d, "GrouperFailedRule")["Targets"][0].update(Arn={"Ref": "ManifestQueue"}), "non-zero exit code"),
+    ("core.yaml", "grouper failure cannot publish", lambda d: d["Resources"].pop("AlarmTopicPolicy"), "publish to the AlarmTopic"),
+    ("core.yaml", "topic open to any rule", lambda d: props(d, "AlarmTopicPolicy")["PolicyDocument"]["Statement"][0].pop("Condition"), "topic policy may only"),
+    ("core.yaml", "no first bundler", lambda d: d["Resources"].pop("BundlerStartRule"), "starts a bundler task when a grouper exits 0"),
+    ("core.yaml", "first bundler never exits", lambda d: props(d, "BundlerStartRule")["Targets"][0].update(Input={"Fn::Sub": [props(d, "BundlerStartRule")["Targets"][0]["Input"]["Fn::Sub"][0].replace(', "--idle-timeout=300"', ""), props(d, "BundlerStartRule")["Targets"][0]["Input"]["Fn::Sub"][1]]}), "missing ['--idle-timeout']"),
+    ("core.yaml", "first bundler command drifts", lambda d: props(d, "BundlerTaskDefinition")["ContainerDefinitions"][0]["Command"].append("--retry-for=600"), "missing ['--retry-for']"),
+    ("core.yaml", "spot rule for Fargate only", lambda d: props(d, "SpotInterruptionRule")["EventPattern"]["$or"].pop(2), "EC2 spot"),
+    ("core.yaml", "start role runs any task", lambda d: statement(d, "BundlerStartRole", "RunBundlerTask").update(Resource={"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task-definition/*"}), "ecs:RunTask must only apply"),
     ("core.yaml", "inventory rule runs bundler", lambda d: props(d, "NewInventoryRule")["Targets"][0]["EcsParameters"].update(TaskDefinitionArn={"Ref": "BundlerTaskDefinition"}), "grouper task definition"),
     ("core.yaml", "inventory rule without -m", lambda d: props(d, "NewInventoryRule")["Targets"][0]["InputTransformer"].update(InputTemplate='{"containerOverrides": [{"name": "s3bundler", "command": ["group"]}]}'), "-m s3://<bucket>/<key>"),
     ("core.yaml", "inventory rule any key", lambda d: props(d, "NewInventoryRule")["EventPattern"]["detail"].pop("object"), "manifest.json"),

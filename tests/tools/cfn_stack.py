@@ -58,6 +58,7 @@ import botocore.exceptions
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = ROOT / "deploy" / "cloudformation" / "core.yaml"
 DEFAULT_PARAMETERS = {
+    "ImageTag": "test",
     "SourceBuckets": "test-source",
     "InventoryBucket": "test-inventory",
     "CapacityType": "NONE",
