@@ -163,10 +163,11 @@ pub async fn prepare(
     };
     if !options.full {
         let folder = S3Uri::new(place.bucket.clone(), place.folder.clone());
+        // The folder is this run's output place: a bucket missing there is an output failure.
         let listed = s3
             .list(&folder)
             .await
-            .map_err(|f| Error::reading("ListObjectsV2", folder.to_string(), f))?;
+            .map_err(|f| Error::writing("ListObjectsV2", folder.to_string(), f))?;
         let dates: Vec<&str> = listed
             .iter()
             .filter_map(|(key, _)| key.strip_prefix(&place.folder)?.strip_suffix(".json"))

@@ -367,3 +367,37 @@ async fn a_bad_state_object_or_an_older_inventory_stops_the_run_naming_the_state
         "{older:?}"
     );
 }
+
+/// `plan -b -p` reads the state where `group` would, and plans only what `group` would select.
+#[tokio::test]
+async fn plan_counts_what_earlier_inventories_grouped_apart() {
+    let weeks = two_weeks().await;
+    let client = &weeks.client;
+    let manifests = new_bucket(client, "incr-plan").await;
+    assert_eq!(group(&weeks.first, &manifests, "m", &[]).await.code, 0);
+    let plan = s3bundler(
+        moto::endpoint(),
+        &[
+            "plan",
+            "-m",
+            &weeks.second,
+            "-b",
+            &manifests,
+            "-p",
+            "m",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let plan = plan.json();
+    let new = weeks.new_and_changed.len() as u64;
+    assert_eq!(plan["objects"], new, "{plan}");
+    assert_eq!(
+        plan["already_grouped"]["objects"],
+        weeks.current.len() as u64 - new,
+        "{plan}"
+    );
+    let everything = s3bundler(moto::endpoint(), &["plan", "-m", &weeks.second, "--json"]).await;
+    assert_eq!(everything.json()["objects"], weeks.current.len() as u64);
+}
