@@ -259,7 +259,7 @@ pub async fn group_inventory(
     let mut prepared = grouping
         .prepare_increment(&s3, &args.bucket, &args.prefix, &inventory_uri, &inventory)
         .await?;
-    let increment = Arc::new(std::mem::take(&mut prepared.increment));
+    let increment = std::mem::take(&mut prepared.increment);
     let staging = Staging::new(&args.bucket, &args.prefix, &inventory_uri.key, &args.key);
     let mut sink = StagingSink {
         s3: &s3,
@@ -271,8 +271,10 @@ pub async fn group_inventory(
         &inventory_uri,
         &inventory,
         columns,
-        grouping,
-        increment,
+        Rules {
+            options: grouping,
+            increment,
+        },
         &mut sink,
         shutdown,
     )
@@ -438,6 +440,13 @@ impl Staging {
     }
 }
 
+/// How [`read_inventory`] selects and splits: the options, and what earlier inventories
+/// grouped.
+pub(crate) struct Rules<'a> {
+    pub options: &'a GroupingOptions,
+    pub increment: Increment,
+}
+
 /// How the splitting thread ended.
 enum SplitEnd {
     Done(GroupStats, Vec<u128>),
@@ -454,11 +463,15 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
     inventory_uri: &S3Uri,
     inventory: &InventoryManifest,
     columns: Option<ColumnMap>,
-    grouping: &GroupingOptions,
-    increment: Arc<Increment>,
+    rules: Rules<'_>,
     sink: &mut S,
     mut shutdown: Shutdown,
 ) -> Result<(GroupStats, Vec<u128>)> {
+    let Rules {
+        options: grouping,
+        increment,
+    } = rules;
+    let increment = Arc::new(increment);
     let progress = crate::progress::bytes_bar(inventory.total_data_bytes(), "reading inventory");
     let plan = ReadPlan {
         s3: s3.clone(),

@@ -8,7 +8,9 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 use serde::Serialize;
 
-use super::group::{open_inventory, read_inventory, GroupingOptions, InventoryArg, ManifestSink};
+use super::group::{
+    open_inventory, read_inventory, GroupingOptions, InventoryArg, ManifestSink, Rules,
+};
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, Result};
 use crate::group::ClosedManifest;
@@ -182,8 +184,10 @@ pub async fn run(
         &inventory_uri,
         &inventory,
         columns,
-        &args.grouping,
-        std::sync::Arc::new(prepared.increment),
+        Rules {
+            options: &args.grouping,
+            increment: prepared.increment,
+        },
         &mut sink,
         shutdown,
     )
