@@ -178,6 +178,10 @@ pub enum Error {
         written: u64,
     },
 
+    /// A state object of incremental grouping cannot be used, or would be replaced.
+    #[error("incremental grouping state {state}: {detail}")]
+    IncrementalState { state: String, detail: String },
+
     /// A local file could not be read or written.
     #[error("{location}: {source}")]
     Io {
@@ -282,7 +286,8 @@ impl Error {
             Error::Usage(_)
             | Error::BadInput { .. }
             | Error::Collision { .. }
-            | Error::ManifestsDiffer { .. } => ExitCode::BadInput,
+            | Error::ManifestsDiffer { .. }
+            | Error::IncrementalState { .. } => ExitCode::BadInput,
             Error::Read { .. } => ExitCode::ReadFailed,
             Error::Write { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
                 ExitCode::WriteFailed

@@ -20,15 +20,21 @@ pub enum SkipReason {
     NeedsRestore,
     /// With `-g`: an object that is not in an archive class.
     NotArchived,
+    /// Modified before the window of the latest earlier inventory grouped: grouped then.
+    AlreadyGrouped,
+    /// Inside that window, and listed in its state as grouped.
+    AlreadyGroupedInMargin,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 5] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::DeleteMarker,
         SkipReason::NotLatest,
         SkipReason::OutsidePrefix,
         SkipReason::NeedsRestore,
         SkipReason::NotArchived,
+        SkipReason::AlreadyGrouped,
+        SkipReason::AlreadyGroupedInMargin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +44,8 @@ impl SkipReason {
             SkipReason::OutsidePrefix => "outside_prefix",
             SkipReason::NeedsRestore => "archived_needs_restore",
             SkipReason::NotArchived => "not_archived",
+            SkipReason::AlreadyGrouped => "already_grouped",
+            SkipReason::AlreadyGroupedInMargin => "already_grouped_in_margin",
         }
     }
 }
@@ -58,7 +66,7 @@ pub fn needs_restore(storage_class: Option<&str>, access_tier: Option<&str>) -> 
 }
 
 /// The selection rules of `group`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Selection {
     /// `-i PREFIX`: keep only keys (decoded) that start with it.
     pub include_prefix: Option<String>,
@@ -90,6 +98,76 @@ impl Selection {
             _ => Ok(()),
         }
     }
+}
+
+/// Incremental grouping: what the latest earlier inventory grouped, and what this one must
+/// remember for the next. S3 Inventory is eventually consistent, so an object modified shortly
+/// before an inventory may be missing from it: every selected row modified within `--margin`
+/// of an inventory's creation is remembered by fingerprint, and the next inventory selects a
+/// row of that window unless it is remembered.
+#[derive(Debug, Default)]
+pub struct Increment {
+    /// The latest earlier inventory's window and the rows of it that were grouped.
+    pub earlier: Option<EarlierWindow>,
+    /// Where this inventory's window starts (ms since the epoch): selected rows modified from
+    /// then on, or of unknown date, are remembered. `None`: nothing is remembered.
+    pub window_start: Option<i64>,
+}
+
+/// The window of an earlier grouped inventory, from its state object.
+#[derive(Debug, Default)]
+pub struct EarlierWindow {
+    /// Rows modified before this (ms since the epoch) were in that inventory, so grouped.
+    pub start: i64,
+    /// Fingerprints of the selected rows at or after `start` (or of unknown date).
+    pub grouped: std::collections::HashSet<u128>,
+}
+
+impl Increment {
+    /// For a row the selection kept: whether an earlier run grouped it, and its fingerprint
+    /// when this run must remember it.
+    pub fn check(&self, row: &InventoryRow<'_>) -> (Result<(), SkipReason>, Option<u128>) {
+        let modified = row.last_modified.and_then(millis_since_epoch);
+        // Without a date a row is always in the window: never assumed to be grouped.
+        let in_window = |start: i64| modified.is_none_or(|m| m >= start);
+        let remembered = self.window_start.is_some_and(in_window);
+        let earlier_lists = self.earlier.as_ref().filter(|e| in_window(e.start));
+        let fingerprint = (remembered || earlier_lists.is_some()).then(|| fingerprint(row));
+        let verdict = match (&self.earlier, earlier_lists, fingerprint) {
+            (None, _, _) => Ok(()),
+            (Some(_), None, _) => Err(SkipReason::AlreadyGrouped),
+            (Some(_), Some(earlier), Some(print)) if earlier.grouped.contains(&print) => {
+                Err(SkipReason::AlreadyGroupedInMargin)
+            }
+            (Some(_), Some(_), _) => Ok(()),
+        };
+        (verdict, fingerprint.filter(|_| remembered))
+    }
+}
+
+/// An inventory's `LastModifiedDate` (`2026-11-22T01:00:00.000Z`) in ms since the epoch.
+pub fn millis_since_epoch(text: &str) -> Option<i64> {
+    use aws_smithy_types::date_time::{DateTime, Format};
+    let time = DateTime::from_str(text, Format::DateTime).ok()?;
+    time.to_millis().ok()
+}
+
+/// What identifies one version of an object in an inventory: its key, version, ETag, date
+/// and size. A changed object differs in at least its date.
+pub fn fingerprint(row: &InventoryRow<'_>) -> u128 {
+    use md5::{Digest, Md5};
+    let mut hash = Md5::new();
+    for field in [
+        row.key.as_ref(),
+        version_for(row).unwrap_or(""),
+        row.etag.unwrap_or(""),
+        row.last_modified.unwrap_or(""),
+    ] {
+        hash.update(field.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(row.size.unwrap_or(0).to_le_bytes());
+    u128::from_be_bytes(hash.finalize().into())
 }
 
 /// The version id S3 gives an object written while the bucket was unversioned (or versioning
@@ -196,6 +274,9 @@ pub struct GroupStats {
     pub objects_selected: u64,
     pub bytes_selected: u64,
     pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// Skipped because an earlier run grouped them (both `already_grouped` reasons).
+    pub objects_already_grouped: u64,
+    pub bytes_already_grouped: u64,
     pub manifests_written: u64,
     pub manifests_unchanged: u64,
 }
@@ -206,6 +287,9 @@ impl GroupStats {
         self.rows_seen += tally.rows_seen;
         self.objects_selected += tally.objects_selected;
         self.bytes_selected += tally.bytes_selected;
+        self.bytes_already_grouped += tally.bytes_already_grouped;
+        self.objects_already_grouped += tally.skipped[SkipReason::AlreadyGrouped as usize]
+            + tally.skipped[SkipReason::AlreadyGroupedInMargin as usize];
         for (reason, &count) in SkipReason::ALL.iter().zip(&tally.skipped) {
             if count > 0 {
                 *self.skipped.entry(reason.as_str()).or_default() += count;
@@ -220,6 +304,7 @@ pub struct Tally {
     pub rows_seen: u64,
     pub objects_selected: u64,
     pub bytes_selected: u64,
+    pub bytes_already_grouped: u64,
     /// By [`SkipReason::ALL`] order.
     pub skipped: [u64; SkipReason::ALL.len()],
 }
@@ -234,18 +319,23 @@ const BATCH_ROWS: u64 = 1 << 16;
 /// manifests do not depend on which thread was faster.
 pub struct SelectedRows {
     selection: std::sync::Arc<Selection>,
+    increment: std::sync::Arc<Increment>,
     lines: Vec<u8>,
     /// End of each line in `lines`, and its object's size.
     ends: Vec<(usize, u64)>,
+    /// Fingerprints of the rows in this inventory's window (see [`Increment`]).
+    pub window: Vec<u128>,
     pub tally: Tally,
 }
 
 impl SelectedRows {
-    pub fn new(selection: std::sync::Arc<Selection>) -> Self {
+    pub fn new(selection: std::sync::Arc<Selection>, increment: std::sync::Arc<Increment>) -> Self {
         SelectedRows {
             selection,
+            increment,
             lines: Vec::with_capacity(BATCH_LINE_BYTES + 4096),
             ends: Vec::new(),
+            window: Vec::new(),
             tally: Tally::default(),
         }
     }
@@ -263,10 +353,23 @@ impl RowBatch for SelectedRows {
     /// Counts `row`, and writes its manifest line when it is selected.
     fn add(&mut self, row: &InventoryRow<'_>) {
         self.tally.rows_seen += 1;
-        match self.selection.check(row) {
-            Err(reason) => self.tally.skipped[reason as usize] += 1,
+        let size = row.size.unwrap_or(0);
+        let verdict = self.selection.check(row).and_then(|()| {
+            let (verdict, remembered) = self.increment.check(row);
+            self.window.extend(remembered);
+            verdict
+        });
+        match verdict {
+            Err(reason) => {
+                self.tally.skipped[reason as usize] += 1;
+                if matches!(
+                    reason,
+                    SkipReason::AlreadyGrouped | SkipReason::AlreadyGroupedInMargin
+                ) {
+                    self.tally.bytes_already_grouped += size;
+                }
+            }
             Ok(()) => {
-                let size = row.size.unwrap_or(0);
                 self.tally.objects_selected += 1;
                 self.tally.bytes_selected += size;
                 write_line(&mut self.lines, &entry_for(row));
@@ -378,7 +481,7 @@ mod tests {
         assert_eq!(entry_for(&unversioned).version_id, None);
 
         // The batch path writes the same line.
-        let mut batch = SelectedRows::new(std::sync::Arc::new(all_versions));
+        let mut batch = SelectedRows::new(std::sync::Arc::new(all_versions), Default::default());
         batch.add(&null_noncurrent);
         assert_eq!(batch.lines().next().map(|(l, _)| l), Some(line.as_slice()));
     }
@@ -464,7 +567,8 @@ mod tests {
                 ..row(key)
             })
             .collect();
-        let mut batch = SelectedRows::new(std::sync::Arc::new(selection.clone()));
+        let mut batch =
+            SelectedRows::new(std::sync::Arc::new(selection.clone()), Default::default());
         rows.iter().for_each(|r| batch.add(r));
         let mut by_line = Splitter::new(4, u64::MAX);
         let mut closed = Vec::new();
@@ -489,6 +593,53 @@ mod tests {
         assert_eq!(stats.bytes_selected, 2 * (1 + (10..20).sum::<u64>()));
         assert_eq!(stats.skipped.get("outside_prefix"), Some(&18));
         assert_eq!(stats.skipped.len(), 1);
+    }
+
+    /// Before the earlier window: grouped then; in it: grouped only when the earlier state
+    /// lists the very version; this run remembers the rows of its own window.
+    #[test]
+    fn an_increment_skips_what_the_earlier_window_covers_and_remembers_its_own() {
+        let at = |date| InventoryRow {
+            last_modified: Some(date),
+            ..row("k")
+        };
+        let old = at("2025-11-01T00:00:00.000Z");
+        let listed = at("2025-11-21T00:00:00.000Z");
+        let missed = at("2025-11-21T12:00:00.000Z");
+        let undated = row("k");
+        let start = |date| millis_since_epoch(date).unwrap_or_else(|| panic!("{date}"));
+        let increment = Increment {
+            earlier: Some(EarlierWindow {
+                start: start("2025-11-20T01:00:00.000Z"),
+                grouped: [fingerprint(&listed)].into(),
+            }),
+            window_start: Some(start("2025-11-27T01:00:00.000Z")),
+        };
+        assert_eq!(
+            increment.check(&old),
+            (Err(SkipReason::AlreadyGrouped), None)
+        );
+        assert_eq!(
+            increment.check(&listed),
+            (Err(SkipReason::AlreadyGroupedInMargin), None)
+        );
+        assert_eq!(increment.check(&missed), (Ok(()), None));
+        // A changed object (another ETag) in the window is not the version listed.
+        let changed = InventoryRow {
+            etag: Some("other"),
+            ..listed.clone()
+        };
+        assert_eq!(increment.check(&changed), (Ok(()), None));
+        let recent = at("2025-11-28T00:00:00.000Z");
+        assert_eq!(
+            increment.check(&recent),
+            (Ok(()), Some(fingerprint(&recent)))
+        );
+        assert_eq!(
+            increment.check(&undated),
+            (Ok(()), Some(fingerprint(&undated)))
+        );
+        assert_eq!(Increment::default().check(&old), (Ok(()), None));
     }
 
     #[test]

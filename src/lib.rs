@@ -17,6 +17,7 @@ mod fuzzing;
 pub mod get_object;
 pub mod group;
 pub mod heartbeat;
+pub mod incremental;
 pub mod inventory;
 pub mod key_encoding;
 pub mod logging;

@@ -145,7 +145,8 @@ pub struct Requests {
     pub lists: u64,
     /// CreateMultipartUpload, UploadPart and CompleteMultipartUpload of the archives.
     pub archive_puts: u64,
-    /// PUTs of indexes, leases, `.metadata` files and manifests (staged, then into place).
+    /// PUTs of indexes, leases, `.metadata` files, manifests (staged, then into place) and
+    /// incremental grouping's state.
     pub other_puts: u64,
     /// CopyObject of objects too big to bundle.
     pub copies: u64,
@@ -245,7 +246,7 @@ fn estimate_in(census: &Census, prices: &Prices, target: &str) -> PlanReport {
         // The archive's and the DLQ's earlier uploads, before and after each attempt.
         lists: 4 * census.manifests,
         archive_puts: 2 * census.archives + census.archive_parts,
-        other_puts: census.archives + 3 * census.manifests + copied.objects,
+        other_puts: census.archives + 3 * census.manifests + copied.objects + 1,
         copies: copied.objects,
     };
 
@@ -478,12 +479,12 @@ mod tests {
         assert_eq!((r.heads, r.lists), (25, 12));
         let parts = 2 * 36; // 294,401,024 / 8 MiB, rounded up
         assert_eq!(r.archive_puts, 4 + parts);
-        assert_eq!(r.other_puts, 2 + 9 + 2);
+        assert_eq!(r.other_puts, 2 + 9 + 2 + 1);
         assert_eq!(r.copies, 2);
         // GETs at 0.0004/1000 (objects, tagging, inventory, heads); lists and other PUTs at
         // 0.005/1000; archive PUTs and copies at Deep Archive's 0.05/1000.
         let requests = (100_000.0 + 100_002.0 + 13.0 + 25.0) / 1000.0 * 0.0004
-            + (12.0 + 13.0) / 1000.0 * 0.005
+            + (12.0 + 14.0) / 1000.0 * 0.005
             + (76.0 + 2.0) / 1000.0 * 0.05;
         assert!(
             (report.request_cost - requests).abs() < 1e-9,

@@ -213,8 +213,16 @@ async fn moto_report(client: &aws_sdk_s3::Client, bucket: &str, objects: u64) ->
     .await
 }
 
+/// The keys under `prefix`, but for incremental grouping's state (`PREFIX/state/…`).
+async fn manifests_under(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let keys = list_keys(client, bucket, prefix).await;
+    keys.into_iter()
+        .filter(|k| !k.contains("/state/"))
+        .collect()
+}
+
 async fn read_manifests(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<Vec<u8>> {
-    let mut keys = list_keys(client, bucket, prefix).await;
+    let mut keys = manifests_under(client, bucket, prefix).await;
     keys.sort_by_key(|k| {
         k.rsplit('.')
             .nth(1)
@@ -324,7 +332,7 @@ async fn size_threshold_closes_manifests_and_a_rerun_rewrites_nothing() {
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(again.json()["manifests_written"], 0);
     assert_eq!(again.json()["manifests_unchanged"], manifests.len());
-    let keys = list_keys(&client, &bucket, "s3grouper-output/").await;
+    let keys = manifests_under(&client, &bucket, "s3grouper-output/").await;
     assert_eq!(
         keys.len(),
         manifests.len(),
@@ -339,7 +347,7 @@ async fn objects_under(
     prefix: &str,
 ) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut objects = std::collections::BTreeMap::new();
-    for key in list_keys(client, bucket, prefix).await {
+    for key in manifests_under(client, bucket, prefix).await {
         let body = get_object(client, bucket, &key).await;
         objects.insert(key, body);
     }
@@ -403,7 +411,7 @@ async fn one_differing_manifest_stops_the_run_before_any_write() {
     let args = ["group", "-m", &uri, "-b", &bucket, "-c", "100"];
     let out = s3bundler(endpoint, &args).await;
     assert_eq!(out.code, 0, "{out:?}");
-    let mut keys = list_keys(&client, &bucket, "s3grouper-output/").await;
+    let mut keys = manifests_under(&client, &bucket, "s3grouper-output/").await;
     keys.sort();
     assert!(keys.len() >= 3, "{keys:?}");
     for key in &keys[..2] {
@@ -455,7 +463,7 @@ async fn zero_thresholds_are_refused_by_every_command_that_groups() {
             );
         }
     }
-    assert!(list_keys(&client, &bucket, "s3grouper-output/")
+    assert!(manifests_under(&client, &bucket, "s3grouper-output/")
         .await
         .is_empty());
 }
@@ -476,7 +484,7 @@ async fn a_manifest_written_meanwhile_by_another_run_is_never_replaced() {
     )
     .await;
     assert_eq!(reference.code, 0, "{reference:?}");
-    let reference_keys = list_keys(&client, &bucket, "reference/").await;
+    let reference_keys = manifests_under(&client, &bucket, "reference/").await;
     assert_eq!(reference_keys.len(), 1, "{reference_keys:?}");
     let same = get_object(&client, &bucket, &reference_keys[0]).await;
     let other = b"b,someone else's,1\n".to_vec();
@@ -523,7 +531,7 @@ async fn a_manifest_written_meanwhile_by_another_run_is_never_replaced() {
             assert!(out.stderr.contains(&target), "{}", out.stderr);
         }
         assert_eq!(
-            list_keys(&client, &bucket, &format!("{prefix}/")).await,
+            manifests_under(&client, &bucket, &format!("{prefix}/")).await,
             [target]
         );
     }
@@ -540,7 +548,7 @@ async fn glacier_and_include_prefix_selection() {
     .await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.json()["objects_selected"], expected.needs_restore);
-    let keys = list_keys(&client, &bucket, "s3grouper-output/").await;
+    let keys = manifests_under(&client, &bucket, "s3grouper-output/").await;
     assert_eq!(
         keys,
         ["s3grouper-output/inventory-gen-".to_string()
@@ -578,7 +586,7 @@ async fn zero_selected_objects_write_no_manifest_and_exit_0() {
         "{}",
         out.stdout
     );
-    assert!(list_keys(&client, &bucket, "s3grouper-output/")
+    assert!(manifests_under(&client, &bucket, "s3grouper-output/")
         .await
         .is_empty());
 }
@@ -675,7 +683,7 @@ async fn assert_rejected(bucket: &str, uri: &str, code: i32, needles: &[&str]) {
     }
     assert!(out.stderr.contains("ERROR"), "{}", out.stderr);
     let client = s3_client(endpoint);
-    let left = list_keys(&client, bucket, "s3grouper-output/").await;
+    let left = manifests_under(&client, bucket, "s3grouper-output/").await;
     assert!(left.is_empty(), "manifests written for bad input: {left:?}");
 }
 
@@ -929,7 +937,7 @@ async fn sse_kms_key_id_without_sse_kms_is_a_usage_error() {
             out.stderr
         );
         assert!(
-            list_keys(&client, &bucket, "s3grouper-output/")
+            manifests_under(&client, &bucket, "s3grouper-output/")
                 .await
                 .is_empty(),
             "nothing written"

@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use crate::aws::AwsOptions;
 use crate::error::{Error, RemoteFailure, Result};
-use crate::group::{ClosedManifest, GroupStats, SelectedRows, Selection, Splitter};
+use crate::group::{ClosedManifest, GroupStats, Increment, SelectedRows, Selection, Splitter};
+use crate::incremental::{prepare, Grouped, Prepared};
 use crate::inventory::columns::ColumnMap;
 use crate::inventory::manifest::verify_checksum;
 use crate::inventory::ordered::{default_parallelism, OrderedBatches, ReadPlan};
@@ -68,6 +69,15 @@ pub struct GroupingOptions {
     /// Bundle noncurrent versions too (versioned inventories); by default only the latest.
     #[arg(long)]
     pub all_versions: bool,
+    /// Group every selected object, not only those the latest earlier inventory of this
+    /// source, configuration and selection did not group (its state is not read).
+    #[arg(long)]
+    pub full: bool,
+    /// S3 Inventory is eventually consistent: objects modified within this long before an
+    /// inventory was created are remembered one by one, so that the next inventory groups
+    /// those this one missed (`2d`, `36h`, `90m`, `600s`).
+    #[arg(long, value_name = "DURATION", default_value = "2d", value_parser = crate::incremental::parse_margin)]
+    pub margin: std::time::Duration,
     /// Inventory data files read at once [default: one per core, at most 4]. Each holds a few
     /// tens of MiB while it is read; the manifests do not depend on it.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -99,6 +109,37 @@ impl GroupingOptions {
             all_versions: self.all_versions,
             glacier: self.glacier,
         }
+    }
+
+    pub fn incremental(&self) -> crate::incremental::Options {
+        crate::incremental::Options {
+            full: self.full,
+            margin: self.margin,
+        }
+    }
+
+    /// Finds what earlier inventories grouped (see [`crate::incremental`]); the state is kept
+    /// under `PREFIX` of the manifests' bucket.
+    pub(crate) async fn prepare_increment(
+        &self,
+        s3: &S3,
+        bucket: &str,
+        prefix: &str,
+        inventory_uri: &S3Uri,
+        inventory: &InventoryManifest,
+    ) -> Result<Prepared> {
+        let selection = self.selection();
+        let options = self.incremental();
+        prepare(
+            s3,
+            bucket,
+            prefix,
+            inventory_uri,
+            inventory,
+            &selection,
+            options,
+        )
+        .await
     }
 
     /// The thresholds as options: `-c 65000 -s 4GiB`.
@@ -176,6 +217,11 @@ pub struct GroupOutcome {
     pub source_bucket: String,
     #[serde(flatten)]
     pub stats: GroupStats,
+    /// The state of the earlier inventory this run grouped against: objects it grouped were
+    /// skipped.
+    pub earlier_state: Option<String>,
+    /// Where this run recorded what it grouped.
+    pub state: Option<String>,
     pub manifests: Vec<WrittenManifest>,
     pub elapsed_seconds: f64,
 }
@@ -209,6 +255,11 @@ pub async fn group_inventory(
     let manifest = &args.inventory.manifest;
     info!("begin processing {manifest}");
     let (inventory_uri, inventory, columns) = open_inventory(&s3, manifest).await?;
+    let grouping = &args.grouping;
+    let mut prepared = grouping
+        .prepare_increment(&s3, &args.bucket, &args.prefix, &inventory_uri, &inventory)
+        .await?;
+    let increment = std::mem::take(&mut prepared.increment);
     let staging = Staging::new(&args.bucket, &args.prefix, &inventory_uri.key, &args.key);
     let mut sink = StagingSink {
         s3: &s3,
@@ -220,14 +271,17 @@ pub async fn group_inventory(
         &inventory_uri,
         &inventory,
         columns,
-        &args.grouping,
+        Rules {
+            options: grouping,
+            increment,
+        },
         &mut sink,
         shutdown,
     )
     .await;
     let staged = sink.staged;
-    let stats = match read {
-        Ok(stats) => stats,
+    let (stats, window) = match read {
+        Ok(read) => read,
         Err(error) => {
             staging.discard(&s3, &staged).await;
             return Err(error);
@@ -239,10 +293,23 @@ pub async fn group_inventory(
     let mut stats = stats;
     stats.manifests_written = manifests.iter().filter(|m| m.written).count() as u64;
     stats.manifests_unchanged = manifests.len() as u64 - stats.manifests_written;
+    let selection = grouping.selection();
+    let grouped = Grouped {
+        inventory: &inventory_uri,
+        source_bucket: &inventory.source_bucket,
+        selection: &selection,
+        manifests: manifests.iter().map(|m| m.uri.clone()).collect(),
+        objects: stats.objects_selected,
+        bytes: stats.bytes_selected,
+        window,
+    };
+    let state = prepared.record(&s3, grouped).await?;
     Ok(GroupOutcome {
         inventory: inventory_uri.to_string(),
         source_bucket: inventory.source_bucket.clone(),
         stats,
+        earlier_state: prepared.earlier_state.as_ref().map(S3Uri::to_string),
+        state: state.as_ref().map(S3Uri::to_string),
         manifests,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
@@ -373,25 +440,38 @@ impl Staging {
     }
 }
 
+/// How [`read_inventory`] selects and splits: the options, and what earlier inventories
+/// grouped.
+pub(crate) struct Rules<'a> {
+    pub options: &'a GroupingOptions,
+    pub increment: Increment,
+}
+
 /// How the splitting thread ended.
 enum SplitEnd {
-    Done(GroupStats),
+    Done(GroupStats, Vec<u128>),
     /// The sink went away; its error is the one to report.
     Stopped,
     Failed(Error),
 }
 
 /// Reads every data file (several at a time) through selection and splitting and hands each
-/// closed manifest to `sink`, in inventory order.
+/// closed manifest to `sink`, in inventory order. Returns the counts and the fingerprints of
+/// the rows this inventory's state remembers (see [`Increment`]).
 pub(crate) async fn read_inventory<S: ManifestSink>(
     s3: &S3,
     inventory_uri: &S3Uri,
     inventory: &InventoryManifest,
     columns: Option<ColumnMap>,
-    grouping: &GroupingOptions,
+    rules: Rules<'_>,
     sink: &mut S,
     mut shutdown: Shutdown,
-) -> Result<GroupStats> {
+) -> Result<(GroupStats, Vec<u128>)> {
+    let Rules {
+        options: grouping,
+        increment,
+    } = rules;
+    let increment = Arc::new(increment);
     let progress = crate::progress::bytes_bar(inventory.total_data_bytes(), "reading inventory");
     let plan = ReadPlan {
         s3: s3.clone(),
@@ -404,13 +484,14 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
     };
     let selection = Arc::new(grouping.selection());
     let mut batches = OrderedBatches::start(plan, inventory, move || {
-        SelectedRows::new(selection.clone())
+        SelectedRows::new(selection.clone(), increment.clone())
     });
     let (closed_tx, mut closed_rx) = mpsc::channel::<ClosedManifest>(2);
     let mut splitter = Splitter::new(grouping.count_threshold, grouping.size_threshold.0);
     let split_progress = progress.clone();
     let splitting = tokio::task::spawn_blocking(move || {
         let mut stats = GroupStats::default();
+        let mut window = Vec::new();
         loop {
             let batch = match batches.next_blocking() {
                 Ok(Some(batch)) => batch,
@@ -421,6 +502,7 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
                 return SplitEnd::Stopped;
             }
             stats.add(&batch.tally);
+            window.extend_from_slice(&batch.window);
             split_progress.set_message(format!("{} rows", stats.rows_seen));
             for (line, size) in batch.lines() {
                 if let Some(closed) = splitter.push_line(line, size) {
@@ -435,7 +517,7 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
                 return SplitEnd::Stopped;
             }
         }
-        SplitEnd::Done(stats)
+        SplitEnd::Done(stats, window)
     });
 
     let mut sink_error = None;
@@ -464,7 +546,7 @@ pub(crate) async fn read_inventory<S: ManifestSink>(
     match (split_end, sink_error) {
         (SplitEnd::Failed(error), _) => Err(error),
         (_, Some(error)) => Err(error),
-        (SplitEnd::Done(stats), None) => Ok(stats),
+        (SplitEnd::Done(stats, window), None) => Ok((stats, window)),
         (SplitEnd::Stopped, None) => Err(Error::Interrupted),
     }
 }
@@ -660,6 +742,19 @@ fn print_summary(outcome: &GroupOutcome, json: bool) {
         human_bytes(stats.bytes_selected)
     );
     println!("  skipped            {skipped}");
+    match &outcome.earlier_state {
+        Some(earlier) => println!(
+            "  already grouped    {} objects ({}) by earlier runs, as {earlier} records",
+            stats.objects_already_grouped,
+            human_bytes(stats.bytes_already_grouped)
+        ),
+        None => {
+            println!("  already grouped    none: no earlier state of this selection (or --full)")
+        }
+    }
+    if let Some(state) = &outcome.state {
+        println!("  state              {state}");
+    }
     println!(
         "  manifests          {} ({} written, {} unchanged)",
         outcome.manifests.len(),

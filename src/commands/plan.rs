@@ -8,7 +8,9 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 use serde::Serialize;
 
-use super::group::{open_inventory, read_inventory, GroupingOptions, InventoryArg, ManifestSink};
+use super::group::{
+    open_inventory, read_inventory, GroupingOptions, InventoryArg, ManifestSink, Rules,
+};
 use crate::aws::AwsOptions;
 use crate::error::{Error, ExitCode, Result};
 use crate::group::ClosedManifest;
@@ -29,6 +31,14 @@ pub struct PlanArgs {
     pub inventory: InventoryArg,
     #[command(flatten)]
     pub grouping: GroupingOptions,
+    /// The bucket `group` writes the bundle manifests to: with it, objects that earlier
+    /// inventories grouped (incremental grouping's state) are counted apart, as `group` skips
+    /// them; without it, every selected object is planned.
+    #[arg(short = 'b', long = "bucket", value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix of the bundle manifests (with -b).
+    #[arg(short = 'p', long = "prefix", default_value = "s3grouper-output")]
+    pub prefix: String,
     /// Objects bigger than this are copied whole instead of archived (bundle's -s).
     #[arg(long = "maxsize", value_name = "SIZE", default_value = "2GiB")]
     pub max_size: ByteSize,
@@ -70,10 +80,20 @@ const SAMPLE_LIMIT: u64 = 1_000_000;
 struct PlanOutput {
     #[serde(flatten)]
     report: PlanReport,
+    already_grouped: AlreadyGrouped,
     #[serde(skip_serializing_if = "Option::is_none")]
     sample: Option<SampleResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     time: Option<TimeReport>,
+}
+
+/// What incremental grouping would skip: not planned.
+#[derive(Serialize)]
+struct AlreadyGrouped {
+    objects: u64,
+    bytes: u64,
+    /// The state that records them; `None` without -b, with --full or without earlier state.
+    earlier_state: Option<String>,
 }
 
 /// Counts what every manifest would hold, instead of writing it.
@@ -145,6 +165,15 @@ pub async fn run(
     let started = Instant::now();
     let s3 = aws.s3(config);
     let (inventory_uri, inventory, columns) = open_inventory(&s3, &args.inventory.manifest).await?;
+    let prepared = match &args.bucket {
+        Some(bucket) => {
+            let grouping = &args.grouping;
+            grouping
+                .prepare_increment(&s3, bucket, &args.prefix, &inventory_uri, &inventory)
+                .await?
+        }
+        None => Default::default(),
+    };
     let mut sink = CensusSink {
         census: Census::new(inventory.files.len() as u64),
         max_size: args.max_size.0,
@@ -156,12 +185,15 @@ pub async fn run(
         }),
         prefixes: Prefixes::default(),
     };
-    read_inventory(
+    let (stats, _) = read_inventory(
         &s3,
         &inventory_uri,
         &inventory,
         columns,
-        &args.grouping,
+        Rules {
+            options: &args.grouping,
+            increment: prepared.increment,
+        },
         &mut sink,
         shutdown,
     )
@@ -170,6 +202,11 @@ pub async fn run(
     let report = estimate(&sink.census, &prices, &args.storage_class);
     let mut output = PlanOutput {
         report,
+        already_grouped: AlreadyGrouped {
+            objects: stats.objects_already_grouped,
+            bytes: stats.bytes_already_grouped,
+            earlier_state: prepared.earlier_state.as_ref().map(ToString::to_string),
+        },
         sample: None,
         time: None,
     };
@@ -202,6 +239,13 @@ pub async fn run(
         super::print_json(&output);
     } else {
         println!("plan for {inventory_uri}\n");
+        if let Some(earlier) = &output.already_grouped.earlier_state {
+            println!(
+                "already grouped: {} objects ({}), as {earlier} records; planned: the new and changed ones\n",
+                output.already_grouped.objects,
+                crate::size::human_bytes(output.already_grouped.bytes)
+            );
+        }
         print!("{}", render(&output.report));
         if let Some(sample) = &output.sample {
             print!(

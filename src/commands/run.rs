@@ -63,6 +63,10 @@ pub struct RunArgs {
 pub struct RunSummary {
     pub inventory: String,
     pub objects_selected: u64,
+    /// Skipped because earlier runs grouped them, as `earlier_state` records.
+    pub objects_already_grouped: u64,
+    pub bytes_already_grouped: u64,
+    pub earlier_state: Option<String>,
     pub manifests: u64,
     /// Manifests whose index already existed (done by an earlier run).
     pub manifests_skipped: u64,
@@ -173,6 +177,9 @@ fn summarize(
     let mut summary = RunSummary {
         inventory: grouped.inventory.clone(),
         objects_selected: grouped.stats.objects_selected,
+        objects_already_grouped: grouped.stats.objects_already_grouped,
+        bytes_already_grouped: grouped.stats.bytes_already_grouped,
+        earlier_state: grouped.earlier_state.clone(),
         manifests: outcomes.len() as u64,
         ..RunSummary::default()
     };
@@ -214,6 +221,13 @@ fn print_summary(summary: &RunSummary, json: bool) {
         "  selected   {} objects in {} manifests",
         summary.objects_selected, summary.manifests
     );
+    if let Some(earlier) = &summary.earlier_state {
+        println!(
+            "  skipped    {} objects ({}) already grouped, as {earlier} records",
+            summary.objects_already_grouped,
+            human_bytes(summary.bytes_already_grouped)
+        );
+    }
     println!(
         "  manifests  {} bundled, {} already done, {} failed",
         summary.manifests - summary.manifests_skipped - summary.manifests_failed,

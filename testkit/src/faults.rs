@@ -331,7 +331,11 @@ pub fn operation(
             .split('&')
             .any(|pair| pair == name || pair.starts_with(&format!("{name}=")))
     };
-    let on_object = path.trim_start_matches('/').contains('/');
+    // `/bucket/` (how a listing may be addressed) names no object.
+    let on_object = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
     match *method {
         http::Method::GET if has("tagging") => "GetObjectTagging",
         http::Method::GET if has("uploads") => "ListMultipartUploads",

@@ -407,13 +407,22 @@ pub(crate) fn rows_per_file(spec: &InventorySpec) -> u64 {
 
 /// Builds the gzipped CSV data files.
 pub fn csv_report(spec: &InventorySpec, real_etags: bool) -> GeneratedReport {
-    let per_file = rows_per_file(spec);
+    csv_report_of(spec, rows(spec, real_etags), rows_per_file(spec))
+}
+
+/// The gzipped CSV data files of `rows` (rows of `spec`'s shape, e.g. a later inventory's),
+/// `per_file` rows a file.
+pub fn csv_report_of(
+    spec: &InventorySpec,
+    rows: impl Iterator<Item = Row>,
+    per_file: u64,
+) -> GeneratedReport {
     let mut expected = Expected::default();
     let mut files = Vec::new();
     let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut line = Vec::with_capacity(2048);
     let mut in_file = 0u64;
-    for row in rows(spec, real_etags) {
+    for row in rows {
         expected.count(&row);
         line.clear();
         csv_line(spec, &row, &mut line);
@@ -457,6 +466,21 @@ pub fn manifest_json_as(
     keys: &[String],
     files: &[Vec<u8>],
 ) -> String {
+    manifest_json_created(format, spec, destination_bucket, keys, files, FIRST_CREATED)
+}
+
+/// The `creationTimestamp` of generated reports (2025-11-22T01:00Z), in ms since the epoch.
+pub const FIRST_CREATED: u64 = 1_763_773_200_000;
+
+/// manifest.json of a report in `format` created at `created` (ms since the epoch).
+pub fn manifest_json_created(
+    format: DataFormat,
+    spec: &InventorySpec,
+    destination_bucket: &str,
+    keys: &[String],
+    files: &[Vec<u8>],
+    created: u64,
+) -> String {
     let entries: Vec<String> = keys
         .iter()
         .zip(files)
@@ -476,7 +500,7 @@ pub fn manifest_json_as(
     };
     let file_format = format.manifest_name();
     format!(
-        "{{\n  \"sourceBucket\" : \"{}\",\n  \"destinationBucket\" : \"arn:aws:s3:::{destination_bucket}\",\n  \"version\" : \"2016-11-30\",\n  \"creationTimestamp\" : \"1763773200000\",\n  \"fileFormat\" : \"{file_format}\",\n  \"fileSchema\" : \"{schema}\",\n  \"files\" : [ {} ]\n}}\n",
+        "{{\n  \"sourceBucket\" : \"{}\",\n  \"destinationBucket\" : \"arn:aws:s3:::{destination_bucket}\",\n  \"version\" : \"2016-11-30\",\n  \"creationTimestamp\" : \"{created}\",\n  \"fileFormat\" : \"{file_format}\",\n  \"fileSchema\" : \"{schema}\",\n  \"files\" : [ {} ]\n}}\n",
         spec.source_bucket,
         entries.join(", ")
     )
@@ -516,12 +540,27 @@ pub async fn upload_report(
     spec: &InventorySpec,
     report: GeneratedReport,
 ) -> UploadedReport {
+    let first = "2026-11-22T01-00Z";
+    upload_report_dated(client, bucket, prefix, spec, report, first, FIRST_CREATED).await
+}
+
+/// [`upload_report`] for the inventory of the date folder `date`, created at `created` (ms
+/// since the epoch): another inventory of the same configuration, with data files of its own.
+pub async fn upload_report_dated(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    spec: &InventorySpec,
+    report: GeneratedReport,
+    date: &str,
+    created: u64,
+) -> UploadedReport {
     let base = format!("{prefix}{}/daily", spec.source_bucket);
     let data_keys: Vec<String> = (0..report.data_files.len())
         .map(|n| {
             format!(
                 "{base}/data/{:08x}-{n}.{}",
-                mix(spec.seed, 99),
+                mix(spec.seed, 99 ^ created.wrapping_sub(FIRST_CREATED)),
                 report.format.extension()
             )
         })
@@ -529,8 +568,9 @@ pub async fn upload_report(
     for (key, data) in data_keys.iter().zip(&report.data_files) {
         crate::put_object(client, bucket, key, data.clone()).await;
     }
-    let json = manifest_json_as(report.format, spec, bucket, &data_keys, &report.data_files);
-    let manifest_key = format!("{base}/2026-11-22T01-00Z/manifest.json");
+    let files = &report.data_files;
+    let json = manifest_json_created(report.format, spec, bucket, &data_keys, files, created);
+    let manifest_key = format!("{base}/{date}/manifest.json");
     let checksum = format!("{}\n", hex::encode(Md5::digest(json.as_bytes())));
     crate::put_object(
         client,
