@@ -913,21 +913,8 @@ async fn an_index_and_a_dlq_bigger_than_a_part_are_uploaded_in_parts() {
         .as_str()
         .unwrap_or_default()
         .trim_start_matches(&format!("s3://{bucket}/"));
-    let head = |key: String| {
-        let client = client.clone();
-        let bucket = bucket.clone();
-        async move {
-            client
-                .head_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e:?}"))
-        }
-    };
-    let index_head = head(index_key.to_string()).await;
-    let archive_head = head(archive_key.to_string()).await;
+    let index_head = head(&client, &bucket, index_key).await;
+    let archive_head = head(&client, &bucket, archive_key).await;
     let dlq_head = head("m/tables.0.index.dlq".to_string()).await;
     for (what, head) in [("index", &index_head), ("DLQ", &dlq_head)] {
         assert!(
