@@ -915,7 +915,7 @@ async fn an_index_and_a_dlq_bigger_than_a_part_are_uploaded_in_parts() {
         .trim_start_matches(&format!("s3://{bucket}/"));
     let index_head = head(&client, &bucket, index_key).await;
     let archive_head = head(&client, &bucket, archive_key).await;
-    let dlq_head = head("m/tables.0.index.dlq".to_string()).await;
+    let dlq_head = head(&client, &bucket, "m/tables.0.index.dlq").await;
     for (what, head) in [("index", &index_head), ("DLQ", &dlq_head)] {
         assert!(
             head.e_tag().unwrap_or_default().contains('-'),
