@@ -106,6 +106,7 @@ EXPECTED_ROLES = {
             "sqs:ChangeMessageVisibility",
             "sqs:GetQueueAttributes",
             "sqs:GetQueueUrl",
+            "sqs:SendMessage",  # delayed copies: a put-off duplicate, a 12-hour hand-over
             "kms:Decrypt",  # SourceKmsKeyArns; ArchiveKmsKeyArn (multipart uploads need it too)
             "kms:GenerateDataKey",  # ArchiveKmsKeyArn only
             "ecs:UpdateTaskProtection",  # scale-in protection of its own task (ECS agent endpoint)
@@ -139,12 +140,16 @@ EXPECTED_OPERATOR_POLICIES = {
             "s3:DeleteObjectVersion",  # the archived version, when the index recorded one
             "s3:PutObject",  # the .pruned deletion logs beside the manifests
         },
+        "RedrivePolicy": {
+            "s3:PutObject",  # the redrive manifests ROOT.redriveN.index beside the manifests
+            "sqs:SendMessage",  # redrive -q: one message per redrive manifest
+        },
         # Only with ArchiveKmsKeyArn (Condition ArchiveKms on the resource): SSE-KMS archives.
         "VerifyKmsPolicy": {
             "kms:Decrypt",  # reading manifests, indexes, archives
         },
         "PruneKmsPolicy": {
-            "kms:GenerateDataKey",  # the .pruned log, one PutObject
+            "kms:GenerateDataKey",  # the .pruned log and redrive manifests, one PutObject each
         },
     },
 }
@@ -189,6 +194,8 @@ RESOURCE_MUST_CONTAIN = {
     ("PrunePolicy", "s3:DeleteObject"): ('"arn:*:s3:::${Names}/*"',),
     ("PrunePolicy", "s3:DeleteObjectVersion"): ('"arn:*:s3:::${Names}/*"',),
     ("PrunePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.pruned",),
+    ("RedrivePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.redrive*.index",),
+    ("RedrivePolicy", "sqs:SendMessage"): ('"ManifestQueue"',),
     # KMS keys: each role only the keys of what it reads or writes.
     ("GrouperTaskRole", "kms:Decrypt"): ('"InventoryKmsKeyArns"', '"ArchiveKmsKeyArn"'),
     ("GrouperTaskRole", "kms:GenerateDataKey"): ('"ArchiveKmsKeyArn"',),
@@ -995,6 +1002,8 @@ MUTATIONS = [
     ("core.yaml", "wildcard action", lambda d: statement(d, "BundlerTaskRole", "ReadManifests").update(Action="s3:*"), "wildcard"),
     ("core.yaml", "Resource *", lambda d: statement(d, "GrouperTaskRole", "SendManifestMessages").update(Resource="*"), 'Resource "*"'),
     ("core.yaml", "prune deletes archives", lambda d: operator_statement(d, "PrunePolicy", "DeleteSourceObjects").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/*"}), "s3:DeleteObject must only apply"),
+    ("core.yaml", "redrive overwrites manifests", lambda d: operator_statement(d, "RedrivePolicy", "WriteRedriveManifests").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/${ManifestPrefix}/*"}), "s3:PutObject must only apply"),
+    ("core.yaml", "redrive sends to any queue", lambda d: operator_statement(d, "RedrivePolicy", "QueueRedriveManifests").update(Resource="*"), "sqs:SendMessage"),
     ("core.yaml", "prune writes beside manifests", lambda d: operator_statement(d, "PrunePolicy", "WriteDeletionLogs").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/${ManifestPrefix}/*"}), "s3:PutObject must only apply"),
     ("core.yaml", "verify policy writes", lambda d: operator_statement(d, "VerifyPolicy", "ReadManifestsAndArchives").update(Action=["s3:GetObject", "s3:PutObject"]), "action s3:PutObject is not expected for VerifyPolicy"),
     ("core.yaml", "verify policy lost GetObjectVersion", lambda d: operator_statement(d, "VerifyPolicy", "HeadSourceObjects").update(Action="s3:GetObject"), "expected actions not granted: ['s3:GetObjectVersion']"),

@@ -23,8 +23,8 @@ What it does:
      GrouperTaskRole and BundlerTaskRole, and the managed policies VerifyPolicy and PrunePolicy
      (stack outputs VerifyPolicyArn, PrunePolicyArn; the template's operator policies). Creates
      one IAM user per role with exactly those documents: `grouper` (GrouperTaskRole's inline
-     policies), `bundler` (BundlerTaskRole's), `verifier` (VerifyPolicy attached) and `pruner`
-     (VerifyPolicy and PrunePolicy attached).
+     policies), `bundler` (BundlerTaskRole's), `verifier` (VerifyPolicy attached), `pruner`
+     (VerifyPolicy and PrunePolicy attached) and `redriver` (VerifyPolicy and RedrivePolicy).
   4. Runs the binary with each user's keys (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
      --endpoint-url, AWS_REGION, AWS_EC2_METADATA_DISABLED=true, no profile):
        * grouper: `group` + the GroupOptions output + `-m INVENTORY` (as `s3bundler submit`);
@@ -39,11 +39,14 @@ What it does:
        * bundler: the bundler task definition's container command as moto's ECS returns it
          (`bundle -q QUEUE_URL ...`) plus --wait-time=1 --idle-timeout=3: must exit 0, archive
          every object, delete the stale DLQ, abort the orphaned upload, delete the message, and
-         leave the busy manifest alone with its message hidden (ChangeMessageVisibility);
+         leave the busy manifest alone with its message put off (a delayed copy sent with
+         sqs:SendMessage, the received one deleted);
        * verifier: `verify --deep` over the manifest prefix: exit 0;
        * verifier: `prune --yes`: must fail with exit 4 (deletions and the .pruned log refused)
          and delete nothing (a binary command denied by the policy);
-       * pruner: `prune --yes`: exit 0, every source object deleted, the .pruned log written.
+       * pruner: `prune --yes`: exit 0, every source object deleted, the .pruned log written;
+       * redriver (VerifyPolicy and RedrivePolicy): `redrive --yes -q QUEUE` over a DLQ row
+         beside the committed manifest: exit 0, one redrive manifest written and queued.
   5. Denied with boto3 and the users' own keys (AccessDenied expected): the bundler deleting a
      source object, reading the unrelated bucket and writing a manifest; the grouper receiving
      from the manifest queue and reading a source object; the verifier writing to the archive
@@ -382,7 +385,9 @@ def prove(args):
     grouper_policies = role_policies(iam, outputs, "GrouperTaskRole")
     bundler_policies = role_policies(iam, outputs, "BundlerTaskRole")
     verify_arn, prune_arn = outputs["VerifyPolicyArn"], outputs["PrunePolicyArn"]
+    redrive_arn = outputs["RedrivePolicyArn"]
     verify_doc, prune_doc = managed_document(iam, verify_arn), managed_document(iam, prune_arn)
+    redrive_doc = managed_document(iam, redrive_arn)
     workaround = delete_objects_workaround([prune_doc])
     users = {
         "grouper": create_user(iam, "grouper", inline=grouper_policies),
@@ -390,12 +395,14 @@ def prove(args):
         "verifier": create_user(iam, "verifier", attached=[verify_arn]),
         "pruner": create_user(iam, "pruner", inline=[("moto-deleteobjects-workaround", workaround)],
                               attached=[verify_arn, prune_arn]),
+        "redriver": create_user(iam, "redriver", attached=[verify_arn, redrive_arn]),
     }
     result["Policies"] = {
         "grouper": {name: doc for name, doc in grouper_policies},
         "bundler": {name: doc for name, doc in bundler_policies},
         "verifier": {"VerifyPolicy": verify_doc},
         "pruner": {"VerifyPolicy": verify_doc, "PrunePolicy": prune_doc, "moto-deleteobjects-workaround": workaround},
+        "redriver": {"VerifyPolicy": verify_doc, "RedrivePolicy": redrive_doc},
     }
 
     # 4a. group, as the grouper.
@@ -437,8 +444,7 @@ def prove(args):
     orphan = s3a.create_multipart_upload(Bucket=bucket, Key=orphan_key)["UploadId"]
     s3a.upload_part(Bucket=bucket, Key=orphan_key, UploadId=orphan, PartNumber=1, Body=b"z" * 1024)
     # A second manifest whose lease another worker holds: the worker must leave it alone and
-    # hide its message until the lease would expire (sqs:ChangeMessageVisibility, which the
-    # heartbeat of a manifest this short never calls).
+    # put its message off until the lease would expire (a delayed copy, sqs:SendMessage).
     busy = f"{manifests}/iam-busy.0.index"
     s3a.put_object(Bucket=bucket, Key=f"{busy}.lease", Body=json.dumps(
         {"owner": "another-host/pid-1/0000000000000001", "expires_at": int(time.time()) + 600}).encode())
@@ -457,9 +463,10 @@ def prove(args):
         archived.update(row["key"] for row in csv.DictReader(io.StringIO(text)))
     left = s3a.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     attributes = sqsa.get_queue_attributes(
-        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                                        "ApproximateNumberOfMessagesDelayed"]
     )["Attributes"]
-    busy_released = "message released; visible again in" in step["stderr"] and "being bundled by another worker" in step["stderr"]
+    busy_put_off = "message put off: a fresh copy is visible in" in step["stderr"] and "being bundled by another worker" in step["stderr"]
     busy_untouched = not any(manifest_name(busy) in k for k in index_keys)
     # The busy manifest goes (its message, lease and manifest), so that verify sees one manifest.
     sqsa.purge_queue(QueueUrl=queue)
@@ -472,18 +479,21 @@ def prove(args):
         AbortLogged="left by an earlier attempt" in step["stderr"],
         UploadsLeft=[u["Key"] for u in left],
         BusyManifestLeftAlone=busy_untouched,
-        BusyMessageHidden=busy_released,
+        BusyMessagePutOff=busy_put_off,
         MessagesLeft=int(attributes["ApproximateNumberOfMessages"]),
         MessagesHidden=int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        MessagesDelayed=int(attributes["ApproximateNumberOfMessagesDelayed"]),
     )
     b = result["Bundle"]
     expect(archived == set(objects), f"archived {len(archived & set(objects))} of {len(objects)} objects")
     expect(b["StaleDlqRemoved"], f"the stale DLQ {stale_dlq} is still there")
     expect(b["OrphanedUploadAborted"] and b["AbortLogged"], f"the orphaned upload at {orphan_key} was not aborted")
     expect(not left, f"incomplete uploads left: {b['UploadsLeft']}")
-    expect(b["MessagesLeft"] == 0 and b["MessagesHidden"] == 1,
-           f"{b['MessagesLeft']} messages left on the queue and {b['MessagesHidden']} hidden (expected 0 and the busy one)")
-    expect(busy_untouched and busy_released, "the manifest whose lease another worker holds was not left alone with its message hidden")
+    expect(b["MessagesLeft"] == 0 and b["MessagesHidden"] == 0 and b["MessagesDelayed"] == 1,
+           f"{b['MessagesLeft']} messages left on the queue, {b['MessagesHidden']} hidden and {b['MessagesDelayed']} delayed "
+           "(expected 0, 0 and the busy one's fresh copy)")
+    expect(busy_untouched and busy_put_off,
+           "the manifest whose lease another worker holds was not left alone with its message put off (a delayed copy)")
 
     # 5. Calls outside the policies, with the users' own keys.
     s3 = {name: keys.client("s3", args) for name, keys in users.items()}
@@ -496,6 +506,7 @@ def prove(args):
         "grouper sqs:ReceiveMessage manifest queue": denied(lambda: users["grouper"].client("sqs", args).receive_message(QueueUrl=queue)),
         "grouper s3:GetObject source object": denied(lambda: s3["grouper"].get_object(Bucket=SOURCE, Key=first)),
         "verifier s3:PutObject archive prefix": denied(lambda: s3["verifier"].put_object(Bucket=bucket, Key=f"{archives}/forged.tar", Body=b"x")),
+        "redriver s3:PutObject manifest": denied(lambda: s3["redriver"].put_object(Bucket=bucket, Key=f"{manifests}/forged.index", Body=b"x")),
         "pruner s3:GetObject unrelated bucket": denied(lambda: s3["pruner"].get_object(Bucket=UNRELATED, Key="secret.txt")),
     }
     for call, code in result["Denied"].items():
@@ -532,6 +543,20 @@ def prove(args):
     expect(step["refused"] == 0, f"prune --yes as the pruner: moto refused {step['refused']} request(s): {step['refused_requests']}")
     expect(not remaining, f"prune left {len(remaining)} source objects")
     expect(len(pruned_rows) == len(objects), f".pruned logs list {len(pruned_rows)} of {len(objects)} objects")
+
+    # 4g. redrive --yes -q as the redriver: a DLQ row (AccessDenied, as a source bucket policy
+    # would give) beside the committed manifest becomes a redrive manifest, queued.
+    s3a.put_object(Bucket=bucket, Key=stale_dlq, Body=(
+        "bucket,key,version_id,size,last_modified,reason,detail\n"
+        f"{SOURCE},{first},,{len(objects[first])},,AccessDenied,refused by the source bucket's policy\n").encode())
+    step = run(args, users["redriver"], ["redrive", *where, "--yes", "-q", queue, "--json"])
+    redriven = [k for k in keys_under(s3a, bucket, manifests + "/") if ".redrive1." in k]
+    # The manifest prefix's notification queues it too (an S3 event, no "Key").
+    queued = [body["Key"] for body in drain(sqsa, queue) if "Key" in body]
+    result["Redrive"] = dict(short(step), RedriveManifests=redriven, Queued=queued)
+    expect(step["exit"] == 0, f"redrive --yes as the redriver exited {step['exit']}: {step['stderr'][-3000:]}")
+    expect(step["refused"] == 0, f"redrive as the redriver: moto refused {step['refused']} request(s): {step['refused_requests']}")
+    expect(len(redriven) == 1 and queued == redriven, f"redrive wrote {redriven} and queued {queued}")
 
     # What moto does not authorize as AWS does, with moto's evaluator on AWS's resources.
     grouper_docs = [doc for _, doc in grouper_policies]
