@@ -39,6 +39,9 @@ enum Command {
         /// Also put the objects themselves into the source bucket.
         #[arg(long)]
         create_objects: bool,
+        /// Another bucket to create if missing, e.g. the archive bucket (repeat for several).
+        #[arg(long = "create-bucket")]
+        create_buckets: Vec<String>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -61,10 +64,14 @@ async fn main() {
             data_files,
             versioned,
             create_objects: with_objects,
+            create_buckets,
             seed,
         } => {
             let client = s3bundler_testkit::s3_client(&endpoint);
-            for bucket in [&inventory_bucket, &source_bucket] {
+            for bucket in [&inventory_bucket, &source_bucket]
+                .into_iter()
+                .chain(&create_buckets)
+            {
                 let _ = client.create_bucket().bucket(bucket.as_str()).send().await;
             }
             // The local server stores objects as files: no 1,024-byte keys when it must hold them.
