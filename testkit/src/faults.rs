@@ -48,7 +48,9 @@ pub struct FaultPlan {
     pub upload_part_500_every: u64,
     /// GetObject of keys containing this text always answers 503.
     pub always_fail_keys_containing: Option<String>,
-    /// GetObject of keys containing this text returns the body with its first byte changed.
+    /// GetObject of keys containing this text returns the body with its first byte changed;
+    /// `get_503_every` and `get_500_every` pass such reads by, so that what the client reports
+    /// for them is the corruption, whatever order the reads come in.
     pub corrupt_keys_containing: Option<String>,
     /// Every GetObject waits this long before it is forwarded: a slow manifest, for tests that
     /// stop or outlast a worker mid-manifest.
@@ -575,17 +577,21 @@ impl State {
                 ..Injected::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
             });
         }
+        let corrupt = plan
+            .corrupt_keys_containing
+            .as_deref()
+            .is_some_and(|needle| key.contains(needle));
         if self.throttled_try(key)
             || plan
                 .always_fail_keys_containing
                 .as_deref()
                 .is_some_and(|needle| key.contains(needle))
-            || hits(n, plan.get_503_every)
+            || (hits(n, plan.get_503_every) && !corrupt)
         {
             counts.injected_503.fetch_add(1, Ordering::Relaxed);
             return Err(Injected::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"));
         }
-        if hits(n, plan.get_500_every) {
+        if hits(n, plan.get_500_every) && !corrupt {
             counts.injected_500.fetch_add(1, Ordering::Relaxed);
             return Err(Injected::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -606,10 +612,7 @@ impl State {
             } else {
                 None
             },
-            corrupt: plan
-                .corrupt_keys_containing
-                .as_deref()
-                .is_some_and(|needle| key.contains(needle)),
+            corrupt,
         })
     }
 
