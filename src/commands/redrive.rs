@@ -24,7 +24,7 @@ use crate::redrive::{
 use crate::s3::{Put, S3};
 use crate::s3uri::S3Uri;
 use crate::sqs::Queue;
-use crate::verify::check::{get_optional, list_manifests, CheckSettings};
+use crate::verify::check::{get_optional, list_manifests};
 
 /// Times a family is planned again after another redrive wrote the manifest this one meant to.
 const ATTEMPTS: usize = 5;
@@ -102,15 +102,8 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &RedriveArgs) -> Re
         Some(name) => Some(aws.queue(config, name).await?),
         None => None,
     };
-    let settings = CheckSettings {
-        archive_bucket: args.archives.bucket.clone(),
-        prefix: args.archives.prefix.clone(),
-        deep: false,
-        concurrency: HEADS,
-        // Listing the manifests does not look at sizes.
-        max_size: u64::MAX,
-    };
-    let manifests = list_manifests(&s3, &args.manifests, &settings).await?;
+    let place = &args.archives;
+    let manifests = list_manifests(&s3, &args.manifests, &place.bucket, &place.prefix).await?;
     if manifests.is_empty() {
         return Err(Error::bad_input(
             args.manifests.to_string(),

@@ -52,7 +52,8 @@ impl CheckOptions {
 
     /// The manifests under `--manifests`; none is bad input.
     pub async fn manifests(&self, s3: &S3) -> Result<Vec<S3Uri>> {
-        let manifests = list_manifests(s3, &self.manifests, &self.settings()).await?;
+        let place = &self.archives.place;
+        let manifests = list_manifests(s3, &self.manifests, &place.bucket, &place.prefix).await?;
         if manifests.is_empty() {
             return Err(Error::bad_input(
                 self.manifests.to_string(),

@@ -62,17 +62,22 @@ pub struct ManifestCheck {
 }
 
 /// The bundle manifests under `uri`: keys ending `.index`, except staged ones and the indexes
-/// `bundle` wrote (when the manifests share the archive bucket).
-pub async fn list_manifests(s3: &S3, uri: &S3Uri, settings: &CheckSettings) -> Result<Vec<S3Uri>> {
+/// `bundle` wrote under `prefix` (when the manifests share the archive bucket).
+pub async fn list_manifests(
+    s3: &S3,
+    uri: &S3Uri,
+    archive_bucket: &str,
+    prefix: &str,
+) -> Result<Vec<S3Uri>> {
     let keys = s3
         .list(uri)
         .await
         .map_err(|f| Error::reading("ListObjectsV2", uri.to_string(), f))?;
-    let same_bucket = uri.bucket == settings.archive_bucket;
+    let same_bucket = uri.bucket == archive_bucket;
     Ok(keys
         .into_iter()
         .filter(|(key, _)| key.ends_with(".index") && !key.contains("_staging/"))
-        .filter(|(key, _)| !(same_bucket && is_bundle_output(&settings.prefix, key)))
+        .filter(|(key, _)| !(same_bucket && is_bundle_output(prefix, key)))
         .map(|(key, _)| S3Uri::new(uri.bucket.clone(), key))
         .collect())
 }
