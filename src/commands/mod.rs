@@ -5,6 +5,7 @@ pub mod extract;
 pub mod group;
 pub mod plan;
 pub mod prune;
+pub mod recall_place;
 pub mod redrive;
 pub mod run;
 pub mod submit;
