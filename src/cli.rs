@@ -6,6 +6,7 @@ use crate::aws::AwsOptions;
 use crate::commands::bundle::BundleArgs;
 use crate::commands::extract::{CatArgs, ExtractArgs};
 use crate::commands::group::GroupArgs;
+use crate::commands::locate::LocateArgs;
 use crate::commands::plan::PlanArgs;
 use crate::commands::prune::PruneArgs;
 use crate::commands::redrive::RedriveArgs;
@@ -52,4 +53,7 @@ pub enum Command {
     /// Put the retryable DLQ rows of the bundle manifests under a prefix into new bundle
     /// manifests, to be bundled into new archives (a dry run unless --yes).
     Redrive(RedriveArgs),
+    /// Find where an object of a source bucket was archived (archive, member, offsets, class),
+    /// from the catalog beside the manifests; exit 1 when it is not archived.
+    Locate(LocateArgs),
 }

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod aws;
 pub mod bundle;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod ecs;

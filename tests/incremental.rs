@@ -278,6 +278,50 @@ async fn a_second_weekly_inventory_bundles_exactly_the_new_and_changed_objects()
     .await;
     assert_eq!(verify.code, 0, "{verify:?}");
 
+    // locate finds each current object in the archive of the run that bundled it, and a
+    // changed one in both weeks' archives, its current contents last.
+    let changed = &weeks.puts[0].0;
+    let unchanged = weeks
+        .current
+        .iter()
+        .find(|row| !weeks.new_and_changed.contains(&row.key))
+        .map(|row| row.key.clone())
+        .unwrap_or_default();
+    let new = weeks.new_and_changed.last().cloned().unwrap_or_default();
+    for (key, archived) in [(changed, 2), (&unchanged, 1), (&new, 1)] {
+        let out = s3bundler(
+            moto::endpoint(),
+            &[
+                "locate",
+                &format!("s3://{}/{key}", weeks.source),
+                "--manifests",
+                &format!("s3://{archive}/manifests/"),
+                "--archives",
+                &format!("s3://{archive}/bundles/"),
+                "--json",
+            ],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{key}: {out:?}");
+        let located = out.json()["located"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(located.len(), archived, "{key}: {}", out.stdout);
+        let current = weeks
+            .current
+            .iter()
+            .find(|row| &row.key == key)
+            .expect("current");
+        let newest = &located[archived - 1];
+        assert_eq!(
+            newest["etag"],
+            current.etag.as_str(),
+            "{key}: {}",
+            out.stdout
+        );
+    }
+
     // A re-run of the second inventory groups against the first's state, not its own: the
     // same manifests, nothing bundled, the state left as it was.
     let before = snapshot(client, &archive, "manifests/").await;

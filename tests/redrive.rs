@@ -112,6 +112,27 @@ async fn dead_lettered_objects_made_readable_are_archived_once_by_a_redrive() {
     let second = s3bundler(moto, &["bundle", "-m", &redrive, "-b", &arch, "--json"]).await;
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert_eq!(second.json()["objects_archived"], 3, "{}", second.stdout);
+    // The redrive recorded its manifest in the catalog: locate finds the object in its archive.
+    let located = s3bundler(
+        moto,
+        &[
+            "locate",
+            &format!("s3://{src}/o/7"),
+            "--manifests",
+            &prefix,
+            "--archives",
+            &format!("s3://{arch}/"),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(located.code, 0, "{located:?}");
+    assert_eq!(
+        located.json()["located"][0]["manifest"],
+        redrive.as_str(),
+        "{}",
+        located.stdout
+    );
     // Nothing is redriven twice.
     let again = s3bundler(moto, &[&base[..], &["--yes"][..]].concat()).await;
     assert_eq!(again.code, 0, "{}", again.stderr);

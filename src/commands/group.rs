@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::aws::AwsOptions;
+use crate::catalog::store::Catalog;
+use crate::catalog::CatalogEntry;
 use crate::error::{Error, RemoteFailure, Result};
 use crate::group::{ClosedManifest, GroupStats, Increment, SelectedRows, Selection, Splitter};
 use crate::incremental::{prepare, Grouped, Prepared};
@@ -222,6 +224,8 @@ pub struct GroupOutcome {
     pub earlier_state: Option<String>,
     /// Where this run recorded what it grouped.
     pub state: Option<String>,
+    /// Where this run recorded the key range of each manifest, for `locate`.
+    pub catalog: Option<String>,
     pub manifests: Vec<WrittenManifest>,
     pub elapsed_seconds: f64,
 }
@@ -260,7 +264,13 @@ pub async fn group_inventory(
         .prepare_increment(&s3, &args.bucket, &args.prefix, &inventory_uri, &inventory)
         .await?;
     let increment = std::mem::take(&mut prepared.increment);
-    let staging = Staging::new(&args.bucket, &args.prefix, &inventory_uri.key, &args.key);
+    let staging = Staging::new(
+        &args.bucket,
+        &args.prefix,
+        &inventory_uri.key,
+        &args.key,
+        &inventory.source_bucket,
+    );
     let mut sink = StagingSink {
         s3: &s3,
         staging: &staging,
@@ -290,6 +300,14 @@ pub async fn group_inventory(
     let manifests = commit(&s3, queue.as_ref(), args, &inventory_uri, &staged).await;
     staging.discard(&s3, &staged).await;
     let manifests = manifests?;
+    let catalog = record_catalog(
+        &s3,
+        args,
+        &inventory.source_bucket,
+        &bundle_manifest_stem(&inventory_uri.key, &args.key),
+        staged.iter().zip(&manifests),
+    )
+    .await?;
     let mut stats = stats;
     stats.manifests_written = manifests.iter().filter(|m| m.written).count() as u64;
     stats.manifests_unchanged = manifests.len() as u64 - stats.manifests_written;
@@ -310,9 +328,45 @@ pub async fn group_inventory(
         stats,
         earlier_state: prepared.earlier_state.as_ref().map(S3Uri::to_string),
         state: state.as_ref().map(S3Uri::to_string),
+        catalog: catalog.as_ref().map(S3Uri::to_string),
         manifests,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Records the key range of every manifest of this run in the catalog beside them, before the
+/// run's state (a run that stops in between is grouped again, identically, and records it
+/// then), and compacts the catalog. A compaction that fails is only logged: the run's record is
+/// read directly until another compaction takes it.
+async fn record_catalog<'m>(
+    s3: &S3,
+    args: &GroupArgs,
+    source: &str,
+    label: &str,
+    manifests: impl Iterator<Item = (&'m Staged, &'m WrittenManifest)>,
+) -> Result<Option<S3Uri>> {
+    let entries: Vec<CatalogEntry> = manifests
+        .filter_map(|(staged, written)| {
+            let (first, last) = staged.range.clone()?;
+            let manifest = written.uri.parse::<S3Uri>().ok()?.key;
+            Some(CatalogEntry {
+                manifest,
+                first,
+                last,
+                objects: staged.objects,
+                bytes: staged.bytes,
+            })
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let catalog = Catalog::new(s3, &args.bucket, &args.prefix, source);
+    let run = catalog.record_run(label, entries).await?;
+    if let Err(error) = catalog.compact().await {
+        warn!("could not compact the catalog beside {run}: {error}; locate reads this run directly until a later run compacts it");
+    }
+    Ok(Some(run))
 }
 
 /// Reads the inventory's manifest and maps its columns; returns the manifest.json location.
@@ -378,6 +432,8 @@ async fn load_inventory_manifest(s3: &S3, uri: &S3Uri) -> Result<(S3Uri, Invento
 struct Staging {
     bucket: String,
     folder: String,
+    /// The inventory's bucket: the catalog records the key range of its rows.
+    source: String,
 }
 
 /// A manifest uploaded to the staging area.
@@ -390,10 +446,12 @@ struct Staged {
     length: u64,
     etag: Option<String>,
     uri: S3Uri,
+    /// Its first and last source key, for the catalog.
+    range: Option<(String, String)>,
 }
 
 impl Staging {
-    fn new(bucket: &str, prefix: &str, inventory_key: &str, key_name: &str) -> Self {
+    fn new(bucket: &str, prefix: &str, inventory_key: &str, key_name: &str, source: &str) -> Self {
         let run_id = format!(
             "{}-{}",
             std::time::SystemTime::now()
@@ -406,6 +464,7 @@ impl Staging {
         Staging {
             bucket: bucket.to_string(),
             folder: join_prefix(prefix, &format!("_staging/{stem}.{run_id}")),
+            source: source.to_string(),
         }
     }
 
@@ -416,6 +475,8 @@ impl Staging {
             format!("{}/{}.partial", self.folder, manifest.number),
         );
         let length = manifest.body.len() as u64;
+        let range = CatalogEntry::of_manifest(&uri.to_string(), &self.source, &manifest.body)?
+            .map(|entry| (entry.first, entry.last));
         let etag = s3
             .put_bytes(&uri, bytes::Bytes::from(manifest.body), "text/csv")
             .await
@@ -427,6 +488,7 @@ impl Staging {
             length,
             etag,
             uri,
+            range,
         })
     }
 
@@ -754,6 +816,9 @@ fn print_summary(outcome: &GroupOutcome, json: bool) {
     }
     if let Some(state) = &outcome.state {
         println!("  state              {state}");
+    }
+    if let Some(catalog) = &outcome.catalog {
+        println!("  catalog            {catalog}");
     }
     println!(
         "  manifests          {} ({} written, {} unchanged)",

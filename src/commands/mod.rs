@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod extract;
 pub mod group;
+pub mod locate;
 pub mod plan;
 pub mod prune;
 pub mod recall_place;
@@ -98,5 +99,6 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(&cli.aws, &config, &args).await,
         Command::Prune(args) => prune::run(&cli.aws, &config, &args, shutdown).await,
         Command::Redrive(args) => redrive::run(&cli.aws, &config, &args).await,
+        Command::Locate(args) => locate::run(&cli.aws, &config, &args).await,
     }
 }

@@ -4,7 +4,7 @@
 //! is written with `If-None-Match: *`, so two redrives never both write one, and a row a
 //! redrive lists is never redriven again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use aws_config::SdkConfig;
 use futures_util::{stream, StreamExt};
@@ -15,6 +15,8 @@ use crate::archive::layout::{BundleLayout, Compression};
 use crate::archive::records::{parse_dlq, DlqReason, DlqRow};
 use crate::aws::AwsOptions;
 use crate::bundle::commit::is_final_dlq;
+use crate::catalog::store::Catalog;
+use crate::catalog::CatalogEntry;
 use crate::error::{Error, ExitCode, RemoteFailure, Result};
 use crate::manifest::{manifest_entries, parse_manifest, ManifestWriter};
 use crate::redrive::{
@@ -87,6 +89,9 @@ struct Report {
     /// DLQs of manifests not committed yet (an attempt running or stopped): left alone.
     uncommitted: Vec<String>,
     manifests: Vec<Redrive>,
+    /// Catalogs (manifest folder, source bucket) that recorded a redrive: compacted at the end.
+    #[serde(skip)]
+    catalogs: BTreeSet<(String, String)>,
 }
 
 /// The rows of one family to redrive next, and how the others were sorted.
@@ -131,6 +136,12 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &RedriveArgs) -> Re
         )
         .await?;
     }
+    for (folder, source) in &report.catalogs {
+        let catalog = Catalog::new(&s3, &args.manifests.bucket, folder, source);
+        if let Err(error) = catalog.compact().await {
+            warn!("could not compact the catalog of {source} under {folder}: {error}; locate reads the redrives' records directly until a later run compacts it");
+        }
+    }
     print_report(&report, args.json);
     Ok(ExitCode::Success)
 }
@@ -164,6 +175,10 @@ async fn redrive_family(
             return Ok(());
         }
         let body = bytes::Bytes::from(writer.finish());
+        // Recorded before the manifest is written, so that no redrive manifest is ever missing
+        // from the catalog; a record of a manifest that another redrive wrote first only widens
+        // that manifest's range (see `catalog::sort_entries`).
+        record_in_catalog(s3, &target, &body, &plan.rows, report).await?;
         let put = Put {
             if_none_match: true,
             ..Put::new("text/csv")
@@ -197,6 +212,29 @@ async fn redrive_family(
              planned; run redrive again once they are done"
         ),
     })
+}
+
+/// Records a redrive manifest's key range in the catalog of each source bucket it lists.
+async fn record_in_catalog(
+    s3: &S3,
+    target: &S3Uri,
+    body: &[u8],
+    rows: &[DlqRow],
+    report: &mut Report,
+) -> Result<()> {
+    let sources: BTreeSet<&str> = rows.iter().map(|row| row.bucket.as_str()).collect();
+    let label = crate::archive::layout::manifest_name(&target.key);
+    for source in sources {
+        let Some(entry) = CatalogEntry::of_manifest(&target.key, source, body)? else {
+            continue;
+        };
+        let folder = target.folder().to_string();
+        Catalog::new(s3, &target.bucket, &folder, source)
+            .record_run(label, vec![entry])
+            .await?;
+        report.catalogs.insert((folder, source.to_string()));
+    }
+    Ok(())
 }
 
 /// Reads a family's manifests and DLQs and sorts every row.

@@ -1,0 +1,409 @@
+//! The catalog: which bundle manifest (and so which archive) may hold a source key, without
+//! reading every index. Pure: formats and lookups; [`store`] reads and writes it on S3.
+//!
+//! Every grouping run (`group`, `run`, `redrive`) records, beside its manifests, the key range
+//! of each manifest it wrote: a *run* file of [`CatalogEntry`] lines. The runs of a source
+//! bucket are compacted into *generations*: every entry of every run so far, sorted by first key
+//! and cut into pages, and a small page table (its commit marker) that gives each page's first
+//! key and the largest last key of the pages up to it. A lookup reads the page table, then only
+//! the pages whose range can hold the key, then the few indexes those entries name.
+//!
+//! The catalog names manifests, never archives: an archive is reported only after its index
+//! (the commit marker of a bundle) is read, so the catalog cannot point at an uncommitted one.
+
+pub mod store;
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::{join_prefix, ManifestEntry};
+
+/// Where the catalog of `source` lives under the manifests' prefix. Not a manifest: no
+/// `.index` suffix, and verify skips the folder.
+pub fn catalog_folder(manifest_prefix: &str, source: &str) -> String {
+    join_prefix(manifest_prefix, &format!("{CATALOG_FOLDER}/{source}"))
+}
+
+/// The folder beside the manifests that holds catalogs.
+pub const CATALOG_FOLDER: &str = "_catalog";
+
+/// Pages of a generation are cut at about this many bytes: a lookup reads one or two.
+pub const PAGE_BYTES: usize = 64 << 10;
+
+/// One bundle manifest's key range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// The manifest's key in the manifests' bucket.
+    pub manifest: String,
+    /// Its smallest and largest source key (S3's byte order).
+    pub first: String,
+    pub last: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl CatalogEntry {
+    /// The entry of a manifest's rows of `source`; `None` when it has none.
+    pub fn of_rows<'a>(
+        manifest: &str,
+        source: &str,
+        rows: impl IntoIterator<Item = &'a ManifestEntry<'a>>,
+    ) -> Option<CatalogEntry> {
+        let mut entry: Option<CatalogEntry> = None;
+        for row in rows.into_iter().filter(|row| row.bucket == source) {
+            let key = row.key.as_ref();
+            match entry.as_mut() {
+                None => {
+                    entry = Some(CatalogEntry {
+                        manifest: manifest.to_string(),
+                        first: key.to_string(),
+                        last: key.to_string(),
+                        objects: 1,
+                        bytes: row.size,
+                    })
+                }
+                Some(entry) => {
+                    if key < entry.first.as_str() {
+                        entry.first = key.to_string();
+                    }
+                    if key > entry.last.as_str() {
+                        entry.last = key.to_string();
+                    }
+                    entry.objects += 1;
+                    entry.bytes += row.size;
+                }
+            }
+        }
+        entry
+    }
+
+    /// The entry of a manifest's body (as `group` writes it) for its rows of `source`.
+    pub fn of_manifest(manifest: &str, source: &str, body: &[u8]) -> Result<Option<CatalogEntry>> {
+        let rows = crate::manifest::parse_manifest(body, manifest)?;
+        Ok(CatalogEntry::of_rows(manifest, source, &rows))
+    }
+
+    /// True when a key of `query` can be in this manifest.
+    pub fn may_hold(&self, query: &KeyQuery) -> bool {
+        query.overlaps(&self.first, &self.last)
+    }
+
+    fn order(&self, other: &Self) -> Ordering {
+        (&self.first, &self.last, &self.manifest).cmp(&(&other.first, &other.last, &other.manifest))
+    }
+}
+
+/// What a lookup asks for: one key, or every key under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyQuery {
+    Key(String),
+    Prefix(String),
+}
+
+impl KeyQuery {
+    /// True when the range `first..=last` holds a key of the query.
+    pub fn overlaps(&self, first: &str, last: &str) -> bool {
+        match self {
+            KeyQuery::Key(key) => first <= key.as_str() && key.as_str() <= last,
+            // The keys under P are the interval [P, P⁺): it meets the range when the range
+            // ends at or after P and starts before P⁺ (before P, or under P).
+            KeyQuery::Prefix(prefix) => {
+                last >= prefix.as_str() && (first < prefix.as_str() || first.starts_with(prefix))
+            }
+        }
+    }
+
+    /// True when `key` is one the query asks for.
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            KeyQuery::Key(wanted) => key == wanted,
+            KeyQuery::Prefix(prefix) => key.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// Entries as JSON lines, sorted, without repeats of one manifest.
+pub fn encode_entries(entries: &[CatalogEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in entries {
+        // A struct of strings and integers always serializes.
+        if let Ok(line) = serde_json::to_vec(entry) {
+            out.extend_from_slice(&line);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Reads JSON lines of entries.
+pub fn decode_entries(bytes: &[u8], location: &str) -> Result<Vec<CatalogEntry>> {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(n, line)| {
+            serde_json::from_slice(line).map_err(|e| {
+                Error::bad_input(
+                    location,
+                    format!("line {} is not a catalog entry: {e}", n + 1),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Sorts by first key, with one entry per manifest: two records of one manifest (a run
+/// recorded twice, a redrive recorded by two racing redrives) become one whose range holds both.
+pub fn sort_entries(entries: &mut Vec<CatalogEntry>) {
+    let mut by_manifest: std::collections::HashMap<String, CatalogEntry> =
+        std::collections::HashMap::with_capacity(entries.len());
+    for entry in entries.drain(..) {
+        match by_manifest.get_mut(&entry.manifest) {
+            None => {
+                by_manifest.insert(entry.manifest.clone(), entry);
+            }
+            Some(kept) => {
+                if entry.first < kept.first {
+                    kept.first = entry.first;
+                }
+                if entry.last > kept.last {
+                    kept.last = entry.last;
+                }
+                kept.objects = kept.objects.max(entry.objects);
+                kept.bytes = kept.bytes.max(entry.bytes);
+            }
+        }
+    }
+    entries.extend(by_manifest.into_values());
+    entries.sort_by(CatalogEntry::order);
+}
+
+/// One page of a generation's entries object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// Byte range in the entries object.
+    pub offset: u64,
+    pub length: u64,
+    /// The first key of its first entry.
+    pub first: String,
+    /// The largest last key of its entries (not the last entry's: entries are sorted by first
+    /// key only).
+    pub last: String,
+    pub entries: u64,
+}
+
+/// A generation's page table: its commit marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageTable {
+    pub generation: u64,
+    pub source: String,
+    /// The run files it holds, by name.
+    pub runs: Vec<String>,
+    pub entries: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    /// The entries object, under the catalog folder.
+    pub entries_key: String,
+    /// Its size.
+    pub entries_bytes: u64,
+    pub pages: Vec<Page>,
+}
+
+impl PageTable {
+    /// The byte ranges of the pages that can hold a key of `query`, adjacent pages joined, so
+    /// that each range is one GET.
+    pub fn ranges_for(&self, query: &KeyQuery) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        // A page's entries start at or after its first key and end at most at its last.
+        for page in self
+            .pages
+            .iter()
+            .filter(|page| query.overlaps(&page.first, &page.last))
+        {
+            match ranges.last_mut() {
+                Some((_, end)) if *end == page.offset => *end = page.offset + page.length,
+                _ => ranges.push((page.offset, page.offset + page.length)),
+            }
+        }
+        ranges
+    }
+}
+
+/// A generation: its entries object and its page table.
+pub struct Generation {
+    pub entries: Vec<u8>,
+    pub table: PageTable,
+}
+
+/// Builds generation `generation` of `source` from sorted entries (see [`sort_entries`]), to be
+/// stored at `entries_key` under the catalog folder.
+pub fn build_generation(
+    generation: u64,
+    source: &str,
+    runs: Vec<String>,
+    entries: &[CatalogEntry],
+    entries_key: String,
+) -> Generation {
+    let mut body = Vec::new();
+    let mut pages: Vec<Page> = Vec::new();
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    for entry in entries {
+        objects += entry.objects;
+        bytes += entry.bytes;
+        let offset = body.len() as u64;
+        body.extend_from_slice(&encode_entries(std::slice::from_ref(entry)));
+        match pages.last_mut() {
+            Some(page) if page.length < PAGE_BYTES as u64 => {
+                page.length = body.len() as u64 - page.offset;
+                page.entries += 1;
+                if entry.last > page.last {
+                    page.last = entry.last.clone();
+                }
+            }
+            _ => pages.push(Page {
+                offset,
+                length: body.len() as u64 - offset,
+                first: entry.first.clone(),
+                last: entry.last.clone(),
+                entries: 1,
+            }),
+        }
+    }
+    Generation {
+        table: PageTable {
+            generation,
+            source: source.to_string(),
+            runs,
+            entries: entries.len() as u64,
+            objects,
+            bytes,
+            entries_key,
+            entries_bytes: body.len() as u64,
+            pages,
+        },
+        entries: body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(manifest: &str, first: &str, last: &str) -> CatalogEntry {
+        CatalogEntry {
+            manifest: manifest.to_string(),
+            first: first.to_string(),
+            last: last.to_string(),
+            objects: 1,
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn a_manifest_range_is_its_smallest_and_largest_key_of_the_source() {
+        let body = b"src,b/2,3\nsrc,a/9,4\nother,0,5\nsrc,c,1\n";
+        let entry = CatalogEntry::of_manifest("m.0.index", "src", body)
+            .expect("parsed")
+            .expect("rows");
+        assert_eq!((entry.first.as_str(), entry.last.as_str()), ("a/9", "c"));
+        assert_eq!((entry.objects, entry.bytes), (3, 8));
+        assert_eq!(
+            CatalogEntry::of_manifest("m", "none", body).expect("parsed"),
+            None
+        );
+        assert!(CatalogEntry::of_manifest("m", "src", b"src,a,notasize\n").is_err());
+    }
+
+    #[test]
+    fn prefix_queries_meet_ranges_that_start_before_or_under_the_prefix() {
+        let prefix = KeyQuery::Prefix("b/".to_string());
+        assert!(prefix.overlaps("a", "b/0"));
+        assert!(prefix.overlaps("b/5", "z"));
+        assert!(prefix.overlaps("a", "z"));
+        assert!(!prefix.overlaps("a", "b"));
+        assert!(!prefix.overlaps("b0", "c"));
+        let key = KeyQuery::Key("m".to_string());
+        assert!(key.overlaps("m", "m") && key.overlaps("a", "z") && !key.overlaps("n", "z"));
+    }
+
+    #[test]
+    fn entries_decode_as_encoded_and_bad_lines_are_named() {
+        let entries = vec![entry("m1", "a\nb", "c\"d"), entry("m2", "é", "ü")];
+        let bytes = encode_entries(&entries);
+        assert_eq!(decode_entries(&bytes, "x").expect("decoded"), entries);
+        let error = decode_entries(b"{\"manifest\":1}\n", "s3://b/run").expect_err("bad");
+        assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn two_records_of_one_manifest_become_one_that_holds_both_ranges() {
+        let mut entries = vec![
+            entry("m2", "b", "c"),
+            entry("m1", "a", "b"),
+            entry("m2", "c", "d"),
+        ];
+        sort_entries(&mut entries);
+        assert_eq!(entries, vec![entry("m1", "a", "b"), entry("m2", "b", "d")]);
+    }
+
+    fn keys() -> impl Strategy<Value = String> {
+        "[a-d]{1,4}"
+    }
+
+    proptest! {
+        /// The pages a lookup reads hold every entry that holds the key: none is missed,
+        /// however ranges overlap (incremental runs, redrives).
+        #[test]
+        fn lookups_read_every_page_that_holds_the_key(
+            ranges in proptest::collection::vec((keys(), keys()), 1..400),
+            query in keys(),
+            prefix in proptest::bool::ANY,
+        ) {
+            let mut entries: Vec<CatalogEntry> = ranges
+                .iter()
+                .enumerate()
+                .map(|(n, (a, b))| entry(&format!("m{n}"), a.min(b), a.max(b)))
+                .collect();
+            sort_entries(&mut entries);
+            let generation = build_generation(1, "src", Vec::new(), &entries, "e".to_string());
+            let query = if prefix { KeyQuery::Prefix(query) } else { KeyQuery::Key(query) };
+            let mut found = Vec::new();
+            for (start, end) in generation.table.ranges_for(&query) {
+                let page = &generation.entries[start as usize..end as usize];
+                found.extend(decode_entries(page, "page").expect("page").into_iter().filter(|e| e.may_hold(&query)));
+            }
+            let expected: Vec<CatalogEntry> =
+                entries.iter().filter(|e| e.may_hold(&query)).cloned().collect();
+            prop_assert_eq!(found, expected);
+        }
+    }
+
+    #[test]
+    fn pages_are_cut_near_their_size_and_a_key_reads_few() {
+        let entries: Vec<CatalogEntry> = (0..10_000)
+            .map(|n| {
+                entry(
+                    &format!("p/m.{n}.index"),
+                    &format!("k{n:06}a"),
+                    &format!("k{n:06}z"),
+                )
+            })
+            .collect();
+        let generation = build_generation(1, "src", vec!["r".into()], &entries, "e".to_string());
+        let table = &generation.table;
+        assert!(table.pages.len() > 10, "{} pages", table.pages.len());
+        assert!(table
+            .pages
+            .iter()
+            .all(|p| p.length <= (PAGE_BYTES + 200) as u64));
+        assert_eq!(table.entries_bytes, generation.entries.len() as u64);
+        let ranges = table.ranges_for(&KeyQuery::Key("k005000m".to_string()));
+        assert_eq!(ranges.len(), 1);
+        assert!(table
+            .ranges_for(&KeyQuery::Key("zz".to_string()))
+            .is_empty());
+    }
+}
