@@ -199,8 +199,22 @@ async fn locate_finds_any_key_among_2000_manifests_in_a_handful_of_requests() {
             <= 3
     );
 
-    // A key whose manifest is not bundled yet is not archived, and says so.
+    // A key whose manifest is not bundled yet is not archived, and says so, even with an
+    // archive left by an attempt that stopped before its index (the commit marker).
     let waiting = manifest_keys(&client, &source, &manifests[1]).await[0].clone();
+    let uncommitted = s3bundler::archive::layout::BundleLayout::new(
+        "bundles",
+        &source,
+        &key_of(&serde_json::Value::String(manifests[1].clone()), &source),
+        s3bundler::archive::layout::Compression::None,
+    );
+    put_object(
+        &client,
+        &archive,
+        &uncommitted.archive_key,
+        b"partial".to_vec(),
+    )
+    .await;
     let out = locate(moto::endpoint(), &source, &waiting, &archive, &[]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(
@@ -208,5 +222,121 @@ async fn locate_finds_any_key_among_2000_manifests_in_a_handful_of_requests() {
         serde_json::json!([manifests[1]]),
         "{}",
         out.stdout
+    );
+}
+
+fn entry(manifest: &str, first: &str, last: &str) -> s3bundler::catalog::CatalogEntry {
+    s3bundler::catalog::CatalogEntry {
+        manifest: manifest.to_string(),
+        first: first.to_string(),
+        last: last.to_string(),
+        objects: 2,
+        bytes: 20,
+    }
+}
+
+/// Two compactions racing for one generation (two groupers of one source finishing together):
+/// the page table is written once, the loser writes nothing that stays, and every run stays
+/// findable, pending until the next compaction takes it. A run recorded again adds nothing,
+/// and a compaction that stopped before its page table blocks no later one.
+#[tokio::test]
+async fn racing_compactions_keep_every_run_findable_and_write_each_generation_once() {
+    use s3bundler::catalog::store::Catalog;
+    use s3bundler::catalog::KeyQuery;
+    use s3bundler::s3::{WriteSettings, S3};
+    let client = s3_client(moto::endpoint());
+    let bucket = new_bucket(&client, "cat").await;
+    let s3 = S3::new(client.clone(), WriteSettings::default());
+    let catalog = Catalog::new(&s3, &bucket, "m", "src");
+    catalog
+        .record_run("week1", vec![entry("m/a.0.index", "a", "c")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    catalog
+        .record_run("week2", vec![entry("m/b.0.index", "b", "d")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let other = Catalog::new(&s3, &bucket, "m", "src");
+    let (one, two) = tokio::join!(catalog.compact(), other.compact());
+    let mut won: Vec<Option<u64>> = vec![
+        one.unwrap_or_else(|e| panic!("{e}")),
+        two.unwrap_or_else(|e| panic!("{e}")),
+    ];
+    won.sort();
+    assert_eq!(
+        won,
+        vec![None, Some(1)],
+        "one compaction wrote generation 1"
+    );
+    let entries = |keys: Vec<String>| {
+        keys.into_iter()
+            .filter(|k| k.contains("/generations/") && k.ends_with(".entries.jsonl"))
+            .count()
+    };
+    assert_eq!(
+        entries(list_keys(&client, &bucket, "m/_catalog/src/").await),
+        1,
+        "the loser removed its entries"
+    );
+    let found = catalog
+        .lookup(&KeyQuery::Key("b".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let manifests: Vec<&str> = found.entries.iter().map(|e| e.manifest.as_str()).collect();
+    assert_eq!(manifests, ["m/a.0.index", "m/b.0.index"]);
+    assert_eq!((found.generation, found.pending_runs), (Some(1), 0));
+
+    // A run not compacted yet is read directly; the next compaction takes it, and one that
+    // stopped before its page table (an orphan entries object) is in nobody's way.
+    catalog
+        .record_run("week3", vec![entry("m/c.0.index", "c", "e")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    put_object(
+        &client,
+        &bucket,
+        "m/_catalog/src/generations/0000000002.orphan.entries.jsonl",
+        b"not even json".to_vec(),
+    )
+    .await;
+    let found = catalog
+        .lookup(&KeyQuery::Key("c".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found.entries.len(), 3, "{:?}", found.entries);
+    assert_eq!(found.pending_runs, 1);
+    assert_eq!(
+        catalog.compact().await.unwrap_or_else(|e| panic!("{e}")),
+        Some(2)
+    );
+    // Recorded again (a re-run of that grouping): same name, nothing to compact.
+    catalog
+        .record_run("week3", vec![entry("m/c.0.index", "c", "e")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        catalog.compact().await.unwrap_or_else(|e| panic!("{e}")),
+        None
+    );
+    let found = catalog
+        .lookup(&KeyQuery::Prefix("d".into()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let manifests: Vec<&str> = found.entries.iter().map(|e| e.manifest.as_str()).collect();
+    assert_eq!(manifests, ["m/b.0.index", "m/c.0.index"]);
+    assert_eq!((found.generation, found.pending_runs), (Some(2), 0));
+    // A third generation removes the first (the one before the newest is kept).
+    catalog
+        .record_run("week4", vec![entry("m/d.0.index", "d", "f")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        catalog.compact().await.unwrap_or_else(|e| panic!("{e}")),
+        Some(3)
+    );
+    let keys = list_keys(&client, &bucket, "m/_catalog/src/generations/").await;
+    assert!(
+        !keys.iter().any(|k| k.contains("/0000000001.")),
+        "generation 1 removed: {keys:?}"
     );
 }
