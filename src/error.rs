@@ -189,6 +189,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An object asked for by its source key is in no archive.
+    #[error("{object}: {detail}")]
+    NotArchived { object: String, detail: String },
+
     /// Ctrl-C or SIGTERM.
     #[error("interrupted")]
     Interrupted,
@@ -296,6 +300,7 @@ impl Error {
             | Error::Refused { .. }
             | Error::Busy { .. }
             | Error::Superseded { .. } => ExitCode::RemoteFailed,
+            Error::NotArchived { .. } => ExitCode::Partial,
             Error::Interrupted => ExitCode::Interrupted,
         }
     }

@@ -179,6 +179,47 @@ async fn locate_finds_any_key_among_2000_manifests_in_a_handful_of_requests() {
         );
     }
 
+    // cat and extract take the source key too.
+    let places = [
+        "--manifests".to_string(),
+        format!("s3://{source}/manifests/"),
+        "--archives".to_string(),
+        format!("s3://{archive}/bundles/"),
+    ];
+    let places: Vec<&str> = places.iter().map(String::as_str).collect();
+    let middle_uri = format!("s3://{source}/{middle_key}");
+    let middle_body = {
+        let row = listed.iter().find(|r| r.key == middle_key).expect("listed");
+        body_for(&middle_key, row.size)
+    };
+    let out = s3bundler(
+        moto::endpoint(),
+        &[&["cat", &middle_uri][..], &places].concat(),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.as_bytes(), middle_body.as_slice());
+    let back = new_bucket(&client, "loc-back").await;
+    let to = format!("s3://{back}/back/");
+    let out = s3bundler(
+        moto::endpoint(),
+        &[&["extract", &middle_uri, "--to", &to][..], &places].concat(),
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        get_object(&client, &back, &format!("back/{middle_key}")).await,
+        middle_body
+    );
+    let missing = format!("s3://{source}/zzzz-never-listed");
+    let out = s3bundler(
+        moto::endpoint(),
+        &[&["cat", &missing][..], &places].concat(),
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not archived"), "{}", out.stderr);
+
     // A key no manifest lists: exit 1, in even fewer requests.
     let faults = proxy(moto::endpoint(), FaultPlan::default());
     let out = locate(

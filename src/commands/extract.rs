@@ -9,6 +9,7 @@ use aws_config::SdkConfig;
 use futures_util::future::Either;
 use futures_util::{stream, StreamExt};
 
+use super::recall_place::RecallPlace;
 use crate::archive::layout::Compression;
 use crate::archive::records::IndexRow;
 use crate::aws::AwsOptions;
@@ -31,6 +32,8 @@ const MEMBER_ATTEMPTS: u32 = 5;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExtractArgs {
     /// The archive (`…/NAME.tar`, `.tar.gz` or `.tar.zst`); its index is read from beside it.
+    /// With `--manifests` and `--archives`: the object as it was, `s3://SOURCE_BUCKET/KEY` (or
+    /// `s3://SOURCE_BUCKET` with `--prefix`), found through the catalog.
     #[arg(value_name = "s3://ARCHIVE_BUCKET/…/NAME.tar")]
     pub archive: S3Uri,
     /// Restore this object (its key, as in the index); repeat for more. Default: every object.
@@ -70,16 +73,25 @@ pub struct ExtractArgs {
     /// Print the objects and the counts as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub place: RecallPlace,
 }
 
 /// `s3bundler cat`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CatArgs {
-    /// The archive (`…/NAME.tar`); its index is read from beside it.
-    #[arg(value_name = "s3://ARCHIVE_BUCKET/…/NAME.tar")]
+    /// The archive (`…/NAME.tar`); its index is read from beside it. With `--manifests` and
+    /// `--archives` and no KEY: the object as it was, `s3://SOURCE_BUCKET/KEY`, found through
+    /// the catalog.
+    #[arg(value_name = "s3://ARCHIVE_BUCKET/…/NAME.tar | s3://SOURCE_BUCKET/KEY")]
     pub archive: S3Uri,
-    /// The object's key, as in the index.
-    pub key: String,
+    /// The object's key, as in the index (with an archive URI).
+    pub key: Option<String>,
+    /// This version (its archived version ID); without it, the newest archived.
+    #[arg(long = "version-id", value_name = "VERSION")]
+    pub version_id: Option<String>,
+    #[command(flatten)]
+    pub place: RecallPlace,
 }
 
 /// Refused member names, or kept objects, listed; the others are counted.
@@ -112,6 +124,19 @@ struct Extraction<'a> {
 }
 
 pub async fn run(
+    aws: &AwsOptions,
+    config: &SdkConfig,
+    args: &ExtractArgs,
+    shutdown: Shutdown,
+) -> Result<ExitCode> {
+    if args.place.manifests.is_some() || args.place.archives.is_some() {
+        return super::by_source::extract(aws, config, args, shutdown).await;
+    }
+    extract_archive(aws, config, args, shutdown).await
+}
+
+/// `extract` of an archive URI.
+pub async fn extract_archive(
     aws: &AwsOptions,
     config: &SdkConfig,
     args: &ExtractArgs,
@@ -703,10 +728,24 @@ fn joined_result(
 }
 
 pub async fn run_cat(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -> Result<ExitCode> {
+    if args.key.is_none() {
+        return super::by_source::cat(aws, config, args).await;
+    }
+    cat_archive(aws, config, args).await
+}
+
+/// `cat` of an archive URI and a key.
+pub async fn cat_archive(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -> Result<ExitCode> {
+    let Some(key) = &args.key else {
+        return Err(Error::Usage(
+            "give the member's key after the archive URI".to_string(),
+        ));
+    };
     let s3 = aws.s3(config);
     let archive = Archive::at(&args.archive)?;
     let selection = Selection {
-        keys: vec![args.key.clone()],
+        keys: vec![key.clone()],
+        versions: args.version_id.iter().cloned().collect(),
         ..Selection::default()
     };
     let mut rows = archive.index(&s3).await?;
@@ -719,6 +758,9 @@ pub async fn run_cat(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -> Re
     }
     Err(Error::bad_input(
         archive.index_uri.to_string(),
-        format!("no member for key `{}`", args.key),
+        match &args.version_id {
+            Some(version) => format!("no member for key `{key}` version `{version}`"),
+            None => format!("no member for key `{key}`"),
+        },
     ))
 }

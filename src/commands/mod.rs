@@ -1,6 +1,7 @@
 //! Commands: glue that composes the core and I/O modules. Nothing below reaches up here.
 
 pub mod bundle;
+pub mod by_source;
 pub mod extract;
 pub mod group;
 pub mod locate;
