@@ -140,6 +140,7 @@ pub async fn run(
             ))
         }
     };
+    archive.check_readable(&s3).await?;
     let plan = check_before_writing(&s3, &archive, &selection, &destination).await?;
     if let Destination::Local { dir, .. } = &destination {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -713,6 +714,7 @@ pub async fn run_cat(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -> Re
     while let Some(row) = rows.next().await {
         let row = row?;
         if selection.wants(&row) {
+            archive.check_readable(&s3).await?;
             cat(&s3, &archive, &row).await?;
             return Ok(ExitCode::Success);
         }

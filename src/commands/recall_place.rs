@@ -60,7 +60,13 @@ mod tests {
         };
         let places = place.require("locate").expect("places");
         assert_eq!(places.manifests, S3Uri::new("m", "out"));
-        assert_eq!((places.archive_bucket.as_str(), places.archive_prefix.as_str()), ("a", ""));
+        assert_eq!(
+            (
+                places.archive_bucket.as_str(),
+                places.archive_prefix.as_str()
+            ),
+            ("a", "")
+        );
         let missing = RecallPlace {
             archives: None,
             ..place
