@@ -131,6 +131,7 @@ impl ColdClass {
 
 /// `--tier`: how fast (and how dear) a restore is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[value(rename_all = "PascalCase")]
 pub enum Tier {
     Bulk,
     Standard,

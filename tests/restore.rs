@@ -34,7 +34,7 @@ impl Bundled {
         let mut entries = Vec::new();
         for i in 0..OBJECTS {
             let key = format!("logs/{i}.log");
-            let data = body(200 + i * 31, i as u8);
+            let data = text(200 + i * 31, i);
             entries.push(entry(&src, &key, data.len() as u64, None));
             put_object(&client, &src, &key, data).await;
         }
@@ -60,7 +60,7 @@ impl Bundled {
             arch,
             archive,
             key: "logs/0.log".to_string(),
-            bytes: body(200, 0),
+            bytes: text(200, 0),
         }
     }
 
@@ -104,6 +104,11 @@ impl Bundled {
         assert!(out.stderr.contains(needle), "{needle} in {}", out.stderr);
         assert!(!out.stderr.contains("InvalidObjectState"), "{}", out.stderr);
     }
+}
+
+/// `size` bytes of text (cat's output is compared as a string).
+fn text(size: usize, seed: usize) -> Vec<u8> {
+    (0..size).map(|j| b'a' + ((j + seed) % 26) as u8).collect()
 }
 
 fn restore_requests(faults: &FaultProxy) -> u64 {

@@ -38,7 +38,7 @@ pub struct RestoreArgs {
     pub place: RecallPlace,
     /// Retrieval tier: Bulk is the cheapest and slowest; DEEP_ARCHIVE and the
     /// Intelligent-Tiering archive tiers offer no Expedited.
-    #[arg(long, value_enum, default_value_t = Tier::Bulk)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Tier::Bulk)]
     pub tier: Tier,
     /// Days the restored copy stays readable (billed as STANDARD storage meanwhile). Not sent
     /// for Intelligent-Tiering archive tiers, whose objects move back to a frequent tier.
