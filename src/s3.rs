@@ -67,7 +67,7 @@ impl WriteSettings {
 }
 
 /// What HeadObject tells.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectHead {
     pub size: u64,
     pub etag: Option<String>,

@@ -326,16 +326,10 @@ mod tests {
         restore: Option<RestoreState>,
     ) -> ObjectHead {
         ObjectHead {
-            size: 1,
-            etag: None,
-            version_id: None,
-            last_modified: None,
-            opaque_etag: false,
-            metadata: Default::default(),
             storage_class: class.map(str::to_string),
-            cold: false,
-            restore,
             archive_status: status.map(str::to_string),
+            restore,
+            ..ObjectHead::default()
         }
     }
 

@@ -18,6 +18,7 @@ const OBJECTS: usize = 6;
 /// bucket, bundled (`-p bundles`) with `extra` on `endpoint`.
 struct Bundled {
     client: aws_sdk_s3::Client,
+    src: String,
     arch: String,
     /// `s3://ARCH/…/NAME.tar`.
     archive: String,
@@ -57,6 +58,7 @@ impl Bundled {
             .to_string();
         Bundled {
             client,
+            src,
             arch,
             archive,
             key: "logs/0.log".to_string(),
@@ -213,28 +215,8 @@ async fn a_deep_archive_bundle_on_moto_is_priced_restored_once_then_read() {
     bundled.assert_cat_reads(&faults.endpoint).await;
     let out = s3bundler(&faults.endpoint, &extract).await;
     assert_eq!(out.code, 0, "{out:?}");
-    let written = walk(dir.path())
-        .into_iter()
-        .find(|p| p.ends_with(&bundled.key))
-        .unwrap_or_else(|| panic!("{} not extracted", bundled.key));
-    assert_eq!(std::fs::read(written).expect("read"), bundled.bytes);
-}
-
-/// Every file under `root`.
-fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut folders = vec![root.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).expect("read_dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                folders.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
+    let written = dir.path().join(&bundled.src).join(&bundled.key);
+    assert_eq!(std::fs::read(written).expect("extracted"), bundled.bytes);
 }
 
 /// A restore S3 throttles twice (503 SlowDown) is tried again and lands once; it stays in

@@ -570,15 +570,9 @@ mod tests {
     fn head(class: Option<&str>, restore: Option<RestoreState>) -> ObjectHead {
         ObjectHead {
             size: 1 << 30,
-            etag: None,
-            version_id: None,
-            last_modified: None,
-            opaque_etag: false,
-            metadata: Default::default(),
             storage_class: class.map(str::to_string),
-            cold: false,
             restore,
-            archive_status: None,
+            ..ObjectHead::default()
         }
     }
 
