@@ -209,7 +209,7 @@ fn recall(prices: &Prices, target: &str, archives: u64, bytes: u64) -> Vec<Recal
                 prices,
                 class,
                 archives.saturating_mul(percent).div_ceil(100),
-                bytes / 100 * percent,
+                u64::try_from(u128::from(bytes) * u128::from(percent) / 100).unwrap_or(u64::MAX),
                 crate::thaw::DEFAULT_DAYS,
             ),
         })
