@@ -10,6 +10,7 @@ use crate::commands::locate::LocateArgs;
 use crate::commands::plan::PlanArgs;
 use crate::commands::prune::PruneArgs;
 use crate::commands::redrive::RedriveArgs;
+use crate::commands::restore::RestoreArgs;
 use crate::commands::run::RunArgs;
 use crate::commands::submit::SubmitArgs;
 use crate::commands::verify::VerifyArgs;
@@ -44,6 +45,10 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Write one archived object's bytes to stdout.
     Cat(CatArgs),
+    /// Request restores of archives in GLACIER, DEEP_ARCHIVE or an Intelligent-Tiering archive
+    /// tier, so cat and extract can read them (a dry run with cost and time unless --yes);
+    /// --status and --wait follow them.
+    Restore(RestoreArgs),
     /// Check that every object of the bundle manifests under a prefix is archived, copied or
     /// in a DLQ, exactly once, and that indexes agree with their archives.
     Verify(VerifyArgs),

@@ -193,6 +193,12 @@ pub enum Error {
     #[error("{object}: {detail}")]
     NotArchived { object: String, detail: String },
 
+    /// An archive in a cold class (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier)
+    /// read before a restore finished: `advice` names the archive and the `restore` command to
+    /// run, or says one is in progress (see `thaw::advice`).
+    #[error("{advice}")]
+    NeedsRestore { archive: String, advice: String },
+
     /// Ctrl-C or SIGTERM.
     #[error("interrupted")]
     Interrupted,
@@ -292,7 +298,7 @@ impl Error {
             | Error::Collision { .. }
             | Error::ManifestsDiffer { .. }
             | Error::IncrementalState { .. } => ExitCode::BadInput,
-            Error::Read { .. } => ExitCode::ReadFailed,
+            Error::Read { .. } | Error::NeedsRestore { .. } => ExitCode::ReadFailed,
             Error::Write { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
                 ExitCode::WriteFailed
             }

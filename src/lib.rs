@@ -40,6 +40,7 @@ pub mod shutdown;
 pub mod size;
 pub mod sqs;
 pub mod task_protection;
+pub mod thaw;
 pub mod verify;
 
 pub use error::{Error, ExitCode, Result};

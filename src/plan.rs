@@ -183,6 +183,37 @@ pub struct PlanReport {
     pub break_even_months: Option<f64>,
     /// The same bundles in each cold class of [`COMPARED`] but the target.
     pub compared: BTreeMap<String, Compared>,
+    /// What restoring 1% and 100% of the archives would cost and take, per tier, when the
+    /// target class needs a restore before a read (empty otherwise).
+    pub recall: Vec<Recall>,
+}
+
+/// Restoring a share of the planned archives from the target class.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recall {
+    pub percent: u64,
+    pub estimates: Vec<crate::thaw::RecallEstimate>,
+}
+
+/// What restoring 1% and all of `archives` archives of `bytes` from `target` costs per tier,
+/// the copies kept `restore`'s default days; nothing for a class read at once.
+fn recall(prices: &Prices, target: &str, archives: u64, bytes: u64) -> Vec<Recall> {
+    let Some(class) = crate::thaw::ColdClass::of_storage_class(target) else {
+        return Vec::new();
+    };
+    [1, 100]
+        .into_iter()
+        .map(|percent| Recall {
+            percent,
+            estimates: crate::thaw::recall_estimates(
+                prices,
+                class,
+                archives.saturating_mul(percent).div_ceil(100),
+                u64::try_from(u128::from(bytes) * u128::from(percent) / 100).unwrap_or(u64::MAX),
+                crate::thaw::DEFAULT_DAYS,
+            ),
+        })
+        .collect()
 }
 
 /// Bundled in another class: what a cold `--storage-class` would cost and save.
@@ -322,6 +353,7 @@ fn estimate_in(census: &Census, prices: &Prices, target: &str) -> PlanReport {
         monthly_savings,
         break_even_months: (monthly_savings > 0.0).then(|| one_time / monthly_savings),
         compared: BTreeMap::new(),
+        recall: recall(prices, target, census.archives, census.archive_bytes),
     }
 }
 
@@ -413,6 +445,33 @@ pub fn render(report: &PlanReport) -> String {
             other
                 .break_even_months
                 .map_or("never".to_string(), |m| format!("{m:.1} months"))
+        );
+    }
+    if !report.recall.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nrecall from {} (restore; copies kept {} days)",
+            report.target_storage_class,
+            crate::thaw::DEFAULT_DAYS
+        );
+    }
+    for share in &report.recall {
+        let tiers = share
+            .estimates
+            .iter()
+            .map(|e| format!("{} {} ({})", e.tier.name(), usd(e.total_usd), e.time))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first = share.estimates.first();
+        let _ = writeln!(
+            out,
+            "  {:<40} {tiers}",
+            format!(
+                "{}% ({} archives, {})",
+                share.percent,
+                first.map_or(0, |e| e.archives),
+                bytes(first.map_or(0, |e| e.bytes))
+            )
         );
     }
     out

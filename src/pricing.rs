@@ -38,6 +38,20 @@ pub struct ClassPrice {
     /// each object's name and metadata there).
     #[serde(default)]
     pub overhead_standard_bytes: u64,
+    /// What a restore of an archived object costs, by tier (`Bulk`, `Standard`, `Expedited`):
+    /// only the archive classes have one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restore: BTreeMap<String, RestorePrice>,
+}
+
+/// What restoring from an archive class at one tier costs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestorePrice {
+    /// USD per GB retrieved.
+    pub per_gb: f64,
+    /// USD per 1,000 RestoreObject requests.
+    pub per_1000: f64,
 }
 
 /// A price table: storage class name (as S3 spells it) to its prices.
@@ -58,8 +72,10 @@ pub const DEFAULT_PRICES: &str = r#"{
     "STANDARD_IA":         {"storage_gb_month": 0.0125,  "put_per_1000": 0.01,  "get_per_1000": 0.001,  "retrieval_per_gb": 0.01, "transition_per_1000": 0.01, "min_billable_bytes": 131072},
     "ONEZONE_IA":          {"storage_gb_month": 0.01,    "put_per_1000": 0.01,  "get_per_1000": 0.001,  "retrieval_per_gb": 0.01, "transition_per_1000": 0.01, "min_billable_bytes": 131072},
     "GLACIER_IR":          {"storage_gb_month": 0.004,   "put_per_1000": 0.02,  "get_per_1000": 0.01,   "retrieval_per_gb": 0.03, "transition_per_1000": 0.02, "min_billable_bytes": 131072},
-    "GLACIER":             {"storage_gb_month": 0.0036,  "put_per_1000": 0.03,  "get_per_1000": 0.0004, "transition_per_1000": 0.03, "overhead_bytes": 32768, "overhead_standard_bytes": 8192},
-    "DEEP_ARCHIVE":        {"storage_gb_month": 0.00099, "put_per_1000": 0.05,  "get_per_1000": 0.0004, "transition_per_1000": 0.05, "overhead_bytes": 32768, "overhead_standard_bytes": 8192},
+    "GLACIER":             {"storage_gb_month": 0.0036,  "put_per_1000": 0.03,  "get_per_1000": 0.0004, "transition_per_1000": 0.03, "overhead_bytes": 32768, "overhead_standard_bytes": 8192,
+                           "restore": {"Expedited": {"per_gb": 0.03, "per_1000": 10.0}, "Standard": {"per_gb": 0.01, "per_1000": 0.05}, "Bulk": {"per_gb": 0.0, "per_1000": 0.0}}},
+    "DEEP_ARCHIVE":        {"storage_gb_month": 0.00099, "put_per_1000": 0.05,  "get_per_1000": 0.0004, "transition_per_1000": 0.05, "overhead_bytes": 32768, "overhead_standard_bytes": 8192,
+                           "restore": {"Standard": {"per_gb": 0.02, "per_1000": 0.10}, "Bulk": {"per_gb": 0.0025, "per_1000": 0.025}}},
     "REDUCED_REDUNDANCY":  {"storage_gb_month": 0.024,   "put_per_1000": 0.005, "get_per_1000": 0.0004}
   }
 }"#;
@@ -144,7 +160,7 @@ impl SizeCount {
     }
 }
 
-const FREE: ClassPrice = ClassPrice {
+static FREE: ClassPrice = ClassPrice {
     storage_gb_month: 0.0,
     put_per_1000: 0.0,
     get_per_1000: 0.0,
@@ -153,6 +169,7 @@ const FREE: ClassPrice = ClassPrice {
     min_billable_bytes: 0,
     overhead_bytes: 0,
     overhead_standard_bytes: 0,
+    restore: BTreeMap::new(),
 };
 
 #[cfg(test)]

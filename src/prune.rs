@@ -204,6 +204,8 @@ mod tests {
             metadata: Default::default(),
             storage_class: None,
             cold: false,
+            restore: None,
+            archive_status: None,
         }
     }
 

@@ -67,7 +67,7 @@ impl WriteSettings {
 }
 
 /// What HeadObject tells.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectHead {
     pub size: u64,
     pub etag: Option<String>,
@@ -82,6 +82,11 @@ pub struct ObjectHead {
     pub storage_class: Option<String>,
     /// Its bytes cannot be read without a restore (see [`is_cold`]).
     pub cold: bool,
+    /// `x-amz-restore`: a restore in progress or finished (`None` when none was asked, or the
+    /// header could not be read: see [`crate::thaw::parse_restore`]).
+    pub restore: Option<crate::thaw::RestoreState>,
+    /// `x-amz-archive-status`: ARCHIVE_ACCESS or DEEP_ARCHIVE_ACCESS (Intelligent-Tiering).
+    pub archive_status: Option<String>,
 }
 
 /// Whether an object's bytes cannot be read without a restore: it is in GLACIER or
@@ -108,6 +113,15 @@ impl ObjectHead {
         let etag = self.etag.as_deref()?.trim_matches('"');
         (!self.opaque_etag && is_plain_md5(etag)).then(|| etag.to_ascii_lowercase())
     }
+}
+
+/// What S3 answered a RestoreObject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restoring {
+    /// Accepted (202), or a finished restore's copy extended (200).
+    Requested,
+    /// A restore of the object was under way already (409 RestoreAlreadyInProgress).
+    AlreadyInProgress,
 }
 
 /// Which HeadObject refusals [`S3::head_once`] asks a GET to explain.
@@ -624,7 +638,57 @@ impl S3 {
                 output.archive_status().map(|a| a.as_str()),
                 output.restore(),
             ),
+            restore: output.restore().and_then(|header| {
+                crate::thaw::parse_restore(header)
+                    .map_err(|why| tracing::warn!("{uri}: {why}; taken as no restore"))
+                    .ok()
+            }),
+            archive_status: output.archive_status().map(|a| a.as_str().to_string()),
         }))
+    }
+
+    /// RestoreObject: a temporary copy of an archived object for `days` (none for
+    /// Intelligent-Tiering archive tiers, which refuse Days), at `tier`. Throttling and 5xx
+    /// are tried again within the retry policy; a restore already under way (409
+    /// RestoreAlreadyInProgress) is no failure.
+    pub async fn restore_object(
+        &self,
+        uri: &S3Uri,
+        tier: crate::thaw::Tier,
+        days: Option<i32>,
+    ) -> Result<Restoring, RemoteFailure> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        check_lengths(uri, None)?;
+        let parameters = GlacierJobParameters::builder()
+            .tier(Tier::from(tier.name()))
+            .build()
+            .map_err(|e| RemoteFailure::Permanent(e.to_string()))?;
+        let request = RestoreRequest::builder()
+            .set_days(days)
+            .glacier_job_parameters(parameters)
+            .build();
+        crate::retry::retrying(self.settings.retry, uri, || async {
+            let sent = self
+                .client
+                .restore_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .restore_request(request.clone())
+                .set_expected_bucket_owner(self.settings.expected_bucket_owner.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(_) => Ok(Restoring::Requested),
+                Err(e)
+                    if e.as_service_error().and_then(|s| s.code())
+                        == Some("RestoreAlreadyInProgress") =>
+                {
+                    Ok(Restoring::AlreadyInProgress)
+                }
+                Err(e) => Err(failure(e)),
+            }
+        })
+        .await
     }
 
     /// HeadObject's whole answer, tried again within the retry policy; `None` when the object

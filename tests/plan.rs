@@ -123,6 +123,45 @@ async fn plan_assumes_bundles_storage_class_and_compares_the_cold_ones() {
         deep["monthly_bundled"], default["compared"]["DEEP_ARCHIVE"]["monthly_bundled"],
         "{deep}"
     );
+    // Recalling from an instant class costs nothing to plan; from DEEP_ARCHIVE, per tier.
+    assert_eq!(default["recall"], serde_json::json!([]), "{default}");
+    let recall = deep["recall"].as_array().expect("recall");
+    assert_eq!(recall.len(), 2, "1% and 100%: {deep}");
+    let all = &recall[1];
+    assert_eq!(all["percent"], 100, "{deep}");
+    let tiers: Vec<_> = all["estimates"]
+        .as_array()
+        .expect("estimates")
+        .iter()
+        .map(|e| e["tier"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        tiers,
+        ["Bulk", "Standard"],
+        "no Expedited from DEEP_ARCHIVE: {deep}"
+    );
+    assert_eq!(all["estimates"][0]["archives"], deep["archives"], "{deep}");
+    assert_eq!(
+        all["estimates"][0]["bytes"], deep["archive_bytes"],
+        "{deep}"
+    );
+    assert_eq!(all["estimates"][0]["time"], "within 48 hours", "{deep}");
+    let text = s3bundler(
+        endpoint,
+        &[
+            "plan",
+            "-m",
+            &report.manifest_uri,
+            "--storage-class",
+            "DEEP_ARCHIVE",
+        ],
+    )
+    .await;
+    assert!(
+        text.stdout.contains("recall from DEEP_ARCHIVE"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[tokio::test]

@@ -165,6 +165,7 @@ pub async fn extract_archive(
             ))
         }
     };
+    archive.check_readable(&s3).await?;
     let plan = check_before_writing(&s3, &archive, &selection, &destination).await?;
     if let Destination::Local { dir, .. } = &destination {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -752,6 +753,7 @@ pub async fn cat_archive(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -
     while let Some(row) = rows.next().await {
         let row = row?;
         if selection.wants(&row) {
+            archive.check_readable(&s3).await?;
             cat(&s3, &archive, &row).await?;
             return Ok(ExitCode::Success);
         }

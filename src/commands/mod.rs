@@ -9,6 +9,7 @@ pub mod plan;
 pub mod prune;
 pub mod recall_place;
 pub mod redrive;
+pub mod restore;
 pub mod run;
 pub mod submit;
 pub mod verify;
@@ -97,6 +98,7 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
         Command::Plan(args) => plan::run(&cli.aws, &config, &args, shutdown).await,
         Command::Extract(args) => extract::run(&cli.aws, &config, &args, shutdown).await,
         Command::Cat(args) => extract::run_cat(&cli.aws, &config, &args).await,
+        Command::Restore(args) => restore::run(&cli.aws, &config, &args, shutdown).await,
         Command::Verify(args) => verify::run(&cli.aws, &config, &args).await,
         Command::Prune(args) => prune::run(&cli.aws, &config, &args, shutdown).await,
         Command::Redrive(args) => redrive::run(&cli.aws, &config, &args).await,

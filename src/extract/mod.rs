@@ -54,6 +54,24 @@ impl Archive {
         })
     }
 
+    /// Refuses an archive that cannot be read without a restore, with the `restore` command to
+    /// run (or word that one is in progress) rather than GETs refused as InvalidObjectState.
+    /// One HEAD; a missing archive is left to the reads, which say so.
+    pub async fn check_readable(&self, s3: &S3) -> Result<()> {
+        let head = s3
+            .head(&self.uri)
+            .await
+            .map_err(|f| Error::reading("HeadObject", self.uri.to_string(), f))?;
+        let need = head.as_ref().map(crate::thaw::Need::of);
+        match need.and_then(|need| crate::thaw::advice(&self.uri, &need)) {
+            Some(advice) => Err(Error::NeedsRestore {
+                archive: self.uri.to_string(),
+                advice,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The index's rows in its order (the archive's: `bundle` writes a member's row when it
     /// appends the member), read as the index downloads: never held whole.
     pub async fn index(&self, s3: &S3) -> Result<RowStream<IndexRow>> {

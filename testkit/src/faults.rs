@@ -120,15 +120,26 @@ pub struct FaultPlan {
     /// transition: their GetObject is answered 403 InvalidObjectState and their HeadObject
     /// reports the class (`x-amz-storage-class`), as S3 does for GLACIER and DEEP_ARCHIVE.
     pub cold: Option<Cold>,
+    /// The first this many RestoreObject requests answered 503 SlowDown: throttled restores
+    /// must be tried again.
+    pub restore_503_first: u64,
 }
 
-/// Keys containing `needle` are in `storage_class`, restored or not.
+/// Keys containing `needle` are in `storage_class`, restored or not. The proxy answers their
+/// RestoreObject itself, as S3 does: 202 and a restore that HEAD shows in progress
+/// (`x-amz-restore: ongoing-request="true"`) for `restore_heads` HEADs, then finished; a
+/// second request meanwhile is answered 409 RestoreAlreadyInProgress, one after it 200.
 #[derive(Debug, Clone)]
 pub struct Cold {
     pub needle: String,
     pub storage_class: String,
     /// A restore has finished: GETs are served, and HEAD says so (`x-amz-restore`).
     pub restored: bool,
+    /// `x-amz-archive-status` on HEAD until restored (Intelligent-Tiering's ARCHIVE_ACCESS,
+    /// DEEP_ARCHIVE_ACCESS).
+    pub archive_status: Option<String>,
+    /// HEADs that see a requested restore in progress before it finishes.
+    pub restore_heads: u64,
 }
 
 impl Cold {
@@ -137,6 +148,24 @@ impl Cold {
             needle: needle.to_string(),
             storage_class: storage_class.to_string(),
             restored: false,
+            archive_status: None,
+            restore_heads: 0,
+        }
+    }
+
+    /// In an Intelligent-Tiering archive tier (`ARCHIVE_ACCESS`, `DEEP_ARCHIVE_ACCESS`).
+    pub fn in_archive_tier(needle: &str, status: &str) -> Cold {
+        Cold {
+            archive_status: Some(status.to_string()),
+            ..Cold::new(needle, "INTELLIGENT_TIERING")
+        }
+    }
+
+    /// A requested restore stays in progress for this many HEADs.
+    pub fn restoring_for(self, heads: u64) -> Cold {
+        Cold {
+            restore_heads: heads,
+            ..self
         }
     }
 
@@ -281,6 +310,10 @@ pub struct FaultCounts {
     pub skewed: AtomicU64,
     /// GetObjects of cold objects refused (`cold`).
     pub cold_gets: AtomicU64,
+    /// The bodies of the RestoreObject requests the proxy answered for cold objects.
+    pub restore_requests: Mutex<Vec<String>>,
+    /// RestoreObject requests answered 503 SlowDown (`restore_503_first`).
+    pub throttled_restores: AtomicU64,
     /// PutObjects and UploadParts that carried no checksum S3 verifies before it stores the
     /// bytes (no `Content-MD5`, no `x-amz-checksum-*` header or trailer).
     pub unchecked_uploads: AtomicU64,
@@ -356,6 +389,7 @@ pub fn operation(
         http::Method::POST if has("uploads") => "CreateMultipartUpload",
         http::Method::POST if has("uploadId") => "CompleteMultipartUpload",
         http::Method::POST if has("delete") => "DeleteObjects",
+        http::Method::POST if has("restore") => "RestoreObject",
         http::Method::DELETE if has("uploadId") => "AbortMultipartUpload",
         http::Method::DELETE if on_object => "DeleteObject",
         _ => "Other",
@@ -468,6 +502,18 @@ struct State {
     /// Requests each rule of `get_errors`, `head_errors` and `copy_errors` answered, by list
     /// and position.
     rule_hits: Mutex<HashMap<(&'static str, usize), u64>>,
+    /// RestoreObject requests seen.
+    restores_seen: AtomicU64,
+    /// Cold keys whose restore was requested, with the HEADs left before it finishes.
+    restoring: Mutex<HashMap<String, u64>>,
+}
+
+/// Where the restore of a cold object stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Thaw {
+    Cold,
+    InProgress,
+    Restored,
 }
 
 /// How to spoil the body of a forwarded GetObject's answer.
@@ -559,11 +605,7 @@ impl State {
         if let Some(response) = self.matching("get", &plan.get_errors, key) {
             return Err(response);
         }
-        if plan
-            .cold
-            .as_ref()
-            .is_some_and(|cold| cold.holds(key) && !cold.restored)
-        {
+        if matches!(self.thaw(key, false), Some(Thaw::Cold | Thaw::InProgress)) {
             counts.cold_gets.fetch_add(1, Ordering::Relaxed);
             return Err(Injected {
                 message: "The operation is not valid for the object's storage class",
@@ -614,6 +656,62 @@ impl State {
             },
             corrupt,
         })
+    }
+
+    /// Where the restore of `key` stands, `None` when it is not cold; a HEAD (`head`) of a
+    /// restore in progress counts towards its end.
+    fn thaw(&self, key: &str, head: bool) -> Option<Thaw> {
+        let cold = self.plan.cold.as_ref().filter(|c| c.holds(key))?;
+        if cold.restored {
+            return Some(Thaw::Restored);
+        }
+        let mut restoring = self.restoring.lock().ok()?;
+        Some(match restoring.get_mut(key) {
+            None => Thaw::Cold,
+            Some(0) => Thaw::Restored,
+            Some(left) => {
+                *left -= u64::from(head);
+                Thaw::InProgress
+            }
+        })
+    }
+
+    /// The answer to a RestoreObject of `key`: throttled (`restore_503_first`), or for a cold
+    /// key the proxy's own (the upstream server holds it in STANDARD); `None` to forward it.
+    fn restore(&self, key: &str, body: Option<&[u8]>) -> Option<Response<ProxyBody>> {
+        let n = self.restores_seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= self.plan.restore_503_first {
+            self.counts
+                .throttled_restores
+                .fetch_add(1, Ordering::Relaxed);
+            return Some(Injected::new(StatusCode::SERVICE_UNAVAILABLE, "SlowDown").response());
+        }
+        let cold = self.plan.cold.as_ref().filter(|c| c.holds(key))?;
+        if let Ok(mut requests) = self.counts.restore_requests.lock() {
+            requests.push(String::from_utf8_lossy(body.unwrap_or_default()).into_owned());
+        }
+        let status = match self.thaw(key, false)? {
+            Thaw::InProgress => {
+                return Some(
+                    Injected::new(StatusCode::CONFLICT, "RestoreAlreadyInProgress").response(),
+                )
+            }
+            Thaw::Restored => StatusCode::OK,
+            Thaw::Cold => {
+                self.restoring
+                    .lock()
+                    .ok()?
+                    .insert(key.to_string(), cold.restore_heads);
+                StatusCode::ACCEPTED
+            }
+        };
+        let mut response = Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *response.status_mut() = status;
+        Some(response)
     }
 
     /// The error of `gets_fail_after` for a read that comes after `gets_before` GetObjects.
@@ -846,6 +944,18 @@ async fn answer(
         .headers()
         .get("x-amz-copy-source")
         .map(|source| percent_decode(&String::from_utf8_lossy(source.as_bytes())));
+    if name == "RestoreObject" {
+        if state.plan.cold.as_ref().is_some_and(|c| c.holds(&key)) {
+            let collected = request.into_body().collect().await;
+            let body = collected.map(|b| b.to_bytes()).unwrap_or_default();
+            return state.restore(&key, Some(&body)).unwrap_or_else(|| {
+                Injected::new(StatusCode::INTERNAL_SERVER_ERROR, "ProxyRestoreState").response()
+            });
+        }
+        if let Some(response) = state.restore(&key, None) {
+            return response;
+        }
+    }
     let spoil = match state.decide(name, &key, copy_source.as_deref()) {
         Ok(spoil) => spoil,
         Err(injected) => return injected.response(),
@@ -883,13 +993,25 @@ async fn answer(
             http::HeaderValue::from_str(&cold.storage_class),
         ) {
             head.headers.insert("x-amz-storage-class", class);
-            if cold.restored {
-                head.headers.insert(
-                    "x-amz-restore",
-                    http::HeaderValue::from_static(
-                        "ongoing-request=\"false\", expiry-date=\"Fri, 01 Jan 2100 00:00:00 GMT\"",
-                    ),
-                );
+            let thaw = state.thaw(&key, true);
+            let restore = match thaw {
+                Some(Thaw::Restored) => {
+                    Some("ongoing-request=\"false\", expiry-date=\"Fri, 01 Jan 2100 00:00:00 GMT\"")
+                }
+                Some(Thaw::InProgress) => Some("ongoing-request=\"true\""),
+                _ => None,
+            };
+            if let Some(restore) = restore {
+                head.headers
+                    .insert("x-amz-restore", http::HeaderValue::from_static(restore));
+            }
+            let status = cold
+                .archive_status
+                .as_deref()
+                .filter(|_| thaw != Some(Thaw::Restored))
+                .and_then(|s| http::HeaderValue::from_str(s).ok());
+            if let Some(status) = status {
+                head.headers.insert("x-amz-archive-status", status);
             }
         }
     }
