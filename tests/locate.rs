@@ -381,3 +381,131 @@ async fn racing_compactions_keep_every_run_findable_and_write_each_generation_on
         "generation 1 removed: {keys:?}"
     );
 }
+
+/// The whole way back on moto, which keeps storage classes, refuses GETs of DEEP_ARCHIVE
+/// objects until restored and answers RestoreObject: an object archived in DEEP_ARCHIVE is
+/// located, `cat` by its source key names the restore to run, `restore` prices it (requesting
+/// nothing), requests it, reports it and waits for it, and then `cat` and `extract` by source key
+/// give back its bytes and content type. The records beside the archive stay STANDARD.
+#[tokio::test]
+async fn a_deep_archive_object_is_located_restored_and_read_back_by_its_source_key() {
+    let moto = moto::endpoint();
+    let client = s3_client(moto);
+    let (source, inventory_uri, listed) = inventory(&client, 40).await;
+    for row in &listed {
+        put_object(&client, &source, &row.key, body_for(&row.key, row.size)).await;
+    }
+    let archive = new_bucket(&client, "loc-cold").await;
+    let out = s3bundler(
+        moto,
+        &[
+            "run",
+            "-m",
+            &inventory_uri,
+            "-b",
+            &archive,
+            "-p",
+            "manifests",
+            "--archive-prefix",
+            "bundles",
+            "-c",
+            "10",
+            "--storage-class",
+            "DEEP_ARCHIVE",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    // Hot records, cold archives: the catalog (like indexes and DLQs) is STANDARD.
+    let catalog = list_keys(&client, &archive, "manifests/_catalog/").await;
+    assert!(
+        catalog.len() >= 3,
+        "a run, a generation's entries and page table: {catalog:?}"
+    );
+    for key in catalog.iter().chain(
+        list_keys(&client, &archive, "bundles/")
+            .await
+            .iter()
+            .filter(|k| k.ends_with(".index")),
+    ) {
+        let class = head(&client, &archive, key)
+            .await
+            .storage_class()
+            .map(|c| c.as_str().to_string());
+        assert!(
+            class.is_none() || class.as_deref() == Some("STANDARD"),
+            "{key}: {class:?}"
+        );
+    }
+    let places = [
+        "--manifests".to_string(),
+        format!("s3://{archive}/manifests/"),
+        "--archives".to_string(),
+        format!("s3://{archive}/bundles/"),
+    ];
+    let places: Vec<&str> = places.iter().map(String::as_str).collect();
+    let row = &listed[listed.len() / 2];
+    let object = format!("s3://{source}/{}", row.key);
+    let body = body_for(&row.key, row.size);
+    let run = |args: Vec<&str>| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let places = places.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).chain(places).collect();
+            s3bundler(moto, &args).await
+        }
+    };
+
+    let located = run(vec!["locate", &object, "--json"]).await;
+    assert_eq!(located.code, 0, "{located:?}");
+    let found = located.json()["located"][0].clone();
+    assert_eq!(found["storage_class"], "DEEP_ARCHIVE", "{found}");
+    assert_eq!(found["needs_restore"], true, "{found}");
+    assert_eq!(found["restore"], "needed (DEEP_ARCHIVE)", "{found}");
+
+    let refused = run(vec!["cat", &object]).await;
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.stderr.contains("DEEP_ARCHIVE") && refused.stderr.contains("s3bundler restore"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("InvalidObjectState"),
+        "{}",
+        refused.stderr
+    );
+
+    let dry = run(vec!["restore", &object, "--json"]).await;
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert_eq!(dry.json()["dry_run"], true, "{}", dry.stdout);
+    let still = run(vec!["locate", &object, "--json"]).await;
+    assert_eq!(
+        still.json()["located"][0]["restore"],
+        "needed (DEEP_ARCHIVE)",
+        "a dry run requests nothing"
+    );
+
+    let requested = run(vec![
+        "restore", &object, "--yes", "--tier", "Bulk", "--days", "2",
+    ])
+    .await;
+    assert_eq!(requested.code, 0, "{requested:?}");
+    let status = run(vec!["restore", &object, "--status", "--json"]).await;
+    assert_eq!(status.code, 0, "{status:?}");
+    let waited = run(vec!["restore", &object, "--wait", "--poll-every", "0.05s"]).await;
+    assert_eq!(waited.code, 0, "{waited:?}");
+
+    let read = run(vec!["cat", &object]).await;
+    assert_eq!(read.code, 0, "{read:?}");
+    assert_eq!(read.stdout.as_bytes(), body.as_slice());
+    let back = new_bucket(&client, "loc-cold-back").await;
+    let to = format!("s3://{back}/");
+    let extracted = run(vec!["extract", &object, "--to", &to]).await;
+    assert_eq!(extracted.code, 0, "{extracted:?}");
+    assert_eq!(get_object(&client, &back, &row.key).await, body);
+    let original = head(&client, &source, &row.key).await;
+    let restored = head(&client, &back, &row.key).await;
+    assert_eq!(restored.content_type(), original.content_type());
+}

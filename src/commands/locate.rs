@@ -19,6 +19,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::s3::{ObjectHead, S3};
 use crate::s3uri::S3Uri;
 use crate::size::human_bytes;
+use crate::thaw::Need;
 use crate::verify::check::get_optional;
 
 /// Candidate manifests read at once (a prefix can name many).
@@ -67,6 +68,8 @@ pub struct Located {
     /// Its storage class now, and whether it must be restored before it can be read.
     pub storage_class: Option<String>,
     pub needs_restore: bool,
+    /// Where a restore of it stands: not needed, needed, in progress, ready until T.
+    pub restore: Option<String>,
 }
 
 /// An object that a manifest listed but that was not archived.
@@ -317,7 +320,8 @@ async fn read_index(
                     .clone()
                     .unwrap_or_else(|| "STANDARD".to_string())
             }),
-            needs_restore: head.is_some_and(|h| h.cold),
+            needs_restore: head.is_some_and(|h| !Need::of(h).readable()),
+            restore: head.map(|h| Need::of(h).describe()),
         });
     }
     Ok(found)
@@ -390,12 +394,19 @@ fn print_report(source: &str, query: &KeyQuery, report: &LocateReport) {
             println!("  archived   {archived}");
         }
         let class = located.storage_class.as_deref().unwrap_or("unknown");
+        let restore = located.restore.as_deref().unwrap_or("unknown");
         let state = if located.needs_restore {
             "must be restored before it can be read"
         } else {
             "readable now"
         };
-        println!("  class      {class}: {state}");
+        println!("  class      {class}: {state} (restore: {restore})");
+        if located.needs_restore {
+            println!(
+                "  restore    s3bundler restore {} --yes (without --yes: its cost and time)",
+                located.archive
+            );
+        }
         println!("  index      {}", located.index);
     }
     for dead in &report.dead_lettered {

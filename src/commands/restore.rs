@@ -10,9 +10,11 @@ use aws_config::SdkConfig;
 use futures_util::{stream, StreamExt};
 use serde::Serialize;
 
+use super::locate::locate;
 use super::recall_place::{Places, RecallPlace};
 use crate::archive::layout::{BundleLayout, Compression};
 use crate::aws::AwsOptions;
+use crate::catalog::KeyQuery;
 use crate::error::{Error, ExitCode, Result};
 use crate::manifest::manifest_entries;
 use crate::pricing::Prices;
@@ -27,15 +29,22 @@ use crate::verify::check::list_manifests;
 /// `s3bundler restore`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestoreArgs {
-    /// Archives to restore (`…/NAME.tar`, `.tar.gz` or `.tar.zst`).
+    /// Archives to restore (`…/NAME.tar`, `.tar.gz` or `.tar.zst`), or with --manifests and
+    /// --archives objects as they were (`s3://SOURCE_BUCKET/KEY`): the archives (or big-object
+    /// copies) that hold them, found through the catalog.
     #[arg(
-        value_name = "s3://ARCHIVE_BUCKET/…/NAME.tar",
+        value_name = "s3://ARCHIVE_BUCKET/…/NAME.tar | s3://SOURCE_BUCKET/KEY",
         required_unless_present = "manifests"
     )]
     pub uris: Vec<S3Uri>,
-    /// With --manifests and --archives: the archives of every committed manifest there.
+    /// With --manifests and --archives and no URI: the archives of every committed manifest
+    /// there.
     #[command(flatten)]
     pub place: RecallPlace,
+    /// With `s3://SOURCE_BUCKET`: the archives that hold every archived object whose key starts
+    /// with this.
+    #[arg(long = "prefix", value_name = "P", requires = "manifests")]
+    pub prefix: Option<String>,
     /// Retrieval tier: Bulk is the cheapest and slowest; DEEP_ARCHIVE and the
     /// Intelligent-Tiering archive tiers offer no Expedited.
     #[arg(long, value_enum, ignore_case = true, default_value_t = Tier::Bulk)]
@@ -354,12 +363,24 @@ async fn select(
     concurrency: usize,
 ) -> Result<(Vec<S3Uri>, Vec<String>)> {
     let mut uris = Vec::new();
-    for uri in &args.uris {
-        crate::extract::Archive::at(uri)?;
-        uris.push(uri.clone());
-    }
+    let by_source = args.place.manifests.is_some() || args.place.archives.is_some();
     let mut skipped = Vec::new();
-    if args.place.manifests.is_some() || args.place.archives.is_some() {
+    for uri in &args.uris {
+        let in_archives = args
+            .place
+            .archives
+            .as_ref()
+            .is_none_or(|a| a.bucket == uri.bucket);
+        if !by_source || (in_archives && crate::extract::Archive::at(uri).is_ok()) {
+            crate::extract::Archive::at(uri)?;
+            uris.push(uri.clone());
+            continue;
+        }
+        let (holders, why) = holders_of(s3, args, uri).await?;
+        uris.extend(holders);
+        skipped.extend(why);
+    }
+    if by_source && args.uris.is_empty() {
         let places = args.place.require("restore --manifests")?;
         let manifests = list_manifests(
             s3,
@@ -381,6 +402,39 @@ async fn select(
     let mut seen = std::collections::HashSet::new();
     uris.retain(|uri| seen.insert(uri.clone()));
     Ok((uris, skipped))
+}
+
+/// The archives (and big-object copies) that hold the objects `source` names (a key, or with
+/// `--prefix` a bucket), found through the catalog; and why an object has none.
+async fn holders_of(
+    s3: &S3,
+    args: &RestoreArgs,
+    source: &S3Uri,
+) -> Result<(Vec<S3Uri>, Option<String>)> {
+    let places = args.place.require("restore s3://SOURCE_BUCKET/KEY")?;
+    let query = match (&args.prefix, source.key.as_str()) {
+        (Some(prefix), "") => KeyQuery::Prefix(prefix.clone()),
+        (None, key) if !key.is_empty() => KeyQuery::Key(key.to_string()),
+        _ => {
+            return Err(Error::Usage(
+                "restore: give s3://SOURCE_BUCKET/KEY, or s3://SOURCE_BUCKET with --prefix P"
+                    .to_string(),
+            ))
+        }
+    };
+    let report = locate(s3, &places, &source.bucket, &query, None).await?;
+    if report.located.is_empty() {
+        return Ok((
+            Vec::new(),
+            Some(format!("{source}: not archived, nothing to restore")),
+        ));
+    }
+    let holders = report
+        .located
+        .iter()
+        .filter_map(|located| located.archive.parse::<S3Uri>().ok())
+        .collect();
+    Ok((holders, None))
 }
 
 /// The archive of a committed manifest (its index exists), or why there is none to restore.
