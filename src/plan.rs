@@ -254,6 +254,11 @@ pub fn estimate(census: &Census, prices: &Prices, target: &str) -> PlanReport {
     report
 }
 
+/// The catalog's requests per grouping run: the run's record, then a compaction's entries and
+/// page table; and the compaction's read of the record.
+const CATALOG_PUTS: u64 = 3;
+const CATALOG_GETS: u64 = 1;
+
 fn estimate_in(census: &Census, prices: &Prices, target: &str) -> PlanReport {
     let archived = census.archived();
     let copied = census.copied();
@@ -266,10 +271,13 @@ fn estimate_in(census: &Census, prices: &Prices, target: &str) -> PlanReport {
     let requests = Requests {
         object_gets: archived.objects,
         tagging_gets_at_most: all.objects,
+        // The catalog's compaction reads this run's record back (and an earlier
+        // generation's page table and entries, when there is one: not counted).
         inventory_and_manifest_gets: 1
             + census.data_files
             + 3 * census.manifests
-            + census.manifests_with_copies,
+            + census.manifests_with_copies
+            + CATALOG_GETS,
         // Per manifest: group's check of an existing manifest, and bundle's look at the index,
         // the DLQ and the archive before the lease and again under it; per copy: the source
         // and the copy's target.
@@ -277,7 +285,7 @@ fn estimate_in(census: &Census, prices: &Prices, target: &str) -> PlanReport {
         // The archive's and the DLQ's earlier uploads, before and after each attempt.
         lists: 4 * census.manifests,
         archive_puts: 2 * census.archives + census.archive_parts,
-        other_puts: census.archives + 3 * census.manifests + copied.objects + 1,
+        other_puts: census.archives + 3 * census.manifests + copied.objects + 1 + CATALOG_PUTS,
         copies: copied.objects,
     };
 
@@ -533,17 +541,17 @@ mod tests {
         assert_eq!(r.object_gets, 100_000);
         assert_eq!(r.tagging_gets_at_most, 100_002);
         // Each of the 3 manifests read once staged and in two passes, a third over the one with
-        // both copies.
-        assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 9 + 1);
+        // both copies; the catalog's record read back.
+        assert_eq!(r.inventory_and_manifest_gets, 1 + 2 + 9 + 1 + CATALOG_GETS);
         assert_eq!((r.heads, r.lists), (25, 12));
         let parts = 2 * 36; // 294,401,024 / 8 MiB, rounded up
         assert_eq!(r.archive_puts, 4 + parts);
-        assert_eq!(r.other_puts, 2 + 9 + 2 + 1);
+        assert_eq!(r.other_puts, 2 + 9 + 2 + 1 + CATALOG_PUTS);
         assert_eq!(r.copies, 2);
         // GETs at 0.0004/1000 (objects, tagging, inventory, heads); lists and other PUTs at
         // 0.005/1000; archive PUTs and copies at Deep Archive's 0.05/1000.
-        let requests = (100_000.0 + 100_002.0 + 13.0 + 25.0) / 1000.0 * 0.0004
-            + (12.0 + 14.0) / 1000.0 * 0.005
+        let requests = (100_000.0 + 100_002.0 + 14.0 + 25.0) / 1000.0 * 0.0004
+            + (12.0 + 17.0) / 1000.0 * 0.005
             + (76.0 + 2.0) / 1000.0 * 0.05;
         assert!(
             (report.request_cost - requests).abs() < 1e-9,

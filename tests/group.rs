@@ -213,11 +213,15 @@ async fn moto_report(client: &aws_sdk_s3::Client, bucket: &str, objects: u64) ->
     .await
 }
 
-/// The keys under `prefix`, but for incremental grouping's state (`PREFIX/state/…`).
+/// The keys under `prefix`, but for incremental grouping's state (`PREFIX/state/…`) and the
+/// catalog (`PREFIX/_catalog/…`).
 async fn manifests_under(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
     let keys = list_keys(client, bucket, prefix).await;
     keys.into_iter()
-        .filter(|k| !k.contains("/state/"))
+        .filter(|k| {
+            !k.split('/')
+                .any(|folder| folder == "state" || folder == "_catalog")
+        })
         .collect()
 }
 
