@@ -141,7 +141,8 @@ EXPECTED_OPERATOR_POLICIES = {
             "s3:PutObject",  # the .pruned deletion logs beside the manifests
         },
         "RedrivePolicy": {
-            "s3:PutObject",  # the redrive manifests ROOT.redriveN.index beside the manifests
+            "s3:PutObject",  # the redrive manifests ROOT.redriveN.index, and the catalog's records
+            "s3:DeleteObject",  # catalog generations a compaction leaves behind
             "sqs:SendMessage",  # redrive -q: one message per redrive manifest
         },
         # Only with ArchiveKmsKeyArn (Condition ArchiveKms on the resource): SSE-KMS archives.
@@ -179,7 +180,7 @@ TRUSTED_SERVICE = {
 
 # Actions a statement of each role may only grant on resources whose text contains one of these.
 RESOURCE_MUST_CONTAIN = {
-    ("GrouperTaskRole", "s3:DeleteObject"): ("/_staging/",),
+    ("GrouperTaskRole", "s3:DeleteObject"): ("/_staging/", "/_catalog/*/generations/"),
     # Archives and indexes; a DLQ past one part is a multipart upload too.
     ("BundlerTaskRole", "s3:AbortMultipartUpload"): ("${ArchivePrefix}/", "${ManifestPrefix}/*.dlq"),
     ("BundlerTaskRole", "s3:DeleteObject"): ("${ManifestPrefix}/*.",),
@@ -194,7 +195,8 @@ RESOURCE_MUST_CONTAIN = {
     ("PrunePolicy", "s3:DeleteObject"): ('"arn:*:s3:::${Names}/*"',),
     ("PrunePolicy", "s3:DeleteObjectVersion"): ('"arn:*:s3:::${Names}/*"',),
     ("PrunePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.pruned",),
-    ("RedrivePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.redrive*.index",),
+    ("RedrivePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.redrive*.index", "${ManifestPrefix}/_catalog/"),
+    ("RedrivePolicy", "s3:DeleteObject"): ("${ManifestPrefix}/_catalog/*/generations/",),
     ("RedrivePolicy", "sqs:SendMessage"): ('"ManifestQueue"',),
     # KMS keys: each role only the keys of what it reads or writes.
     ("GrouperTaskRole", "kms:Decrypt"): ('"InventoryKmsKeyArns"', '"ArchiveKmsKeyArn"'),

@@ -550,7 +550,10 @@ def prove(args):
         "bucket,key,version_id,size,last_modified,reason,detail\n"
         f"{SOURCE},{first},,{len(objects[first])},,AccessDenied,refused by the source bucket's policy\n").encode())
     step = run(args, users["redriver"], ["redrive", *where, "--yes", "-q", queue, "--json"])
-    redriven = [k for k in keys_under(s3a, bucket, manifests + "/") if ".redrive1." in k]
+    redriven = [k for k in keys_under(s3a, bucket, manifests + "/") if k.endswith(".redrive1.index")]
+    # Its record in the catalog beside the manifests, and the compaction that takes it.
+    catalogued = [k for k in keys_under(s3a, bucket, manifests + "/_catalog/") if ".redrive1." in k]
+    expect(len(catalogued) == 1, f"redrive recorded {catalogued} in the catalog")
     # The manifest prefix's notification queues it too (an S3 event, no "Key").
     queued = [body["Key"] for body in drain(sqsa, queue) if "Key" in body]
     result["Redrive"] = dict(short(step), RedriveManifests=redriven, Queued=queued)
