@@ -145,6 +145,9 @@ EXPECTED_OPERATOR_POLICIES = {
             "s3:DeleteObject",  # catalog generations a compaction leaves behind
             "sqs:SendMessage",  # redrive -q: one message per redrive manifest
         },
+        "RestorePolicy": {
+            "s3:RestoreObject",  # restore --yes: archives and big-object copies in a cold class
+        },
         # Only with ArchiveKmsKeyArn (Condition ArchiveKms on the resource): SSE-KMS archives.
         "VerifyKmsPolicy": {
             "kms:Decrypt",  # reading manifests, indexes, archives
@@ -198,6 +201,7 @@ RESOURCE_MUST_CONTAIN = {
     ("RedrivePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.redrive*.index", "${ManifestPrefix}/_catalog/"),
     ("RedrivePolicy", "s3:DeleteObject"): ("${ManifestPrefix}/_catalog/*/generations/",),
     ("RedrivePolicy", "sqs:SendMessage"): ('"ManifestQueue"',),
+    ("RestorePolicy", "s3:RestoreObject"): ("${ArchivePrefix}/",),
     # KMS keys: each role only the keys of what it reads or writes.
     ("GrouperTaskRole", "kms:Decrypt"): ('"InventoryKmsKeyArns"', '"ArchiveKmsKeyArn"'),
     ("GrouperTaskRole", "kms:GenerateDataKey"): ('"ArchiveKmsKeyArn"',),
@@ -1005,6 +1009,7 @@ MUTATIONS = [
     ("core.yaml", "Resource *", lambda d: statement(d, "GrouperTaskRole", "SendManifestMessages").update(Resource="*"), 'Resource "*"'),
     ("core.yaml", "prune deletes archives", lambda d: operator_statement(d, "PrunePolicy", "DeleteSourceObjects").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/*"}), "s3:DeleteObject must only apply"),
     ("core.yaml", "redrive overwrites manifests", lambda d: operator_statement(d, "RedrivePolicy", "WriteRedriveManifests").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/${ManifestPrefix}/*"}), "s3:PutObject must only apply"),
+    ("core.yaml", "restore anywhere", lambda d: operator_statement(d, "RestorePolicy", "RestoreArchives").update(Resource="*"), "s3:RestoreObject must only apply"),
     ("core.yaml", "redrive sends to any queue", lambda d: operator_statement(d, "RedrivePolicy", "QueueRedriveManifests").update(Resource="*"), "sqs:SendMessage"),
     ("core.yaml", "prune writes beside manifests", lambda d: operator_statement(d, "PrunePolicy", "WriteDeletionLogs").update(Resource={"Fn::Sub": "${ArchiveBucket.Arn}/${ManifestPrefix}/*"}), "s3:PutObject must only apply"),
     ("core.yaml", "verify policy writes", lambda d: operator_statement(d, "VerifyPolicy", "ReadManifestsAndArchives").update(Action=["s3:GetObject", "s3:PutObject"]), "action s3:PutObject is not expected for VerifyPolicy"),

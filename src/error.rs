@@ -123,6 +123,13 @@ pub enum Error {
         failure: RemoteFailure,
     },
 
+    /// A RestoreObject refused for good (denied, no such archive).
+    #[error("cannot request a restore of {location}: {failure}{}", hint_suffix(.failure, "restore (s3:RestoreObject)"))]
+    RestoreRefused {
+        location: String,
+        failure: RemoteFailure,
+    },
+
     /// A remote service kept failing after the retries.
     #[error("{operation} on {location} failed: {detail}; the service kept failing after retries, try again later or lower --concurrency")]
     Remote {
@@ -268,6 +275,16 @@ impl Error {
         })
     }
 
+    /// A RestoreObject that failed.
+    pub fn restoring(location: impl Into<String>, failure: RemoteFailure) -> Self {
+        Self::classified(
+            "RestoreObject",
+            location.into(),
+            failure,
+            |location, failure| Error::RestoreRefused { location, failure },
+        )
+    }
+
     fn classified(
         operation: &'static str,
         location: String,
@@ -299,9 +316,10 @@ impl Error {
             | Error::ManifestsDiffer { .. }
             | Error::IncrementalState { .. } => ExitCode::BadInput,
             Error::Read { .. } | Error::NeedsRestore { .. } => ExitCode::ReadFailed,
-            Error::Write { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
-                ExitCode::WriteFailed
-            }
+            Error::Write { .. }
+            | Error::RestoreRefused { .. }
+            | Error::Io { .. }
+            | Error::Incomplete { .. } => ExitCode::WriteFailed,
             Error::Remote { .. }
             | Error::Refused { .. }
             | Error::Busy { .. }

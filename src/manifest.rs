@@ -22,7 +22,20 @@ pub struct ManifestEntry<'a> {
     pub storage_class: Option<Cow<'a, str>>,
 }
 
-impl ManifestEntry<'_> {
+impl<'a> ManifestEntry<'a> {
+    /// An entry naming the current version of `key`, with no ETag, date or class.
+    pub fn of_key(bucket: &'a str, key: &'a str, size: u64) -> Self {
+        ManifestEntry {
+            bucket: bucket.into(),
+            key: key.into(),
+            size,
+            version_id: None,
+            etag: None,
+            last_modified: None,
+            storage_class: None,
+        }
+    }
+
     pub fn into_owned(self) -> ManifestEntry<'static> {
         let own = |c: Option<Cow<'_, str>>| c.map(|v| Cow::Owned(v.into_owned()));
         ManifestEntry {

@@ -266,6 +266,113 @@ async fn locate_finds_any_key_among_2000_manifests_in_a_handful_of_requests() {
     );
 }
 
+/// Three versions of one key in a versioned bucket (the null version written before
+/// versioning, then two), all archived by `run --all-versions`: `locate` lists them oldest
+/// first, `--version-id` picks exactly one (`null` too), an unknown version is not archived, and
+/// `cat` by source key gives the newest bytes, or the asked version's.
+#[tokio::test]
+async fn each_version_of_a_key_is_located_and_read_back_by_its_version_id() {
+    let client = s3_client(moto::endpoint());
+    let bucket = new_bucket(&client, "loc-ver").await;
+    let bodies: Vec<Vec<u8>> = ["before versioning", "the first version", "the current one"]
+        .iter()
+        .map(|text| text.as_bytes().to_vec())
+        .collect();
+    put_object(&client, &bucket, "k", bodies[0].clone()).await;
+    enable_versioning(&client, &bucket).await;
+    let mut ids = vec!["null".to_string()];
+    for body in &bodies[1..] {
+        // S3 keeps last-modified times to the second: versions a second apart are ordered.
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        ids.push(put_version(&client, &bucket, "k", body.clone()).await);
+    }
+    let modified = [
+        "2026-11-19T10:00:00.000Z",
+        "2026-11-20T10:00:00.000Z",
+        "2026-11-21T10:00:00.000Z",
+    ];
+    let versions: Vec<Version> = (0..3)
+        .rev()
+        .map(|n| Version {
+            version_id: (n > 0).then(|| ids[n].clone()),
+            latest: n == 2,
+            body: bodies[n].clone(),
+            modified: modified[n],
+        })
+        .collect();
+    let inventory = versioned_inventory(&client, &bucket, &versions).await;
+    let out = s3bundler(
+        moto::endpoint(),
+        &[
+            "run",
+            "-m",
+            &inventory,
+            "-b",
+            &bucket,
+            "-p",
+            "manifests",
+            "--archive-prefix",
+            "bundles",
+            "--all-versions",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let out = locate(moto::endpoint(), &bucket, "k", &bucket, &[]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let located: Vec<String> = out.json()["located"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["version_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(located, ids, "oldest first: {}", out.stdout);
+    for (id, body) in ids.iter().zip(&bodies) {
+        let out = locate(
+            moto::endpoint(),
+            &bucket,
+            "k",
+            &bucket,
+            &["--version-id", id],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{out:?}");
+        let located = out.json()["located"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(located.len(), 1, "{id}: {}", out.stdout);
+        assert_eq!(located[0]["version_id"], id.as_str());
+        assert_eq!(located[0]["size"], body.len());
+    }
+    let out = locate(
+        moto::endpoint(),
+        &bucket,
+        "k",
+        &bucket,
+        &["--version-id", "v-never"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+
+    let object = format!("s3://{bucket}/k");
+    let places = [
+        "--manifests".to_string(),
+        format!("s3://{bucket}/manifests/"),
+        "--archives".to_string(),
+        format!("s3://{bucket}/bundles/"),
+    ];
+    let places: Vec<&str> = places.iter().map(String::as_str).collect();
+    let out = s3bundler(moto::endpoint(), &[&["cat", &object][..], &places].concat()).await;
+    assert_eq!(out.stdout.as_bytes(), bodies[2].as_slice(), "{out:?}");
+    for (id, body) in ids.iter().zip(&bodies) {
+        let args = [&["cat", &object, "--version-id", id][..], &places].concat();
+        let out = s3bundler(moto::endpoint(), &args).await;
+        assert_eq!(out.stdout.as_bytes(), body.as_slice(), "{id}: {out:?}");
+    }
+}
+
 fn entry(manifest: &str, first: &str, last: &str) -> s3bundler::catalog::CatalogEntry {
     s3bundler::catalog::CatalogEntry {
         manifest: manifest.to_string(),
@@ -273,6 +380,7 @@ fn entry(manifest: &str, first: &str, last: &str) -> s3bundler::catalog::Catalog
         last: last.to_string(),
         objects: 2,
         bytes: 20,
+        filter: None,
     }
 }
 
@@ -380,6 +488,89 @@ async fn racing_compactions_keep_every_run_findable_and_write_each_generation_on
         !keys.iter().any(|k| k.contains("/0000000001.")),
         "generation 1 removed: {keys:?}"
     );
+}
+
+/// A year of weekly incremental runs, each changing 1% of the keys spread over the whole key
+/// space: every key lies in the range of one manifest a week, but those entries keep a filter
+/// of their keys, so a lookup of a key no week changed names only the full run's manifest, and
+/// one changed twice names the full run's and those two weeks'. Computed with the catalog's
+/// own record, compaction and lookup, on moto.
+#[tokio::test]
+async fn key_filters_of_incremental_runs_leave_one_candidate_after_a_year_of_weekly_runs() {
+    use s3bundler::catalog::store::Catalog;
+    use s3bundler::catalog::{CatalogEntry, KeyQuery, Keys};
+    use s3bundler::manifest::ManifestEntry;
+    use s3bundler::s3::{WriteSettings, S3};
+    let client = s3_client(moto::endpoint());
+    let bucket = new_bucket(&client, "year").await;
+    let s3 = S3::new(client.clone(), WriteSettings::default());
+    let catalog = Catalog::new(&s3, &bucket, "m", "src");
+    let key = |n: u64| format!("photos/{n:06}.jpg");
+    let entry_of = |manifest: String, keys: &[u64], filtered: Keys| {
+        let keys: Vec<String> = keys.iter().map(|&n| key(n)).collect();
+        let rows: Vec<ManifestEntry> = keys
+            .iter()
+            .map(|key| ManifestEntry::of_key("src", key, 1))
+            .collect();
+        CatalogEntry::of_rows(&manifest, "src", &rows, filtered).expect("rows")
+    };
+    let (objects, per_manifest) = (10_000u64, 50usize);
+    let all: Vec<u64> = (0..objects).collect();
+    let full: Vec<CatalogEntry> = all
+        .chunks(per_manifest)
+        .enumerate()
+        .map(|(n, keys)| entry_of(format!("m/full.{n}.index"), keys, Keys::RangeOnly))
+        .collect();
+    catalog
+        .record_run("full", full)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for week in 1..=52u64 {
+        let changed: Vec<u64> = (week..objects).step_by(100).collect();
+        let entries = changed
+            .chunks(per_manifest)
+            .enumerate()
+            .map(|(n, keys)| entry_of(format!("m/week{week}.{n}.index"), keys, Keys::Filtered))
+            .collect();
+        catalog
+            .record_run(&format!("week{week}"), entries)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        catalog.compact().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Week W changes the keys ≡ W (mod 100): 4,299 is changed by no week, 5,017 by week 17
+    // and 6,101 by week 1. Without filters each would name 53 manifests.
+    for (n, weeks) in [(4_299u64, vec![]), (5_017, vec![17]), (6_101, vec![1])] {
+        let found = catalog
+            .lookup(&KeyQuery::Key(key(n)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut holders = vec![format!("m/full.{}.index", n as usize / per_manifest)];
+        for week in weeks {
+            let changed = (week..objects)
+                .step_by(100)
+                .position(|k| k == n)
+                .expect("changed");
+            holders.push(format!("m/week{week}.{}.index", changed / per_manifest));
+        }
+        let named: Vec<String> = found.entries.iter().map(|e| e.manifest.clone()).collect();
+        for holder in &holders {
+            assert!(
+                named.contains(holder),
+                "{}: {holder} not named in {named:?}",
+                key(n)
+            );
+        }
+        // A filter's false positive (about 1%) costs one index read.
+        assert!(named.len() <= holders.len() + 2, "{}: {named:?}", key(n));
+        assert_eq!(found.pending_runs, 0);
+        assert!(
+            found.requests <= 4,
+            "{} requests for {}",
+            found.requests,
+            key(n)
+        );
+    }
 }
 
 /// The whole way back on moto, which keeps storage classes, refuses GETs of DEEP_ARCHIVE

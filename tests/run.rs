@@ -238,10 +238,7 @@ async fn unsigned_upload_bodies_are_accepted() {
 #[tokio::test]
 async fn all_versions_archives_a_noncurrent_null_version_itself() {
     use md5::{Digest, Md5};
-    use s3bundler_testkit::generate::{
-        csv_line, upload_report, DataFormat, Expected, GeneratedReport, Row,
-    };
-    use std::io::Write;
+    let md5_hex = |bytes: &[u8]| hex::encode(Md5::digest(bytes));
 
     let endpoint = moto::endpoint();
     let client = s3_client(endpoint);
@@ -250,55 +247,27 @@ async fn all_versions_archives_a_noncurrent_null_version_itself() {
     let new = b"the current version".to_vec();
     put_object(&client, &bucket, "k", old.clone()).await;
     enable_versioning(&client, &bucket).await;
-    put_object(&client, &bucket, "k", new.clone()).await;
-    let current = client
-        .head_object()
-        .bucket(&bucket)
-        .key("k")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .version_id()
-        .map(str::to_string);
+    let current = Some(put_version(&client, &bucket, "k", new.clone()).await);
     assert!(current.as_deref().is_some_and(|v| v != "null"));
-
-    let spec = InventorySpec {
-        versioned: true,
-        ..InventorySpec::new(&bucket, 1)
-    };
-    let md5_hex = |bytes: &[u8]| hex::encode(Md5::digest(bytes));
-    let latest = Row {
-        key: "k".into(),
-        version_id: current.clone(),
-        is_latest: true,
-        is_delete_marker: false,
-        size: new.len() as u64,
-        last_modified: "2026-11-21T10:00:00.000Z".into(),
-        etag: md5_hex(&new),
-        storage_class: "STANDARD",
-        access_tier: None,
-    };
-    let null_version = Row {
-        version_id: None,
-        is_latest: false,
-        size: old.len() as u64,
-        last_modified: "2026-11-20T10:00:00.000Z".into(),
-        etag: md5_hex(&old),
-        ..latest.clone()
-    };
-    let mut csv = Vec::new();
-    csv_line(&spec, &latest, &mut csv);
-    csv_line(&spec, &null_version, &mut csv);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&csv).unwrap_or_else(|e| panic!("{e}"));
-    let report = GeneratedReport {
-        format: DataFormat::Csv,
-        data_files: vec![gz.finish().unwrap_or_else(|e| panic!("{e}"))],
-        expected: Expected::default(),
-    };
-    let uri = upload_report(&client, &bucket, "inventory/", &spec, report)
-        .await
-        .manifest_uri;
+    let uri = versioned_inventory(
+        &client,
+        &bucket,
+        &[
+            Version {
+                version_id: current.clone(),
+                latest: true,
+                body: new.clone(),
+                modified: "2026-11-21T10:00:00.000Z",
+            },
+            Version {
+                version_id: None,
+                latest: false,
+                body: old.clone(),
+                modified: "2026-11-20T10:00:00.000Z",
+            },
+        ],
+    )
+    .await;
 
     let out = s3bundler(
         endpoint,

@@ -8,9 +8,14 @@
 //! key and the largest last key of the pages up to it. A lookup reads the page table, then only
 //! the pages whose range can hold the key, then the few indexes those entries name.
 //!
+//! Incremental runs and redrives group a few changed keys over a wide range; their entries
+//! carry a [`filter::KeyFilter`] of their keys and are paged apart from full runs' narrow ones,
+//! so a lookup of one key reads one or two indexes however many weeks have run.
+//!
 //! The catalog names manifests, never archives: an archive is reported only after its index
 //! (the commit marker of a bundle) is read, so the catalog cannot point at an uncommitted one.
 
+pub mod filter;
 pub mod store;
 
 use std::cmp::Ordering;
@@ -19,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::manifest::{join_prefix, ManifestEntry};
+use filter::KeyFilter;
 
 /// Where the catalog of `source` lives under the manifests' prefix. Not a manifest: no
 /// `.index` suffix, and verify skips the folder.
@@ -42,17 +48,30 @@ pub struct CatalogEntry {
     pub last: String,
     pub objects: u64,
     pub bytes: u64,
+    /// A [`KeyFilter`] of its keys, in text form: kept for manifests whose keys are sparse in
+    /// their range (incremental runs, redrives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+/// Whether a catalog entry keeps a filter of its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    RangeOnly,
+    Filtered,
 }
 
 impl CatalogEntry {
     /// The entry of a manifest's rows of `source`; `None` when it has none.
-    pub fn of_rows<'a>(
+    pub fn of_rows(
         manifest: &str,
         source: &str,
-        rows: impl IntoIterator<Item = &'a ManifestEntry<'a>>,
+        rows: &[ManifestEntry<'_>],
+        keys: Keys,
     ) -> Option<CatalogEntry> {
+        let of_source = || rows.iter().filter(|row| row.bucket == source);
         let mut entry: Option<CatalogEntry> = None;
-        for row in rows.into_iter().filter(|row| row.bucket == source) {
+        for row in of_source() {
             let key = row.key.as_ref();
             match entry.as_mut() {
                 None => {
@@ -62,6 +81,7 @@ impl CatalogEntry {
                         last: key.to_string(),
                         objects: 1,
                         bytes: row.size,
+                        filter: None,
                     })
                 }
                 Some(entry) => {
@@ -76,18 +96,37 @@ impl CatalogEntry {
                 }
             }
         }
+        if let (Some(entry), Keys::Filtered) = (entry.as_mut(), keys) {
+            let mut filter = KeyFilter::with_capacity(entry.objects as usize);
+            for row in of_source() {
+                filter.insert(&row.key);
+            }
+            entry.filter = Some(filter.encode());
+        }
         entry
     }
 
     /// The entry of a manifest's body (as `group` writes it) for its rows of `source`.
-    pub fn of_manifest(manifest: &str, source: &str, body: &[u8]) -> Result<Option<CatalogEntry>> {
+    pub fn of_manifest(
+        manifest: &str,
+        source: &str,
+        body: &[u8],
+        keys: Keys,
+    ) -> Result<Option<CatalogEntry>> {
         let rows = crate::manifest::parse_manifest(body, manifest)?;
-        Ok(CatalogEntry::of_rows(manifest, source, &rows))
+        Ok(CatalogEntry::of_rows(manifest, source, &rows, keys))
     }
 
-    /// True when a key of `query` can be in this manifest.
+    /// True when a key of `query` can be in this manifest: in its range and, for one key, in
+    /// its filter.
     pub fn may_hold(&self, query: &KeyQuery) -> bool {
-        query.overlaps(&self.first, &self.last)
+        if !query.overlaps(&self.first, &self.last) {
+            return false;
+        }
+        match (query, self.filter.as_deref().and_then(KeyFilter::decode)) {
+            (KeyQuery::Key(key), Some(filter)) => filter.may_hold(key),
+            _ => true,
+        }
     }
 
     fn order(&self, other: &Self) -> Ordering {
@@ -173,6 +212,10 @@ pub fn sort_entries(entries: &mut Vec<CatalogEntry>) {
                 }
                 kept.objects = kept.objects.max(entry.objects);
                 kept.bytes = kept.bytes.max(entry.bytes);
+                // Records of different rows: neither filter holds all the keys.
+                if kept.filter != entry.filter {
+                    kept.filter = None;
+                }
             }
         }
     }
@@ -249,13 +292,22 @@ pub fn build_generation(
     let mut body = Vec::new();
     let mut pages: Vec<Page> = Vec::new();
     let (mut objects, mut bytes) = (0u64, 0u64);
-    for entry in entries {
+    // Filtered entries (wide and sparse) are paged after the others, in pages of their own: a
+    // page's range is the union of its entries', and one wide entry among narrow ones would
+    // make every lookup read that page.
+    let range_only = entries.iter().filter(|entry| entry.filter.is_none());
+    let filtered = entries.iter().filter(|entry| entry.filter.is_some());
+    let mut section_start = None;
+    for entry in range_only.chain(filtered) {
         objects += entry.objects;
         bytes += entry.bytes;
         let offset = body.len() as u64;
+        if entry.filter.is_some() && section_start.is_none() {
+            section_start = Some(offset);
+        }
         body.extend_from_slice(&encode_entries(std::slice::from_ref(entry)));
         match pages.last_mut() {
-            Some(page) if page.length < PAGE_BYTES as u64 => {
+            Some(page) if page.length < PAGE_BYTES as u64 && Some(offset) != section_start => {
                 page.length = body.len() as u64 - page.offset;
                 page.entries += 1;
                 if entry.last > page.last {
@@ -299,22 +351,26 @@ mod tests {
             last: last.to_string(),
             objects: 1,
             bytes: 1,
+            filter: None,
         }
     }
 
     #[test]
     fn a_manifest_range_is_its_smallest_and_largest_key_of_the_source() {
         let body = b"src,b/2,3\nsrc,a/9,4\nother,0,5\nsrc,c,1\n";
-        let entry = CatalogEntry::of_manifest("m.0.index", "src", body)
+        let entry = CatalogEntry::of_manifest("m.0.index", "src", body, Keys::RangeOnly)
             .expect("parsed")
             .expect("rows");
         assert_eq!((entry.first.as_str(), entry.last.as_str()), ("a/9", "c"));
         assert_eq!((entry.objects, entry.bytes), (3, 8));
+        assert_eq!(entry.filter, None);
         assert_eq!(
-            CatalogEntry::of_manifest("m", "none", body).expect("parsed"),
+            CatalogEntry::of_manifest("m", "none", body, Keys::Filtered).expect("parsed"),
             None
         );
-        assert!(CatalogEntry::of_manifest("m", "src", b"src,a,notasize\n").is_err());
+        assert!(
+            CatalogEntry::of_manifest("m", "src", b"src,a,notasize\n", Keys::Filtered).is_err()
+        );
     }
 
     #[test]
@@ -353,19 +409,35 @@ mod tests {
         "[a-d]{1,4}"
     }
 
+    /// An entry of keys `keys`, filtered or not.
+    fn entry_of_keys(manifest: &str, keys: &[String], filtered: bool) -> CatalogEntry {
+        let rows: Vec<ManifestEntry> = keys
+            .iter()
+            .map(|key| ManifestEntry::of_key("src", key, 1))
+            .collect();
+        let keys = if filtered {
+            Keys::Filtered
+        } else {
+            Keys::RangeOnly
+        };
+        CatalogEntry::of_rows(manifest, "src", &rows, keys).expect("rows")
+    }
+
     proptest! {
         /// The pages a lookup reads hold every entry that holds the key: none is missed,
-        /// however ranges overlap (incremental runs, redrives).
+        /// however ranges overlap (incremental runs, redrives) and whichever entries are
+        /// filtered; and a filtered entry is never missed for a key it holds.
         #[test]
         fn lookups_read_every_page_that_holds_the_key(
-            ranges in proptest::collection::vec((keys(), keys()), 1..400),
+            manifests in proptest::collection::vec(
+                (proptest::collection::vec(keys(), 1..20), proptest::bool::ANY), 1..300),
             query in keys(),
             prefix in proptest::bool::ANY,
         ) {
-            let mut entries: Vec<CatalogEntry> = ranges
+            let mut entries: Vec<CatalogEntry> = manifests
                 .iter()
                 .enumerate()
-                .map(|(n, (a, b))| entry(&format!("m{n}"), a.min(b), a.max(b)))
+                .map(|(n, (keys, filtered))| entry_of_keys(&format!("m{n}"), keys, *filtered))
                 .collect();
             sort_entries(&mut entries);
             let generation = build_generation(1, "src", Vec::new(), &entries, "e".to_string());
@@ -375,10 +447,88 @@ mod tests {
                 let page = &generation.entries[start as usize..end as usize];
                 found.extend(decode_entries(page, "page").expect("page").into_iter().filter(|e| e.may_hold(&query)));
             }
+            found.sort_by(CatalogEntry::order);
             let expected: Vec<CatalogEntry> =
                 entries.iter().filter(|e| e.may_hold(&query)).cloned().collect();
-            prop_assert_eq!(found, expected);
+            prop_assert_eq!(&found, &expected);
+            let found: std::collections::BTreeSet<&str> =
+                found.iter().map(|e| e.manifest.as_str()).collect();
+            for (n, (keys, _)) in manifests.iter().enumerate() {
+                if keys.iter().any(|key| query.matches(key)) {
+                    prop_assert!(found.contains(format!("m{n}").as_str()), "m{} missed", n);
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_filtered_entry_is_a_candidate_for_its_keys_only() {
+        let keys: Vec<String> = (0..100).map(|n| format!("k{:04}", n * 10)).collect();
+        let filtered = entry_of_keys("m", &keys, true);
+        let plain = entry_of_keys("m", &keys, false);
+        let key = |k: &str| KeyQuery::Key(k.to_string());
+        assert!(filtered.may_hold(&key("k0500")) && plain.may_hold(&key("k0505")));
+        let strays = (0..1000)
+            .filter(|n| n % 10 != 0 && filtered.may_hold(&key(&format!("k{n:04}"))))
+            .count();
+        assert!(strays < 50, "{strays} of 900 keys in range pass the filter");
+        // A prefix cannot be tested against a filter of whole keys.
+        assert!(filtered.may_hold(&KeyQuery::Prefix("k05".to_string())));
+    }
+
+    #[test]
+    fn records_of_one_manifest_with_different_keys_keep_no_filter() {
+        let a = entry_of_keys("m", &["a".to_string(), "c".to_string()], true);
+        let b = entry_of_keys("m", &["b".to_string()], true);
+        let mut entries = vec![a.clone(), a.clone()];
+        sort_entries(&mut entries);
+        assert_eq!(entries, vec![a.clone()]);
+        let mut entries = vec![a, b];
+        sort_entries(&mut entries);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].filter, None);
+        assert!(entries[0].may_hold(&KeyQuery::Key("b".to_string())));
+    }
+
+    #[test]
+    fn filtered_entries_are_paged_apart_from_narrow_ones() {
+        let mut entries: Vec<CatalogEntry> = (0..5_000)
+            .map(|n| {
+                entry(
+                    &format!("full.{n}"),
+                    &format!("k{n:05}a"),
+                    &format!("k{n:05}z"),
+                )
+            })
+            .collect();
+        // Weekly runs whose few keys start all over the range and run to its end.
+        for week in 0..20 {
+            let sparse: Vec<String> = (week * 250..5_000)
+                .step_by(97)
+                .map(|n| format!("k{n:05}m"))
+                .collect();
+            entries.push(entry_of_keys(&format!("week.{week}"), &sparse, true));
+        }
+        sort_entries(&mut entries);
+        let generation = build_generation(1, "src", Vec::new(), &entries, "e".to_string());
+        let pages = generation.table.pages.len() as u64;
+        let ranges = generation
+            .table
+            .ranges_for(&KeyQuery::Key("k04000b".to_string()));
+        let read: u64 = ranges.iter().map(|(start, end)| end - start).sum();
+        let filtered: u64 = generation
+            .table
+            .pages
+            .iter()
+            .filter(|page| page.first.ends_with('m'))
+            .map(|page| page.length)
+            .sum();
+        assert!(pages > 4, "{pages} pages");
+        assert!(
+            read <= PAGE_BYTES as u64 + 200 + filtered,
+            "read {read} bytes of {} in {ranges:?}",
+            generation.entries.len()
+        );
     }
 
     #[test]

@@ -69,8 +69,7 @@ pub async fn cat(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -> Result
         args.version_id.as_deref(),
     )
     .await?;
-    // Sorted by last-modified time: the last is the newest.
-    let Some(located) = report.located.last() else {
+    let Some(located) = newest(&args.archive, &report.located)? else {
         return Err(not_archived(
             &args.archive,
             &report.dead_lettered,
@@ -88,6 +87,31 @@ pub async fn cat(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -> Result
         place: RecallPlace::default(),
     };
     cat_archive(aws, config, &in_archive).await
+}
+
+/// The newest of the archived versions of one key (sorted by last-modified time). S3 keeps
+/// last-modified times to the second: when two versions share the newest one, which is newer is
+/// unknown, and the user is asked to choose.
+fn newest<'a>(object: &S3Uri, located: &'a [Located]) -> Result<Option<&'a Located>> {
+    let Some(last) = located.last() else {
+        return Ok(None);
+    };
+    let mut tied: Vec<&str> = located
+        .iter()
+        .filter(|l| l.last_modified == last.last_modified && l.version_id != last.version_id)
+        .map(|l| l.version_id.as_deref().unwrap_or("null"))
+        .collect();
+    if tied.is_empty() {
+        return Ok(Some(last));
+    }
+    tied.push(last.version_id.as_deref().unwrap_or("null"));
+    Err(Error::Usage(format!(
+        "{object}: {} archived versions were last modified in the same second ({}), so which \
+         is newest is unknown: give --version-id, one of {}",
+        tied.len(),
+        last.last_modified,
+        tied.join(", ")
+    )))
 }
 
 /// A big object's server-side copy, to stdout.
@@ -185,4 +209,58 @@ pub async fn extract(
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: Option<&str>, modified: &str) -> Located {
+        Located {
+            bucket: "src".into(),
+            key: "k".into(),
+            version_id: id.map(str::to_string),
+            size: 1,
+            etag: "e".into(),
+            last_modified: modified.into(),
+            archive: "s3://arch/a.tar".into(),
+            copy: false,
+            member: "src/k".into(),
+            header_offset: Some(0),
+            data_offset: Some(512),
+            index: "s3://arch/a.index".into(),
+            manifest: "s3://m/m.0.index".into(),
+            archived: None,
+            storage_class: None,
+            needs_restore: false,
+            restore: None,
+        }
+    }
+
+    #[test]
+    fn the_newest_version_is_the_last_modified_unless_two_share_its_second() {
+        let object: S3Uri = "s3://src/k".parse().expect("uri");
+        assert!(newest(&object, &[]).expect("none").is_none());
+        let found = [
+            version(None, "2026-01-01T00:00:00Z"),
+            version(Some("v2"), "2026-01-02T00:00:00Z"),
+        ];
+        let picked = newest(&object, &found).expect("one").expect("some");
+        assert_eq!(picked.version_id.as_deref(), Some("v2"));
+        // The same version archived twice (two weekly runs) is not a tie.
+        let twice = [
+            version(Some("v2"), "2026-01-02T00:00:00Z"),
+            version(Some("v2"), "2026-01-02T00:00:00Z"),
+        ];
+        assert!(newest(&object, &twice).is_ok());
+        let tied = [
+            version(None, "2026-01-02T00:00:00Z"),
+            version(Some("v2"), "2026-01-02T00:00:00Z"),
+        ];
+        let error = newest(&object, &tied).expect_err("tied").to_string();
+        assert!(
+            error.contains("--version-id") && error.contains("null, v2"),
+            "{error}"
+        );
+    }
 }

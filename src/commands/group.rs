@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::aws::AwsOptions;
 use crate::catalog::store::Catalog;
-use crate::catalog::CatalogEntry;
+use crate::catalog::{CatalogEntry, Keys};
 use crate::error::{Error, RemoteFailure, Result};
 use crate::group::{ClosedManifest, GroupStats, Increment, SelectedRows, Selection, Splitter};
 use crate::incremental::{prepare, Grouped, Prepared};
@@ -264,12 +264,18 @@ pub async fn group_inventory(
         .prepare_increment(&s3, &args.bucket, &args.prefix, &inventory_uri, &inventory)
         .await?;
     let increment = std::mem::take(&mut prepared.increment);
+    // An incremental run's manifests hold a few changed keys each over a wide range: their
+    // catalog entries keep a filter of their keys.
+    let keys = match prepared.earlier_state {
+        Some(_) => Keys::Filtered,
+        None => Keys::RangeOnly,
+    };
     let staging = Staging::new(
         &args.bucket,
         &args.prefix,
         &inventory_uri.key,
         &args.key,
-        &inventory.source_bucket,
+        (&inventory.source_bucket, keys),
     );
     let mut sink = StagingSink {
         s3: &s3,
@@ -347,14 +353,10 @@ async fn record_catalog<'m>(
 ) -> Result<Option<S3Uri>> {
     let entries: Vec<CatalogEntry> = manifests
         .filter_map(|(staged, written)| {
-            let (first, last) = staged.range.clone()?;
             let manifest = written.uri.parse::<S3Uri>().ok()?.key;
             Some(CatalogEntry {
                 manifest,
-                first,
-                last,
-                objects: staged.objects,
-                bytes: staged.bytes,
+                ..staged.catalog_entry.clone()?
             })
         })
         .collect();
@@ -432,8 +434,9 @@ async fn load_inventory_manifest(s3: &S3, uri: &S3Uri) -> Result<(S3Uri, Invento
 struct Staging {
     bucket: String,
     folder: String,
-    /// The inventory's bucket: the catalog records the key range of its rows.
-    source: String,
+    /// The inventory's bucket: the catalog records the key range of its rows, and with a
+    /// filter of its keys or not.
+    source: (String, Keys),
 }
 
 /// A manifest uploaded to the staging area.
@@ -446,12 +449,19 @@ struct Staged {
     length: u64,
     etag: Option<String>,
     uri: S3Uri,
-    /// Its first and last source key, for the catalog.
-    range: Option<(String, String)>,
+    /// Its catalog entry (named by its staged key until committed); `None` when it lists no
+    /// key of the source bucket.
+    catalog_entry: Option<CatalogEntry>,
 }
 
 impl Staging {
-    fn new(bucket: &str, prefix: &str, inventory_key: &str, key_name: &str, source: &str) -> Self {
+    fn new(
+        bucket: &str,
+        prefix: &str,
+        inventory_key: &str,
+        key_name: &str,
+        (source, keys): (&str, Keys),
+    ) -> Self {
         let run_id = format!(
             "{}-{}",
             std::time::SystemTime::now()
@@ -464,7 +474,7 @@ impl Staging {
         Staging {
             bucket: bucket.to_string(),
             folder: join_prefix(prefix, &format!("_staging/{stem}.{run_id}")),
-            source: source.to_string(),
+            source: (source.to_string(), keys),
         }
     }
 
@@ -475,8 +485,9 @@ impl Staging {
             format!("{}/{}.partial", self.folder, manifest.number),
         );
         let length = manifest.body.len() as u64;
-        let range = CatalogEntry::of_manifest(&uri.to_string(), &self.source, &manifest.body)?
-            .map(|entry| (entry.first, entry.last));
+        let (source, keys) = &self.source;
+        let catalog_entry =
+            CatalogEntry::of_manifest(&uri.to_string(), source, &manifest.body, *keys)?;
         let etag = s3
             .put_bytes(&uri, bytes::Bytes::from(manifest.body), "text/csv")
             .await
@@ -488,7 +499,7 @@ impl Staging {
             length,
             etag,
             uri,
-            range,
+            catalog_entry,
         })
     }
 

@@ -91,8 +91,8 @@ pub struct LocateReport {
     pub dead_lettered: Vec<DeadLettered>,
     /// Manifests whose range holds the key but that are not bundled yet.
     pub not_bundled: Vec<String>,
-    /// Manifests the catalog named (after its key ranges).
-    pub candidates: usize,
+    /// Manifests the catalog named (after their key ranges and key filters): the ones searched.
+    pub candidates: Vec<String>,
     /// Requests made, catalog and records.
     pub requests: u64,
 }
@@ -170,7 +170,7 @@ pub async fn locate(
         found.extend(dlqs);
     }
     let mut report = LocateReport {
-        candidates: lookup.entries.len(),
+        candidates: lookup.entries.iter().map(|e| e.manifest.clone()).collect(),
         requests: lookup.requests,
         ..LocateReport::default()
     };
@@ -425,7 +425,7 @@ fn print_report(source: &str, query: &KeyQuery, report: &LocateReport) {
         "{} archived, {} dead-lettered; {} candidate manifests, {} requests",
         report.located.len(),
         report.dead_lettered.len(),
-        report.candidates,
+        report.candidates.len(),
         report.requests
     );
 }

@@ -16,7 +16,7 @@ use crate::archive::records::{parse_dlq, DlqReason, DlqRow};
 use crate::aws::AwsOptions;
 use crate::bundle::commit::is_final_dlq;
 use crate::catalog::store::Catalog;
-use crate::catalog::CatalogEntry;
+use crate::catalog::{CatalogEntry, Keys};
 use crate::error::{Error, ExitCode, RemoteFailure, Result};
 use crate::manifest::{manifest_entries, parse_manifest, ManifestWriter};
 use crate::redrive::{
@@ -214,7 +214,8 @@ async fn redrive_family(
     })
 }
 
-/// Records a redrive manifest's key range in the catalog of each source bucket it lists.
+/// Records a redrive manifest's key range in the catalog of each source bucket it lists, with a
+/// filter of its keys: a redrive gathers a few failed keys from all over its family's range.
 async fn record_in_catalog(
     s3: &S3,
     target: &S3Uri,
@@ -225,7 +226,8 @@ async fn record_in_catalog(
     let sources: BTreeSet<&str> = rows.iter().map(|row| row.bucket.as_str()).collect();
     let label = crate::archive::layout::manifest_name(&target.key);
     for source in sources {
-        let Some(entry) = CatalogEntry::of_manifest(&target.key, source, body)? else {
+        let Some(entry) = CatalogEntry::of_manifest(&target.key, source, body, Keys::Filtered)?
+        else {
             continue;
         };
         let folder = target.folder().to_string();

@@ -547,7 +547,7 @@ async fn request(s3: &S3, entries: &mut [Entry], args: &RestoreArgs, concurrency
             Ok(Restoring::Requested) => entry.state = State::Requested,
             Ok(Restoring::AlreadyInProgress) => entry.state = State::InProgress,
             Err(failure) => {
-                let error = Error::writing("RestoreObject", entry.archive.clone(), failure);
+                let error = Error::restoring(entry.archive.clone(), failure);
                 tracing::error!("ERROR {error}");
                 entry.state = State::Failed;
                 entry.detail = Some(error.to_string());

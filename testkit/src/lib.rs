@@ -128,6 +128,16 @@ pub async fn get_bytes(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> 
 
 /// Writes a whole object.
 pub async fn put_object(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
+    put_object_version(client, bucket, key, body).await;
+}
+
+/// Writes a whole object; returns the version ID a versioned bucket gave it.
+pub async fn put_object_version(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Option<String> {
     client
         .put_object()
         .bucket(bucket)
@@ -135,7 +145,9 @@ pub async fn put_object(client: &aws_sdk_s3::Client, bucket: &str, key: &str, bo
         .body(body.into())
         .send()
         .await
-        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
+        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"))
+        .version_id()
+        .map(str::to_string)
 }
 
 /// A free TCP port on 127.0.0.1.

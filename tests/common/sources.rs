@@ -256,3 +256,65 @@ pub async fn local_keys(
     let manifest = format!("s3://{bucket}/{key}");
     (client, bucket, manifest)
 }
+
+/// One version of key `k` in a versioned inventory: its version ID (`None`: the null version
+/// written before versioning was enabled), whether it is the latest, its body and modified time.
+pub struct Version {
+    pub version_id: Option<String>,
+    pub latest: bool,
+    pub body: Vec<u8>,
+    pub modified: &'static str,
+}
+
+/// A versioned CSV inventory of `bucket` listing `versions` of key `k` (as put there); returns
+/// its manifest.json URI.
+pub async fn versioned_inventory(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    versions: &[Version],
+) -> String {
+    use md5::Digest;
+    use s3bundler_testkit::generate::{csv_line, DataFormat, Expected, GeneratedReport, Row};
+    use std::io::Write;
+    let spec = InventorySpec {
+        versioned: true,
+        ..InventorySpec::new(bucket, 1)
+    };
+    let mut csv = Vec::new();
+    for version in versions {
+        let row = Row {
+            key: "k".into(),
+            version_id: version.version_id.clone(),
+            is_latest: version.latest,
+            is_delete_marker: false,
+            size: version.body.len() as u64,
+            last_modified: version.modified.into(),
+            etag: hex::encode(md5::Md5::digest(&version.body)),
+            storage_class: "STANDARD",
+            access_tier: None,
+        };
+        csv_line(&spec, &row, &mut csv);
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&csv).unwrap_or_else(|e| panic!("{e}"));
+    let report = GeneratedReport {
+        format: DataFormat::Csv,
+        data_files: vec![gz.finish().unwrap_or_else(|e| panic!("{e}"))],
+        expected: Expected::default(),
+    };
+    upload_report(client, bucket, "inventory/", &spec, report)
+        .await
+        .manifest_uri
+}
+
+/// Puts `body` as a new version of `key`; returns its version ID.
+pub async fn put_version(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> String {
+    s3bundler_testkit::put_object_version(client, bucket, key, body)
+        .await
+        .unwrap_or_else(|| panic!("{bucket} is not versioned"))
+}

@@ -46,11 +46,15 @@ What it does:
          and delete nothing (a binary command denied by the policy);
        * pruner: `prune --yes`: exit 0, every source object deleted, the .pruned log written;
        * redriver (VerifyPolicy and RedrivePolicy): `redrive --yes -q QUEUE` over a DLQ row
-         beside the committed manifest: exit 0, one redrive manifest written and queued.
+         beside the committed manifest: exit 0, one redrive manifest written and queued;
+       * the way back: the verifier `locate`s a pruned object through the catalog; its archive is
+         moved to DEEP_ARCHIVE; `restore --yes` by source key is refused to the verifier and
+         done by the restorer (VerifyPolicy and RestorePolicy); `restore --status` as the
+         verifier lists the archive.
   5. Denied with boto3 and the users' own keys (AccessDenied expected): the bundler deleting a
      source object, reading the unrelated bucket and writing a manifest; the grouper receiving
      from the manifest queue and reading a source object; the verifier writing to the archive
-     prefix.
+     prefix, or restoring an archive; the restorer restoring an object of the unrelated bucket.
 
 moto's IAM enforcement is partial; what it does not check is checked with moto's own policy
 evaluator (moto.iam.access_control.IAMPolicy, the code the server uses) against the resource AWS
@@ -385,9 +389,9 @@ def prove(args):
     grouper_policies = role_policies(iam, outputs, "GrouperTaskRole")
     bundler_policies = role_policies(iam, outputs, "BundlerTaskRole")
     verify_arn, prune_arn = outputs["VerifyPolicyArn"], outputs["PrunePolicyArn"]
-    redrive_arn = outputs["RedrivePolicyArn"]
+    redrive_arn, restore_arn = outputs["RedrivePolicyArn"], outputs["RestorePolicyArn"]
     verify_doc, prune_doc = managed_document(iam, verify_arn), managed_document(iam, prune_arn)
-    redrive_doc = managed_document(iam, redrive_arn)
+    redrive_doc, restore_doc = managed_document(iam, redrive_arn), managed_document(iam, restore_arn)
     workaround = delete_objects_workaround([prune_doc])
     users = {
         "grouper": create_user(iam, "grouper", inline=grouper_policies),
@@ -396,6 +400,7 @@ def prove(args):
         "pruner": create_user(iam, "pruner", inline=[("moto-deleteobjects-workaround", workaround)],
                               attached=[verify_arn, prune_arn]),
         "redriver": create_user(iam, "redriver", attached=[verify_arn, redrive_arn]),
+        "restorer": create_user(iam, "restorer", attached=[verify_arn, restore_arn]),
     }
     result["Policies"] = {
         "grouper": {name: doc for name, doc in grouper_policies},
@@ -403,6 +408,7 @@ def prove(args):
         "verifier": {"VerifyPolicy": verify_doc},
         "pruner": {"VerifyPolicy": verify_doc, "PrunePolicy": prune_doc, "moto-deleteobjects-workaround": workaround},
         "redriver": {"VerifyPolicy": verify_doc, "RedrivePolicy": redrive_doc},
+        "restorer": {"VerifyPolicy": verify_doc, "RestorePolicy": restore_doc},
     }
 
     # 4a. group, as the grouper.
@@ -508,6 +514,10 @@ def prove(args):
         "verifier s3:PutObject archive prefix": denied(lambda: s3["verifier"].put_object(Bucket=bucket, Key=f"{archives}/forged.tar", Body=b"x")),
         "redriver s3:PutObject manifest": denied(lambda: s3["redriver"].put_object(Bucket=bucket, Key=f"{manifests}/forged.index", Body=b"x")),
         "pruner s3:GetObject unrelated bucket": denied(lambda: s3["pruner"].get_object(Bucket=UNRELATED, Key="secret.txt")),
+        "verifier s3:RestoreObject archive": denied(lambda: s3["verifier"].restore_object(
+            Bucket=bucket, Key=index_keys[0] if index_keys else "x", RestoreRequest={"Days": 1})),
+        "restorer s3:RestoreObject unrelated bucket": denied(lambda: s3["restorer"].restore_object(
+            Bucket=UNRELATED, Key="secret.txt", RestoreRequest={"Days": 1})),
     }
     for call, code in result["Denied"].items():
         expect(code == "AccessDenied", f"{call}: expected AccessDenied, got {code}")
@@ -560,6 +570,35 @@ def prove(args):
     expect(step["exit"] == 0, f"redrive --yes as the redriver exited {step['exit']}: {step['stderr'][-3000:]}")
     expect(step["refused"] == 0, f"redrive as the redriver: moto refused {step['refused']} request(s): {step['refused_requests']}")
     expect(len(redriven) == 1 and queued == redriven, f"redrive wrote {redriven} and queued {queued}")
+
+    # 4h. The way back, long after prune: the verifier locates a pruned object through the
+    # catalog; its archive is moved to DEEP_ARCHIVE (as admin); the verifier cannot restore it,
+    # the restorer (VerifyPolicy and RestorePolicy) can, and the verifier sees it in progress.
+    recall = ["--manifests", f"s3://{bucket}/{manifests}/", "--archives", f"s3://{bucket}/{archives}/"]
+    step = run(args, users["verifier"], ["locate", f"s3://{SOURCE}/{first}", *recall, "--json"])
+    result["Locate"] = short(step)
+    expect(step["exit"] == 0, f"locate as the verifier exited {step['exit']}: {step['stderr'][-3000:]}")
+    expect(step["refused"] == 0, f"locate as the verifier: moto refused {step['refused']} request(s): {step['refused_requests']}")
+    located = json.loads(step["stdout"] or "{}").get("located") or [{}]
+    holder = (located[0].get("archive") or "s3:///").removeprefix("s3://").partition("/")[2]
+    if holder:
+        s3a.copy_object(Bucket=bucket, Key=holder, CopySource={"Bucket": bucket, "Key": holder},
+                        StorageClass="DEEP_ARCHIVE", MetadataDirective="COPY")
+    restore = ["restore", f"s3://{SOURCE}/{first}", *recall, "--tier", "Bulk", "--days", "2", "--yes"]
+    step = run(args, users["verifier"], restore)
+    result["RestoreAsVerifier"] = short(step)
+    expect(step["exit"] != 0 and step["refused"] > 0 and "s3:RestoreObject" in step["stderr"],
+           f"restore --yes as the verifier exited {step['exit']} with {step['refused']} refused request(s), "
+           f"not naming s3:RestoreObject: {step['stderr'][-2000:]}")
+    step = run(args, users["restorer"], restore)
+    result["Restore"] = short(step)
+    expect(step["exit"] == 0, f"restore --yes as the restorer exited {step['exit']}: {step['stderr'][-3000:]}")
+    expect(step["refused"] == 0, f"restore as the restorer: moto refused {step['refused']} request(s): {step['refused_requests']}")
+    step = run(args, users["verifier"], ["restore", f"s3://{SOURCE}/{first}", *recall, "--status", "--json"])
+    result["RestoreStatus"] = short(step)
+    expect(step["exit"] == 0 and step["refused"] == 0,
+           f"restore --status as the verifier exited {step['exit']}, {step['refused']} refused: {step['stderr'][-3000:]}")
+    expect(holder and holder in step["stdout"], f"restore --status does not list {holder}: {step['stdout'][-2000:]}")
 
     # What moto does not authorize as AWS does, with moto's evaluator on AWS's resources.
     grouper_docs = [doc for _, doc in grouper_policies]
