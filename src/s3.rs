@@ -289,6 +289,9 @@ pub struct GetStream {
     pub body: ByteStream,
     pub size: u64,
     pub etag: Option<String>,
+    /// Its content headers as (name, value): `content-type`, `content-encoding`,
+    /// `content-language`, `content-disposition`, `cache-control`, `expires`.
+    pub content_headers: Vec<(&'static str, String)>,
 }
 
 /// Classifies an SDK error after its own retries.
@@ -539,12 +542,24 @@ impl S3 {
                 .map_err(failure)
         })
         .await?;
+        let content_headers = [
+            ("content-type", output.content_type()),
+            ("content-encoding", output.content_encoding()),
+            ("content-language", output.content_language()),
+            ("content-disposition", output.content_disposition()),
+            ("cache-control", output.cache_control()),
+            ("expires", output.expires_string()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?.to_string())))
+        .collect();
         Ok(GetStream {
             size: output
                 .content_length()
                 .and_then(|l| u64::try_from(l).ok())
                 .unwrap_or(0),
             etag: output.e_tag().map(str::to_string),
+            content_headers,
             body: output.body,
         })
     }

@@ -373,6 +373,204 @@ async fn each_version_of_a_key_is_located_and_read_back_by_its_version_id() {
     }
 }
 
+/// Objects too big to bundle are kept as copies; found by source key, `extract` writes them back
+/// as it writes archive members: to S3 with their content type, metadata and tags, to a folder
+/// at `BUCKET/KEY`, never over what is there, and with `--prefix --json` one report for the
+/// archives and the copies together. A copy moved to DEEP_ARCHIVE names the restore to run.
+#[tokio::test]
+async fn big_objects_found_by_source_key_are_extracted_from_their_copies() {
+    let client = s3_client(moto::endpoint());
+    let (source, inventory, listed) = self::inventory(&client, 40).await;
+    let big = listed
+        .iter()
+        .find(|row| row.size > 32 << 10)
+        .expect("a row over 32 KiB")
+        .clone();
+    for row in &listed {
+        let body = body_for(&row.key, row.size);
+        if row.key == big.key {
+            client
+                .put_object()
+                .bucket(&source)
+                .key(&row.key)
+                .body(body.into())
+                .content_type("application/x-big")
+                .metadata("owner", "ops")
+                .tagging("team=a")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        } else {
+            put_object(&client, &source, &row.key, body).await;
+        }
+    }
+    let out = s3bundler(
+        moto::endpoint(),
+        &[
+            "run",
+            "-m",
+            &inventory,
+            "-b",
+            &source,
+            "-p",
+            "manifests",
+            "--archive-prefix",
+            "bundles",
+            "--maxsize",
+            "32KiB",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let places = [
+        "--manifests".to_string(),
+        format!("s3://{source}/manifests/"),
+        "--archives".to_string(),
+        format!("s3://{source}/bundles/"),
+    ];
+    let places: Vec<&str> = places.iter().map(String::as_str).collect();
+    // locate finds the copy (indexes list only archive members; its record is beside it).
+    let found = locate(moto::endpoint(), &source, &big.key, &source, &[]).await;
+    assert_eq!(found.code, 0, "{found:?}");
+    let copy = found.json()["located"][0].clone();
+    assert_eq!(copy["copy"], true, "{copy}");
+    assert!(
+        copy["archive"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/bigobjects-by-"),
+        "{copy}"
+    );
+    let object = format!("s3://{source}/{}", big.key);
+    let back = new_bucket(&client, "loc-big").await;
+    let to = format!("s3://{back}/x/");
+    let extract = |extra: Vec<String>| {
+        let mut args = vec!["extract".to_string()];
+        args.extend(extra);
+        args.extend(places.iter().map(|p| p.to_string()));
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            s3bundler(moto::endpoint(), &args).await
+        }
+    };
+    let out = extract(vec![
+        object.clone(),
+        "--to".into(),
+        to.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["restored"], 1, "{}", out.stdout);
+    let target = format!("x/{}", big.key);
+    assert_eq!(
+        get_object(&client, &back, &target).await,
+        body_for(&big.key, big.size)
+    );
+    let head = client
+        .head_object()
+        .bucket(&back)
+        .key(&target)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(head.content_type(), Some("application/x-big"));
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("ops"),
+        "only the source's metadata: {:?}",
+        head.metadata()
+    );
+    assert_eq!(
+        head.metadata().map(|m| m.len()),
+        Some(1),
+        "{:?}",
+        head.metadata()
+    );
+    let tags = client
+        .get_object_tagging()
+        .bucket(&back)
+        .key(&target)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let tags: Vec<(&str, &str)> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(tags, [("team", "a")]);
+    // Again: already there, nothing written.
+    let out = extract(vec![
+        object.clone(),
+        "--to".into(),
+        to.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["already_restored"], 1, "{}", out.stdout);
+
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.path().display().to_string();
+    let out = extract(vec![object.clone(), "-C".into(), dir]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let file = scratch.path().join(&source).join(&big.key);
+    assert_eq!(
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())),
+        body_for(&big.key, big.size)
+    );
+
+    // Everything under the bucket: the archives' members and the copies, one JSON report.
+    let out = extract(vec![
+        format!("s3://{source}"),
+        "--prefix".into(),
+        String::new(),
+        "--to".into(),
+        format!("s3://{back}/all/"),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let report = out.json();
+    assert_eq!(report["restored"], listed.len(), "{}", out.stdout);
+    assert_eq!(list_keys(&client, &back, "all/").await.len(), listed.len());
+
+    let out = s3bundler(moto::endpoint(), &[&["cat", &object][..], &places].concat()).await;
+    assert_eq!(
+        out.stdout.as_bytes(),
+        body_for(&big.key, big.size).as_slice()
+    );
+
+    // A copy in DEEP_ARCHIVE: the restore to run, never InvalidObjectState.
+    let located = locate(moto::endpoint(), &source, &big.key, &source, &[]).await;
+    let copy = located.json()["located"][0]["archive"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let copy_key = key_of(&serde_json::Value::String(copy.clone()), &source);
+    client
+        .copy_object()
+        .bucket(&source)
+        .key(&copy_key)
+        .copy_source(format!("{source}/{}", urlencode(&copy_key)))
+        .storage_class(aws_sdk_s3::types::StorageClass::DeepArchive)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = extract(vec![
+        object,
+        "-C".into(),
+        scratch.path().display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("s3bundler restore"), "{}", out.stderr);
+}
+
 fn entry(manifest: &str, first: &str, last: &str) -> s3bundler::catalog::CatalogEntry {
     s3bundler::catalog::CatalogEntry {
         manifest: manifest.to_string(),

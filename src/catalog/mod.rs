@@ -142,6 +142,23 @@ pub enum KeyQuery {
 }
 
 impl KeyQuery {
+    /// What `command` was asked for: `s3://SOURCE_BUCKET/KEY`, or `s3://SOURCE_BUCKET` with
+    /// `--prefix P`.
+    pub fn of_object(command: &str, key: &str, prefix: Option<&str>) -> Result<KeyQuery> {
+        match (prefix, key) {
+            (Some(prefix), "") => Ok(KeyQuery::Prefix(prefix.to_string())),
+            (None, key) if !key.is_empty() => Ok(KeyQuery::Key(key.to_string())),
+            (Some(_), _) => Err(Error::Usage(format!(
+                "{command}: give either s3://SOURCE_BUCKET/KEY or s3://SOURCE_BUCKET with \
+                 --prefix P, not both"
+            ))),
+            (None, _) => Err(Error::Usage(format!(
+                "{command}: the URI names no key: give s3://SOURCE_BUCKET/KEY, or \
+                 s3://SOURCE_BUCKET with --prefix P"
+            ))),
+        }
+    }
+
     /// True when the range `first..=last` holds a key of the query.
     pub fn overlaps(&self, first: &str, last: &str) -> bool {
         match self {
@@ -370,6 +387,25 @@ mod tests {
         );
         assert!(
             CatalogEntry::of_manifest("m", "src", b"src,a,notasize\n", Keys::Filtered).is_err()
+        );
+    }
+
+    #[test]
+    fn a_query_is_a_key_or_a_bucket_with_a_prefix_never_both_or_neither() {
+        assert_eq!(
+            KeyQuery::of_object("locate", "a/b", None).expect("key"),
+            KeyQuery::Key("a/b".to_string())
+        );
+        assert_eq!(
+            KeyQuery::of_object("locate", "", Some("a/")).expect("prefix"),
+            KeyQuery::Prefix("a/".to_string())
+        );
+        let both = KeyQuery::of_object("restore", "a/b", Some("a/")).expect_err("both");
+        assert!(both.to_string().contains("not both"), "{both}");
+        let neither = KeyQuery::of_object("cat", "", None).expect_err("neither");
+        assert!(
+            neither.to_string().starts_with("cat: the URI names no key"),
+            "{neither}"
         );
     }
 

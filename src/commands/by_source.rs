@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
 
-use super::extract::{cat_archive, extract_archive, CatArgs, ExtractArgs};
+use super::extract::{
+    cat_archive, destination_of, extract_ready, ready_to_extract, CatArgs, ExtractArgs, Report,
+};
 use super::locate::{locate, DeadLettered, LocateReport, Located};
 use super::recall_place::RecallPlace;
 use crate::aws::AwsOptions;
 use crate::catalog::KeyQuery;
 use crate::error::{Error, ExitCode, Result};
-use crate::extract::{Sink, Stdout};
+use crate::extract::{check_readable, restore_copy, Sink, Stdout};
 use crate::s3::S3;
 use crate::s3uri::S3Uri;
 use crate::shutdown::Shutdown;
@@ -27,15 +29,7 @@ async fn find(
     version_id: Option<&str>,
 ) -> Result<LocateReport> {
     let places = place.require(what)?;
-    let query = match (prefix, object.key.as_str()) {
-        (Some(prefix), "") => KeyQuery::Prefix(prefix.to_string()),
-        (None, key) if !key.is_empty() => KeyQuery::Key(key.to_string()),
-        _ => {
-            return Err(Error::Usage(format!(
-                "{what}: give s3://SOURCE_BUCKET/KEY, or s3://SOURCE_BUCKET with --prefix P"
-            )))
-        }
-    };
+    let query = KeyQuery::of_object(what, &object.key, prefix)?;
     locate(s3, &places, &object.bucket, &query, version_id).await
 }
 
@@ -117,6 +111,7 @@ fn newest<'a>(object: &S3Uri, located: &'a [Located]) -> Result<Option<&'a Locat
 /// A big object's server-side copy, to stdout.
 async fn cat_copy(s3: &S3, located: &Located) -> Result<ExitCode> {
     let copy: S3Uri = located.archive.parse().map_err(Error::Usage)?;
+    check_readable(s3, &copy).await?;
     let mut got = s3
         .get_stream(&copy)
         .await
@@ -175,40 +170,55 @@ pub async fn extract(
         ));
     }
     let mut by_archive: BTreeMap<String, Vec<&Located>> = BTreeMap::new();
+    let mut copies = Vec::new();
     for located in &report.located {
-        if located.copy {
-            tracing::warn!(
-                "s3://{}/{} is a big object, kept as its own copy {}: copy it back with any S3 tool",
-                located.bucket,
-                located.key,
-                located.archive
-            );
-        } else {
-            by_archive
+        match &located.copy_row {
+            Some(row) => {
+                copies.push((located.archive.parse::<S3Uri>().map_err(Error::Usage)?, row))
+            }
+            None => by_archive
                 .entry(located.archive.clone())
                 .or_default()
-                .push(located);
+                .push(located),
         }
     }
-    let mut code = ExitCode::Success;
+    // Every archive and copy is checked (readable, not cold) and planned before anything is
+    // written.
+    let destination = destination_of(args)?;
+    let mut ready = Vec::new();
     for (archive, found) in by_archive {
         let mut keys: Vec<String> = found.iter().map(|l| l.key.clone()).collect();
         keys.dedup();
-        let versions = version_id.map(|v| vec![v.to_string()]).unwrap_or_default();
         let in_archive = ExtractArgs {
             archive: archive.parse().map_err(Error::Usage)?,
             keys,
             prefix: None,
-            versions,
+            versions: version_id.map(|v| vec![v.to_string()]).unwrap_or_default(),
             place: RecallPlace::default(),
             ..args.clone()
         };
-        let done = extract_archive(aws, config, &in_archive, shutdown.clone()).await?;
-        if done != ExitCode::Success {
-            code = done;
-        }
+        let archive_ready = ready_to_extract(&s3, &in_archive, &destination).await?;
+        ready.push((in_archive, archive_ready));
     }
-    Ok(code)
+    for (copy, _) in &copies {
+        check_readable(&s3, copy).await?;
+    }
+    let mut extracted = Report::new(args.json);
+    for (in_archive, archive_ready) in ready {
+        extract_ready(
+            &s3,
+            &in_archive,
+            &destination,
+            archive_ready,
+            &shutdown,
+            &mut extracted,
+        )
+        .await;
+    }
+    for (copy, row) in copies {
+        extracted.add(restore_copy(&s3, &copy, row, &destination).await);
+    }
+    extracted.finish()
 }
 
 #[cfg(test)]
@@ -234,6 +244,7 @@ mod tests {
             storage_class: None,
             needs_restore: false,
             restore: None,
+            copy_row: None,
         }
     }
 

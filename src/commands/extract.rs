@@ -136,53 +136,73 @@ pub async fn run(
 }
 
 /// `extract` of an archive URI.
-pub async fn extract_archive(
+async fn extract_archive(
     aws: &AwsOptions,
     config: &SdkConfig,
     args: &ExtractArgs,
     shutdown: Shutdown,
 ) -> Result<ExitCode> {
     let s3 = aws.s3(config);
+    let destination = destination_of(args)?;
+    let ready = ready_to_extract(&s3, args, &destination).await?;
+    let mut report = Report::new(args.json);
+    extract_ready(&s3, args, &destination, ready, &shutdown, &mut report).await;
+    report.finish()
+}
+
+/// An archive checked before anything is written: readable, and its index planned.
+pub(super) struct Ready {
+    archive: Archive,
+    selection: Selection,
+    plan: Plan,
+}
+
+/// Checks the archive `args` names and plans what to write of it (see
+/// [`check_before_writing`]), creating the destination folder.
+pub(super) async fn ready_to_extract(
+    s3: &S3,
+    args: &ExtractArgs,
+    destination: &Destination,
+) -> Result<Ready> {
     let archive = Archive::at(&args.archive)?;
     let selection = Selection {
         keys: args.keys.clone(),
         prefix: args.prefix.clone(),
         versions: args.versions.clone(),
     };
-    let overwrite = args.overwrite;
-    let destination = match (&args.to, &args.directory) {
-        (Some(to), _) => Destination::S3 {
-            to: to.clone(),
-            overwrite,
-        },
-        (None, Some(dir)) => Destination::Local {
-            dir: dir.clone(),
-            overwrite,
-        },
-        (None, None) => {
-            return Err(Error::Usage(
-                "give --to s3://BUCKET/PREFIX or -C DIR".into(),
-            ))
-        }
-    };
-    archive.check_readable(&s3).await?;
-    let plan = check_before_writing(&s3, &archive, &selection, &destination).await?;
-    if let Destination::Local { dir, .. } = &destination {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            location: dir.display().to_string(),
-            source,
-        })?;
-    }
+    archive.check_readable(s3).await?;
+    let plan = check_before_writing(s3, &archive, &selection, destination).await?;
+    prepare(destination)?;
+    Ok(Ready {
+        archive,
+        selection,
+        plan,
+    })
+}
+
+/// Extracts an archive made ready, into `report`.
+pub(super) async fn extract_ready(
+    s3: &S3,
+    args: &ExtractArgs,
+    destination: &Destination,
+    ready: Ready,
+    shutdown: &Shutdown,
+    report: &mut Report,
+) {
+    let Ready {
+        archive,
+        selection,
+        plan,
+    } = ready;
     let extraction = Extraction {
-        s3: &s3,
+        s3,
         archive: &archive,
         selection: &selection,
-        destination: &destination,
+        destination,
         budget: ByteBudget::new(args.max_in_flight.0.max(4 * PART_SIZE as u64)),
         progress: crate::progress::objects_bar(Some(plan.selected), "extracting"),
-        shutdown: &shutdown,
+        shutdown,
     };
-    let mut report = Report::new(args.json);
     extraction.progress.inc(plan.older.len() as u64);
     for older in plan.older {
         report.add(Ok(older));
@@ -190,7 +210,7 @@ pub async fn extract_archive(
     let concurrency = args.concurrency.max(1);
     if archive.compression == Compression::None {
         extraction
-            .by_member(&plan.set_aside, plan.runs, concurrency, &mut report)
+            .by_member(&plan.set_aside, plan.runs, concurrency, report)
             .await;
     } else {
         // Each pass writes the due version of every run that passes by, so each pass moves
@@ -199,14 +219,42 @@ pub async fn extract_archive(
         let mut first = true;
         while (first || runs.iter().any(VersionRun::pending))
             && extraction
-                .stream_pass(&plan.set_aside, &mut runs, first, concurrency, &mut report)
+                .stream_pass(&plan.set_aside, &mut runs, first, concurrency, report)
                 .await
         {
             first = false;
         }
     }
     extraction.progress.finish_and_clear();
-    report.finish()
+}
+
+/// Where `--to` or `-C` says to write.
+pub(super) fn destination_of(args: &ExtractArgs) -> Result<Destination> {
+    let overwrite = args.overwrite;
+    match (&args.to, &args.directory) {
+        (Some(to), _) => Ok(Destination::S3 {
+            to: to.clone(),
+            overwrite,
+        }),
+        (None, Some(dir)) => Ok(Destination::Local {
+            dir: dir.clone(),
+            overwrite,
+        }),
+        (None, None) => Err(Error::Usage(
+            "give --to s3://BUCKET/PREFIX or -C DIR".into(),
+        )),
+    }
+}
+
+/// Creates the folder extracted files go to.
+fn prepare(destination: &Destination) -> Result<()> {
+    if let Destination::Local { dir, .. } = destination {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            location: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 impl Extraction<'_> {
@@ -583,7 +631,7 @@ async fn sharing(
 
 /// What `extract` prints: each object as it is done (in the order they finish; with
 /// `--json`, elements of an array), then the counts; errors after the first are logged.
-struct Report {
+pub(super) struct Report {
     json: bool,
     printed: u64,
     restored: u64,
@@ -597,7 +645,7 @@ struct Report {
 }
 
 impl Report {
-    fn new(json: bool) -> Self {
+    pub(super) fn new(json: bool) -> Self {
         if json {
             print!("{{\"objects\":[");
         }
@@ -614,7 +662,7 @@ impl Report {
         }
     }
 
-    fn add(&mut self, result: Result<Restored>) {
+    pub(super) fn add(&mut self, result: Result<Restored>) {
         let restored = match result {
             Ok(restored) => restored,
             // The first error is the exit's (and logged by main); the others are logged here.
@@ -670,7 +718,7 @@ impl Report {
         self.printed += 1;
     }
 
-    fn finish(self) -> Result<ExitCode> {
+    pub(super) fn finish(self) -> Result<ExitCode> {
         if self.json {
             println!(
                 "{}],\"restored\":{},\"already_restored\":{},\"kept\":{},\"older_versions_not_written\":{},\"bytes\":{}}}",

@@ -10,12 +10,13 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::recall_place::{Places, RecallPlace};
-use crate::archive::layout::{BundleLayout, Compression};
+use crate::archive::layout::{big_object_key, BundleLayout, Compression, CopyOf};
 use crate::archive::records::{parse_dlq, parse_index, IndexRow};
 use crate::aws::AwsOptions;
 use crate::catalog::store::Catalog;
 use crate::catalog::{CatalogEntry, KeyQuery};
 use crate::error::{Error, ExitCode, Result};
+use crate::manifest::parse_manifest;
 use crate::s3::{ObjectHead, S3};
 use crate::s3uri::S3Uri;
 use crate::size::human_bytes;
@@ -70,6 +71,19 @@ pub struct Located {
     pub needs_restore: bool,
     /// Where a restore of it stands: not needed, needed, in progress, ready until T.
     pub restore: Option<String>,
+    /// A big object's index row (its headers, metadata and tags), for `extract`.
+    #[serde(skip)]
+    pub copy_row: Option<IndexRow>,
+}
+
+/// Objects by key and version.
+type Identities = HashSet<(String, Option<String>)>;
+
+impl Located {
+    /// Its key and version.
+    fn identity(&self) -> (String, Option<String>) {
+        (self.key.clone(), self.version_id.clone())
+    }
 }
 
 /// An object that a manifest listed but that was not archived.
@@ -100,7 +114,7 @@ pub struct LocateReport {
 /// `s3bundler locate`: exit 0 when the object is archived, 1 when it is not.
 pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &LocateArgs) -> Result<ExitCode> {
     let places = args.place.require("locate")?;
-    let query = query_of(args)?;
+    let query = KeyQuery::of_object("locate", &args.object.key, args.prefix.as_deref())?;
     let s3 = aws.s3(config);
     let report = locate(
         &s3,
@@ -120,22 +134,6 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &LocateArgs) -> Res
     } else {
         ExitCode::Success
     })
-}
-
-/// The key, or the prefix, asked for.
-pub fn query_of(args: &LocateArgs) -> Result<KeyQuery> {
-    match (&args.prefix, args.object.key.as_str()) {
-        (Some(prefix), "") => Ok(KeyQuery::Prefix(prefix.clone())),
-        (Some(_), _) => Err(Error::Usage(
-            "give either s3://SOURCE_BUCKET/KEY or s3://SOURCE_BUCKET with --prefix, not both"
-                .to_string(),
-        )),
-        (None, "") => Err(Error::Usage(format!(
-            "{} names no key: give s3://SOURCE_BUCKET/KEY, or --prefix P",
-            args.object
-        ))),
-        (None, key) => Ok(KeyQuery::Key(key.to_string())),
-    }
 }
 
 /// Finds the objects of `source` that `query` (and `version_id`) asks for.
@@ -158,16 +156,23 @@ pub async fn locate(
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;
-    // DLQs only when they can tell something: a key found nowhere, or a prefix.
+    // DLQs and big objects' copies (which indexes do not list) only when they can tell
+    // something: a key found in no index, or a prefix.
     let located = found.iter().any(|f| !f.located.is_empty());
     if !located || matches!(query, KeyQuery::Prefix(_)) {
-        let indexed: Vec<bool> = found.iter().map(|f| f.indexed).collect();
-        let dlqs: Vec<Found> = stream::iter(lookup.entries.iter().zip(indexed))
-            .map(|(entry, indexed)| read_dlq(s3, places, &wanted, entry, indexed))
+        let indexed: Vec<Option<Identities>> = found
+            .iter()
+            .map(|f| {
+                f.indexed
+                    .then(|| f.located.iter().map(Located::identity).collect())
+            })
+            .collect();
+        let rest: Vec<Found> = stream::iter(lookup.entries.iter().zip(indexed))
+            .map(|(entry, indexed)| read_unindexed(s3, places, &wanted, entry, indexed))
             .buffered(CONCURRENCY)
             .try_collect()
             .await?;
-        found.extend(dlqs);
+        found.extend(rest);
     }
     let mut report = LocateReport {
         candidates: lookup.entries.iter().map(|e| e.manifest.clone()).collect(),
@@ -182,11 +187,7 @@ pub async fn locate(
         report.not_bundled.extend(found.not_bundled);
     }
     // An object dead-lettered once and archived by a redrive is archived.
-    let archived: HashSet<(String, Option<String>)> = report
-        .located
-        .iter()
-        .map(|l| (l.key.clone(), l.version_id.clone()))
-        .collect();
+    let archived: Identities = report.located.iter().map(Located::identity).collect();
     report.dead_lettered = dead
         .into_iter()
         .filter(|d| !archived.contains(&(d.key.clone(), d.version_id.clone())))
@@ -299,49 +300,69 @@ async fn read_index(
             heads.insert(holder_name.clone(), head);
         }
         let head = heads.get(&holder_name).and_then(Option::as_ref);
-        found.located.push(Located {
-            bucket: row.bucket,
-            key: row.key,
-            version_id: row.version_id,
-            size: row.size,
-            etag: row.etag,
-            last_modified: row.last_modified,
-            archive: holder_name,
-            copy,
-            member: row.member,
-            header_offset: row.header_offset,
-            data_offset: row.data_offset,
-            index: index.to_string(),
-            manifest: manifest.to_string(),
-            archived: head.and_then(|h| h.last_modified.clone()),
-            // S3 names no class for STANDARD.
-            storage_class: head.map(|h| {
-                h.storage_class
-                    .clone()
-                    .unwrap_or_else(|| "STANDARD".to_string())
-            }),
-            needs_restore: head.is_some_and(|h| !Need::of(h).readable()),
-            restore: head.map(|h| Need::of(h).describe()),
-        });
+        found
+            .located
+            .push(located(row, holder_name, head, &index, &manifest));
     }
     Ok(found)
 }
 
-/// Reads a candidate manifest's DLQ: the wanted objects it lists, and whether the manifest is
-/// not bundled yet (neither index nor DLQ).
-async fn read_dlq(
+/// An archived object: its index row, where it is (`holder`: its archive, or for a big object
+/// its copy) and the holder's HEAD.
+fn located(
+    row: IndexRow,
+    holder: String,
+    head: Option<&ObjectHead>,
+    index: &S3Uri,
+    manifest: &S3Uri,
+) -> Located {
+    let copy = row.header_offset.is_none();
+    let copy_row = copy.then(|| row.clone());
+    Located {
+        bucket: row.bucket,
+        key: row.key,
+        version_id: row.version_id,
+        size: row.size,
+        etag: row.etag,
+        last_modified: row.last_modified,
+        archive: holder,
+        copy,
+        member: row.member,
+        header_offset: row.header_offset,
+        data_offset: row.data_offset,
+        index: index.to_string(),
+        manifest: manifest.to_string(),
+        archived: head.and_then(|h| h.last_modified.clone()),
+        // S3 names no class for STANDARD.
+        storage_class: head.map(|h| {
+            h.storage_class
+                .clone()
+                .unwrap_or_else(|| "STANDARD".to_string())
+        }),
+        needs_restore: head.is_some_and(|h| !Need::of(h).readable()),
+        restore: head.map(|h| Need::of(h).describe()),
+        copy_row,
+    }
+}
+
+/// What a candidate manifest says beyond its index: the wanted objects its DLQ lists, the big
+/// objects it copied (their `.metadata` beside each copy: indexes do not list copies), and
+/// whether it is not bundled yet (neither index nor DLQ). `indexed` holds the objects its index
+/// located, when it has one: a manifest without its index (not bundled, or stopped) has no
+/// copies to report.
+async fn read_unindexed(
     s3: &S3,
     places: &Places,
     wanted: &Wanted<'_>,
     entry: &CatalogEntry,
-    indexed: bool,
+    indexed: Option<Identities>,
 ) -> Result<Found> {
     let (manifest, layout) = records_of(places, wanted.source, entry);
     let dlq = S3Uri::new(places.manifests.bucket.clone(), layout.dlq_key.clone());
     let bytes = get_optional(s3, &dlq).await?;
     let mut found = Found {
         requests: 1,
-        not_bundled: (!indexed && bytes.is_none()).then(|| manifest.to_string()),
+        not_bundled: (indexed.is_none() && bytes.is_none()).then(|| manifest.to_string()),
         ..Found::default()
     };
     if let Some(bytes) = &bytes {
@@ -357,6 +378,56 @@ async fn read_dlq(
                 dlq: dlq.to_string(),
             })
             .collect();
+    }
+    let Some(indexed) = indexed else {
+        return Ok(found);
+    };
+    let Some(body) = get_optional(s3, &manifest).await? else {
+        return Ok(found);
+    };
+    found.requests += 1;
+    let index = S3Uri::new(places.archive_bucket.clone(), layout.index_key.clone());
+    let accounted = |key: &str, version: Option<&str>| {
+        let same = |k: &str, v: Option<&str>| k == key && version.is_none_or(|v2| v == Some(v2));
+        indexed.iter().any(|(k, v)| same(k, v.as_deref()))
+            || found
+                .dead
+                .iter()
+                .any(|d| same(&d.key, d.version_id.as_deref()))
+    };
+    let mut copies = Vec::new();
+    for row in parse_manifest(&body, &manifest.to_string())? {
+        let version = row.version_id.as_deref();
+        if !wanted.holds(&row.bucket, &row.key, version) || accounted(&row.key, version) {
+            continue;
+        }
+        let of = CopyOf::of(version, row.etag.as_deref());
+        let key = big_object_key(&places.archive_prefix, &row.bucket, &row.key, of);
+        copies.push(S3Uri::new(places.archive_bucket.clone(), key));
+    }
+    for copy in copies {
+        let metadata = S3Uri::new(copy.bucket.clone(), format!("{}.metadata", copy.key));
+        found.requests += 1;
+        let Some(record) = get_optional(s3, &metadata).await? else {
+            continue;
+        };
+        let Some(row) = parse_index(&record, &metadata.to_string())?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let head = s3
+            .head(&copy)
+            .await
+            .map_err(|f| Error::reading("HeadObject", copy.to_string(), f))?;
+        found.requests += 1;
+        if head.is_some() {
+            let holder = copy.to_string();
+            found
+                .located
+                .push(located(row, holder, head.as_ref(), &index, &manifest));
+        }
     }
     Ok(found)
 }

@@ -412,16 +412,7 @@ async fn holders_of(
     source: &S3Uri,
 ) -> Result<(Vec<S3Uri>, Option<String>)> {
     let places = args.place.require("restore s3://SOURCE_BUCKET/KEY")?;
-    let query = match (&args.prefix, source.key.as_str()) {
-        (Some(prefix), "") => KeyQuery::Prefix(prefix.clone()),
-        (None, key) if !key.is_empty() => KeyQuery::Key(key.to_string()),
-        _ => {
-            return Err(Error::Usage(
-                "restore: give s3://SOURCE_BUCKET/KEY, or s3://SOURCE_BUCKET with --prefix P"
-                    .to_string(),
-            ))
-        }
-    };
+    let query = KeyQuery::of_object("restore", &source.key, args.prefix.as_deref())?;
     let report = locate(s3, &places, &source.bucket, &query, None).await?;
     if report.located.is_empty() {
         return Ok((

@@ -58,18 +58,7 @@ impl Archive {
     /// run (or word that one is in progress) rather than GETs refused as InvalidObjectState.
     /// One HEAD; a missing archive is left to the reads, which say so.
     pub async fn check_readable(&self, s3: &S3) -> Result<()> {
-        let head = s3
-            .head(&self.uri)
-            .await
-            .map_err(|f| Error::reading("HeadObject", self.uri.to_string(), f))?;
-        let need = head.as_ref().map(crate::thaw::Need::of);
-        match need.and_then(|need| crate::thaw::advice(&self.uri, &need)) {
-            Some(advice) => Err(Error::NeedsRestore {
-                archive: self.uri.to_string(),
-                advice,
-            }),
-            None => Ok(()),
-        }
+        check_readable(s3, &self.uri).await
     }
 
     /// The index's rows in its order (the archive's: `bundle` writes a member's row when it
@@ -137,6 +126,24 @@ impl Selection {
 
 fn is_version(row: &IndexRow, version: &str) -> bool {
     row.version_id.as_deref() == Some(version)
+}
+
+/// Refuses an archive or big-object copy that cannot be read without a restore, with the
+/// `restore` command to run (or word that one is in progress). One HEAD; a missing object is
+/// left to the reads, which say so.
+pub async fn check_readable(s3: &S3, uri: &S3Uri) -> Result<()> {
+    let head = s3
+        .head(uri)
+        .await
+        .map_err(|f| Error::reading("HeadObject", uri.to_string(), f))?;
+    let need = head.as_ref().map(crate::thaw::Need::of);
+    match need.and_then(|need| crate::thaw::advice(uri, &need)) {
+        Some(advice) => Err(Error::NeedsRestore {
+            archive: uri.to_string(),
+            advice,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Reads the uncompressed tar stream from some offset on.
@@ -678,6 +685,76 @@ pub async fn restore_in(
     background: &mut Option<&mut Background>,
 ) -> Result<Option<Restored>> {
     let header = cursor.header(row).await?;
+    write_member(s3, cursor, row, &header, destination, expect, background).await
+}
+
+/// A big object's copy (`copy`, its index row `row`) restored as an archive member would be:
+/// its bytes streamed from the copy, its headers, metadata and tags as recorded; nothing
+/// replaced unless the destination says overwrite.
+pub async fn restore_copy(
+    s3: &S3,
+    copy: &S3Uri,
+    row: &IndexRow,
+    destination: &Destination,
+) -> Result<Restored> {
+    let got = s3
+        .get_stream(copy)
+        .await
+        .map_err(|f| Error::reading("GetObject", copy.to_string(), f))?;
+    // Named and placed as its member in an archive would be.
+    let row = IndexRow {
+        member: format!("{}/{}", row.bucket, row.key),
+        header_offset: Some(0),
+        data_offset: Some(0),
+        ..row.clone()
+    };
+    let mut attributes = vec![("etag".to_string(), row.etag.clone())];
+    attributes.extend(
+        got.content_headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone())),
+    );
+    attributes.extend(
+        row.metadata
+            .iter()
+            .map(|(k, v)| (format!("meta.{k}"), v.clone())),
+    );
+    attributes.extend(
+        row.tags
+            .iter()
+            .map(|(k, v)| (format!("tag.{k}"), v.clone())),
+    );
+    let header = MemberHeader {
+        name: row.member.clone(),
+        size: row.size,
+        attributes,
+        length: 0,
+    };
+    let mut cursor = Cursor::new(Chunks::Body(got.body), 0, copy.to_string());
+    let mut none = None;
+    write_member(
+        s3,
+        &mut cursor,
+        &row,
+        &header,
+        destination,
+        &Expect::Nothing,
+        &mut none,
+    )
+    .await?
+    .ok_or(Error::Interrupted)
+}
+
+/// Writes a member whose header was read (`cursor` at its data) to `destination`.
+async fn write_member(
+    s3: &S3,
+    cursor: &mut Cursor,
+    row: &IndexRow,
+    header: &MemberHeader,
+    destination: &Destination,
+    expect: &Expect,
+    background: &mut Option<&mut Background>,
+) -> Result<Option<Restored>> {
     match destination {
         Destination::S3 { to, overwrite } => {
             let target = s3_target(to, row);
@@ -699,7 +776,7 @@ pub async fn restore_in(
                 s3: s3.clone(),
                 target,
                 part_size,
-                headers: object_headers(row, &header),
+                headers: object_headers(row, header),
                 buffer: Vec::new(),
                 whole: Bytes::new(),
                 upload: None,
