@@ -83,7 +83,8 @@ EXPECTED_ROLES = {
         "GrouperTaskRole": {
             "s3:GetObject",  # inventory reports; staged manifests (copy source); existing manifests
             "s3:PutObject",  # manifests, staged then copied in place
-            "s3:DeleteObject",  # staged manifests only
+            "s3:DeleteObject",  # staged manifests and old catalog generations only
+            "s3:AbortMultipartUpload",  # a catalog generation's upload that failed
             "s3:ListBucket",  # a missing manifest answers 404, not 403
             "sqs:GetQueueUrl",
             "sqs:SendMessage",  # group --queue
@@ -143,6 +144,7 @@ EXPECTED_OPERATOR_POLICIES = {
         "RedrivePolicy": {
             "s3:PutObject",  # the redrive manifests ROOT.redriveN.index, and the catalog's records
             "s3:DeleteObject",  # catalog generations a compaction leaves behind
+            "s3:AbortMultipartUpload",  # a catalog generation's upload that failed
             "sqs:SendMessage",  # redrive -q: one message per redrive manifest
         },
         "RestorePolicy": {
@@ -200,6 +202,8 @@ RESOURCE_MUST_CONTAIN = {
     ("PrunePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.pruned",),
     ("RedrivePolicy", "s3:PutObject"): ("${ManifestPrefix}/*.redrive*.index", "${ManifestPrefix}/_catalog/"),
     ("RedrivePolicy", "s3:DeleteObject"): ("${ManifestPrefix}/_catalog/*/generations/",),
+    ("RedrivePolicy", "s3:AbortMultipartUpload"): ("${ManifestPrefix}/_catalog/*/generations/",),
+    ("GrouperTaskRole", "s3:AbortMultipartUpload"): ("/_catalog/*/generations/",),
     ("RedrivePolicy", "sqs:SendMessage"): ('"ManifestQueue"',),
     ("RestorePolicy", "s3:RestoreObject"): ("${ArchivePrefix}/",),
     # KMS keys: each role only the keys of what it reads or writes.

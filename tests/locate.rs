@@ -771,6 +771,93 @@ async fn key_filters_of_incremental_runs_leave_one_candidate_after_a_year_of_wee
     }
 }
 
+/// A generation larger than a part (8 MiB: 600 filtered entries of 22 KiB) is written in parts
+/// and streamed into the next one, merged with a new run's entries: every manifest stays
+/// findable, each exactly where its range is, and no upload is left open.
+#[tokio::test]
+async fn a_generation_larger_than_a_part_is_streamed_into_the_next_and_stays_exact() {
+    use base64::Engine;
+    use s3bundler::catalog::store::Catalog;
+    use s3bundler::catalog::KeyQuery;
+    use s3bundler::s3::{WriteSettings, S3};
+    let client = s3_client(moto::endpoint());
+    let bucket = new_bucket(&client, "cat-big").await;
+    let s3 = S3::new(client.clone(), WriteSettings::default());
+    let catalog = Catalog::new(&s3, &bucket, "m", "src");
+    // Filters that hold every key: the ranges alone decide.
+    let full = format!(
+        "bloom7:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(vec![0xFFu8; 16 << 10])
+    );
+    let wide: Vec<_> = (0..600)
+        .map(|n| s3bundler::catalog::CatalogEntry {
+            filter: Some(full.clone()),
+            ..entry(
+                &format!("m/week.{n}.index"),
+                &format!("k{n:05}a"),
+                &format!("k{n:05}z"),
+            )
+        })
+        .collect();
+    let record = |label: &'static str, entries| {
+        let catalog = &catalog;
+        async move {
+            catalog
+                .record_run(label, entries)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            catalog.compact().await.unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert_eq!(record("week", wide).await, Some(1));
+    let narrow: Vec<_> = (0..10)
+        .map(|n| {
+            entry(
+                &format!("m/full.{n}.index"),
+                &format!("k{n:05}b"),
+                &format!("k{n:05}c"),
+            )
+        })
+        .collect();
+    assert_eq!(record("full", narrow).await, Some(2));
+    let sizes: Vec<(String, i64)> = client
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("m/_catalog/src/generations/")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .contents()
+        .iter()
+        .map(|o| {
+            (
+                o.key().unwrap_or_default().to_string(),
+                o.size().unwrap_or(0),
+            )
+        })
+        .collect();
+    let second = sizes
+        .iter()
+        .find(|(key, _)| key.contains("/0000000002.") && key.ends_with(".entries.jsonl"))
+        .unwrap_or_else(|| panic!("no generation 2 in {sizes:?}"));
+    assert!(second.1 > 8 << 20, "{sizes:?}");
+    for (key, manifests) in [
+        ("k00300m", vec!["m/week.300.index"]),
+        ("k00007b", vec!["m/week.7.index", "m/full.7.index"]),
+        ("k00599z", vec!["m/week.599.index"]),
+        ("k00600a", vec![]),
+    ] {
+        let found = catalog
+            .lookup(&KeyQuery::Key(key.into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let named: Vec<&str> = found.entries.iter().map(|e| e.manifest.as_str()).collect();
+        assert_eq!(named, manifests, "{key}");
+        assert_eq!((found.generation, found.pending_runs), (Some(2), 0));
+    }
+    assert_eq!(incomplete_uploads(&client, &bucket).await, 0);
+}
+
 /// The whole way back on moto, which keeps storage classes, refuses GETs of DEEP_ARCHIVE
 /// objects until restored and answers RestoreObject: an object archived in DEEP_ARCHIVE is
 /// located, `cat` by its source key names the restore to run, `restore` prices it (requesting

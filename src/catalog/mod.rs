@@ -246,7 +246,7 @@ pub struct Page {
     /// Byte range in the entries object.
     pub offset: u64,
     pub length: u64,
-    /// The first key of its first entry.
+    /// The smallest first key of its entries.
     pub first: String,
     /// The largest last key of its entries (not the last entry's: entries are sorted by first
     /// key only).
@@ -297,8 +297,88 @@ pub struct Generation {
     pub table: PageTable,
 }
 
-/// Builds generation `generation` of `source` from sorted entries (see [`sort_entries`]), to be
-/// stored at `entries_key` under the catalog folder.
+/// The order of a generation's entries: range-only entries, then filtered ones (wide and
+/// sparse, in pages of their own: a page's range is the union of its entries', and one wide
+/// entry among narrow ones would make every lookup read that page), each by first key.
+pub fn generation_order(a: &CatalogEntry, b: &CatalogEntry) -> Ordering {
+    (a.filter.is_some(), &a.first, &a.last, &a.manifest).cmp(&(
+        b.filter.is_some(),
+        &b.first,
+        &b.last,
+        &b.manifest,
+    ))
+}
+
+/// Builds a generation entry by entry, in [`generation_order`], so that a compaction can
+/// stream one: each entry's line is handed back to be written, and the page table is kept.
+pub struct GenerationBuilder {
+    table: PageTable,
+    /// Whether the last page holds filtered entries.
+    filtered_page: bool,
+}
+
+impl GenerationBuilder {
+    /// Generation `generation` of `source`, holding `runs`, stored at `entries_key` under the
+    /// catalog folder.
+    pub fn new(generation: u64, source: &str, runs: Vec<String>, entries_key: String) -> Self {
+        GenerationBuilder {
+            table: PageTable {
+                generation,
+                source: source.to_string(),
+                runs,
+                entries: 0,
+                objects: 0,
+                bytes: 0,
+                entries_key,
+                entries_bytes: 0,
+                pages: Vec::new(),
+            },
+            filtered_page: false,
+        }
+    }
+
+    /// Adds `entry`; returns its line for the entries object.
+    pub fn push(&mut self, entry: &CatalogEntry) -> Vec<u8> {
+        let line = encode_entries(std::slice::from_ref(entry));
+        let table = &mut self.table;
+        let (offset, length) = (table.entries_bytes, line.len() as u64);
+        table.entries += 1;
+        table.objects += entry.objects;
+        table.bytes += entry.bytes;
+        table.entries_bytes += length;
+        let filtered = entry.filter.is_some();
+        match table.pages.last_mut() {
+            Some(page) if page.length < PAGE_BYTES as u64 && filtered == self.filtered_page => {
+                page.length += length;
+                page.entries += 1;
+                // Smallest first and largest last: a page's range holds every entry's, in
+                // whatever order they came.
+                if entry.first < page.first {
+                    page.first = entry.first.clone();
+                }
+                if entry.last > page.last {
+                    page.last = entry.last.clone();
+                }
+            }
+            _ => table.pages.push(Page {
+                offset,
+                length,
+                first: entry.first.clone(),
+                last: entry.last.clone(),
+                entries: 1,
+            }),
+        }
+        self.filtered_page = filtered;
+        line
+    }
+
+    pub fn finish(self) -> PageTable {
+        self.table
+    }
+}
+
+/// Builds generation `generation` of `source` from entries (see [`sort_entries`]) in memory,
+/// to be stored at `entries_key` under the catalog folder.
 pub fn build_generation(
     generation: u64,
     source: &str,
@@ -306,52 +386,15 @@ pub fn build_generation(
     entries: &[CatalogEntry],
     entries_key: String,
 ) -> Generation {
+    let mut ordered: Vec<&CatalogEntry> = entries.iter().collect();
+    ordered.sort_by(|a, b| generation_order(a, b));
+    let mut builder = GenerationBuilder::new(generation, source, runs, entries_key);
     let mut body = Vec::new();
-    let mut pages: Vec<Page> = Vec::new();
-    let (mut objects, mut bytes) = (0u64, 0u64);
-    // Filtered entries (wide and sparse) are paged after the others, in pages of their own: a
-    // page's range is the union of its entries', and one wide entry among narrow ones would
-    // make every lookup read that page.
-    let range_only = entries.iter().filter(|entry| entry.filter.is_none());
-    let filtered = entries.iter().filter(|entry| entry.filter.is_some());
-    let mut section_start = None;
-    for entry in range_only.chain(filtered) {
-        objects += entry.objects;
-        bytes += entry.bytes;
-        let offset = body.len() as u64;
-        if entry.filter.is_some() && section_start.is_none() {
-            section_start = Some(offset);
-        }
-        body.extend_from_slice(&encode_entries(std::slice::from_ref(entry)));
-        match pages.last_mut() {
-            Some(page) if page.length < PAGE_BYTES as u64 && Some(offset) != section_start => {
-                page.length = body.len() as u64 - page.offset;
-                page.entries += 1;
-                if entry.last > page.last {
-                    page.last = entry.last.clone();
-                }
-            }
-            _ => pages.push(Page {
-                offset,
-                length: body.len() as u64 - offset,
-                first: entry.first.clone(),
-                last: entry.last.clone(),
-                entries: 1,
-            }),
-        }
+    for entry in ordered {
+        body.extend_from_slice(&builder.push(entry));
     }
     Generation {
-        table: PageTable {
-            generation,
-            source: source.to_string(),
-            runs,
-            entries: entries.len() as u64,
-            objects,
-            bytes,
-            entries_key,
-            entries_bytes: body.len() as u64,
-            pages,
-        },
+        table: builder.finish(),
         entries: body,
     }
 }

@@ -5,26 +5,29 @@
 //! - `generations/G.ID.entries.jsonl` and `generations/G.pages.json`: generation G, every run so
 //!   far in sorted pages, and its page table. The page table is written last and once
 //!   (`If-None-Match`): two compactions racing for G leave one; the loser's runs stay pending
-//!   and a lookup reads them directly until the next compaction takes them.
+//!   and a lookup reads them directly until the next compaction takes them. A compaction
+//!   streams generation G-1 into G, so it never holds a generation in memory.
 
 use std::collections::BTreeSet;
 
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::{
-    build_generation, catalog_folder, decode_entries, encode_entries, sort_entries, CatalogEntry,
-    KeyQuery, PageTable,
+    catalog_folder, decode_entries, encode_entries, generation_order, sort_entries, CatalogEntry,
+    GenerationBuilder, KeyQuery, PageTable,
 };
+use crate::bundle::budget::ByteBudget;
+use crate::bundle::upload::MultipartUpload;
 use crate::error::{Error, RemoteFailure, Result};
-use crate::s3::{Put, S3};
+use crate::s3::{ObjectHeaders, Put, S3};
 use crate::s3uri::S3Uri;
 
 /// Largest run file or page table read whole.
 const RUN_LIMIT: u64 = 1 << 30;
-/// Largest generation entries object read whole (by a compaction): about 25 MB per billion
-/// objects in manifests of 10,000.
-const ENTRIES_LIMIT: u64 = 8 << 30;
+/// A generation's entries object is written in one PUT up to this size, else in parts of it.
+const PART_BYTES: usize = 8 << 20;
 
 /// The catalog of one source bucket.
 pub struct Catalog<'a> {
@@ -186,18 +189,21 @@ impl<'a> Catalog<'a> {
     /// Compacts the runs no generation holds into the next generation; returns its number, or
     /// `None` when there was nothing to do or another compaction took that number first.
     /// Generations older than the one before the new one are removed afterwards.
+    ///
+    /// The newest generation is streamed, merged with the pending runs' entries and written as
+    /// it is read (in parts, past [`PART_BYTES`]): memory holds the pending runs and the page
+    /// table, not the generation (851 MiB at a billion objects after a year of weekly runs).
     pub async fn compact(&self) -> Result<Option<u64>> {
         let listing = self.list().await?;
         let latest = listing.tables.last().copied();
-        let (mut entries, mut runs) = match latest {
-            Some(generation) => {
-                let table = self.table(generation).await?;
-                let uri = self.uri(&table.entries_key);
-                let bytes = self.read(&uri, ENTRIES_LIMIT).await?;
-                (decode_entries(&bytes, &uri.to_string())?, table.runs)
-            }
-            None => (Vec::new(), Vec::new()),
+        let previous = match latest {
+            Some(generation) => Some(self.table(generation).await?),
+            None => None,
         };
+        let mut runs = previous
+            .as_ref()
+            .map(|t| t.runs.clone())
+            .unwrap_or_default();
         let pending: Vec<String> = listing
             .runs
             .iter()
@@ -207,12 +213,16 @@ impl<'a> Catalog<'a> {
         if pending.is_empty() {
             return Ok(None);
         }
+        let mut entries = Vec::new();
         for run in &pending {
             entries.extend(self.run_entries(run).await?);
         }
+        // Records of one manifest are merged within the pending runs; one also in the
+        // generation stays there as a second entry, which a lookup merges (see `lookup`).
+        sort_entries(&mut entries);
+        entries.sort_by(generation_order);
         runs.extend(pending);
         runs.sort();
-        sort_entries(&mut entries);
         let number = latest.map_or(1, |g| g + 1);
         // Named apart from any other compaction's, so that one that stopped before its page
         // table never blocks the next.
@@ -222,31 +232,25 @@ impl<'a> Catalog<'a> {
             std::time::SystemTime::now()
         ));
         let entries_name = format!("generations/{number:010}.{id}.entries.jsonl");
-        let generation = build_generation(number, &self.source, runs, &entries, entries_name);
-        let entries_uri = self.uri(&generation.table.entries_key);
-        let write_once = |content_type| Put {
-            if_none_match: true,
-            ..Put::new(content_type)
-        };
-        self.s3
-            .put(
-                &entries_uri,
-                Bytes::from(generation.entries),
-                &write_once("application/x-ndjson"),
-            )
-            .await
-            .map_err(|f| Error::writing("PutObject", entries_uri.to_string(), f))?;
+        let entries_uri = self.uri(&entries_name);
+        let mut builder = GenerationBuilder::new(number, &self.source, runs, entries_name);
+        let mut writer = EntriesWriter::new(self.s3, &entries_uri);
+        let merged = self
+            .merge(previous.as_ref(), entries, &mut builder, &mut writer)
+            .await;
+        if let Err(error) = merged {
+            writer.abort().await;
+            return Err(error);
+        }
+        writer.finish().await?;
+        let table = builder.finish();
         let table_uri = self.uri(&Self::table_name(number));
-        let table = serde_json::to_vec(&generation.table).unwrap_or_default();
-        match self
-            .s3
-            .put(
-                &table_uri,
-                Bytes::from(table),
-                &write_once("application/json"),
-            )
-            .await
-        {
+        let body = serde_json::to_vec(&table).unwrap_or_default();
+        let put = Put {
+            if_none_match: true,
+            ..Put::new("application/json")
+        };
+        match self.s3.put(&table_uri, Bytes::from(body), &put).await {
             Ok(_) => {}
             Err(RemoteFailure::PreconditionFailed) => {
                 info!("{table_uri}: another compaction wrote this generation; its runs stay pending until the next");
@@ -270,10 +274,182 @@ impl<'a> Catalog<'a> {
         Ok(Some(number))
     }
 
+    /// Writes the entries of `previous` (streamed) and `pending` (in [`generation_order`]),
+    /// merged in that order.
+    async fn merge(
+        &self,
+        previous: Option<&PageTable>,
+        pending: Vec<CatalogEntry>,
+        builder: &mut GenerationBuilder,
+        writer: &mut EntriesWriter<'_>,
+    ) -> Result<()> {
+        let mut pending = pending.into_iter().peekable();
+        if let Some(table) = previous {
+            let uri = self.uri(&table.entries_key);
+            let got = self
+                .s3
+                .get_stream(&uri)
+                .await
+                .map_err(|f| Error::reading("GetObject", uri.to_string(), f))?;
+            let mut lines = Lines::new(got.body, uri.to_string());
+            while let Some(entry) = lines.next_entry().await? {
+                while let Some(first) = pending.next_if(|p| generation_order(p, &entry).is_lt()) {
+                    writer.write(builder.push(&first)).await?;
+                }
+                writer.write(builder.push(&entry)).await?;
+            }
+        }
+        for entry in pending {
+            writer.write(builder.push(&entry)).await?;
+        }
+        Ok(())
+    }
     /// Deletes a catalog object no lookup needs any more; a failure is only logged.
     async fn remove(&self, uri: &S3Uri) {
         if let Err(failure) = self.s3.delete(uri).await {
             warn!("could not delete {uri}, which the catalog no longer needs: {failure}");
+        }
+    }
+}
+
+/// A generation's entries object as it is written: one PUT when small, else a multipart upload
+/// of [`PART_BYTES`] parts. Written where no object is (`If-None-Match`).
+struct EntriesWriter<'a> {
+    s3: &'a S3,
+    uri: S3Uri,
+    buffer: Vec<u8>,
+    upload: Option<MultipartUpload>,
+    parts: i32,
+    budget: ByteBudget,
+}
+
+impl<'a> EntriesWriter<'a> {
+    fn new(s3: &'a S3, uri: &S3Uri) -> Self {
+        EntriesWriter {
+            s3,
+            uri: uri.clone(),
+            buffer: Vec::new(),
+            upload: None,
+            parts: 0,
+            // Two parts in flight while the next fills.
+            budget: ByteBudget::new(2 * PART_BYTES as u64),
+        }
+    }
+
+    async fn write(&mut self, line: Vec<u8>) -> Result<()> {
+        self.buffer.extend_from_slice(&line);
+        if self.buffer.len() >= PART_BYTES {
+            self.send_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self) -> Result<()> {
+        if self.upload.is_none() {
+            let headers = ObjectHeaders {
+                content_type: Some("application/x-ndjson".to_string()),
+                ..ObjectHeaders::default()
+            };
+            self.upload =
+                Some(MultipartUpload::create_with(self.s3, &self.uri, &headers, None, 2).await?);
+        }
+        let body = Bytes::from(std::mem::take(&mut self.buffer));
+        let permit = self.budget.acquire(body.len() as u64).await;
+        self.parts += 1;
+        if let Some(upload) = self.upload.as_mut() {
+            upload.send_part(self.parts, body, permit).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        let Some(mut upload) = self.upload.take() else {
+            let put = Put {
+                if_none_match: true,
+                ..Put::new("application/x-ndjson")
+            };
+            let body = Bytes::from(std::mem::take(&mut self.buffer));
+            return self
+                .s3
+                .put(&self.uri, body, &put)
+                .await
+                .map(|_| ())
+                .map_err(|f| Error::writing("PutObject", self.uri.to_string(), f));
+        };
+        if !self.buffer.is_empty() {
+            self.upload = Some(upload);
+            self.send_part().await?;
+            upload = self.upload.take().ok_or(Error::Interrupted)?;
+        }
+        match upload.complete_if(None, true).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                upload.abort().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn abort(&mut self) {
+        if let Some(upload) = self.upload.as_mut() {
+            upload.abort().await;
+        }
+    }
+}
+
+/// The entries of an entries object, read line by line as it downloads.
+struct Lines {
+    body: ByteStream,
+    buffer: Vec<u8>,
+    /// Where the next line starts in `buffer`.
+    start: usize,
+    location: String,
+    line: usize,
+}
+
+impl Lines {
+    fn new(body: ByteStream, location: String) -> Self {
+        Lines {
+            body,
+            buffer: Vec::new(),
+            start: 0,
+            location,
+            line: 0,
+        }
+    }
+
+    async fn next_entry(&mut self) -> Result<Option<CatalogEntry>> {
+        loop {
+            let rest = &self.buffer[self.start..];
+            if let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                let line = &rest[..end];
+                self.start += end + 1;
+                self.line += 1;
+                if line.is_empty() {
+                    continue;
+                }
+                return serde_json::from_slice(line).map(Some).map_err(|e| {
+                    Error::bad_input(
+                        self.location.clone(),
+                        format!("line {} is not a catalog entry: {e}", self.line),
+                    )
+                });
+            }
+            // Keep only the unfinished line before reading on.
+            self.buffer.drain(..self.start);
+            self.start = 0;
+            match self.body.try_next().await.map_err(|e| {
+                Error::reading(
+                    "GetObject",
+                    self.location.clone(),
+                    RemoteFailure::Transient(e.to_string()),
+                )
+            })? {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None if self.buffer.is_empty() => return Ok(None),
+                // A last line without its newline.
+                None => self.buffer.push(b'\n'),
+            }
         }
     }
 }
