@@ -7,6 +7,7 @@ use crate::commands::bundle::BundleArgs;
 use crate::commands::extract::{CatArgs, ExtractArgs};
 use crate::commands::group::GroupArgs;
 use crate::commands::locate::LocateArgs;
+use crate::commands::ls::LsArgs;
 use crate::commands::plan::PlanArgs;
 use crate::commands::prune::PruneArgs;
 use crate::commands::redrive::RedriveArgs;
@@ -61,4 +62,6 @@ pub enum Command {
     /// Find where an object of a source bucket was archived (archive, member, offsets, class),
     /// from the catalog beside the manifests; exit 1 when it is not archived.
     Locate(LocateArgs),
+    /// List an archive's objects from its index (the archive itself is not read).
+    Ls(LsArgs),
 }

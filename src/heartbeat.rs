@@ -91,7 +91,7 @@ impl Heartbeat {
                     Err(problem) => {
                         error!(
                             message_id = %message.id,
-                            "ERROR could not keep message {} hidden ({problem}): another worker \
+                            "could not keep message {} hidden ({problem}): another worker \
                              may receive it, so this manifest is stopped without committing",
                             message.id
                         );

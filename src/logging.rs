@@ -1,18 +1,33 @@
-//! Logs go to stderr: human-readable on a terminal, JSON lines otherwise, so CloudWatch metric
-//! filters can count `begin processing`, `successfully archived` and `ERROR` lines.
+//! Logs go to stderr: human-readable text, or JSON lines where a log collector reads them (an
+//! ECS task, or `--log-format json`), so that CloudWatch metric filters can count
+//! `begin processing` and `successfully archived` lines and `level` ERROR.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// Set by the ECS agent in every task's containers: logs there go to CloudWatch as JSON.
+const ECS_METADATA: &str = "ECS_CONTAINER_METADATA_URI_V4";
+
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Text on a terminal, JSON lines otherwise.
+    /// JSON lines in an ECS task (`ECS_CONTAINER_METADATA_URI_V4` set), text otherwise.
     #[default]
     Auto,
     Text,
     Json,
+}
+
+impl LogFormat {
+    /// Whether lines are JSON, in an ECS task or not.
+    fn json_lines(self, in_ecs: bool) -> bool {
+        match self {
+            LogFormat::Auto => in_ecs,
+            LogFormat::Text => false,
+            LogFormat::Json => true,
+        }
+    }
 }
 
 /// Logging options every command shares.
@@ -48,11 +63,9 @@ impl LogOptions {
     /// Installs the global subscriber. Calling it twice keeps the first.
     pub fn init(&self) {
         let terminal = std::io::stderr().is_terminal();
-        let json = match self.log_format {
-            LogFormat::Auto => !terminal,
-            LogFormat::Text => false,
-            LogFormat::Json => true,
-        };
+        let json = self
+            .log_format
+            .json_lines(std::env::var_os(ECS_METADATA).is_some());
         let builder = tracing_subscriber::fmt()
             .with_env_filter(self.filter())
             .with_writer(std::io::stderr);
@@ -65,5 +78,18 @@ impl LogOptions {
         } else {
             builder.with_ansi(terminal).with_target(false).try_init()
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_text_unless_asked_or_in_an_ecs_task() {
+        assert!(!LogFormat::Auto.json_lines(false));
+        assert!(LogFormat::Auto.json_lines(true));
+        assert!(!LogFormat::Text.json_lines(true));
+        assert!(LogFormat::Json.json_lines(false));
     }
 }

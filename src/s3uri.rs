@@ -71,9 +71,53 @@ pub fn bucket_name(text: &str) -> &str {
         .unwrap_or(text)
 }
 
+/// A bucket name as `-b` takes it (clap's value parser): a URI or a bucket with a prefix is
+/// refused before any request, saying where each part goes. Legacy names (capitals,
+/// underscores) pass; S3 judges the rest.
+pub fn parse_bucket(text: &str) -> Result<String, String> {
+    let (bucket, prefix) = match text.strip_prefix("s3://") {
+        Some(rest) => rest.split_once('/').unwrap_or((rest, "")),
+        None => text.split_once('/').unwrap_or((text, "")),
+    };
+    let prefix = prefix.trim_end_matches('/');
+    let hint = if prefix.is_empty() {
+        format!("give the bucket name alone: {bucket}")
+    } else {
+        format!("give the bucket name here ({bucket}) and the key prefix with -p ({prefix})")
+    };
+    if bucket.is_empty() || bucket.chars().any(|c| c.is_whitespace() || c == ':') {
+        return Err(format!("`{text}` is not a bucket name"));
+    }
+    if text.starts_with("s3://") || text.contains('/') {
+        return Err(format!("`{text}` is not a bucket name: {hint}"));
+    }
+    Ok(bucket.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_argument_refuses_uris_and_prefixes_saying_where_each_part_goes() {
+        assert_eq!(parse_bucket("archive"), Ok("archive".to_string()));
+        assert_eq!(
+            parse_bucket("Legacy_Bucket"),
+            Ok("Legacy_Bucket".to_string())
+        );
+        let uri = parse_bucket("s3://archive").expect_err("uri");
+        assert!(
+            uri.ends_with("give the bucket name alone: archive"),
+            "{uri}"
+        );
+        let with_prefix = parse_bucket("archive/manifests/").expect_err("prefix");
+        assert!(
+            with_prefix.contains("(archive)") && with_prefix.contains("-p (manifests)"),
+            "{with_prefix}"
+        );
+        assert!(parse_bucket("").is_err() && parse_bucket("a b").is_err());
+        assert!(parse_bucket("arn:aws:s3:::x").is_err());
+    }
 
     #[test]
     fn parses_bucket_and_key() {

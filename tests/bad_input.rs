@@ -504,3 +504,59 @@ async fn a_worker_fed_garbage_messages_goes_on_and_bundles_the_good_one() {
         "the garbage went to the dead-letter queue"
     );
 }
+
+/// A log piped to a file is text (`2>&1 | tee run.log` reads as on a terminal), with the level
+/// once ("ERROR", never "ERROR ERROR"); in an ECS task it is JSON lines for the collector.
+#[tokio::test]
+async fn logs_are_text_when_piped_and_json_in_an_ecs_task() {
+    let args = [
+        "locate",
+        "s3://some-bucket",
+        "--manifests",
+        "s3://m/p/",
+        "--archives",
+        "s3://a/p/",
+    ];
+    let out = s3bundler(moto::endpoint(), &args).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    let line = out.stderr.lines().next().unwrap_or_default();
+    assert!(!line.starts_with('{'), "{line}");
+    assert_eq!(line.matches("ERROR").count(), 1, "{line}");
+    assert!(line.contains("names no key"), "{line}");
+    let ecs = [("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x")];
+    let out = s3bundler_with_env(moto::endpoint(), &args, &ecs).await;
+    let line: serde_json::Value =
+        serde_json::from_str(out.stderr.lines().next().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stderr));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(
+        !line["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ERROR"),
+        "{line}"
+    );
+}
+
+/// `-b` takes a bucket name: a URI or a bucket with a prefix is refused before any request,
+/// saying where each part goes.
+#[tokio::test]
+async fn a_bucket_given_as_a_uri_or_with_a_prefix_is_refused_saying_where_each_part_goes() {
+    for (bucket, expected) in [
+        ("s3://archive", "give the bucket name alone: archive"),
+        (
+            "archive/manifests",
+            "(archive) and the key prefix with -p (manifests)",
+        ),
+    ] {
+        for command in [
+            vec!["run", "-m", "s3://inv/manifest.json", "-b", bucket],
+            vec!["group", "-m", "s3://inv/manifest.json", "-b", bucket],
+            vec!["verify", "--manifests", "s3://m/p/", "-b", bucket],
+        ] {
+            let out = s3bundler(moto::endpoint(), &command).await;
+            assert_eq!(out.code, 2, "{command:?}: {out:?}");
+            assert!(out.stderr.contains(expected), "{command:?}: {}", out.stderr);
+        }
+    }
+}

@@ -162,7 +162,9 @@ async fn round_trip(compress: Option<&str>) {
     .await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stdout.contains("archived-version=") && out.stdout.contains("restored 1 objects"),
+        out.stdout.contains(&format!("{}\t", odd.key))
+            && !out.stdout.contains("=-")
+            && out.stdout.contains("restored 1 objects"),
         "{}",
         out.stdout
     );
@@ -958,5 +960,73 @@ async fn an_object_written_by_another_writer_during_the_restore_is_kept() {
     assert_eq!(
         get_object(&client, &bucket, "restored/race/big").await,
         b"theirs too"
+    );
+}
+
+/// `ls` lists an archive's objects from its index (text or JSON, `--prefix`); a prefix that
+/// selects nothing warns, in `ls` and in `extract`, and a key that is not there names the `ls`
+/// command to run.
+#[tokio::test]
+async fn ls_lists_an_archives_objects_and_empty_selections_say_so() {
+    let server = LocalS3::shared();
+    let (_client, bucket, manifest) = local_objects("ls", 5, 100).await;
+    let archive = bundled(&server.endpoint, &manifest, &bucket, None).await;
+    let out = s3bundler(&server.endpoint, &["ls", &archive]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut keys: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "objects/0",
+            "objects/1",
+            "objects/2",
+            "objects/3",
+            "objects/4"
+        ]
+    );
+    let out = s3bundler(
+        &server.endpoint,
+        &["ls", &archive, "--prefix", "objects/3", "--json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let listed = out.json();
+    assert_eq!(
+        (listed["objects"].as_u64(), listed["bytes"].as_u64()),
+        (Some(1), Some(100))
+    );
+    assert_eq!(listed["members"][0]["key"], "objects/3", "{listed}");
+    let out = s3bundler(&server.endpoint, &["ls", &archive, "--prefix", "nope/"]).await;
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:?}");
+    assert!(
+        out.stderr.contains("WARN") && out.stderr.contains("nope/"),
+        "{}",
+        out.stderr
+    );
+
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.path().display().to_string();
+    let out = s3bundler(
+        &server.endpoint,
+        &["extract", &archive, "--prefix", "nope/", "-C", &dir],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("WARN") && out.stderr.contains("nothing to extract"),
+        "{}",
+        out.stderr
+    );
+    let out = s3bundler(&server.endpoint, &["cat", &archive, "objects/9"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("s3bundler ls {archive}")),
+        "{}",
+        out.stderr
     );
 }

@@ -69,7 +69,7 @@ pub fn default_concurrency_ceiling() -> usize {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ArchivePlace {
     /// Bucket of the archives, indexes and big-object copies.
-    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
+    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET", value_parser = crate::s3uri::parse_bucket)]
     pub bucket: String,
     /// Key prefix in the archive bucket.
     #[arg(short = 'p', long = "prefix", default_value = "")]

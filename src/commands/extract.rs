@@ -517,12 +517,22 @@ async fn check_before_writing(
             },
         }
     }
+    if let (Some(prefix), 0) = (&selection.prefix, selected) {
+        tracing::warn!(
+            "no object of {} has a key starting with {prefix:?}: nothing to extract (`s3bundler \
+             ls {}` lists what it holds)",
+            archive.uri,
+            archive.uri
+        );
+    }
     let missing = selection.not_found(&found);
     if !missing.is_empty() {
         return Err(Error::bad_input(
             archive.index_uri.to_string(),
             format!(
-                "no member for key or version {missing:?}; list the index to see what the archive holds"
+                "no member for key or version {missing:?}; `s3bundler ls {}` lists what the \
+                 archive holds",
+                archive.uri
             ),
         ));
     }
@@ -672,7 +682,7 @@ impl Report {
             }
             Err(Error::Interrupted) => return,
             Err(e) => {
-                tracing::error!("ERROR {e}");
+                tracing::error!("{e}");
                 return;
             }
         };
@@ -681,10 +691,10 @@ impl Report {
             Status::Restored => {
                 self.restored += 1;
                 self.bytes += restored.size;
-                format!(
-                    "new-version={}",
-                    restored.new_version_id.as_deref().unwrap_or("-")
-                )
+                match &restored.new_version_id {
+                    Some(version) => format!("restored as version {version}"),
+                    None => "restored".to_string(),
+                }
             }
             Status::AlreadyRestored => {
                 self.already_restored += 1;
@@ -708,11 +718,13 @@ impl Report {
             let element = serde_json::to_string(&restored).unwrap_or_default();
             print!("{separator}{element}");
         } else {
+            let archived = match &restored.archived_version_id {
+                Some(version) => format!("\tarchived version {version}"),
+                None => String::new(),
+            };
             println!(
-                "{}\t{}\tarchived-version={}\t{outcome}",
-                restored.target,
-                restored.size,
-                restored.archived_version_id.as_deref().unwrap_or("-"),
+                "{}\t{}{archived}\t{outcome}",
+                restored.target, restored.size
             );
         }
         self.printed += 1;
@@ -809,8 +821,15 @@ pub async fn cat_archive(aws: &AwsOptions, config: &SdkConfig, args: &CatArgs) -
     Err(Error::bad_input(
         archive.index_uri.to_string(),
         match &args.version_id {
-            Some(version) => format!("no member for key `{key}` version `{version}`"),
-            None => format!("no member for key `{key}`"),
+            Some(version) => format!(
+                "no member for key `{key}` version `{version}`; `s3bundler ls {}` lists what \
+                 the archive holds",
+                archive.uri
+            ),
+            None => format!(
+                "no member for key `{key}`; `s3bundler ls {}` lists what the archive holds",
+                archive.uri
+            ),
         },
     ))
 }

@@ -183,7 +183,7 @@ pub struct GroupArgs {
     #[command(flatten)]
     pub inventory: InventoryArg,
     /// Bucket to write the bundle manifests to.
-    #[arg(short = 'b', long = "bucket", value_name = "BUCKET")]
+    #[arg(short = 'b', long = "bucket", value_name = "BUCKET", value_parser = crate::s3uri::parse_bucket)]
     pub bucket: String,
     /// Key prefix for the bundle manifests.
     #[arg(short = 'p', long = "prefix", default_value = "s3grouper-output")]

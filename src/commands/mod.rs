@@ -5,6 +5,7 @@ pub mod by_source;
 pub mod extract;
 pub mod group;
 pub mod locate;
+pub mod ls;
 pub mod plan;
 pub mod prune;
 pub mod recall_place;
@@ -75,7 +76,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let code = match outcome {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!("ERROR {error}");
+            tracing::error!("{error}");
             error.exit_code()
         }
     };
@@ -103,5 +104,6 @@ pub async fn execute(cli: Cli, shutdown: Shutdown) -> Result<ExitCode> {
         Command::Prune(args) => prune::run(&cli.aws, &config, &args, shutdown).await,
         Command::Redrive(args) => redrive::run(&cli.aws, &config, &args).await,
         Command::Locate(args) => locate::run(&cli.aws, &config, &args).await,
+        Command::Ls(args) => ls::run(&cli.aws, &config, &args).await,
     }
 }

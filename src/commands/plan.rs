@@ -34,7 +34,7 @@ pub struct PlanArgs {
     /// The bucket `group` writes the bundle manifests to: with it, objects that earlier
     /// inventories grouped (incremental grouping's state) are counted apart, as `group` skips
     /// them; without it, every selected object is planned.
-    #[arg(short = 'b', long = "bucket", value_name = "BUCKET")]
+    #[arg(short = 'b', long = "bucket", value_name = "BUCKET", value_parser = crate::s3uri::parse_bucket)]
     pub bucket: Option<String>,
     /// Key prefix of the bundle manifests (with -b).
     #[arg(short = 'p', long = "prefix", default_value = "s3grouper-output")]

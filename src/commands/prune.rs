@@ -272,7 +272,7 @@ async fn delete_batch(
             }
             Some(e) => {
                 let reason = format!("{} {}", e.code, e.message);
-                error!("ERROR could not delete {object}: {reason}");
+                error!("could not delete {object}: {reason}");
                 report.summary.errors += 1;
                 report.failed.push(KeptObject {
                     object,

@@ -539,7 +539,7 @@ async fn request(s3: &S3, entries: &mut [Entry], args: &RestoreArgs, concurrency
             Ok(Restoring::AlreadyInProgress) => entry.state = State::InProgress,
             Err(failure) => {
                 let error = Error::restoring(entry.archive.clone(), failure);
-                tracing::error!("ERROR {error}");
+                tracing::error!("{error}");
                 entry.state = State::Failed;
                 entry.detail = Some(error.to_string());
             }

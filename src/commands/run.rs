@@ -29,10 +29,10 @@ pub struct RunArgs {
     pub inventory: InventoryArg,
     /// Bucket for archives, indexes, big-object copies and (unless --manifest-bucket) the bundle
     /// manifests.
-    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET")]
+    #[arg(short = 'b', long = "bucket", value_name = "ARCHIVE_BUCKET", value_parser = crate::s3uri::parse_bucket)]
     pub bucket: String,
     /// Bucket for the bundle manifests (default: the archive bucket).
-    #[arg(long, value_name = "BUCKET")]
+    #[arg(long, value_name = "BUCKET", value_parser = crate::s3uri::parse_bucket)]
     pub manifest_bucket: Option<String>,
     /// Key prefix for the bundle manifests.
     #[arg(short = 'p', long = "prefix", default_value = "s3grouper-output")]
@@ -163,7 +163,7 @@ async fn bundle_unless_done(
         Ok(report) if report.already_done => ManifestOutcome::AlreadyDone,
         Ok(report) => ManifestOutcome::Bundled(report),
         Err(failure) => {
-            error!("ERROR {manifest} was not bundled: {failure}");
+            error!("{manifest} was not bundled: {failure}");
             ManifestOutcome::Failed(failure)
         }
     }

@@ -172,7 +172,7 @@ pub async fn run(ecs: &Ecs, args: &SubmitArgs) -> Result<ExitCode> {
                 report.submitted.push(Submitted { manifest, task_arn });
             }
             Err((manifest, reason)) => {
-                error!("ERROR line {line} ({manifest}): no task started: {reason}");
+                error!("line {line} ({manifest}): no task started: {reason}");
                 report.failed.push(Refused {
                     line,
                     manifest,

@@ -143,7 +143,7 @@ pub async fn run(aws: &AwsOptions, config: &SdkConfig, args: &VerifyArgs) -> Res
     }
     if report.problems > 0 {
         tracing::error!(
-            "ERROR verification found {} problems under {}",
+            "verification found {} problems under {}",
             report.problems,
             args.check.manifests
         );

@@ -84,7 +84,7 @@ pub async fn work(
                 error!(
                     message_id = %message.id,
                     receive_count = message.receive_count,
-                    "ERROR message {} of {} is not a manifest notification: {problem}; it is left \
+                    "message {} of {} is not a manifest notification: {problem}; it is left \
                      for the queue's redrive policy (dead-letter queue)",
                     message.id,
                     queue.url()
@@ -193,7 +193,7 @@ async fn bundle_all(
             }
             Err(error) => {
                 if !matches!(error, Error::Interrupted) {
-                    error!("ERROR {manifest} was not bundled: {error}; its message is released for another attempt");
+                    error!("{manifest} was not bundled: {error}; its message is released for another attempt");
                     report_error(metrics);
                 }
                 return Err(error);
