@@ -387,13 +387,23 @@ async fn read_unindexed(
     };
     found.requests += 1;
     let index = S3Uri::new(places.archive_bucket.clone(), layout.index_key.clone());
-    let accounted = |key: &str, version: Option<&str>| {
-        let same = |k: &str, v: Option<&str>| k == key && version.is_none_or(|v2| v == Some(v2));
-        indexed.iter().any(|(k, v)| same(k, v.as_deref()))
-            || found
+    // Objects the index or the DLQ accounts for, by key and by (key, version): a manifest row
+    // without a version is any version of its key. Sets, so that a prefix's thousands of rows
+    // are each one lookup.
+    let records = indexed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .chain(
+            found
                 .dead
                 .iter()
-                .any(|d| same(&d.key, d.version_id.as_deref()))
+                .map(|d| (d.key.as_str(), d.version_id.as_deref())),
+        );
+    let versions: HashSet<(&str, Option<&str>)> = records.collect();
+    let keys: HashSet<&str> = versions.iter().map(|(k, _)| *k).collect();
+    let accounted = |key: &str, version: Option<&str>| match version {
+        None => keys.contains(key),
+        Some(_) => versions.contains(&(key, version)),
     };
     let mut copies = Vec::new();
     for row in parse_manifest(&body, &manifest.to_string())? {
