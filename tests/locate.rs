@@ -691,7 +691,7 @@ async fn racing_compactions_keep_every_run_findable_and_write_each_generation_on
 /// A year of weekly incremental runs, each changing 1% of the keys spread over the whole key
 /// space: every key lies in the range of one manifest a week, but those entries keep a filter
 /// of their keys, so a lookup of a key no week changed names only the full run's manifest, and
-/// one changed twice names the full run's and those two weeks'. Computed with the catalog's
+/// one a week changed names the full run's and that week's. Computed with the catalog's
 /// own record, compaction and lookup, on moto.
 #[tokio::test]
 async fn key_filters_of_incremental_runs_leave_one_candidate_after_a_year_of_weekly_runs() {
